@@ -1,0 +1,134 @@
+"""The few shapes every part of the harness agrees on: sandbox, agent, limits, usage, outcome.
+
+Why a file of its own: sandboxes, agents, metrics and results are written and read by different
+modules; keeping their contracts here means each module imports data, not each other.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+
+@dataclass
+class ExecResult:
+    """What one command in a sandbox produced."""
+
+    output: str  # stdout and stderr interleaved, possibly truncated by the sandbox
+    exit_code: int  # -1 when the command was killed by a timeout
+    timed_out: bool = False
+    duration_s: float = 0.0
+
+
+class Sandbox(Protocol):
+    """Where an agent's commands run. `workdir` is the workspace as the agent sees it."""
+
+    workdir: str
+
+    def execute(self, command: str, timeout: float = 120.0) -> ExecResult: ...
+
+    def read_file(self, path: str) -> str: ...
+
+    def write_file(self, path: str, content: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class Limits:
+    """Per-trial budget; hitting one ends the trial cleanly with that exit status."""
+
+    max_turns: int = 100
+    max_tokens: int = 2_000_000  # input + output + cache tokens, summed over turns
+    max_cost_usd: float = 10.0
+    max_wall_s: float = 3600.0
+    command_timeout_s: float = 600.0
+
+
+@dataclass
+class TurnUsage:
+    """One assistant API call (ATE-Bench's 'turn')."""
+
+    started_at: float
+    ended_at: float
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    tool_calls: int = 0
+
+    @property
+    def context_tokens(self) -> int:
+        """ATE-Bench's per-turn context: input + cache read + cache creation."""
+        return self.input_tokens + self.cache_read_tokens + self.cache_write_tokens
+
+
+@dataclass
+class AgentOutcome:
+    """What an agent reports when it stops. Exit statuses are listed in EXIT_STATUSES."""
+
+    exit_status: str
+    turns: list[TurnUsage] = field(default_factory=list)
+    api_errors: int = 0  # 429 / 5xx / timeouts seen, retried or not
+    api_retries: int = 0
+    error: str | None = None  # the one clear message when exit_status is 'agent_error'
+    model: str | None = None
+
+
+EXIT_STATUSES = {
+    "submitted": "the agent called its submit tool",
+    "completed": "a non-LLM agent (oracle, nop, replay) finished",
+    "limit_turns": "max_turns reached",
+    "limit_tokens": "max_tokens reached",
+    "limit_cost": "max_cost_usd reached",
+    "limit_time": "max_wall_s reached",
+    "agent_error": "the agent crashed or its API failed for good",
+    "interrupted": "the run was interrupted (Ctrl-C); the trial is resumable",
+}
+
+
+class TrajectoryWriter:
+    """Appends events to a JSONL file as they happen, so a crash mid-trial keeps what happened."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+
+    def append(self, kind: str, **data) -> None:
+        event = {"t": time.time(), "kind": kind, **data}
+        line = json.dumps(event, default=str)
+        with self._lock, open(self.path, "a") as f:
+            f.write(line + "\n")
+            f.flush()
+
+    def read(self) -> list[dict]:
+        if not self.path.exists():
+            return []
+        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+
+
+@dataclass
+class AgentContext:
+    """Everything an agent gets for one trial. Keys stay on the host: never put them here."""
+
+    instruction: str
+    sandbox: Sandbox
+    limits: Limits
+    trajectory: TrajectoryWriter
+    solution_patch: str | None = None  # oracle only: the gold diff, applied with `git apply`
+    replay_path: Path | None = None  # replay only: a recorded trajectory.jsonl
+
+
+class Agent(Protocol):
+    name: str
+
+    def run(self, ctx: AgentContext) -> AgentOutcome: ...
+
+
+def to_jsonable(obj) -> dict:
+    return asdict(obj)
