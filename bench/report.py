@@ -1,0 +1,337 @@
+"""Leaderboard tables: from the result.json files of one or more runs to medians, CIs and ratios.
+
+Why it is separate from the HTML and the plots: the numbers are computed once here (summary rows),
+and report.md, summary.csv, summary.json, the figures and the regression gate all read the same rows.
+Every trial found is counted; a trial that errored or never finished is shown in its own column.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from bench import stats
+
+SCHEMA_VERSION = 1
+RESULT_FILE = "result.json"
+
+# metric key -> (label, unit); the order is the order of report columns
+METRICS = {
+    "agent_turns": ("Agent turns", "turns"),
+    "session_duration_s": ("Session duration", "s"),
+    "active_gpu_s": ("Active GPU time", "s"),
+    "gpu_hours_allocated": ("GPU-hours allocated", "h"),
+    "output_tokens": ("Output tokens", "tokens"),
+    "per_turn_context_p50": ("Per-turn context", "tokens"),
+    "cost_usd": ("Cost", "USD"),
+    "throughput_tokens_per_s": ("Post-task throughput", "tok/s"),
+}
+GPU_METRICS = {"active_gpu_s", "gpu_hours_allocated", "throughput_tokens_per_s"}
+HIGHER_IS_BETTER = {"throughput_tokens_per_s"}
+
+# a level of the leaderboard -> the fields that make one row
+GROUPINGS = {
+    "family": ["task_family", "framework", "agent", "model"],
+    "task": ["task", "framework", "agent", "model"],
+}
+
+FINISHED = {"resolved", "unresolved", "error"}
+INCOMPLETE = {"running", "interrupted", "missing"}
+# an error in these phases happens after the agent stopped, so its effort numbers are complete
+LATE_ERROR_PHASES = {"grade", "throughput"}
+
+
+class ReportInputError(ValueError):
+    """A run id, path or result file the report cannot use; the message says which and how to fix it."""
+
+
+def resolve_run(arg: str, results_root: Path) -> Path:
+    """A run directory from a path or a run id under results_root."""
+    candidate = Path(arg)
+    if not candidate.is_dir():
+        candidate = results_root / arg
+    if not candidate.is_dir():
+        raise ReportInputError(
+            f"run '{arg}' not found: it is neither a directory nor a run id under {results_root}/ "
+            f"(list the runs with `ls {results_root}`)"
+        )
+    if not (candidate / "run.json").is_file() and not any(candidate.rglob(RESULT_FILE)):
+        raise ReportInputError(f"'{candidate}' holds no run.json and no {RESULT_FILE}: is it a run directory?")
+    return candidate
+
+
+def load_run(run_dir: Path) -> list[dict]:
+    """Every trial of a run, including those listed in run.json whose result.json is missing."""
+    trials = []
+    for path in sorted(run_dir.rglob(RESULT_FILE)):
+        try:
+            result = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise ReportInputError(f"{path} is not valid JSON ({e}); re-grade or delete that trial") from e
+        version = result.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise ReportInputError(
+                f"{path} has schema_version {version!r}; this report reads version {SCHEMA_VERSION}"
+            )
+        result["dir"] = str(path.parent)
+        trials.append(result)
+    found = {Path(t["dir"]).relative_to(run_dir).as_posix() for t in trials}
+    run_file = run_dir / "run.json"
+    listed = json.loads(run_file.read_text()).get("trials", []) if run_file.is_file() else []
+    for rel in listed:
+        if rel not in found:
+            trials.append(_missing_trial(run_dir, rel))
+    return trials
+
+
+def _missing_trial(run_dir: Path, rel: str) -> dict:
+    """run.json promised this trial but no result.json exists: keep it visible as 'missing'."""
+    task_dir, framework, agent, trial = (Path(rel).parts + ("?",) * 4)[:4]
+    task = task_dir.replace("__", "/")
+    return {
+        "schema_version": SCHEMA_VERSION, "run_id": run_dir.name, "task": task,
+        "task_family": task.split("/")[0], "framework": framework, "agent": agent, "model": None,
+        "trial": int(trial) if trial.isdigit() else -1, "status": "missing",
+        "error": {"phase": "setup", "message": f"no {RESULT_FILE} in {rel}"},
+        "metrics": {}, "grade": None, "files": {}, "dir": str(run_dir / rel),
+    }
+
+
+def load_runs(run_args: list[str], results_root: Path) -> tuple[list[Path], list[dict]]:
+    if not run_args:
+        raise ReportInputError("no run given: pass one or more run ids (under results/) or run directories")
+    run_dirs = [resolve_run(arg, results_root) for arg in run_args]
+    trials = [trial for run_dir in run_dirs for trial in load_run(run_dir)]
+    if not trials:
+        raise ReportInputError(f"no trials found in {', '.join(map(str, run_dirs))}")
+    return run_dirs, trials
+
+
+def ran_to_end(trial: dict) -> bool:
+    """Whether the agent session finished, so its effort metrics describe a whole attempt."""
+    if trial["status"] in ("resolved", "unresolved"):
+        return True
+    error = trial.get("error") or {}
+    return trial["status"] == "error" and error.get("phase") in LATE_ERROR_PHASES
+
+
+def trial_frame(trials: list[dict]) -> pd.DataFrame:
+    """One row per trial with its identity, status and metrics; `model` None becomes '-'."""
+    rows = []
+    for t in trials:
+        metrics = t.get("metrics") or {}
+        row = {
+            "run_id": t.get("run_id"), "task": t["task"], "task_family": t.get("task_family") or t["task"].split("/")[0],
+            "framework": t["framework"], "agent": t["agent"], "model": t.get("model") or "-",
+            "trial": t.get("trial"), "status": t["status"], "ran_to_end": ran_to_end(t),
+            "gpu_available": bool(metrics.get("gpu_available", False)), "dir": t.get("dir"),
+        }
+        row.update({key: metrics.get(key) for key in METRICS})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+@dataclass
+class MetricCell:
+    """One metric of one leaderboard row: a median with CI, or the reason it is unavailable."""
+
+    median: float | None
+    ci_lo: float | None
+    ci_hi: float | None
+    n: int
+    unavailable: str | None = None
+
+
+def metric_cell(group: pd.DataFrame, key: str, confidence: float) -> MetricCell:
+    finished = group[group["ran_to_end"]]
+    if finished.empty:
+        return MetricCell(None, None, None, 0, "n/a (no finished trial)")
+    values = [float(v) for v in finished[key] if v is not None and not pd.isna(v)]
+    if not values:
+        no_gpu = key in GPU_METRICS and not finished["gpu_available"].any()
+        return MetricCell(None, None, None, 0, "n/a (no GPU)" if no_gpu else "n/a (not recorded)")
+    lo, hi = stats.bootstrap_ci(values, confidence=confidence)
+    return MetricCell(stats.median(values), lo, hi, len(values))
+
+
+def effort_values(group: pd.DataFrame, key: str) -> list[float]:
+    finished = group[group["ran_to_end"]]
+    return [float(v) for v in finished[key] if v is not None and not pd.isna(v)]
+
+
+def summarize(trials: list[dict], level: str, reference_framework: str = "reference",
+              confidence: float = 0.95) -> list[dict]:
+    """Leaderboard rows for one level of GROUPINGS, each with success, metric cells and ratios."""
+    keys = GROUPINGS[level]
+    frame = trial_frame(trials)
+    groups = {name: group for name, group in frame.groupby(keys, sort=True, dropna=False)}
+    rows = []
+    for name, group in groups.items():
+        ident = dict(zip(keys, name))
+        statuses = group["status"].value_counts().to_dict()
+        resolved = statuses.get("resolved", 0)
+        attempts = sum(statuses.get(s, 0) for s in FINISHED)
+        row = {
+            "level": level, **ident,
+            "n_trials": len(group), "n_resolved": resolved, "n_unresolved": statuses.get("unresolved", 0),
+            "n_error": statuses.get("error", 0), "n_incomplete": sum(statuses.get(s, 0) for s in INCOMPLETE),
+            "n_attempts": attempts,
+            "success_rate": resolved / attempts if attempts else None,
+            "pass_at_1": stats.pass_at_k(attempts, resolved, 1) if attempts else None,
+            "k": attempts,
+            "pass_at_k": stats.pass_at_k(attempts, resolved, attempts) if attempts else None,
+            "metrics": {key: vars(metric_cell(group, key, confidence)) for key in METRICS},
+            "vs_reference": {},
+        }
+        reference_name = tuple(reference_framework if k == "framework" else ident[k] for k in keys)
+        reference = groups.get(reference_name)
+        if ident["framework"] != reference_framework and reference is not None:
+            row["vs_reference"] = _ratios(group, reference, confidence)
+        rows.append(row)
+    return rows
+
+
+def _ratios(group: pd.DataFrame, reference: pd.DataFrame, confidence: float) -> dict:
+    """median(framework) / median(reference) per metric with a bootstrap CI; absent when undefined."""
+    ratios = {}
+    for key in METRICS:
+        mine, theirs = effort_values(group, key), effort_values(reference, key)
+        if not mine or not theirs or stats.median(theirs) == 0:
+            continue
+        ratio, lo, hi = stats.ratio_of_medians(mine, theirs, confidence=confidence)
+        ratios[key] = {"ratio": ratio, "ci_lo": lo, "ci_hi": hi}
+    return ratios
+
+
+def flat_rows(rows: list[dict]) -> pd.DataFrame:
+    """summary rows as one flat table (for summary.csv)."""
+    flat = []
+    for row in rows:
+        out = {k: v for k, v in row.items() if k not in ("metrics", "vs_reference")}
+        for key, cell in row["metrics"].items():
+            for field in ("median", "ci_lo", "ci_hi", "n", "unavailable"):
+                out[f"{key}_{field}"] = cell[field]
+        for key, ratio in row["vs_reference"].items():
+            for field in ("ratio", "ci_lo", "ci_hi"):
+                out[f"{key}_vs_ref_{field}"] = ratio[field]
+        flat.append(out)
+    return pd.DataFrame(flat)
+
+
+def format_number(value: float, unit: str, scale_by: float | None = None) -> str:
+    """Human units; `scale_by` (the median) picks one scale so a CI reads in the median's unit."""
+    if unit == "s":
+        return f"{value / 60:.1f} min"
+    if unit == "USD":
+        return f"${value:.2f}"
+    if unit == "h":
+        return f"{value:.3g} h"
+    if abs(value if scale_by is None else scale_by) >= 10_000:
+        return f"{value / 1000:.1f}K"
+    return f"{value:.4g}"
+
+
+def format_cell(cell: dict, unit: str) -> str:
+    if cell["unavailable"]:
+        return cell["unavailable"]
+    m = cell["median"]
+    return f"{format_number(m, unit)} [{format_number(cell['ci_lo'], unit, m)}, {format_number(cell['ci_hi'], unit, m)}]"
+
+
+def format_change(ratio: dict) -> str:
+    """'−62% [−70%, −50%]': the relative change of medians versus the reference framework."""
+
+    def pct(r: float) -> str:
+        change = round((r - 1.0) * 100)
+        return f"−{abs(change)}%" if change < 0 else f"+{change}%"
+
+    return f"{pct(ratio['ratio'])} [{pct(ratio['ci_lo'])}, {pct(ratio['ci_hi'])}]"
+
+
+def format_rate(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0%}"
+
+
+def row_label(row: dict) -> str:
+    where = row.get("task") or row.get("task_family")
+    return f"{where} · {row['framework']} · {row['agent']}/{row['model']}"
+
+
+def markdown_tables(rows: list[dict], level: str, reference_framework: str) -> str:
+    """Three paste-able tables for one level: outcomes, effort medians with CI, change vs reference."""
+    where = "Task" if level == "task" else "Task family"
+    key = "task" if level == "task" else "task_family"
+    head = f"| {where} | Framework | Agent / model |"
+    lines = [
+        f"#### Outcomes ({where.lower()})", "",
+        head + " Trials | Resolved | Unresolved | Error | Incomplete | Success | pass@1 | pass@k |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        pass_k = f"{format_rate(r['pass_at_k'])} (k={r['k']})" if r["k"] else "n/a"
+        lines.append(
+            f"| {r[key]} | {r['framework']} | {r['agent']}/{r['model']} | {r['n_trials']} | {r['n_resolved']} "
+            f"| {r['n_unresolved']} | {r['n_error']} | {r['n_incomplete']} | {format_rate(r['success_rate'])} "
+            f"| {format_rate(r['pass_at_1'])} | {pass_k} |"
+        )
+    lines += ["", f"#### Effort, median [95% CI] ({where.lower()})", "",
+              head + "".join(f" {label} |" for label, _ in METRICS.values()),
+              "|---|---|---|" + "---|" * len(METRICS)]
+    for r in rows:
+        cells = "".join(f" {format_cell(r['metrics'][k], unit)} |" for k, (_, unit) in METRICS.items())
+        lines.append(f"| {r[key]} | {r['framework']} | {r['agent']}/{r['model']} |{cells}")
+    compared = [r for r in rows if r["vs_reference"]]
+    if compared:
+        lines += ["", f"#### Change of medians versus `{reference_framework}` [95% CI] ({where.lower()})", "",
+                  head + "".join(f" {label} |" for label, _ in METRICS.values()),
+                  "|---|---|---|" + "---|" * len(METRICS)]
+        for r in compared:
+            cells = "".join(
+                f" {format_change(r['vs_reference'][k]) if k in r['vs_reference'] else 'n/a'} |" for k in METRICS
+            )
+            lines.append(f"| {r[key]} | {r['framework']} | {r['agent']}/{r['model']} |{cells}")
+    return "\n".join(lines) + "\n"
+
+
+def markdown_report(run_dirs: list[Path], summaries: dict[str, list[dict]], reference_framework: str,
+                    profile_md: str | None) -> str:
+    runs = ", ".join(f"`{d.name}`" for d in run_dirs)
+    parts = [
+        f"# atebench report: {runs}", "",
+        "Medians with percentile-bootstrap 95% CIs (fixed seed). Effort metrics use trials whose agent "
+        "session ran to its end (resolved, unresolved, or an error after the agent stopped); success "
+        "counts every finished trial, errors as failures; interrupted, running and missing trials are "
+        "listed as incomplete and left out of both. pass@k is the unbiased estimator with k = finished "
+        "trials. Changes versus the reference framework bootstrap the ratio of medians.", "",
+        "## By task family", "", markdown_tables(summaries["family"], "family", reference_framework),
+        "## By task", "", markdown_tables(summaries["task"], "task", reference_framework),
+    ]
+    if profile_md:
+        parts += ["## Framework profile (static)", "", profile_md]
+    return "\n".join(parts)
+
+
+def write_tables(out_dir: Path, run_dirs: list[Path], trials: list[dict], reference_framework: str = "reference",
+                 confidence: float = 0.95, profile_md: str | None = None) -> dict[str, list[dict]]:
+    """Writes report.md, summary.csv and summary.json; returns the summary rows per level."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summaries = {level: summarize(trials, level, reference_framework, confidence) for level in GROUPINGS}
+    (out_dir / "report.md").write_text(markdown_report(run_dirs, summaries, reference_framework, profile_md))
+    pd.concat([flat_rows(rows) for rows in summaries.values()]).to_csv(out_dir / "summary.csv", index=False)
+    summary = {
+        "runs": [d.name for d in run_dirs], "reference_framework": reference_framework,
+        "confidence": confidence, "seed": stats.SEED, "n_boot": stats.N_BOOT,
+        "metrics": {k: {"label": label, "unit": unit} for k, (label, unit) in METRICS.items()},
+        **summaries,
+    }
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default) + "\n")
+    return summaries
+
+
+def _json_default(value):
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"cannot serialise {type(value).__name__}")
