@@ -77,6 +77,8 @@ class AgentOutcome:
     api_retries: int = 0
     error: str | None = None  # the one clear message when exit_status is 'agent_error'
     model: str | None = None
+    started_at: float | None = None  # unix time the agent started; with ended_at gives wall_time_s
+    ended_at: float | None = None
 
 
 EXIT_STATUSES = {
