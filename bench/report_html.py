@@ -1,0 +1,351 @@
+"""The browsable report: one self-contained report.html plus one page per trial's trajectory.
+
+Why self-contained: a report is passed around as a CI artifact or an attachment, so figures are
+inline base64 PNGs and styles are inline; the only other files are the linked trajectory pages.
+Everything that came from a trial (agent text, tool output, diffs) is HTML-escaped.
+"""
+
+from __future__ import annotations
+
+import base64
+import difflib
+import json
+import re
+from datetime import datetime, timezone
+from html import escape
+from pathlib import Path
+
+from bench import plots
+from bench.report import GROUPINGS, METRICS, format_cell, format_change, format_rate, trial_frame
+
+HEAD_LINES = 40
+TAIL_LINES = 20
+MAX_LINE_CHARS = 400
+MAX_DIFF_LINES = 3000
+GRADER_LOG_TAIL = 200
+
+STYLE = """
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:24px;color:#1d1d1f;max-width:1400px}
+h1{font-size:22px}h2{font-size:18px;margin-top:32px;border-bottom:1px solid #ddd}h3{font-size:15px}
+table{border-collapse:collapse;font-size:12px;margin:8px 0}th,td{border:1px solid #ddd;padding:3px 6px;text-align:left}
+th{background:#f3f4f6}td.num{text-align:right;white-space:nowrap}
+.resolved{color:#1a7f37}.unresolved,.failed,.error{color:#b42318}.interrupted,.running,.missing,.skipped{color:#9a6700}
+.figs{display:flex;flex-wrap:wrap;gap:16px}.fig{border:1px solid #eee;padding:6px}.fig img{max-width:100%}
+.na{color:#777;font-style:italic}pre{background:#f6f8fa;padding:8px;overflow-x:auto;font-size:12px;white-space:pre-wrap}
+.event{border-left:4px solid #ccc;padding:4px 10px;margin:10px 0}.assistant{border-color:#3b6ea8}
+.tool_result{border-color:#4f9a5a}.user,.system{border-color:#999}.error,.limit{border-color:#b42318}
+.meta{color:#666;font-size:11px}.add{color:#1a7f37}.del{color:#b42318}.hunk{color:#7d5ba6}.omitted{color:#9a6700}
+"""
+
+RENDER_CHECK = """
+<script>
+window.addEventListener('load', function () {
+  var imgs = Array.prototype.slice.call(document.images);
+  var ok = imgs.filter(function (i) { return i.complete && i.naturalWidth > 0 && i.naturalHeight > 0; });
+  document.body.setAttribute('data-images-total', String(imgs.length));
+  document.body.setAttribute('data-images-rendered', String(ok.length));
+});
+</script>
+"""
+
+
+def page(title: str, body: str) -> str:
+    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{escape(title)}</title>"
+            f"<style>{STYLE}</style></head><body>\n{body}\n{RENDER_CHECK}</body></html>\n")
+
+
+def img(png: bytes | None, alt: str, missing: str) -> str:
+    if png is None:
+        return f'<p class="na">{escape(missing)}</p>'
+    data = base64.b64encode(png).decode("ascii")
+    return f'<img alt="{escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def trial_page_name(trial: dict) -> str:
+    parts = [trial.get("run_id") or "run", trial["task"].replace("/", "__"), trial["framework"],
+             trial["agent"], str(trial.get("trial"))]
+    return re.sub(r"[^A-Za-z0-9._-]", "_", "__".join(parts)) + ".html"
+
+
+# ---------------------------------------------------------------- report.html
+
+
+def summary_table(rows: list[dict], level: str) -> str:
+    key = "task" if level == "task" else "task_family"
+    head = ("<tr><th>{}</th><th>Framework</th><th>Agent / model</th><th>Trials</th><th>Resolved</th><th>Unresolved</th>"
+            "<th>Error</th><th>Incomplete</th><th>Success</th><th>pass@1</th><th>pass@k</th>").format(
+        "Task" if level == "task" else "Task family")
+    head += "".join(f"<th>{escape(label)}</th>" for label, _ in METRICS.values()) + "</tr>"
+    body = []
+    for r in rows:
+        cells = [escape(str(r[key])), escape(r["framework"]), escape(f"{r['agent']}/{r['model']}")]
+        cells += [str(r[n]) for n in ("n_trials", "n_resolved", "n_unresolved", "n_error", "n_incomplete")]
+        cells += [format_rate(r["success_rate"]), format_rate(r["pass_at_1"]),
+                  f"{format_rate(r['pass_at_k'])} (k={r['k']})" if r["k"] else "n/a"]
+        for k, (_, unit) in METRICS.items():
+            text = format_cell(r["metrics"][k], unit)
+            if k in r["vs_reference"]:
+                text += f"<br><span class=\"meta\">{escape(format_change(r['vs_reference'][k]))} vs ref</span>"
+            cells.append(text if not r["metrics"][k]["unavailable"] else f'<span class="na">{escape(text)}</span>')
+        body.append("<tr>" + "".join(f'<td class="num">{c}</td>' if i >= 3 else f"<td>{c}</td>"
+                                     for i, c in enumerate(cells)) + "</tr>")
+    return f"<table>{head}{''.join(body)}</table>"
+
+
+def trials_table(trials: list[dict]) -> str:
+    head = ("<tr><th>Run</th><th>Task</th><th>Framework</th><th>Agent / model</th><th>Trial</th><th>Status</th>"
+            "<th>Exit</th><th>Turns</th><th>Error</th><th>Trajectory</th></tr>")
+    body = []
+    ordered = sorted(trials, key=lambda t: (t["task"], t["framework"], t["agent"], t.get("run_id") or "", t.get("trial") or 0))
+    for t in ordered:
+        error = t.get("error") or {}
+        error_text = f"{error.get('phase')}: {error.get('message')}" if error else ""
+        turns = (t.get("metrics") or {}).get("agent_turns")
+        body.append(
+            f"<tr><td>{escape(str(t.get('run_id')))}</td><td>{escape(t['task'])}</td><td>{escape(t['framework'])}</td>"
+            f"<td>{escape(t['agent'])}/{escape(str(t.get('model') or '-'))}</td><td>{escape(str(t.get('trial')))}</td>"
+            f"<td class=\"{escape(t['status'])}\">{escape(t['status'])}</td><td>{escape(str(t.get('exit_status') or ''))}</td>"
+            f"<td class=\"num\">{'' if turns is None else escape(str(turns))}</td><td>{escape(error_text)}</td>"
+            f"<td><a class=\"trajectory\" href=\"trajectories/{escape(trial_page_name(t))}\">view</a></td></tr>"
+        )
+    return f"<table>{head}{''.join(body)}</table>"
+
+
+def profile_table(profiles: list[dict]) -> str:
+    head = ("<tr><th>Framework</th><th>Path</th><th>Python files</th><th>Python lines</th><th>Tokens to read</th>"
+            "<th>Agent guides</th><th>Skills</th><th>Entry point</th></tr>")
+    body, tasks = [], []
+    for p in profiles:
+        body.append(
+            f"<tr><td>{escape(p['framework'])}</td><td>{escape(p['path'])}</td><td class=\"num\">{p['python_files']}</td>"
+            f"<td class=\"num\">{p['python_lines']}</td><td class=\"num\">{p['read_tokens']}"
+            f"<br><span class=\"meta\">{escape(p['token_counter'])}</span></td>"
+            f"<td>{escape(', '.join(p['agent_guides']) or 'none')}</td><td>{escape(', '.join(p['skills']) or 'none')}</td>"
+            f"<td>{escape(p.get('entry_point') or 'n/a')}</td></tr>"
+        )
+        for task in p.get("tasks", []):
+            depth = task.get("import_depth")
+            tasks.append(
+                f"<tr><td>{escape(p['framework'])}</td><td>{escape(task['task'])}</td>"
+                f"<td class=\"num\">{task['files_touched']}</td><td class=\"num\">{task['lines_touched']}</td>"
+                f"<td class=\"num\">{'n/a' if depth is None else depth}</td></tr>"
+            )
+    html = f"<table>{head}{''.join(body)}</table>"
+    if tasks:
+        html += ("<h3>Gold solutions</h3><table><tr><th>Framework</th><th>Task</th><th>Files touched</th>"
+                 f"<th>Lines touched</th><th>Import depth from entry</th></tr>{''.join(tasks)}</table>")
+    return html
+
+
+def report_html(run_names: list[str], trials: list[dict], summaries: dict[str, list[dict]],
+                reference_framework: str, profiles: list[dict] | None, profile_note: str | None) -> str:
+    frame = trial_frame(trials)
+    task_rows = summaries["task"]
+    bars = "".join(
+        f'<div class="fig"><h3>{escape(label)}</h3>'
+        f"{img(plots.metric_bars(task_rows, key), label, _missing_reason(task_rows, key))}</div>"
+        for key, (label, _) in METRICS.items()
+    )
+    strips = "".join(
+        f'<div class="fig"><h3>{escape(label)}</h3>'
+        f"{img(plots.trial_strip(frame, key, GROUPINGS['task']), label + ' per trial', _missing_reason(task_rows, key))}</div>"
+        for key, (label, _) in METRICS.items()
+    )
+    scatter = img(plots.throughput_vs_turns(task_rows), "throughput vs agent turns",
+                  "n/a (no GPU): no group has both throughput and turns")
+    generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    parts = [
+        f"<h1>atebench report: {escape(', '.join(run_names))}</h1>",
+        f"<p class=\"meta\">Generated {generated}. {len(trials)} trials. Medians with percentile-bootstrap 95% CIs "
+        f"(fixed seed); changes are versus the <b>{escape(reference_framework)}</b> framework. Effort metrics use "
+        "trials whose agent session ran to its end; errors count as failures in the success rate; incomplete "
+        "trials (interrupted, running, missing) are listed but left out of both.</p>",
+        "<h2>By task family</h2>", summary_table(summaries["family"], "family"),
+        "<h2>By task</h2>", summary_table(task_rows, "task"),
+        "<h2>Metrics by task (median, 95% CI whiskers)</h2>", f'<div class="figs">{bars}</div>',
+        "<h2>Throughput versus agent turns</h2>", f'<div class="fig">{scatter}</div>',
+        "<h2>Every trial</h2>", f'<div class="figs">{strips}</div>',
+    ]
+    if profiles:
+        parts += ["<h2>Framework profile (static)</h2>", profile_table(profiles)]
+    elif profile_note:
+        parts += ["<h2>Framework profile (static)</h2>", f'<p class="na">{escape(profile_note)}</p>']
+    parts += ["<h2>Trials</h2>", trials_table(trials)]
+    return page("atebench report", "\n".join(parts))
+
+
+def _missing_reason(rows: list[dict], key: str) -> str:
+    reasons = sorted({r["metrics"][key]["unavailable"] for r in rows if r["metrics"][key]["unavailable"]})
+    return "; ".join(reasons) or "n/a"
+
+
+# ---------------------------------------------------------------- trajectory pages
+
+
+def head_tail(text: str, head: int = HEAD_LINES, tail: int = TAIL_LINES) -> str:
+    """Escaped text keeping the first and last lines of long output, as a terminal user would skim it."""
+    lines = [line if len(line) <= MAX_LINE_CHARS else line[:MAX_LINE_CHARS] + " …" for line in str(text).splitlines()]
+    if len(lines) <= head + tail:
+        return escape("\n".join(lines))
+    omitted = len(lines) - head - tail
+    return (escape("\n".join(lines[:head])) + f'\n<span class="omitted">… {omitted} lines omitted …</span>\n'
+            + escape("\n".join(lines[-tail:])))
+
+
+def diff_html(diff: str) -> str:
+    lines = diff.splitlines()
+    more = len(lines) - MAX_DIFF_LINES
+    out = []
+    for line in lines[:MAX_DIFF_LINES]:
+        css = ("hunk" if line.startswith("@@") else "add" if line.startswith("+") and not line.startswith("+++")
+               else "del" if line.startswith("-") and not line.startswith("---") else "")
+        out.append(f'<span class="{css}">{escape(line)}</span>' if css else escape(line))
+    if more > 0:
+        out.append(f'<span class="omitted">… {more} more diff lines in the diff file …</span>')
+    return "<pre class=\"diff\">" + "\n".join(out) + "</pre>"
+
+
+def edit_diff(arguments: dict) -> str | None:
+    """A unified diff for a file-editing tool call (old/new strings or whole-file writes); None otherwise."""
+    path = arguments.get("path") or arguments.get("file_path") or "file"
+    old = next((arguments[k] for k in ("old_str", "old_string", "old") if k in arguments), None)
+    new = next((arguments[k] for k in ("new_str", "new_string", "new") if k in arguments), None)
+    if old is None and new is None:
+        new = next((arguments[k] for k in ("file_text", "content") if k in arguments), None)
+        old = "" if new is not None else None
+    if not isinstance(old, str) or not isinstance(new, str):
+        return None
+    diff = difflib.unified_diff(old.splitlines(), new.splitlines(), f"a/{path}", f"b/{path}", lineterm="")
+    return "\n".join(diff)
+
+
+def tool_call_html(call: dict) -> str:
+    arguments = call.get("arguments")
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments)
+        except json.JSONDecodeError:
+            arguments = {"raw": arguments}
+    arguments = arguments if isinstance(arguments, dict) else {"value": arguments}
+    title = f'<div class="meta">tool call <b>{escape(str(call.get("name")))}</b> id {escape(str(call.get("id")))}</div>'
+    command = arguments.get("command") or arguments.get("cmd")
+    if isinstance(command, str):
+        return title + f"<pre class=\"command\">$ {head_tail(command)}</pre>"
+    diff = edit_diff(arguments)
+    if diff is not None:
+        return title + diff_html(diff)
+    return title + f"<pre>{head_tail(json.dumps(arguments, indent=2, default=str))}</pre>"
+
+
+def usage_line(event: dict) -> str:
+    usage = event.get("usage") or {}
+    context = sum(usage.get(k) or 0 for k in ("input_tokens", "cache_read_tokens", "cache_write_tokens"))
+    cost = event.get("cost_usd")
+    return (f'<div class="meta usage">input {usage.get("input_tokens", 0)} · output {usage.get("output_tokens", 0)} · '
+            f'cache read {usage.get("cache_read_tokens", 0)} · cache write {usage.get("cache_write_tokens", 0)} · '
+            f'context {context} · cost {"n/a" if cost is None else f"${cost:.4f}"}</div>')
+
+
+def event_html(event: dict, start: float) -> str:
+    kind = str(event.get("kind"))
+    offset = f"+{event['t'] - start:.1f} s" if isinstance(event.get("t"), (int, float)) else ""
+    turn = f" · turn {event['turn']}" if "turn" in event else ""
+    header = f'<div class="meta">{escape(kind)}{escape(turn)} · {offset}</div>'
+    if kind == "assistant":
+        text = event.get("content") or ""
+        calls = "".join(tool_call_html(c) for c in event.get("tool_calls") or [])
+        body = (f"<pre>{head_tail(text)}</pre>" if text else "") + calls + usage_line(event)
+    elif kind == "tool_result":
+        body = (f'<div class="meta">{escape(str(event.get("name")))} · exit {escape(str(event.get("exit_code")))} · '
+                f'{event.get("duration_s", 0) or 0:.2f} s</div><pre>{head_tail(event.get("output") or "")}</pre>')
+    elif kind in ("system", "user"):
+        body = f"<pre>{head_tail(event.get('content') or '')}</pre>"
+    else:
+        rest = {k: v for k, v in event.items() if k not in ("t", "kind")}
+        body = f"<pre>{head_tail(json.dumps(rest, indent=2, default=str))}</pre>"
+    return f'<div class="event {escape(kind)}">{header}{body}</div>'
+
+
+def grade_html(grade: dict | None) -> str:
+    if not grade:
+        return '<p class="na">Not graded.</p>'
+    parts = [f"<p>Resolved: <b class=\"{'resolved' if grade.get('resolved') else 'unresolved'}\">"
+             f"{escape(str(grade.get('resolved')))}</b> · tests run {escape(str(grade.get('tests_run')))}</p>"]
+    if grade.get("error"):
+        parts.append(f"<p class=\"error\">Grader error: {escape(str(grade['error']))}</p>")
+    for title, key in (("Fail-to-pass", "fail_to_pass"), ("Pass-to-pass", "pass_to_pass")):
+        tests = grade.get(key) or {}
+        rows = "".join(f"<tr><td>{escape(name)}</td><td class=\"{escape(str(o))}\">{escape(str(o))}</td></tr>"
+                       for name, o in tests.items())
+        parts.append(f"<h3>{title} ({len(tests)})</h3><table><tr><th>Test</th><th>Outcome</th></tr>{rows}</table>")
+    rows = "".join(
+        f"<tr><td>{escape(t.get('name', ''))}</td><td class=\"{escape(str(t.get('outcome')))}\">{escape(str(t.get('outcome')))}"
+        f"</td><td class=\"num\">{t.get('duration_s', 0) or 0:.2f} s</td></tr>" for t in grade.get("tests") or [])
+    parts.append(f"<h3>All tests</h3><table><tr><th>Test</th><th>Outcome</th><th>Duration</th></tr>{rows}</table>")
+    if grade.get("modified_test_files"):
+        parts.append(f"<p class=\"error\">The agent modified test files: "
+                     f"{escape(', '.join(grade['modified_test_files']))}</p>")
+    return "".join(parts)
+
+
+def trajectory_html(trial: dict) -> str:
+    trial_dir = Path(trial["dir"])
+    files = trial.get("files") or {}
+    metrics = trial.get("metrics") or {}
+    error = trial.get("error")
+    title = f"{trial['task']} · {trial['framework']} · {trial['agent']}/{trial.get('model') or '-'} · trial {trial.get('trial')}"
+    parts = [
+        '<p><a href="../report.html">← report</a></p>', f"<h1>{escape(title)}</h1>",
+        f"<p>Run {escape(str(trial.get('run_id')))} · status <b class=\"{escape(trial['status'])}\">{escape(trial['status'])}"
+        f"</b> · exit {escape(str(trial.get('exit_status')))} · started {escape(str(trial.get('started_at')))} · "
+        f"finished {escape(str(trial.get('finished_at')))}</p>",
+    ]
+    if error:
+        parts.append(f"<p class=\"error\">Error in {escape(str(error.get('phase')))}: {escape(str(error.get('message')))}</p>")
+    rows = "".join(f"<tr><td>{escape(k)}</td><td class=\"num\">{'n/a' if v is None else escape(str(v))}</td></tr>"
+                   for k, v in metrics.items())
+    parts += [f"<h2>Metrics</h2><table>{rows}</table>", "<h2>Grade</h2>", grade_html(trial.get("grade"))]
+    parts.append("<h2>Conversation</h2>")
+    events = _read_events(trial_dir, files.get("trajectory"))
+    if events is None:
+        parts.append('<p class="na">No trajectory was recorded for this trial.</p>')
+    else:
+        start = next((e["t"] for e in events if isinstance(e.get("t"), (int, float))), 0.0)
+        parts += [event_html(e, start) for e in events]
+    diff_file = trial_dir / files["diff"] if files.get("diff") else None
+    parts.append("<h2>Final diff</h2>")
+    if diff_file and diff_file.is_file() and diff_file.read_text(errors="replace").strip():
+        parts.append(diff_html(diff_file.read_text(errors="replace")))
+    else:
+        parts.append('<p class="na">No diff recorded (empty or absent).</p>')
+    log = trial_dir / files["grader_log"] if files.get("grader_log") else None
+    if log and log.is_file():
+        tail = log.read_text(errors="replace").splitlines()[-GRADER_LOG_TAIL:]
+        parts.append(f"<h2>Grader log (last {GRADER_LOG_TAIL} lines)</h2><pre>{escape(chr(10).join(tail))}</pre>")
+    return page(title, "\n".join(parts))
+
+
+def _read_events(trial_dir: Path, name: str | None) -> list[dict] | None:
+    if not name or not (trial_dir / name).is_file():
+        return None
+    events = []
+    for line in (trial_dir / name).read_text(errors="replace").splitlines():
+        if not line.strip():
+            continue
+        try:
+            events.append(json.loads(line))
+        except json.JSONDecodeError:
+            events.append({"kind": "unreadable", "line": line})  # a crash can cut the last line short
+    return events
+
+
+def write_html(out_dir: Path, run_names: list[str], trials: list[dict], summaries: dict[str, list[dict]],
+               reference_framework: str, profiles: list[dict] | None = None, profile_note: str | None = None) -> Path:
+    """Writes report.html and trajectories/*.html under out_dir; returns the report path."""
+    pages = out_dir / "trajectories"
+    pages.mkdir(parents=True, exist_ok=True)
+    for trial in trials:
+        (pages / trial_page_name(trial)).write_text(trajectory_html(trial))
+    path = out_dir / "report.html"
+    path.write_text(report_html(run_names, trials, summaries, reference_framework, profiles, profile_note))
+    return path
