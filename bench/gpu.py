@@ -1,0 +1,153 @@
+"""GPU accounting for trials: exclusive assignment, and measured (not estimated) GPU activity.
+
+Why measure: other harnesses estimate GPU time as allocated GPUs x wall time; that rewards nothing
+about using GPUs well. We report both: `gpu_hours_allocated` (the estimate) and `active_gpu_s`
+(GPU-seconds, summed over the trial's GPUs, where NVML saw utilisation > 0 or memory in use above
+the baseline taken when the trial started). Without NVML both are None, never 0.
+GPU ids are NVML indices (PCI bus order): run trials with CUDA_DEVICE_ORDER=PCI_BUS_ID so
+CUDA_VISIBLE_DEVICES means the same GPUs.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import pynvml
+
+MIB = 1024 * 1024
+
+
+def _nvml_start() -> bool:
+    try:
+        pynvml.nvmlInit()
+        return True
+    except pynvml.NVMLError:
+        return False
+
+
+def detect_gpus() -> list[int]:
+    """The GPUs this machine offers: CUDA_VISIBLE_DEVICES when it lists indices, else all NVML sees."""
+    if not _nvml_start():
+        return []
+    try:
+        count = pynvml.nvmlDeviceGetCount()
+    finally:
+        pynvml.nvmlShutdown()
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").replace(" ", "")
+    if visible and all(part.isdigit() for part in visible.split(",")):
+        return [int(part) for part in visible.split(",") if int(part) < count]
+    return list(range(count))
+
+
+class GpuAllocator:
+    """Hands out GPUs so no two concurrent trials share one; blocks until enough are free."""
+
+    def __init__(self, gpus: list[int] | None = None):
+        self.gpus = detect_gpus() if gpus is None else list(gpus)
+        self._free = set(self.gpus)
+        self._cond = threading.Condition()
+
+    def acquire(self, n: int, timeout_s: float | None = None) -> list[int]:
+        if n > len(self.gpus):
+            raise ValueError(f"a trial needs {n} GPU(s) but this machine offers {len(self.gpus)} {self.gpus}; "
+                             "run it on a machine with more GPUs or lower the task's gpus")
+        with self._cond:
+            if not self._cond.wait_for(lambda: len(self._free) >= n, timeout=timeout_s):
+                raise TimeoutError(f"no {n} free GPU(s) within {timeout_s} s; free now: {sorted(self._free)}")
+            taken = sorted(self._free)[:n]
+            self._free -= set(taken)
+            return taken
+
+    def release(self, gpus: list[int]) -> None:
+        with self._cond:
+            foreign = set(gpus) - set(self.gpus)
+            if foreign or set(gpus) & self._free:
+                raise ValueError(f"releasing GPUs {sorted(gpus)} that were not acquired from this allocator")
+            self._free |= set(gpus)
+            self._cond.notify_all()
+
+    @contextmanager
+    def allocate(self, n: int, timeout_s: float | None = None):
+        gpus = self.acquire(n, timeout_s)
+        try:
+            yield gpus
+        finally:
+            self.release(gpus)
+
+
+@dataclass
+class GpuReport:
+    available: bool
+    gpus: list[int] = field(default_factory=list)
+    active_gpu_s: float | None = None
+    gpu_hours_allocated: float | None = None
+    samples: int = 0
+
+
+class GpuSampler:
+    """Samples NVML every `interval_s` on a background thread between start() and stop()."""
+
+    def __init__(self, gpus: list[int], interval_s: float = 0.5, memory_margin_mib: int = 64):
+        self.gpus = list(gpus)
+        self.interval_s = interval_s
+        self.margin_bytes = memory_margin_mib * MIB
+        self.available = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._active_s = 0.0
+        self._samples = 0
+
+    def start(self) -> GpuSampler:
+        self._started = time.monotonic()
+        self.available = _nvml_start()
+        if not self.available:
+            return self
+        try:
+            self._handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in self.gpus]
+            self._baseline = [pynvml.nvmlDeviceGetMemoryInfo(h).used for h in self._handles]
+        except pynvml.NVMLError:
+            pynvml.nvmlShutdown()
+            self.available = False
+            return self
+        self._last = time.monotonic()
+        self._thread = threading.Thread(target=self._loop, name="gpu-sampler", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> GpuReport:
+        wall = time.monotonic() - self._started
+        if not self.available:
+            return GpuReport(available=False, gpus=self.gpus)
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+        pynvml.nvmlShutdown()
+        return GpuReport(available=True, gpus=self.gpus, active_gpu_s=round(self._active_s, 3),
+                         gpu_hours_allocated=len(self.gpus) * wall / 3600, samples=self._samples)
+
+    def __enter__(self) -> GpuSampler:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        if self._thread is not None and not self._stop.is_set():
+            self.stop()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self._sample()
+
+    def _sample(self) -> None:
+        now = time.monotonic()
+        dt, self._last = now - self._last, now
+        for handle, baseline in zip(self._handles, self._baseline):
+            try:
+                busy = pynvml.nvmlDeviceGetUtilizationRates(handle).gpu > 0
+                busy = busy or pynvml.nvmlDeviceGetMemoryInfo(handle).used > baseline + self.margin_bytes
+            except pynvml.NVMLError:
+                continue
+            self._active_s += dt if busy else 0.0
+        self._samples += 1
