@@ -9,10 +9,14 @@ from pathlib import Path
 
 import torch
 
+from reftrain.models.deepseek_v2 import DeepseekV2Config, DeepseekV2ForCausalLM
+from reftrain.models.mixtral import MixtralConfig, MixtralForCausalLM
 from reftrain.models.qwen3_moe import Qwen3MoeConfig, Qwen3MoeForCausalLM
 
 MODELS = {
     "qwen3_moe": (Qwen3MoeConfig, Qwen3MoeForCausalLM),
+    "mixtral": (MixtralConfig, MixtralForCausalLM),
+    "deepseek_v2": (DeepseekV2Config, DeepseekV2ForCausalLM),
 }
 
 

@@ -25,7 +25,7 @@ def read_hf_config(cls, d: dict, aliases: dict[str, tuple[str, ...]] | None = No
     values = {}
     for f in fields(cls):
         for key in (f.name, *aliases.get(f.name, ())):
-            if d.get(key) is not None:
+            if key in d:
                 values[f.name] = d[key]
                 break
     values["rope_parameters"] = rope_parameters_from_hf(d, default_theta)
@@ -35,7 +35,7 @@ def read_hf_config(cls, d: dict, aliases: dict[str, tuple[str, ...]] | None = No
 def rope_parameters_from_hf(d: dict, default_theta: float) -> dict:
     params = dict(d.get("rope_parameters") or d.get("rope_scaling") or {})
     params.setdefault("rope_type", params.pop("type", "default"))
-    params.setdefault("rope_theta", d.get("rope_theta", default_theta))
+    params.setdefault("rope_theta", d.get("rope_theta") or default_theta)
     if params["rope_type"] not in SUPPORTED_ROPE_TYPES:
         raise ValueError(
             f"rope type {params['rope_type']!r} in the model config is not supported; "

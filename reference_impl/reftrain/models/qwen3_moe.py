@@ -4,6 +4,7 @@ A transformers state_dict loads into `Qwen3MoeForCausalLM` with `load_state_dict
 """
 
 from dataclasses import asdict, dataclass, field
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +26,7 @@ from reftrain.moe import AuxLossBackward, GroupedExperts, load_balancing_loss
 class Qwen3MoeConfig:
     """The fields of an HF Qwen3-MoE config.json this model uses (HF names and defaults)."""
 
+    model_type: ClassVar[str] = "qwen3_moe"
     vocab_size: int = 151936
     hidden_size: int = 2048
     intermediate_size: int = 6144
@@ -54,6 +56,7 @@ class Qwen3MoeConfig:
 
     def __post_init__(self):
         self.head_dim = self.head_dim or self.hidden_size // self.num_attention_heads
+        self.mlp_only_layers = self.mlp_only_layers or []
         require(self.hidden_act == "silu", f"qwen3_moe: hidden_act={self.hidden_act!r} is not supported; use 'silu'")
 
     @classmethod
@@ -61,7 +64,7 @@ class Qwen3MoeConfig:
         return read_hf_config(cls, d, aliases={"num_experts": ("num_local_experts",)})
 
     def to_dict(self) -> dict:
-        return {"model_type": "qwen3_moe", "architectures": ["Qwen3MoeForCausalLM"], **asdict(self)}
+        return {"model_type": self.model_type, "architectures": ["Qwen3MoeForCausalLM"], **asdict(self)}
 
     def is_sparse(self, layer_idx: int) -> bool:
         return (
