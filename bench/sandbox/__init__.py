@@ -1,0 +1,46 @@
+"""Sandboxes by name, and the one function the harness calls to open one for a trial.
+
+`local` runs bash on this host (bubblewrap-isolated when available); `docker` runs it in a container
+built from the framework's Dockerfile. Both satisfy bench.types.Sandbox.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench.sandbox.docker import DockerSandbox, docker_client
+from bench.sandbox.errors import SandboxError
+from bench.sandbox.images import ensure_framework_image
+from bench.sandbox.local import LocalSandbox
+from bench.specs import FrameworkSpec, Resources
+
+SANDBOXES = {"local": LocalSandbox, "docker": DockerSandbox}
+
+
+def open_sandbox(kind: str, workdir: Path, framework: FrameworkSpec, resources: Resources, gpus: list[int],
+                 isolate: bool | None = None, log=print):
+    """A fresh sandbox of `kind` on `workdir`, with the framework's env and setup commands applied."""
+    if kind not in SANDBOXES:
+        raise SandboxError(f"unknown sandbox {kind!r}; choose one of: {', '.join(SANDBOXES)}")
+    env = dict(framework.sandbox.env)
+    if kind == "local":
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in gpus)
+        if gpus:
+            env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
+        return LocalSandbox(workdir, env=env, isolate=isolate, setup=framework.sandbox.setup)
+    client = docker_client()
+    image = ensure_framework_image(client, framework.name, framework.dir / framework.sandbox.dockerfile, log=log)
+    return DockerSandbox(workdir, image, env=env, cpus=resources.cpus, memory_gb=resources.memory_gb,
+                         pids=resources.pids, gpus=gpus, setup=framework.sandbox.setup, client=client)
+
+
+def docker_unavailable_reason() -> str | None:
+    """Why the docker sandbox cannot run here, or None when it can."""
+    try:
+        docker_client()
+        return None
+    except SandboxError as e:
+        return str(e)
+
+
+__all__ = ["SANDBOXES", "SandboxError", "open_sandbox", "docker_unavailable_reason"]

@@ -1,0 +1,190 @@
+"""The docker sandbox: the workspace bind-mounted into a container with no network and cgroup limits.
+
+Each command is one `docker exec` of bash that restores the previous command's cwd and exported
+variables from a state folder inside the container, so the session persists like a shell. Why not
+swe-rex's DockerDeployment: it needs `swerex-remote` inside the image and a host-network port for its
+client/server link; our containers have no network at all. On timeout every process in the container
+except PID 1 is killed (`kill -9 -1`), which catches grandchildren whatever they did to escape.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import posixpath
+import tarfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import docker
+from docker.types import DeviceRequest
+
+from bench.sandbox.env import sandbox_env
+from bench.sandbox.errors import SandboxError
+from bench.sandbox.local import truncate
+from bench.types import ExecResult
+
+WORKDIR = "/workspace"
+STATE = "/tmp/.atebench"
+KEEPER = "while :; do sleep 3600 & wait; done"  # PID 1: keeps the container up and reaps orphans
+
+WRAPPER = """
+mkdir -p {state}
+if [ -f {state}/cwd ]; then cd "$(cat {state}/cwd)" 2>/dev/null || cd {workdir}; else cd {workdir}; fi
+if [ -f {state}/env ]; then . {state}/env; fi
+eval "$(printf %s '{script}' | base64 -d)" < /dev/null
+__atebench_rc=$?
+pwd > {state}/cwd
+export -p > {state}/env
+exit $__atebench_rc
+"""
+
+
+def docker_client():
+    """A client for the local daemon, or one clear error saying how to start one."""
+    try:
+        client = docker.from_env(timeout=600)
+        client.ping()
+        return client
+    except docker.errors.DockerException as e:
+        raise SandboxError(f"no Docker daemon reachable ({e}); start one with .ci/setup-docker.sh "
+                           "or use --sandbox local") from None
+
+
+def nvidia_runtime_available(client) -> bool:
+    return "nvidia" in (client.info().get("Runtimes") or {})
+
+
+class DockerSandbox:
+    """One container per sandbox; `workdir` (host) is mounted read-write at /workspace."""
+
+    def __init__(self, workdir: Path | str, image: str, env: dict[str, str] | None = None, cpus: float = 2.0,
+                 memory_gb: float = 8.0, pids: int = 4096, gpus: list[int] | None = None,
+                 setup: list[str] | None = None, client=None):
+        self.client = client or docker_client()
+        self.host_workdir = Path(workdir).resolve()
+        self.workdir = WORKDIR
+        gpus = gpus or []
+        if gpus and not nvidia_runtime_available(self.client):
+            raise SandboxError(f"this trial needs {len(gpus)} GPU(s) but the Docker daemon has no NVIDIA runtime "
+                               f"(runtimes: {', '.join(self.client.info().get('Runtimes') or {}) or 'none'}); "
+                               "install nvidia-container-toolkit and restart dockerd, or use --sandbox local")
+        extra = {k: v.replace("{workdir}", WORKDIR) for k, v in (env or {}).items()}
+        extra.update({"HOME": "/root", "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"})
+        if gpus:
+            extra.update({"CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in gpus), "CUDA_DEVICE_ORDER": "PCI_BUS_ID"})
+        self._env = sandbox_env(extra, host={})
+        self._lock = threading.Lock()
+        try:
+            self.container = self.client.containers.run(
+                image, command=["bash", "-c", KEEPER], detach=True, network_mode="none",
+                name=f"atebench-{uuid.uuid4().hex[:12]}", working_dir=WORKDIR, environment=self._env,
+                volumes={str(self.host_workdir): {"bind": WORKDIR, "mode": "rw"}},
+                nano_cpus=int(cpus * 1e9), mem_limit=f"{int(memory_gb * 1024)}m", pids_limit=pids,
+                device_requests=[DeviceRequest(device_ids=[str(g) for g in gpus], capabilities=[["gpu"]])] if gpus else None,
+                init=False, auto_remove=False,
+            )
+        except docker.errors.ImageNotFound:
+            raise SandboxError(f"docker image {image!r} not found; build it first (bench.sandbox.images)") from None
+        except docker.errors.APIError as e:
+            raise SandboxError(f"could not start a container from {image!r}: {e.explanation or e}") from None
+        for command in setup or []:
+            result = self.execute(command, timeout=1800)
+            if result.exit_code != 0:
+                self.close()
+                raise SandboxError(f"sandbox setup command {command!r} failed (exit {result.exit_code}): "
+                                   f"{result.output[-2000:]}")
+
+    def _check_alive(self) -> None:
+        try:
+            self.container.reload()
+        except docker.errors.NotFound:
+            raise SandboxError(f"the sandbox container {self.container.name} is gone (removed mid-trial); "
+                               "the trial cannot continue") from None
+        if self.container.status != "running":
+            raise SandboxError(f"the sandbox container {self.container.name} is {self.container.status} "
+                               "(killed mid-trial); the trial cannot continue")
+
+    def execute(self, command: str, timeout: float = 120.0) -> ExecResult:
+        with self._lock:
+            self._check_alive()
+            script = base64.b64encode(command.encode()).decode()
+            wrapped = WRAPPER.format(state=STATE, workdir=WORKDIR, script=script)
+            api = self.client.api
+            started = time.monotonic()
+            try:
+                exec_id = api.exec_create(self.container.id, ["bash", "-c", wrapped],
+                                          stdout=True, stderr=True, environment=self._env)["Id"]
+            except docker.errors.APIError as e:
+                self._check_alive()
+                raise SandboxError(f"docker exec failed: {e.explanation or e}") from None
+            box: dict = {}
+            runner = threading.Thread(target=self._exec_start, args=(exec_id, box), daemon=True)
+            runner.start()
+            runner.join(timeout)
+            timed_out = runner.is_alive()
+            if timed_out:
+                self._kill_all()
+                runner.join(10)
+            if "error" in box:
+                self._check_alive()
+                raise SandboxError(f"docker exec failed: {box['error']}")
+            output = truncate(box.get("output", b"").decode(errors="replace"))
+            exit_code = -1 if timed_out else self._exit_code(exec_id)
+            if timed_out:
+                output += f"\n[command timed out after {timeout:g}s; every process it started was killed]"
+            return ExecResult(output=output, exit_code=exit_code, timed_out=timed_out,
+                              duration_s=time.monotonic() - started)
+
+    def _exec_start(self, exec_id: str, box: dict) -> None:
+        try:
+            box["output"] = self.client.api.exec_start(exec_id, stream=False, demux=False) or b""
+        except Exception as e:  # the container died under us; reported by the caller
+            box["error"] = str(e)
+
+    def _exit_code(self, exec_id: str) -> int:
+        code = self.client.api.exec_inspect(exec_id).get("ExitCode")
+        if code is None:
+            self._check_alive()
+            return -1
+        return code
+
+    def _kill_all(self) -> None:
+        """Kill everything but PID 1 (the keeper loop), so the session continues in a clean container."""
+        try:
+            self.container.exec_run(["bash", "-c", "kill -9 -1"], environment=self._env)
+        except docker.errors.APIError:
+            pass
+
+    def _resolve(self, path: str) -> str:
+        return path if path.startswith("/") else posixpath.join(WORKDIR, path)
+
+    def read_file(self, path: str) -> str:
+        self._check_alive()
+        try:
+            stream, _ = self.container.get_archive(self._resolve(path))
+        except docker.errors.NotFound:
+            raise FileNotFoundError(path) from None
+        with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+            member = tar.next()
+            return tar.extractfile(member).read().decode(errors="replace")
+
+    def write_file(self, path: str, content: str) -> None:
+        self._check_alive()
+        target = self._resolve(path)
+        data = content.encode()
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as tar:
+            info = tarfile.TarInfo(posixpath.basename(target))
+            info.size, info.mtime, info.mode = len(data), int(time.time()), 0o644
+            tar.addfile(info, io.BytesIO(data))
+        self.container.exec_run(["mkdir", "-p", posixpath.dirname(target)])
+        self.container.put_archive(posixpath.dirname(target), buffer.getvalue())
+
+    def close(self) -> None:
+        try:
+            self.container.remove(force=True)
+        except docker.errors.APIError:
+            pass

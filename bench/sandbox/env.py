@@ -1,0 +1,30 @@
+"""The environment a sandboxed command sees: an allowlist of host variables, never a secret.
+
+Why an allowlist: API keys and tokens live in the host environment; a denylist misses new names, and
+an agent that can read a key can leak it into a result file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+
+ALLOWED = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TERM", "TZ", "USER", "LOGNAME", "SHELL", "TMPDIR")
+SECRET = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH)", re.IGNORECASE)
+
+
+def is_secret(name: str) -> bool:
+    return bool(SECRET.search(name))
+
+
+def sandbox_env(extra: dict[str, str] | None = None, host: dict[str, str] | None = None) -> dict[str, str]:
+    """Allowed host variables plus `extra`; anything that looks like a secret is dropped, even from extra."""
+    host = os.environ if host is None else host
+    env = {name: host[name] for name in ALLOWED if name in host}
+    python_bin = os.path.dirname(sys.executable)
+    env["PATH"] = python_bin + os.pathsep + env.get("PATH", "/usr/local/bin:/usr/bin:/bin")
+    env.setdefault("LANG", "C.UTF-8")
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    env.update(extra or {})
+    return {name: value for name, value in env.items() if not is_secret(name)}

@@ -1,0 +1,307 @@
+"""Framework and task specs: typed TOML files read once, validated on load.
+
+Why pydantic with extra fields forbidden: a misspelt field must fail loudly, naming the file, the field
+and the fix, instead of silently falling back to a default and producing a wrong benchmark.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+class SpecError(Exception):
+    """A spec file is missing or wrong; the message names the file, the field and the fix."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ---- frameworks/<name>/framework.toml -------------------------------------------------------------
+
+class Source(Strict):
+    """Where the framework's code comes from."""
+
+    kind: Literal["bundled", "git"]
+    path: str | None = None
+    """bundled: a folder of this repository, relative to the repository root (e.g. "reference_impl")."""
+    url: str | None = None
+    """git: the repository to clone."""
+    commit: str | None = None
+    """git: the full 40-hex commit to check out; pinned so every trial sees the same code."""
+    override_env: str | None = None
+    """Environment variable naming a local folder (bundled) or local clone/mirror (git) to use instead."""
+
+    @model_validator(mode="after")
+    def _kind_fields(self):
+        if self.kind == "bundled" and not self.path:
+            raise ValueError("source.kind = 'bundled' needs source.path (a folder relative to the repo root)")
+        if self.kind == "git":
+            if not self.url:
+                raise ValueError("source.kind = 'git' needs source.url")
+            if not self.commit or len(self.commit) != 40 or any(c not in "0123456789abcdef" for c in self.commit):
+                raise ValueError("source.kind = 'git' needs source.commit: a full 40-character lowercase hex SHA")
+        return self
+
+
+class SandboxSpec(Strict):
+    """How a sandbox for this framework is built and entered."""
+
+    dockerfile: str = "Dockerfile"
+    """Path relative to the framework folder; its image is built locally (nothing is pulled)."""
+    setup: list[str] = []
+    """Commands run in each fresh sandbox (agent and grading) before anything else, e.g. an editable install."""
+    env: dict[str, str] = {}
+    """Environment for every command; "{workdir}" is replaced by the workspace path inside the sandbox."""
+    gpus: int = 0
+    """GPUs the framework needs to do anything useful; hosts with fewer skip it when --framework all."""
+
+
+class Commands(Strict):
+    test: str = "python -m pytest -q"
+    """The framework's own test command (documentation for agents and task authors)."""
+    throughput: str | None = None
+    """Run after a resolved trial; its last JSON line with a "tokens_per_s" key is recorded."""
+    throughput_timeout_s: float = 600.0
+
+
+class FrameworkSpec(Strict):
+    name: str
+    description: str = ""
+    source: Source
+    sandbox: SandboxSpec = SandboxSpec()
+    commands: Commands = Commands()
+    dir: Path = Field(default=Path("."), exclude=True)
+    """The framework folder (filled in by the loader, not written in the file)."""
+
+    def override_path(self) -> Path | None:
+        """The local folder that replaces the source, from source.override_env or ATEBENCH_SRC_<NAME>."""
+        var = self.source.override_env or f"ATEBENCH_SRC_{self.name.upper().replace('-', '_')}"
+        value = os.environ.get(var)
+        return Path(value).expanduser().resolve() if value else None
+
+
+# ---- tasks/<id>/task.toml ------------------------------------------------------------------------
+
+class TaskLimits(Strict):
+    turns: int = 100
+    tokens: int = 2_000_000
+    cost_usd: float = 10.0
+    wall_time_s: float = 3600.0
+    command_timeout_s: float = 600.0
+
+
+class Resources(Strict):
+    cpus: float = 2.0
+    memory_gb: float = 8.0
+    gpus: int = 0
+    pids: int = 4096
+
+
+class TaskGrading(Strict):
+    timeout_s: float = 600.0
+
+
+class TaskSpec(Strict):
+    id: str | None = None
+    """Optional; when given it must equal the folder path under tasks/ (e.g. "add-new-model/mixtral")."""
+    family: str | None = None
+    """Optional; defaults to the first folder of the id, so `--task add-new-model` selects the family."""
+    description: str = ""
+    limits: TaskLimits = TaskLimits()
+    resources: Resources = Resources()
+    grading: TaskGrading = TaskGrading()
+
+
+class GradingSpec(Strict):
+    """tasks/<id>/frameworks/<fw>/grading.toml: which hidden tests decide the verdict."""
+
+    command: str
+    """Test command run in the graded tree; the harness appends --junitxml=<file>."""
+    tests_target: str = "tests"
+    """Where the hidden tests/ folder is copied in the graded tree (overwriting the agent's copies)."""
+    fail_to_pass: list[str] = Field(min_length=1)
+    """pytest ids that fail before the change and must pass after it."""
+    pass_to_pass: list[str] = []
+    """pytest ids that pass before and must still pass."""
+
+
+class Task(BaseModel):
+    """A task as loaded: its spec plus where its files are."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+    id: str
+    family: str
+    spec: TaskSpec
+    dir: Path
+
+    @property
+    def instruction_template(self) -> str:
+        return (self.dir / "instruction.md").read_text()
+
+    def instruction(self, framework: str) -> str:
+        return self.instruction_template.replace("{framework}", framework)
+
+    def frameworks(self) -> list[str]:
+        folder = self.dir / "frameworks"
+        return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+
+    def variant(self, framework: str) -> "TaskVariant":
+        return load_variant(self, framework)
+
+
+class TaskVariant(BaseModel):
+    """One task on one framework: preparation, hidden tests, grading, gold and wrong solutions."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+    task: Task
+    framework: str
+    dir: Path
+    grading: GradingSpec
+
+    @property
+    def tests_dir(self) -> Path:
+        return self.dir / "tests"
+
+    @property
+    def prepare_script(self) -> Path | None:
+        for name in ("prepare.py", "prepare.sh"):
+            if (self.dir / name).is_file():
+                return self.dir / name
+        return None
+
+    @property
+    def solution_patch(self) -> Path | None:
+        path = self.dir / "solution.patch"
+        return path if path.is_file() else None
+
+    @property
+    def solve_script(self) -> Path | None:
+        path = self.dir / "solve.sh"
+        return path if path.is_file() else None
+
+    @property
+    def wrong_patch(self) -> Path | None:
+        patches = sorted((self.dir / "wrong").glob("*.patch")) if (self.dir / "wrong").is_dir() else []
+        return patches[0] if patches else None
+
+    def hidden_test_paths(self) -> list[str]:
+        """Paths the hidden tests occupy in the graded tree, relative to its root."""
+        if not self.tests_dir.is_dir():
+            return []
+        return sorted(
+            f"{self.grading.tests_target.rstrip('/')}/{p.relative_to(self.tests_dir).as_posix()}"
+            for p in self.tests_dir.rglob("*") if p.is_file() and "__pycache__" not in p.parts
+        )
+
+
+# ---- loading -------------------------------------------------------------------------------------
+
+def _describe(error: ValidationError, path: Path, root: Path) -> str:
+    """One line per problem: file, field, what is wrong, how to fix it."""
+    shown = _rel(path, root)
+    lines = []
+    for item in error.errors():
+        field = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        if item["type"] == "extra_forbidden":
+            lines.append(f"{shown}: unknown field '{field}'; remove it or fix its spelling (see docs/harness.md for the fields)")
+        elif item["type"] == "missing":
+            lines.append(f"{shown}: missing required field '{field}'; add it")
+        else:
+            lines.append(f"{shown}: field '{field}': {item['msg']}; fix the value")
+    return "\n".join(lines)
+
+
+def _rel(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+def _read_toml(path: Path, root: Path) -> dict:
+    if not path.is_file():
+        raise SpecError(f"{_rel(path, root)}: file not found; create it (see docs/harness.md)")
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise SpecError(f"{_rel(path, root)}: not valid TOML ({e}); fix the syntax") from None
+
+
+def _validate(model, data: dict, path: Path, root: Path):
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise SpecError(_describe(e, path, root)) from None
+
+
+def list_frameworks(root: Path = REPO_ROOT) -> list[str]:
+    folder = root / "frameworks"
+    return sorted(p.parent.name for p in folder.glob("*/framework.toml")) if folder.is_dir() else []
+
+
+def load_framework(name: str, root: Path = REPO_ROOT) -> FrameworkSpec:
+    if name not in list_frameworks(root):
+        raise SpecError(f"unknown framework {name!r}; choose one of: {', '.join(list_frameworks(root)) or '(none)'}")
+    path = root / "frameworks" / name / "framework.toml"
+    spec = _validate(FrameworkSpec, _read_toml(path, root), path, root)
+    if spec.name != name:
+        raise SpecError(f"{_rel(path, root)}: field 'name' is {spec.name!r} but the folder is {name!r}; make them equal")
+    return spec.model_copy(update={"dir": path.parent})
+
+
+def list_tasks(root: Path = REPO_ROOT) -> list[str]:
+    """Every folder under tasks/ holding a task.toml, as its id (path with '/')."""
+    folder = root / "tasks"
+    if not folder.is_dir():
+        return []
+    return sorted(p.parent.relative_to(folder).as_posix() for p in folder.rglob("task.toml")
+                  if "frameworks" not in p.relative_to(folder).parts)
+
+
+def load_task(task_id: str, root: Path = REPO_ROOT) -> Task:
+    if task_id not in list_tasks(root):
+        raise SpecError(f"unknown task {task_id!r}; choose one of: {', '.join(list_tasks(root)) or '(none)'}")
+    folder = root / "tasks" / task_id
+    path = folder / "task.toml"
+    spec = _validate(TaskSpec, _read_toml(path, root), path, root)
+    if spec.id is not None and spec.id != task_id:
+        raise SpecError(f"{_rel(path, root)}: field 'id' is {spec.id!r} but the folder says {task_id!r}; "
+                        "make them equal or remove 'id'")
+    if not (folder / "instruction.md").is_file():
+        raise SpecError(f"{_rel(folder / 'instruction.md', root)}: file not found; write the task's instruction there")
+    family = spec.family or task_id.split("/")[0]
+    return Task(id=task_id, family=family, spec=spec, dir=folder)
+
+
+def load_variant(task: Task, framework: str) -> TaskVariant:
+    folder = task.dir / "frameworks" / framework
+    root = task.dir.parents[len(task.id.split("/"))]
+    if not folder.is_dir():
+        raise SpecError(f"task {task.id!r} has no version for framework {framework!r} "
+                        f"(no folder {_rel(folder, root)}); it supports: {', '.join(task.frameworks()) or '(none)'}")
+    path = folder / "grading.toml"
+    grading = _validate(GradingSpec, _read_toml(path, root), path, root)
+    if not (folder / "tests").is_dir():
+        raise SpecError(f"{_rel(folder / 'tests', root)}: folder not found; put the hidden grader tests there")
+    return TaskVariant(task=task, framework=framework, dir=folder, grading=grading)
+
+
+def select_tasks(pattern: str, root: Path = REPO_ROOT) -> list[str]:
+    """`smoke` selects that task; a family name (`add-new-model`) selects every task under it; `all` all."""
+    tasks = list_tasks(root)
+    if pattern == "all":
+        return tasks
+    chosen = [t for t in tasks if t == pattern or t.startswith(pattern.rstrip("/") + "/")]
+    if not chosen:
+        families = sorted({t.split("/")[0] for t in tasks})
+        raise SpecError(f"unknown task {pattern!r}; choose a task ({', '.join(tasks) or 'none'}), "
+                        f"a family ({', '.join(families) or 'none'}) or 'all'")
+    return chosen

@@ -1,0 +1,238 @@
+"""Trial workspaces: a framework checkout, prepared for one task, with a single baseline commit.
+
+Why a single commit and no hidden tests: the agent must not mine history or read the grader. Why a
+cache: preparing a big checkout takes long, and every trial of the same task must start from the
+identical tree, so prepared checkouts are kept keyed by source version and preparation hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.specs import REPO_ROOT, FrameworkSpec, TaskVariant
+
+CLEAN_PATTERNS = (".git", "__pycache__", "*.pyc", ".pytest_cache", "*.egg-info", ".mypy_cache", ".ruff_cache")
+GIT_IDENTITY = ["-c", "user.name=atebench", "-c", "user.email=atebench@localhost", "-c", "commit.gpgsign=false"]
+
+
+class WorkspaceError(Exception):
+    """Preparing a workspace failed; the message says which step and shows its output."""
+
+
+def cache_dir() -> Path:
+    """Outside the repository so big clones never end up in it: $ATEBENCH_CACHE or ~/.cache/atebench."""
+    return Path(os.environ.get("ATEBENCH_CACHE") or Path.home() / ".cache" / "atebench")
+
+
+def git(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(["git", *GIT_IDENTITY, *args], cwd=cwd, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise WorkspaceError(f"git {' '.join(args)} failed in {cwd}: {proc.stderr.strip() or proc.stdout.strip()}")
+    return proc
+
+
+def copy_clean(src: Path, dest: Path) -> None:
+    """Copy a tree without VCS metadata and caches."""
+    shutil.copytree(src, dest, ignore=shutil.ignore_patterns(*CLEAN_PATTERNS), symlinks=True, dirs_exist_ok=True)
+
+
+def remove_caches(tree: Path) -> None:
+    for pattern in CLEAN_PATTERNS:
+        for path in sorted(tree.rglob(pattern), key=lambda p: len(p.parts), reverse=True):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            elif path.exists() or path.is_symlink():
+                path.unlink()
+
+
+def hash_tree(tree: Path, skip: tuple[str, ...] = ()) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(p for p in tree.rglob("*") if p.is_file()):
+        rel = path.relative_to(tree)
+        if rel.parts[0] in skip or "__pycache__" in rel.parts or path.suffix == ".pyc":
+            continue
+        digest.update(rel.as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+# ---- the framework's original source ---------------------------------------------------------------
+
+def bundled_files(folder: Path) -> list[Path]:
+    """The files git would ship from a bundled folder (tracked or untracked-but-not-ignored)."""
+    proc = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z", "--", "."],
+                          cwd=folder, capture_output=True, text=True)
+    if proc.returncode != 0:
+        return [p.relative_to(folder) for p in folder.rglob("*")
+                if p.is_file() and not any(part in (".git", "__pycache__") for part in p.relative_to(folder).parts)]
+    return [Path(name) for name in proc.stdout.split("\0") if name and (folder / name).is_file()]
+
+
+def source_version(framework: FrameworkSpec) -> str:
+    """A short id that changes whenever the framework's source changes."""
+    if framework.source.kind == "git":
+        return framework.source.commit[:12]
+    folder = framework.override_path() or REPO_ROOT / framework.source.path
+    digest = hashlib.sha256()
+    for rel in sorted(bundled_files(folder)):
+        digest.update(rel.as_posix().encode() + b"\0" + (folder / rel).read_bytes() + b"\0")
+    return "b" + digest.hexdigest()[:15]
+
+
+def fetch_git_source(url: str, commit: str, dest: Path) -> None:
+    """Check out exactly `commit` of `url` into dest, shallow when the server allows it."""
+    dest.mkdir(parents=True)
+    git("init", "-q", cwd=dest)
+    if git("fetch", "-q", "--depth", "1", url, commit, cwd=dest, check=False).returncode != 0:
+        git("fetch", "-q", url, cwd=dest)
+    git("checkout", "-q", "--detach", commit, cwd=dest)
+    head = git("rev-parse", "HEAD", cwd=dest).stdout.strip()
+    if head != commit:
+        raise WorkspaceError(f"checked out {head} from {url} but the spec pins {commit}")
+
+
+def original_source(framework: FrameworkSpec, cache: Path | None = None) -> Path:
+    """A clean copy of the unmodified framework source, cached."""
+    cache = cache or cache_dir()
+    target = cache / "sources" / f"{framework.name}-{source_version(framework)}"
+    if target.is_dir():
+        return target
+    staging = Path(tempfile.mkdtemp(prefix=f".{framework.name}-", dir=_ensure(cache / "sources")))
+    tree = staging / "tree"
+    if framework.source.kind == "git":
+        origin = framework.override_path() or framework.source.url
+        fetch_git_source(str(origin), framework.source.commit, tree)
+        remove_caches(tree)
+    else:
+        folder = framework.override_path() or REPO_ROOT / framework.source.path
+        if not folder.is_dir():
+            raise WorkspaceError(f"framework {framework.name!r}: bundled source folder {folder} does not exist; "
+                                 "fix source.path in its framework.toml")
+        for rel in bundled_files(folder):
+            (tree / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(folder / rel, tree / rel)
+        tree.mkdir(exist_ok=True)
+    _publish(tree, target)
+    shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _ensure(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _publish(tree: Path, target: Path) -> None:
+    """Rename into place; a concurrent trial that got there first wins and ours is dropped."""
+    try:
+        tree.rename(target)
+    except OSError:
+        if not target.is_dir():
+            raise
+
+
+# ---- preparation -----------------------------------------------------------------------------------
+
+def prepared_checkout(variant: TaskVariant, framework: FrameworkSpec, cache: Path | None = None) -> Path:
+    """The original source with the task's preparation applied and hidden tests removed, cached."""
+    cache = cache or cache_dir()
+    key = hashlib.sha256("\0".join([
+        framework.name, source_version(framework), hash_tree(variant.dir, skip=("tests", "wrong")),
+        *variant.hidden_test_paths()]).encode()).hexdigest()[:16]
+    target = cache / "prepared" / f"{variant.task.id.replace('/', '__')}-{framework.name}-{key}"
+    if target.is_dir():
+        return target
+    staging = Path(tempfile.mkdtemp(prefix=".prep-", dir=_ensure(cache / "prepared")))
+    tree = staging / "tree"
+    copy_clean(original_source(framework, cache), tree)
+    run_prepare(variant, tree)
+    for rel in variant.hidden_test_paths():
+        (tree / rel).unlink(missing_ok=True)
+    remove_caches(tree)
+    _publish(tree, target)
+    shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def run_prepare(variant: TaskVariant, tree: Path) -> None:
+    script = variant.prepare_script
+    if script is None:
+        return
+    command = [sys.executable, str(script), str(tree)] if script.suffix == ".py" else ["bash", str(script), str(tree)]
+    proc = subprocess.run(command, cwd=tree, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "ATEBENCH_TASK_DIR": str(variant.dir)})
+    if proc.returncode != 0:
+        raise WorkspaceError(f"task {variant.task.id!r} on {variant.framework!r}: {script.name} failed "
+                             f"(exit {proc.returncode}):\n{(proc.stdout + proc.stderr)[-4000:]}")
+
+
+def create_workspace(variant: TaskVariant, framework: FrameworkSpec, dest: Path, cache: Path | None = None) -> Path:
+    """A fresh copy of the prepared checkout at dest, as a git repo with one baseline commit."""
+    copy_clean(prepared_checkout(variant, framework, cache), dest)
+    git("init", "-q", "-b", "main", cwd=dest)
+    git("add", "-A", cwd=dest)
+    git("commit", "-q", "--no-verify", "--allow-empty", "-m", "baseline", cwd=dest)
+    return dest
+
+
+# ---- diffs ---------------------------------------------------------------------------------------
+
+@dataclass
+class TreeDiff:
+    patch: str  # `git diff --binary`, applies with `git apply` on the before tree
+    files: list[str]  # paths changed, added or deleted
+
+
+def tree_diff(before: Path, after: Path) -> TreeDiff:
+    """Diff two trees via a scratch git repo, so untracked files and deletions are included."""
+    with tempfile.TemporaryDirectory(prefix="atebench-diff-") as scratch:
+        repo = Path(scratch) / "repo"
+        copy_clean(before, repo)
+        git("init", "-q", cwd=repo)
+        git("add", "-A", cwd=repo)
+        git("commit", "-q", "--no-verify", "--allow-empty", "-m", "before", cwd=repo)
+        for child in repo.iterdir():
+            if child.name != ".git":
+                shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+        copy_clean(after, repo)
+        git("add", "-A", cwd=repo)
+        patch = git("diff", "--cached", "--binary", "HEAD", cwd=repo).stdout
+        names = git("diff", "--cached", "--name-only", "-z", "HEAD", cwd=repo).stdout
+    return TreeDiff(patch=patch, files=[n for n in names.split("\0") if n])
+
+
+def gold_patch(variant: TaskVariant, framework: FrameworkSpec, cache: Path | None = None) -> str:
+    """The reference solution: solution.patch, else what solve.sh does, else prepared -> original."""
+    if variant.solution_patch is not None:
+        return variant.solution_patch.read_text()
+    prepared = prepared_checkout(variant, framework, cache)
+    if variant.solve_script is not None:
+        with tempfile.TemporaryDirectory(prefix="atebench-solve-") as scratch:
+            tree = Path(scratch) / "tree"
+            copy_clean(prepared, tree)
+            proc = subprocess.run(["bash", str(variant.solve_script)], cwd=tree, capture_output=True, text=True,
+                                  timeout=600)
+            if proc.returncode != 0:
+                raise WorkspaceError(f"{variant.solve_script.name} failed (exit {proc.returncode}): "
+                                     f"{(proc.stdout + proc.stderr)[-4000:]}")
+            return tree_diff(prepared, tree).patch
+    original = copy_without_hidden_tests(variant, original_source(framework, cache))
+    try:
+        return tree_diff(prepared, original).patch
+    finally:
+        shutil.rmtree(original.parent, ignore_errors=True)
+
+
+def copy_without_hidden_tests(variant: TaskVariant, tree: Path) -> Path:
+    """The gold solution must not smuggle the hidden tests into the workspace."""
+    scratch = Path(tempfile.mkdtemp(prefix="atebench-orig-"))
+    copy_clean(tree, scratch / "tree")
+    for rel in variant.hidden_test_paths():
+        (scratch / "tree" / rel).unlink(missing_ok=True)
+    return scratch / "tree"
