@@ -81,19 +81,24 @@ def load_run(run_dir: Path) -> list[dict]:
     found = {Path(t["dir"]).relative_to(run_dir).as_posix() for t in trials}
     run_file = run_dir / "run.json"
     listed = json.loads(run_file.read_text()).get("trials", []) if run_file.is_file() else []
+    models = {(t["task"], t["framework"], t["agent"]): t.get("model") for t in trials}
     for rel in listed:
         if rel not in found:
-            trials.append(_missing_trial(run_dir, rel))
+            trials.append(_missing_trial(run_dir, rel, models))
     return trials
 
 
-def _missing_trial(run_dir: Path, rel: str) -> dict:
-    """run.json promised this trial but no result.json exists: keep it visible as 'missing'."""
+def _missing_trial(run_dir: Path, rel: str, models: dict[tuple, str | None]) -> dict:
+    """run.json promised this trial but no result.json exists: keep it visible as 'missing'.
+
+    The path gives task, framework, agent and trial; the model is taken from a sibling trial.
+    """
     task_dir, framework, agent, trial = (Path(rel).parts + ("?",) * 4)[:4]
     task = task_dir.replace("__", "/")
     return {
         "schema_version": SCHEMA_VERSION, "run_id": run_dir.name, "task": task,
-        "task_family": task.split("/")[0], "framework": framework, "agent": agent, "model": None,
+        "task_family": task.split("/")[0], "framework": framework, "agent": agent,
+        "model": models.get((task, framework, agent)),
         "trial": int(trial) if trial.isdigit() else -1, "status": "missing",
         "error": {"phase": "setup", "message": f"no {RESULT_FILE} in {rel}"},
         "metrics": {}, "grade": None, "files": {}, "dir": str(run_dir / rel),

@@ -1,0 +1,148 @@
+"""Reports built from fixture runs whose medians, success rates and ratios were worked out by hand."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from bench import stats
+from bench.report_cli import cmd_report
+
+FIXTURES = Path(__file__).parent / "fixtures" / "runs"
+
+
+def row(summary: dict, level: str, where: str, framework: str, agent: str = "builtin") -> dict:
+    key = "task" if level == "task" else "task_family"
+    matches = [r for r in summary[level] if r[key] == where and r["framework"] == framework and r["agent"] == agent]
+    assert len(matches) == 1, f"expected one {level} row for {where}/{framework}/{agent}"
+    return matches[0]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("report")
+    assert cmd_report(["fx-report", "--results-dir", str(FIXTURES), "--out", str(out)]) == 0
+    return out
+
+
+def test_stats_known_values():
+    assert stats.nearest_rank([5, 1, 3, 2]) == 2
+    assert stats.nearest_rank([5, 1, 3]) == 3
+    assert stats.median([5, 1, 3, 2]) == 2.5
+    assert stats.pass_at_k(4, 3, 1) == pytest.approx(0.75)
+    assert stats.pass_at_k(3, 1, 2) == pytest.approx(2 / 3)
+    assert stats.pass_at_k(5, 3, 5) == 1.0
+    assert stats.pass_at_k(3, 0, 3) == 0.0
+    assert stats.fisher_exact_less(3, 3, 0, 3) == pytest.approx(1 / 20)
+    assert stats.fisher_exact_less(3, 3, 3, 3) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="k=4 must be between 1 and attempts n=3"):
+        stats.pass_at_k(3, 1, 4)
+
+
+def test_bootstrap_is_reproducible_and_brackets_the_median():
+    values = [10, 14, 12, 30, 11]
+    lo, hi = stats.bootstrap_ci(values)
+    assert (lo, hi) == stats.bootstrap_ci(values)
+    assert 10 <= lo <= 12 <= hi <= 30
+    narrow = stats.bootstrap_ci(values, confidence=0.5)
+    assert lo <= narrow[0] <= narrow[1] <= hi
+    ratio, rlo, rhi = stats.ratio_of_medians([30, 34, 26], [10, 14, 12])
+    assert ratio == pytest.approx(2.5)
+    assert rlo < 2.5 < rhi
+    assert rlo >= 26 / 14 and rhi <= 34 / 10  # a ratio of resampled medians cannot leave these bounds
+
+
+def test_outcomes_count_every_trial(built):
+    summary = json.loads((built / "summary.json").read_text())
+    megatron = row(summary, "task", "add-new-model/mixtral", "megatron")
+    assert (megatron["n_trials"], megatron["n_resolved"], megatron["n_error"]) == (4, 3, 1)
+    assert megatron["success_rate"] == pytest.approx(0.75)  # the setup error counts as a failure
+    assert megatron["pass_at_1"] == pytest.approx(0.75)
+    assert (megatron["k"], megatron["pass_at_k"]) == (4, 1.0)
+    qa = row(summary, "task", "qa/rope", "megatron")
+    assert (qa["n_trials"], qa["n_incomplete"], qa["n_attempts"]) == (4, 1, 3)
+    assert qa["success_rate"] == 1.0
+    qwen = row(summary, "task", "add-new-model/qwen3", "megatron")
+    assert qwen["success_rate"] == 0.0 and qwen["pass_at_k"] == 0.0
+
+
+def test_effort_medians_and_cis(built):
+    summary = json.loads((built / "summary.json").read_text())
+    ref = row(summary, "task", "add-new-model/mixtral", "reference")["metrics"]
+    assert ref["agent_turns"]["median"] == 12  # 10, 14, 12
+    assert 10 <= ref["agent_turns"]["ci_lo"] <= 12 <= ref["agent_turns"]["ci_hi"] <= 14
+    assert ref["active_gpu_s"]["median"] == 110  # 100, 120, 110
+    assert ref["session_duration_s"]["median"] == 700
+    meg = row(summary, "task", "add-new-model/mixtral", "megatron")["metrics"]
+    assert meg["agent_turns"]["median"] == 30 and meg["agent_turns"]["n"] == 3  # setup error left out
+    # family level pools both tasks: reference 10,14,12,20 -> 13; megatron 30,34,26,40 -> 32
+    assert row(summary, "family", "add-new-model", "reference")["metrics"]["agent_turns"]["median"] == 13
+    assert row(summary, "family", "add-new-model", "megatron")["metrics"]["agent_turns"]["median"] == 32
+    qa = row(summary, "task", "qa/rope", "reference")["metrics"]
+    assert qa["agent_turns"]["median"] == 6
+    assert qa["active_gpu_s"] == {"median": None, "ci_lo": None, "ci_hi": None, "n": 0, "unavailable": "n/a (no GPU)"}
+    assert qa["per_turn_context_p50"]["median"] == 10000
+    oracle = row(summary, "task", "qa/rope", "reference", agent="oracle")["metrics"]
+    assert oracle["cost_usd"]["unavailable"] == "n/a (not recorded)"
+
+
+def test_ratio_to_reference(built):
+    summary = json.loads((built / "summary.json").read_text())
+    meg = row(summary, "task", "add-new-model/mixtral", "megatron")["vs_reference"]
+    assert meg["agent_turns"]["ratio"] == pytest.approx(30 / 12)
+    assert meg["agent_turns"]["ci_lo"] < 30 / 12 < meg["agent_turns"]["ci_hi"]
+    assert meg["throughput_tokens_per_s"]["ratio"] == pytest.approx(920 / 1050)
+    assert row(summary, "task", "add-new-model/mixtral", "reference")["vs_reference"] == {}
+    md = (built / "report.md").read_text()
+    assert "| add-new-model/mixtral | megatron | builtin/test-model | +150% [" in md
+    assert "n/a (no GPU)" in md
+
+
+def test_report_is_reproducible(built, tmp_path):
+    assert cmd_report(["fx-report", "--results-dir", str(FIXTURES), "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "summary.json").read_bytes() == (built / "summary.json").read_bytes()
+    assert (tmp_path / "summary.csv").read_bytes() == (built / "summary.csv").read_bytes()
+    csv_rows = (built / "summary.csv").read_text().strip().splitlines()
+    assert len(csv_rows) == 1 + 6 + 9  # header, family rows, task rows
+
+
+def test_trajectory_page_escapes_and_truncates(built):
+    pages = sorted((built / "trajectories").glob("*.html"))
+    assert len(pages) == 19  # one per trial, errored and interrupted included
+    page = (built / "trajectories" / "fx-report__add-new-model__mixtral__reference__builtin__0.html").read_text()
+    assert "&lt;script&gt;alert(&#x27;pwned&#x27;)&lt;/script&gt;" in page
+    assert "<script>alert" not in page
+    assert "141 lines omitted" in page  # 201 output lines, 40 head and 20 tail shown
+    assert '<span class="add">+def route(x, k=2):</span>' in page
+    assert "cost $0.0123" in page and "context 2200" in page
+    assert "tests/test_model.py::test_forward" in page
+    html = (built / "report.html").read_text()
+    assert html.count('class="trajectory"') == 19
+    error_page = (built / "trajectories" / "fx-report__add-new-model__mixtral__megatron__builtin__3.html").read_text()
+    assert "docker build failed: no space left on device" in error_page
+    assert "No trajectory was recorded" in error_page
+
+
+def test_missing_result_is_shown_not_dropped(tmp_path):
+    run = tmp_path / "fx-report"
+    shutil.copytree(FIXTURES / "fx-report", run)
+    (run / "qa__rope" / "reference" / "builtin" / "2" / "result.json").unlink()
+    out = tmp_path / "out"
+    assert cmd_report([str(run), "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    qa = row(summary, "task", "qa/rope", "reference")
+    assert (qa["n_trials"], qa["n_incomplete"], qa["n_attempts"]) == (3, 1, 2)
+
+
+def test_bad_input_gives_one_clear_error(tmp_path, capsys):
+    assert cmd_report(["no-such-run", "--results-dir", str(FIXTURES)]) == 2
+    assert "run 'no-such-run' not found" in capsys.readouterr().err
+    run = tmp_path / "old"
+    shutil.copytree(FIXTURES / "fx-gate-main", run)
+    result = run / "add-new-model__mixtral" / "reference" / "builtin" / "0" / "result.json"
+    result.write_text(result.read_text().replace('"schema_version": 1', '"schema_version": 7'))
+    assert cmd_report([str(run), "--out", str(tmp_path / "out")]) == 2
+    assert "schema_version 7; this report reads version 1" in capsys.readouterr().err
