@@ -171,6 +171,8 @@ class AnthropicClient:
             system=[{"type": "text", "text": system, "cache_control": {"type": "ephemeral"}}],
             tools=[{"name": t.name, "description": t.description, "input_schema": t.parameters} for t in tools],
         ))
+        if response.content is None or response.usage is None:
+            raise LLMError(f"anthropic API returned a reply that is not a Messages API message: {_excerpt(response)}")
         text = "".join(block.text for block in response.content if block.type == "text")
         calls = [ToolCall(block.id, block.name, dict(block.input or {}))
                  for block in response.content if block.type == "tool_use"]
@@ -178,6 +180,10 @@ class AnthropicClient:
         usage = Usage(input=u.input_tokens or 0, output=u.output_tokens or 0,
                       cache_read=u.cache_read_input_tokens or 0, cache_write=u.cache_creation_input_tokens or 0)
         return LLMReply(text, calls, usage, response.stop_reason)
+
+
+def _excerpt(response) -> str:
+    return redact(str(response))[:500]
 
 
 def _anthropic_message(message: dict) -> dict:
@@ -215,6 +221,8 @@ class OpenAIClient:
             tools=[{"type": "function", "function": {"name": t.name, "description": t.description, "parameters": t.parameters}}
                    for t in tools],
         ))
+        if not response.choices:
+            raise LLMError(f"{self._retrier.provider} API returned a reply without choices: {_excerpt(response)}")
         choice = response.choices[0]
         calls = [ToolCall(c.id, c.function.name, _parse_arguments(c.function.arguments))
                  for c in choice.message.tool_calls or []]

@@ -81,7 +81,7 @@ def _bash(args: dict, sandbox: Sandbox, timeout_s: float) -> tuple[str, int]:
     if not isinstance(command, str) or not command.strip():
         return "error: bash needs a non-empty 'command' string", 2
     result = sandbox.execute(command, timeout=timeout_s)
-    note = f"\n[command timed out after {timeout_s:.0f} s and was killed]" if result.timed_out else ""
+    note = "" if not result.timed_out or "timed out" in result.output[-500:] else f"\n[command timed out after {timeout_s:g} s and was killed]"
     return f"{result.output}{note}\n[exit code {result.exit_code}]", result.exit_code
 
 

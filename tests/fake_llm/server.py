@@ -13,10 +13,11 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 # Shapes of real provider keys; a test key must never look like one.
-REAL_KEY_PATTERN = re.compile(r"sk-ant-api\d\d-|sk-proj-|sk-svcacct-|sk-[A-Za-z0-9]{40,}")
+REAL_KEY_PATTERN = re.compile(r"(?:sk-ant-api\d\d-|sk-proj-|sk-svcacct-|sk-)[A-Za-z0-9_\-]{32,}")
 
 
 @dataclass
@@ -30,6 +31,7 @@ class Reply:
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
     delay_s: float = 0.0
+    on_serve: Callable[[], None] | None = None  # runs before the reply goes out: changes the world mid-trial
 
 
 @dataclass
@@ -43,6 +45,13 @@ class Failure:
 
 
 @dataclass
+class Malformed:
+    """A 200 reply whose body is not what the API promises (a broken proxy, a bad local server)."""
+
+    body: dict
+
+
+@dataclass
 class ReceivedRequest:
     path: str
     headers: dict[str, str]
@@ -52,7 +61,7 @@ class ReceivedRequest:
 class FakeLLMServer:
     """Serves `script` in order, one item per request, whichever API the request speaks."""
 
-    def __init__(self, script: list[Reply | Failure]):
+    def __init__(self, script: list[Reply | Failure | Malformed]):
         self.script = list(script)
         self.requests: list[ReceivedRequest] = []
         self._lock = threading.Lock()
@@ -86,7 +95,7 @@ class FakeLLMServer:
             found += REAL_KEY_PATTERN.findall(text)
         return found
 
-    def _next(self, request: ReceivedRequest) -> Reply | Failure | None:
+    def _next(self, request: ReceivedRequest) -> Reply | Failure | Malformed | None:
         with self._lock:
             self.requests.append(request)
             return self.script.pop(0) if self.script else None
@@ -110,6 +119,8 @@ def _handler_for(server: FakeLLMServer):
             anthropic = path == "/v1/messages"
             if item is None:
                 return self._send(400, _error_body(anthropic, 400, "fake LLM: the script is exhausted"))
+            if isinstance(item, Malformed):
+                return self._send(200, item.body)
             time.sleep(item.delay_s)
             if isinstance(item, Failure):
                 headers = {}
@@ -117,6 +128,8 @@ def _handler_for(server: FakeLLMServer):
                     headers = {"retry-after": f"{item.retry_after_s:g}", "retry-after-ms": str(int(item.retry_after_s * 1000))}
                 return self._send(item.status, _error_body(anthropic, item.status, item.message), headers)
             model = body.get("model", "fake")
+            if item.on_serve:
+                item.on_serve()
             self._send(200, _anthropic_message(item, model) if anthropic else _openai_completion(item, model))
 
         def _send(self, status: int, payload: dict, headers: dict | None = None) -> None:
