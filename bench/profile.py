@@ -235,18 +235,30 @@ def profile_tree(root: Path, framework: str | None = None, entry: str | None = N
 
 
 def profile_framework(name: str, entry: str | None = None) -> dict:
-    """Profile of a framework from frameworks/<name>/, with the gold diff of every task it supports."""
+    """Profile of a framework from frameworks/<name>/, with the gold diff of every task it supports.
+
+    Each gold diff is measured against that task's prepared checkout (the tree the agent starts from).
+    """
     from bench import specs, workspace
 
     framework = specs.load_framework(name)
-    root = workspace.original_source(framework)
-    gold = {}
+    shown = framework.source.path if framework.source.kind == "bundled" else framework.source.url
+    result = profile_tree(workspace.original_source(framework), name, entry, shown_path=shown)
+    entry_path = Path(result["entry_point"]) if result["entry_point"] else None
     for task_id in specs.list_tasks():
         task = specs.load_task(task_id)
         if name in task.frameworks():
-            gold[task_id] = workspace.gold_patch(task.variant(name), framework)
-    shown = framework.source.path if framework.source.kind == "bundled" else framework.source.url
-    return profile_tree(root, name, entry, gold, shown_path=shown)
+            variant = task.variant(name)
+            patch = workspace.gold_patch(variant, framework)
+            tree = workspace.prepared_checkout(variant, framework)
+            result["tasks"].append(task_profile(tree, task_id, patch, entry_path))
+    return result
+
+
+def depth_text(task: dict) -> str:
+    if task["import_depth"] is not None:
+        return str(task["import_depth"])
+    return "not reached from entry" if task["import_depths"] else "n/a (no Python change or no entry)"
 
 
 def markdown(profiles: list[dict]) -> str:
@@ -267,6 +279,6 @@ def markdown(profiles: list[dict]) -> str:
         lines += ["", "| Framework | Task | Gold files touched | Gold lines touched | Import depth from entry |",
                   "|---|---|---|---|---|"]
         for framework, t in tasks:
-            depth = "n/a" if t["import_depth"] is None else t["import_depth"]
+            depth = depth_text(t)
             lines.append(f"| {framework} | {t['task']} | {t['files_touched']} | {t['lines_touched']} | {depth} |")
     return "\n".join(lines) + "\n"

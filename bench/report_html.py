@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from html import escape
 from pathlib import Path
 
-from bench import plots
+from bench import plots, profile
 from bench.report import GROUPINGS, METRICS, format_cell, format_change, format_rate, trial_frame
 
 HEAD_LINES = 40
@@ -124,11 +124,11 @@ def profile_table(profiles: list[dict]) -> str:
             f"<td>{escape(p.get('entry_point') or 'n/a')}</td></tr>"
         )
         for task in p.get("tasks", []):
-            depth = task.get("import_depth")
+            depth = profile.depth_text(task)
             tasks.append(
                 f"<tr><td>{escape(p['framework'])}</td><td>{escape(task['task'])}</td>"
                 f"<td class=\"num\">{task['files_touched']}</td><td class=\"num\">{task['lines_touched']}</td>"
-                f"<td class=\"num\">{'n/a' if depth is None else depth}</td></tr>"
+                f"<td class=\"num\">{escape(depth)}</td></tr>"
             )
     html = f"<table>{head}{''.join(body)}</table>"
     if tasks:

@@ -106,3 +106,20 @@ def test_bad_input_exits_2(tree, tmp_path, capsys):
     bad.write_text("diff --git a/pkg/x.py b/pkg/x.py\n--- a/pkg/x.py\n+++ b/pkg/x.py\n@@ -1 +1 @@\n-a\n+b\n")
     assert cmd_profile(["--path", str(tree), "--gold-diff", f"t={bad}", "--out", str(tmp_path / "o")]) == 2
     assert "the gold diff does not apply" in capsys.readouterr().err
+
+
+def test_framework_profile_measures_each_task_gold_patch(tmp_path):
+    """The bundled reference framework and its real tasks, through the harness's own workspace code."""
+    from bench import specs
+
+    assert cmd_profile(["--framework", "reference", "--out", str(tmp_path)]) == 0
+    (p,) = json.loads((tmp_path / "profile.json").read_text())["profiles"]
+    assert p["framework"] == "reference" and p["path"] == "reference_impl"
+    assert p["entry_point"] == "reftrain/train.py" and p["max_import_depth"] >= 1
+    expected = [t for t in specs.list_tasks() if "reference" in specs.load_task(t).frameworks()]
+    assert [t["task"] for t in p["tasks"]] == expected
+    for task in p["tasks"]:
+        patch = specs.load_task(task["task"]).variant("reference").solution_patch
+        if patch is not None:
+            text = patch.read_text()
+            assert task["files_touched"] == text.count("\ndiff --git ") + text.startswith("diff --git ")
