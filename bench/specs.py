@@ -118,6 +118,8 @@ class TaskSpec(Strict):
     limits: TaskLimits = TaskLimits()
     resources: Resources = Resources()
     grading: TaskGrading = TaskGrading()
+    measure_throughput: bool = True
+    """Run the framework's throughput command after a resolved trial (off for tasks that touch no model)."""
 
 
 class GradingSpec(Strict):

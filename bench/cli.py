@@ -1,0 +1,204 @@
+"""The `run`, `validate` and `list` subcommands: argument parsing, one clear error, exit codes.
+
+Exit codes: 0 success, 1 the run finished but something failed (errored trials, an invalid task),
+2 bad input (unknown name, missing key, malformed spec), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from bench import results, specs
+from bench.agents import AGENTS, make_agent
+from bench.run import Plan, RunConfig, RunError, execute, make_plan, result_table, summary_line
+from bench.sandbox import SANDBOXES, SandboxError
+from bench.trial import TrialConfig
+from bench.workspace import WorkspaceError
+
+RESULTS_ROOT = specs.REPO_ROOT / "results"
+
+
+def make_console() -> Console:
+    """Wide enough for the result table when output goes to a file or pipe."""
+    console = Console()
+    return console if console.is_terminal else Console(width=160)
+
+
+def fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace | int:
+    try:
+        return parser.parse_args(argv)
+    except SystemExit as e:
+        return int(e.code or 0)
+
+
+def run_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="runner.py [run]", description="Run agents on tasks and frameworks; grade; record.")
+    p.add_argument("--task", default="smoke", help="task id, task family, or 'all' (default: smoke)")
+    p.add_argument("--framework", default="reference", help="framework name or 'all' (default: reference)")
+    p.add_argument("--agent", default="oracle", help=f"agent, or several comma-separated: {', '.join(AGENTS)}")
+    p.add_argument("--model", help="model for the builtin agent, e.g. anthropic/claude-sonnet-4-5")
+    p.add_argument("--base-url", help="LLM API base URL for the builtin agent (default: the provider's)")
+    p.add_argument("--replay", help="trajectory.jsonl for the replay agent")
+    p.add_argument("--trials", type=int, default=1, help="attempts per task x framework x agent")
+    p.add_argument("--parallel", type=int, default=1, help="trials running at once")
+    p.add_argument("--sandbox", default="local", choices=list(SANDBOXES), help="where agent commands run")
+    iso = p.add_mutually_exclusive_group()
+    iso.add_argument("--isolate", dest="isolate", action="store_true", default=None,
+                     help="local sandbox: require bubblewrap (default: use it when installed)")
+    iso.add_argument("--no-isolate", dest="isolate", action="store_false", help="local sandbox: plain bash")
+    p.add_argument("--no-throughput", dest="measure_throughput", action="store_false",
+                   help="skip the throughput measurement after resolved trials")
+    p.add_argument("--run-id", help="name of the run folder under results/ (default: a timestamp)")
+    p.add_argument("--resume", action="store_true", help="continue --run-id: skip finished trials, re-run the rest")
+    p.add_argument("--results-dir", default=str(RESULTS_ROOT), help="where run folders go (default: results/)")
+    return p
+
+
+def build_agents(names: list[str], model: str | None, base_url: str | None, replay: str | None) -> dict:
+    """Every agent built and checked (name known, key present) before any trial starts."""
+    unknown = [n for n in names if n not in AGENTS]
+    if unknown:
+        raise ValueError(f"unknown agent {unknown[0]!r}; choose one of: {', '.join(AGENTS)}")
+    options = {"builtin": {"model": model, "base_url": base_url}, "replay": {"replay_path": replay}}
+    return {name: make_agent(name, **options.get(name, {})) for name in names}
+
+
+def cmd_run(argv: list[str]) -> int:
+    parser = run_parser()
+    args = _parse(parser, argv)
+    if isinstance(args, int):
+        return args
+    if args.resume:
+        if not args.run_id:
+            return fail("--resume needs --run-id (the run folder to continue)")
+        stored = results.read_run(Path(args.results_dir), args.run_id)
+        if stored is None:
+            return fail(f"no run {args.run_id!r} in {args.results_dir}; check the id (ls results/)")
+        known = {f.name for f in fields(RunConfig)}
+        saved = {k: v for k, v in stored["args"].items() if k in known and k not in ("resume", "run_id", "results_dir")}
+        saved["agent"] = ",".join(saved.pop("agents", ["oracle"]))
+        parser.set_defaults(**saved)
+        args = parser.parse_args(argv)
+    if args.trials < 1 or args.parallel < 1:
+        return fail("--trials and --parallel must be at least 1")
+    cfg = RunConfig(task=args.task, framework=args.framework, agents=args.agent.split(","), model=args.model,
+                    trials=args.trials, parallel=args.parallel, sandbox=args.sandbox, isolate=args.isolate,
+                    run_id=args.run_id or results.new_run_id(), resume=args.resume, replay=args.replay,
+                    base_url=args.base_url, measure_throughput=args.measure_throughput,
+                    results_dir=args.results_dir)
+    if not args.resume and (Path(cfg.results_dir) / cfg.run_id).exists():
+        return fail(f"run {cfg.run_id!r} already exists; pass --resume to continue it or choose another --run-id")
+    try:
+        agents = build_agents(cfg.agents, cfg.model, cfg.base_url, cfg.replay)
+        plan = make_plan(cfg, agents)
+    except (ValueError, specs.SpecError, RunError) as e:
+        return fail(str(e))
+    console = make_console()
+    rows = execute(cfg, plan, console)
+    console.print(result_table(rows))
+    console.print(f"{summary_line(rows)} -> {Path(cfg.results_dir) / cfg.run_id}", highlight=False)
+    return 1 if any(r["status"] == "error" for r in rows) else 0
+
+
+def cmd_validate(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="runner.py validate",
+                                description="Oracle must resolve, nop and the shipped wrong solution must not.")
+    p.add_argument("--framework", default="reference", help="framework name or 'all'")
+    p.add_argument("--task", default="all", help="task id, family or 'all' (default: all)")
+    p.add_argument("--sandbox", default="local", choices=list(SANDBOXES))
+    p.add_argument("--parallel", type=int, default=1)
+    p.add_argument("--run-id", help="default: validate-<timestamp>")
+    p.add_argument("--results-dir", default=str(RESULTS_ROOT))
+    args = _parse(p, argv)
+    if isinstance(args, int):
+        return args
+    cfg = RunConfig(task=args.task, framework=args.framework, agents=["oracle", "nop"], trials=1,
+                    parallel=args.parallel, sandbox=args.sandbox, run_id=args.run_id or f"validate-{results.new_run_id()}",
+                    measure_throughput=False, results_dir=args.results_dir)
+    if (Path(cfg.results_dir) / cfg.run_id).exists():
+        return fail(f"run {cfg.run_id!r} already exists; choose another --run-id")
+    try:
+        agents = build_agents(cfg.agents, None, None, None)
+        plan = make_plan(cfg, agents)
+    except (ValueError, specs.SpecError, RunError) as e:
+        return fail(str(e))
+    plan = Plan(trials=plan.trials + wrong_solution_trials(plan), skipped=plan.skipped)
+    console = make_console()
+    rows = execute(cfg, plan, console)
+    table, all_valid = validation_matrix(rows)
+    console.print(table)
+    console.print("all tasks valid" if all_valid else "some tasks are INVALID (see the matrix)", highlight=False)
+    return 0 if all_valid else 1
+
+
+def wrong_solution_trials(plan: Plan) -> list[TrialConfig]:
+    """One extra oracle trial per task that ships wrong/*.patch, applying that patch instead of the gold."""
+    extra = []
+    for config in plan.trials:
+        if config.agent_name == "oracle" and config.variant.wrong_patch is not None:
+            extra.append(TrialConfig(**{**config.__dict__, "agent_name": "oracle-wrong", "solution": "wrong"}))
+    return extra
+
+
+def validation_matrix(rows: list[dict]) -> tuple[Table, bool]:
+    cells: dict[tuple[str, str], dict[str, dict]] = {}
+    for r in rows:
+        cells.setdefault((r["task"], r["framework"]), {})[r["agent"]] = r
+    table = Table(title="validation")
+    for column in ("task", "framework", "oracle (must resolve)", "nop (must fail)", "wrong (must fail)", "valid"):
+        table.add_column(column)
+    all_valid = True
+    for (task, framework), by_agent in sorted(cells.items()):
+        def show(agent):
+            r = by_agent.get(agent)
+            return "-" if r is None else r["status"] + (f": {r['error']['message'][:60]}" if r["error"] else "")
+        oracle_ok = by_agent.get("oracle", {}).get("status") == "resolved"
+        nop_ok = by_agent.get("nop", {}).get("status") == "unresolved"
+        wrong_ok = "oracle-wrong" not in by_agent or by_agent["oracle-wrong"]["status"] == "unresolved"
+        valid = oracle_ok and nop_ok and wrong_ok
+        all_valid &= valid
+        table.add_row(task, framework, show("oracle"), show("nop"), show("oracle-wrong"), "yes" if valid else "NO")
+    return table, all_valid
+
+
+def cmd_list(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="runner.py list", description="Tasks, frameworks, agents and sandboxes.")
+    args = _parse(p, argv)
+    if isinstance(args, int):
+        return args
+    console = make_console()
+    try:
+        tasks = [specs.load_task(t) for t in specs.list_tasks()]
+        frameworks = [specs.load_framework(f) for f in specs.list_frameworks()]
+    except specs.SpecError as e:
+        return fail(str(e))
+    table = Table(title="tasks")
+    for column in ("task", "family", "frameworks", "description"):
+        table.add_column(column)
+    for t in tasks:
+        table.add_row(t.id, t.family, ", ".join(t.frameworks()), t.spec.description)
+    console.print(table)
+    table = Table(title="frameworks")
+    for column in ("framework", "source", "gpus", "description"):
+        table.add_column(column)
+    for f in frameworks:
+        source = f.source.path if f.source.kind == "bundled" else f"{f.source.url}@{f.source.commit[:10]}"
+        table.add_row(f.name, f"{f.source.kind}: {source}", str(f.sandbox.gpus), f.description)
+    console.print(table)
+    console.print(f"agents: {', '.join(AGENTS)}", highlight=False)
+    console.print(f"sandboxes: {', '.join(SANDBOXES)}", highlight=False)
+    return 0
+
+
+__all__ = ["cmd_run", "cmd_validate", "cmd_list", "fail", "SandboxError", "WorkspaceError"]

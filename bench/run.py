@@ -1,0 +1,220 @@
+"""A run: tasks x frameworks x agents x trials, in parallel, resumable, with live progress.
+
+Why results are written per trial as they finish: a run can take days and cost real money; Ctrl-C or
+a crash must keep every finished trial, and --resume must never re-pay for one.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from bench import results, specs
+from bench.gpu import GpuAllocator, detect_gpus
+from bench.pricing import load_prices
+from bench.sandbox import docker_unavailable_reason
+from bench.trial import Trial, TrialConfig
+
+
+class RunError(Exception):
+    """The run cannot start; the message says why and how to fix it."""
+
+
+@dataclass
+class RunConfig:
+    task: str = "smoke"
+    framework: str = "reference"
+    agents: list[str] = field(default_factory=lambda: ["oracle"])
+    model: str | None = None
+    trials: int = 1
+    parallel: int = 1
+    sandbox: str = "local"
+    isolate: bool | None = None
+    run_id: str = ""
+    resume: bool = False
+    replay: str | None = None
+    base_url: str | None = None
+    measure_throughput: bool = True
+    results_dir: str = "results"
+
+
+@dataclass
+class Plan:
+    trials: list[TrialConfig]
+    skipped: list[str]  # one line per framework (or task x framework) left out, with the reason
+
+
+def framework_unavailable(framework: specs.FrameworkSpec, tasks: list[specs.Task], sandbox: str,
+                          gpus: list[int]) -> str | None:
+    """Why this host cannot run `framework` for these tasks, or None."""
+    needed = max([framework.sandbox.gpus] + [t.spec.resources.gpus for t in tasks])
+    if needed > len(gpus):
+        return f"needs {needed} GPU(s), this machine has {len(gpus)}"
+    if sandbox == "docker":
+        return docker_unavailable_reason()
+    return None
+
+
+def make_plan(cfg: RunConfig, agents: dict, root: Path = specs.REPO_ROOT) -> Plan:
+    task_ids = specs.select_tasks(cfg.task, root)
+    tasks = [specs.load_task(t, root) for t in task_ids]
+    names = specs.list_frameworks(root) if cfg.framework == "all" else [cfg.framework]
+    frameworks = [specs.load_framework(n, root) for n in names]
+    gpus = detect_gpus()
+    skipped, trials = [], []
+    prices = load_prices()
+    allocator = GpuAllocator(gpus)
+    for framework in frameworks:
+        reason = framework_unavailable(framework, [t for t in tasks if framework.name in t.frameworks()],
+                                       cfg.sandbox, gpus)
+        if reason and cfg.framework != "all":
+            raise RunError(f"framework {framework.name!r} cannot run here: {reason}")
+        if reason:
+            skipped.append(f"skipping framework {framework.name}: {reason}")
+            continue
+        for task in tasks:
+            if framework.name not in task.frameworks():
+                skipped.append(f"skipping {task.id} on {framework.name}: the task has no version for it")
+                continue
+            variant = task.variant(framework.name)
+            for agent_name, agent in agents.items():
+                for index in range(cfg.trials):
+                    trials.append(TrialConfig(
+                        run_id=cfg.run_id, variant=variant, framework=framework, agent_name=agent_name,
+                        agent=agent, model=cfg.model if agent_name == "builtin" else None, index=index,
+                        results_root=Path(cfg.results_dir), sandbox=cfg.sandbox, isolate=cfg.isolate,
+                        prices=prices, gpu_allocator=allocator,
+                        replay_path=Path(cfg.replay) if cfg.replay else None,
+                        measure_throughput=cfg.measure_throughput))
+    if not trials:
+        raise RunError("nothing to run: " + ("; ".join(skipped) or "no task matches"))
+    return Plan(trials=trials, skipped=skipped)
+
+
+class Progress:
+    """Live table on a terminal, one plain line per change otherwise."""
+
+    def __init__(self, console: Console, trials: list[Trial]):
+        self.console = console
+        self.rows = {id(t): {"label": _label(t.config), "state": "queued", "turns": 0, "cost": 0.0} for t in trials}
+        self.lock = threading.Lock()
+        self.live = Live(self._table(), console=console, refresh_per_second=4) if console.is_terminal else None
+
+    def __enter__(self):
+        if self.live:
+            self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.live:
+            self.live.__exit__(*exc)
+
+    def event(self, trial: Trial, event: dict) -> None:
+        with self.lock:
+            row = self.rows[id(trial)]
+            kind = event["kind"]
+            line = None
+            if kind == "phase":
+                row["state"] = event["phase"]
+                line = f"{row['label']}: {event['phase']}"
+            elif kind == "assistant":
+                row["turns"] = max(row["turns"], event.get("turn") or row["turns"] + 1)
+                row["cost"] += event.get("cost_usd") or 0.0
+            elif kind == "finished":
+                row["state"] = event["status"]
+                line = f"{row['label']}: {event['status']}" + (f" - {event['error']}" if event.get("error") else "")
+            elif kind == "log":
+                line = f"{row['label']}: {event['message']}"
+            if self.live:
+                self.live.update(self._table())
+            elif line:
+                self.console.print(line, highlight=False)
+
+    def _table(self) -> Table:
+        table = Table(title="atebench run")
+        for column in ("trial", "state", "turns", "cost $"):
+            table.add_column(column)
+        for row in self.rows.values():
+            table.add_row(row["label"], row["state"], str(row["turns"]), f"{row['cost']:.2f}")
+        return table
+
+
+def _label(cfg: TrialConfig) -> str:
+    return f"{cfg.variant.task.id} / {cfg.framework.name} / {cfg.agent_name} #{cfg.index}"
+
+
+def execute(cfg: RunConfig, plan: Plan, console: Console | None = None) -> list[dict]:
+    """Run the plan; finished trials are skipped on resume. Ctrl-C marks running trials interrupted."""
+    console = console or Console()
+    run_dir = Path(cfg.results_dir) / cfg.run_id
+    rel_paths = [str(results.trial_path(t.variant.task.id, t.framework.name, t.agent_name, t.index))
+                 for t in plan.trials]
+    args = {k: v for k, v in asdict(cfg).items() if k != "results_dir"}  # no machine paths in results
+    results.write_run(Path(cfg.results_dir), cfg.run_id, args, rel_paths)
+    for line in plan.skipped:
+        console.print(line, highlight=False)
+    todo = []
+    for config in plan.trials:
+        if cfg.resume and results.is_finished(config.folder, warn=lambda m: console.print(m, highlight=False)):
+            continue
+        todo.append(config)
+    done = len(plan.trials) - len(todo)
+    console.print(f"run {cfg.run_id}: {len(plan.trials)} trial(s), {done} already finished, {len(todo)} to run "
+                  f"-> {run_dir}", highlight=False)
+    trials = [Trial(config, on_event=lambda t, e: progress.event(t, e)) for config in todo]
+    progress = Progress(console, trials)
+    previous = _install_interrupt(trials, cfg, console)
+    try:
+        with progress, ThreadPoolExecutor(max_workers=max(1, cfg.parallel)) as pool:
+            futures = [pool.submit(t.run) for t in trials]
+            for future in as_completed(futures):
+                future.result()
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+    return results.load_results(Path(cfg.results_dir), cfg.run_id)
+
+
+def _install_interrupt(trials: list[Trial], cfg: RunConfig, console: Console):
+    """On Ctrl-C: mark running trials interrupted, say how to resume, exit 130 at once."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum, frame):
+        for trial in trials:
+            trial.interrupt()
+        console.print(f"\ninterrupted; finished trials are kept. Resume with: "
+                      f"python runner.py --run-id {cfg.run_id} --resume", highlight=False)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
+
+    return signal.signal(signal.SIGINT, handler)
+
+
+def result_table(rows: list[dict]) -> Table:
+    table = Table(title="results")
+    for column in ("task", "framework", "agent", "trial", "status", "turns", "tokens", "cost $", "time s"):
+        table.add_column(column, justify="right" if column in ("trial", "turns", "tokens", "cost $", "time s") else "left")
+    for r in rows:
+        m = r["metrics"]
+        tokens = m["input_tokens"] + m["output_tokens"] + m["cache_read_tokens"] + m["cache_write_tokens"]
+        cost = "-" if m["cost_usd"] is None else f"{m['cost_usd']:.2f}"
+        status = r["status"] + (f" ({r['error']['phase']})" if r["error"] else "")
+        table.add_row(r["task"], r["framework"], r["agent"], str(r["trial"]), status, str(m["agent_turns"]),
+                      str(tokens), cost, f"{m['wall_time_s']:.1f}")
+    return table
+
+
+def summary_line(rows: list[dict]) -> str:
+    counts = {s: sum(1 for r in rows if r["status"] == s) for s in results.STATUSES}
+    return ", ".join(f"{n} {s}" for s, n in counts.items() if n) or "no trials"
