@@ -70,7 +70,7 @@ def load_hf_checkpoint(model, directory):
 
         def take(key):
             if key not in key_to_file:
-                raise KeyError(f"{directory}: tensor {key!r} is missing; is this a {model_type} checkpoint?")
+                raise ValueError(f"{directory}: tensor {key!r} is missing; is this a {model_type} checkpoint?")
             remaining.discard(key)
             return handles[key_to_file[key]].get_tensor(key)
 
