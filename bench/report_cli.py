@@ -37,7 +37,7 @@ def cmd_report(argv: list[str]) -> int:
     parser.add_argument("--profile", type=Path, help="profile.json written by `runner.py profile`, shown as a table")
     parser.add_argument("--compute-profile", action="store_true",
                         help="compute the static profile of each framework in the runs (may build source caches)")
-    parser.add_argument("--results-dir", type=Path, default=RESULTS_ROOT, help=argparse.SUPPRESS)
+    parser.add_argument("--results-dir", type=Path, default=RESULTS_ROOT, help="where run ids are looked up (default: results/)")
     args = _parse(parser, argv)
     if isinstance(args, int):
         return args
@@ -85,7 +85,7 @@ def cmd_compare(argv: list[str]) -> int:
     parser.add_argument("--metrics", default=",".join(compare.DEFAULT_METRICS),
                         help="comma-separated: turns, active_gpu_s, success, or any result metric key")
     parser.add_argument("--out", type=Path, help="also write the markdown table to this file")
-    parser.add_argument("--results-dir", type=Path, default=RESULTS_ROOT, help=argparse.SUPPRESS)
+    parser.add_argument("--results-dir", type=Path, default=RESULTS_ROOT, help="where run ids are looked up (default: results/)")
     args = _parse(parser, argv)
     if isinstance(args, int):
         return args

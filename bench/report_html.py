@@ -30,7 +30,8 @@ h1{font-size:22px}h2{font-size:18px;margin-top:32px;border-bottom:1px solid #ddd
 table{border-collapse:collapse;font-size:12px;margin:8px 0}th,td{border:1px solid #ddd;padding:3px 6px;text-align:left}
 th{background:#f3f4f6}td.num{text-align:right;white-space:nowrap}
 .resolved{color:#1a7f37}.unresolved,.failed,.error{color:#b42318}.interrupted,.running,.missing,.skipped{color:#9a6700}
-.figs{display:flex;flex-wrap:wrap;gap:16px}.fig{border:1px solid #eee;padding:6px}.fig img{max-width:100%}
+.figs{display:flex;flex-wrap:wrap;gap:16px}.fig{border:1px solid #eee;padding:6px;flex:1 1 520px;max-width:680px}
+.fig img{width:100%;height:auto}.scroll{overflow-x:auto}
 .na{color:#777;font-style:italic}pre{background:#f6f8fa;padding:8px;overflow-x:auto;font-size:12px;white-space:pre-wrap}
 .event{border-left:4px solid #ccc;padding:4px 10px;margin:10px 0}.assistant{border-color:#3b6ea8}
 .tool_result{border-color:#4f9a5a}.user,.system{border-color:#999}.error,.limit{border-color:#b42318}
@@ -89,7 +90,7 @@ def summary_table(rows: list[dict], level: str) -> str:
             cells.append(text if not r["metrics"][k]["unavailable"] else f'<span class="na">{escape(text)}</span>')
         body.append("<tr>" + "".join(f'<td class="num">{c}</td>' if i >= 3 else f"<td>{c}</td>"
                                      for i, c in enumerate(cells)) + "</tr>")
-    return f"<table>{head}{''.join(body)}</table>"
+    return f'<div class="scroll"><table>{head}{"".join(body)}</table></div>'
 
 
 def trials_table(trials: list[dict]) -> str:
