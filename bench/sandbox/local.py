@@ -238,7 +238,8 @@ class LocalSandbox:
         """Where a sandbox path lives on the host (the private /tmp differs when isolated)."""
         if not os.path.isabs(path):
             return Path(self._cwd) / path
-        if self.isolated and (path == "/tmp" or path.startswith("/tmp/")):
+        inside_workdir = path == self.workdir or path.startswith(self.workdir + "/")
+        if self.isolated and not inside_workdir and (path == "/tmp" or path.startswith("/tmp/")):
             return self._control / "tmp" / os.path.relpath(path, "/tmp")
         return Path(path)
 
