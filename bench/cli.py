@@ -62,6 +62,7 @@ def run_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-id", help="name of the run folder under results/ (default: a timestamp)")
     p.add_argument("--resume", action="store_true", help="continue --run-id: skip finished trials, re-run the rest")
     p.add_argument("--results-dir", default=str(RESULTS_ROOT), help="where run folders go (default: results/)")
+    p.add_argument("--specs-root", help="folder holding tasks/ and frameworks/ (default: this repository)")
     return p
 
 
@@ -96,7 +97,7 @@ def cmd_run(argv: list[str]) -> int:
                     trials=args.trials, parallel=args.parallel, sandbox=args.sandbox, isolate=args.isolate,
                     run_id=args.run_id or results.new_run_id(), resume=args.resume, replay=args.replay,
                     base_url=args.base_url, measure_throughput=args.measure_throughput,
-                    results_dir=args.results_dir)
+                    results_dir=args.results_dir, specs_root=args.specs_root)
     if not args.resume and (Path(cfg.results_dir) / cfg.run_id).exists():
         return fail(f"run {cfg.run_id!r} already exists; pass --resume to continue it or choose another --run-id")
     try:
@@ -120,12 +121,13 @@ def cmd_validate(argv: list[str]) -> int:
     p.add_argument("--parallel", type=int, default=1)
     p.add_argument("--run-id", help="default: validate-<timestamp>")
     p.add_argument("--results-dir", default=str(RESULTS_ROOT))
+    p.add_argument("--specs-root", help="folder holding tasks/ and frameworks/ (default: this repository)")
     args = _parse(p, argv)
     if isinstance(args, int):
         return args
     cfg = RunConfig(task=args.task, framework=args.framework, agents=["oracle", "nop"], trials=1,
                     parallel=args.parallel, sandbox=args.sandbox, run_id=args.run_id or f"validate-{results.new_run_id()}",
-                    measure_throughput=False, results_dir=args.results_dir)
+                    measure_throughput=False, results_dir=args.results_dir, specs_root=args.specs_root)
     if (Path(cfg.results_dir) / cfg.run_id).exists():
         return fail(f"run {cfg.run_id!r} already exists; choose another --run-id")
     try:
@@ -174,13 +176,15 @@ def validation_matrix(rows: list[dict]) -> tuple[Table, bool]:
 
 def cmd_list(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="runner.py list", description="Tasks, frameworks, agents and sandboxes.")
+    p.add_argument("--specs-root", type=Path, default=specs.REPO_ROOT,
+                   help="folder holding tasks/ and frameworks/ (default: this repository)")
     args = _parse(p, argv)
     if isinstance(args, int):
         return args
     console = make_console()
     try:
-        tasks = [specs.load_task(t) for t in specs.list_tasks()]
-        frameworks = [specs.load_framework(f) for f in specs.list_frameworks()]
+        tasks = [specs.load_task(t, args.specs_root) for t in specs.list_tasks(args.specs_root)]
+        frameworks = [specs.load_framework(f, args.specs_root) for f in specs.list_frameworks(args.specs_root)]
     except specs.SpecError as e:
         return fail(str(e))
     table = Table(title="tasks")

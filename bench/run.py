@@ -45,6 +45,7 @@ class RunConfig:
     base_url: str | None = None
     measure_throughput: bool = True
     results_dir: str = "results"
+    specs_root: str | None = None  # folder holding tasks/ and frameworks/; None: this repository
 
 
 @dataclass
@@ -64,7 +65,8 @@ def framework_unavailable(framework: specs.FrameworkSpec, tasks: list[specs.Task
     return None
 
 
-def make_plan(cfg: RunConfig, agents: dict, root: Path = specs.REPO_ROOT) -> Plan:
+def make_plan(cfg: RunConfig, agents: dict) -> Plan:
+    root = Path(cfg.specs_root) if cfg.specs_root else specs.REPO_ROOT
     task_ids = specs.select_tasks(cfg.task, root)
     tasks = [specs.load_task(t, root) for t in task_ids]
     names = specs.list_frameworks(root) if cfg.framework == "all" else [cfg.framework]

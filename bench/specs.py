@@ -81,6 +81,10 @@ class FrameworkSpec(Strict):
     dir: Path = Field(default=Path("."), exclude=True)
     """The framework folder (filled in by the loader, not written in the file)."""
 
+    def bundled_path(self) -> Path:
+        """The bundled source folder: the override when set, else source.path from the repository root."""
+        return self.override_path() or self.dir.parents[1] / self.source.path
+
     def override_path(self) -> Path | None:
         """The local folder that replaces the source, from source.override_env or ATEBENCH_SRC_<NAME>."""
         var = self.source.override_env or f"ATEBENCH_SRC_{self.name.upper().replace('-', '_')}"

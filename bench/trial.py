@@ -192,7 +192,7 @@ class Trial:
 
     def _solution_patch(self) -> str | None:
         cfg = self.config
-        if cfg.agent_name != "oracle":
+        if cfg.agent_name not in ("oracle", "oracle-wrong"):
             return None
         if cfg.solution == "wrong":
             if cfg.variant.wrong_patch is None:

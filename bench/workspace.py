@@ -16,7 +16,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.specs import REPO_ROOT, FrameworkSpec, TaskVariant
+from bench.specs import FrameworkSpec, TaskVariant
 
 CLEAN_PATTERNS = (".git", "__pycache__", "*.pyc", ".pytest_cache", "*.egg-info", ".mypy_cache", ".ruff_cache")
 GIT_IDENTITY = ["-c", "user.name=atebench", "-c", "user.email=atebench@localhost", "-c", "commit.gpgsign=false"]
@@ -78,7 +78,7 @@ def source_version(framework: FrameworkSpec) -> str:
     """A short id that changes whenever the framework's source changes."""
     if framework.source.kind == "git":
         return framework.source.commit[:12]
-    folder = framework.override_path() or REPO_ROOT / framework.source.path
+    folder = framework.bundled_path()
     digest = hashlib.sha256()
     for rel in sorted(bundled_files(folder)):
         digest.update(rel.as_posix().encode() + b"\0" + (folder / rel).read_bytes() + b"\0")
@@ -110,7 +110,7 @@ def original_source(framework: FrameworkSpec, cache: Path | None = None) -> Path
         fetch_git_source(str(origin), framework.source.commit, tree)
         remove_caches(tree)
     else:
-        folder = framework.override_path() or REPO_ROOT / framework.source.path
+        folder = framework.bundled_path()
         if not folder.is_dir():
             raise WorkspaceError(f"framework {framework.name!r}: bundled source folder {folder} does not exist; "
                                  "fix source.path in its framework.toml")

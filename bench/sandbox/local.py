@@ -195,7 +195,7 @@ class LocalSandbox:
         if timed_out:
             kill_pids([p for p in set(session_processes(self._proc.pid)) | set(descendants(self._shell_pid))
                        if p not in (self._proc.pid, self._shell_pid)])
-            match = self._wait_for(pattern, 5)
+            match = self._wait_for(pattern, 2)
         if match is None:
             note = "\n[the shell itself was stuck or exited; a new shell was started in the same directory, " \
                    "variables set earlier are gone]"

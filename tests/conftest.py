@@ -1,0 +1,132 @@
+"""Shared fixtures: a tiny but real spec tree (framework + task) built in a temp folder, a private
+cache, and a Docker daemon (started by .ci/setup-docker.sh when possible, else a visible skip)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+OPS_ORIGINAL = '''def add(a, b):
+    return a + b
+
+
+def mul(a, b):
+    return a * b
+'''
+
+PREPARE = '''import sys
+from pathlib import Path
+
+ops = Path(sys.argv[1]) / "calc" / "ops.py"
+text = ops.read_text()
+ops.write_text(text.replace("    return a * b", "    raise NotImplementedError"))
+'''
+
+HIDDEN_TESTS = '''from calc.ops import add, mul
+
+
+def test_mul():
+    assert mul(3, 4) == 12
+
+
+def test_add():
+    assert add(2, 2) == 4
+'''
+
+WRONG_PATCH = '''diff --git a/calc/ops.py b/calc/ops.py
+--- a/calc/ops.py
++++ b/calc/ops.py
+@@ -3,4 +3,4 @@ def add(a, b):
+ 
+ 
+ def mul(a, b):
+-    raise NotImplementedError
++    return a + b
+'''
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def make_toy_root(root: Path, grading_command: str = "python -m pytest -q -p no:cacheprovider tests",
+                  grading_timeout_s: float = 60, task_id: str = "arith/mul") -> Path:
+    """frameworks/toy (bundled from toy_src/) and tasks/<task_id> whose gold is prepared -> original."""
+    write(root / "toy_src" / "calc" / "__init__.py", "")
+    write(root / "toy_src" / "calc" / "ops.py", OPS_ORIGINAL)
+    write(root / "toy_src" / "tests" / "test_ops.py", "# the original repo's copy of the hidden test\n")
+    write(root / "frameworks" / "toy" / "framework.toml", textwrap.dedent('''
+        name = "toy"
+        [source]
+        kind = "bundled"
+        path = "toy_src"
+        [sandbox]
+        env = { PYTHONPATH = "{workdir}" }
+    '''))
+    write(root / "frameworks" / "toy" / "Dockerfile", "FROM atebench/base:bookworm\nRUN ln -sf /usr/bin/python3 /usr/local/bin/python\n")
+    task = root / "tasks" / task_id
+    write(task / "task.toml", textwrap.dedent(f'''
+        description = "implement mul"
+        measure_throughput = false
+        [limits]
+        turns = 5
+        [grading]
+        timeout_s = {grading_timeout_s}
+    '''))
+    write(task / "instruction.md", "Implement mul in {framework}'s calc/ops.py.\n")
+    variant = task / "frameworks" / "toy"
+    write(variant / "prepare.py", PREPARE)
+    write(variant / "tests" / "test_ops.py", HIDDEN_TESTS)
+    write(variant / "grading.toml", textwrap.dedent(f'''
+        command = "{grading_command}"
+        fail_to_pass = ["tests/test_ops.py::test_mul"]
+        pass_to_pass = ["tests/test_ops.py::test_add"]
+    '''))
+    write(variant / "wrong" / "solution.patch", WRONG_PATCH)
+    return root
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch) -> Path:
+    folder = tmp_path / "cache"
+    monkeypatch.setenv("ATEBENCH_CACHE", str(folder))
+    return folder
+
+
+@pytest.fixture
+def toy_root(tmp_path) -> Path:
+    return make_toy_root(tmp_path / "specs")
+
+
+@pytest.fixture(scope="session")
+def docker_client():
+    """A live daemon with the base image; skipped, visibly, only when no daemon can be started."""
+    import docker
+
+    from bench.sandbox.images import ensure_base_image
+
+    def connect():
+        try:
+            client = docker.from_env()
+            client.ping()
+            return client
+        except docker.errors.DockerException:
+            return None
+
+    client = connect()
+    if client is None:
+        setup = subprocess.run(["bash", str(REPO / ".ci" / "setup-docker.sh")], capture_output=True, text=True)
+        client = connect()
+        if client is None:
+            pytest.skip(f"DOCKER TESTS SKIPPED: no Docker daemon could be started: {setup.stdout}{setup.stderr}")
+    ensure_base_image(client)
+    return client

@@ -1,0 +1,115 @@
+"""Spec loading: the shipped specs are valid, and a wrong spec gets one error naming file, field, fix."""
+
+from __future__ import annotations
+
+import subprocess
+import textwrap
+
+import pytest
+
+from bench import specs, workspace
+from conftest import make_toy_root, write
+
+TORCHTITAN = textwrap.dedent('''
+    name = "torchtitan"
+    description = "PyTorch-native training platform"
+    [source]
+    kind = "git"
+    url = "https://github.com/pytorch/torchtitan"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    [sandbox]
+    setup = ["pip install -e ."]
+    gpus = 8
+    [commands]
+    test = "python -m pytest -q tests/unit_tests"
+    throughput = "python scripts/atebench_throughput.py"
+''')
+
+
+def test_shipped_specs_load():
+    reference = specs.load_framework("reference")
+    assert reference.source.kind == "bundled" and reference.bundled_path().is_dir()
+    smoke = specs.load_task("smoke")
+    assert smoke.family == "smoke" and "reference" in smoke.frameworks()
+    variant = smoke.variant("reference")
+    assert variant.grading.fail_to_pass and variant.prepare_script and variant.solution_patch and variant.wrong_patch
+    assert "{framework}" not in smoke.instruction("reference")
+
+
+def test_nested_task_ids_and_family_selection(toy_root):
+    make_toy_root(toy_root, task_id="arith/div")
+    assert specs.list_tasks(toy_root) == ["arith/div", "arith/mul"]
+    task = specs.load_task("arith/mul", toy_root)
+    assert task.family == "arith" and task.frameworks() == ["toy"]
+    assert specs.select_tasks("arith", toy_root) == ["arith/div", "arith/mul"]
+    assert specs.select_tasks("arith/div", toy_root) == ["arith/div"]
+    with pytest.raises(specs.SpecError, match="unknown task 'geometry'.*arith/div, arith/mul.*family \\(arith\\)"):
+        specs.select_tasks("geometry", toy_root)
+
+
+def test_unknown_field_names_file_field_and_fix(toy_root):
+    path = toy_root / "tasks" / "arith" / "mul" / "task.toml"
+    path.write_text(path.read_text().replace("turns = 5", "turns = 5\nturnz = 9"))
+    with pytest.raises(specs.SpecError) as error:
+        specs.load_task("arith/mul", toy_root)
+    message = str(error.value)
+    assert "tasks/arith/mul/task.toml" in message and "limits.turnz" in message and "remove it" in message
+    assert message.count("\n") == 0
+
+
+def test_wrong_type_and_missing_field(toy_root):
+    grading = toy_root / "tasks" / "arith" / "mul" / "frameworks" / "toy" / "grading.toml"
+    grading.write_text('fail_to_pass = ["tests/test_ops.py::test_mul"]\n')
+    task = specs.load_task("arith/mul", toy_root)
+    with pytest.raises(specs.SpecError, match="grading.toml: missing required field 'command'; add it"):
+        task.variant("toy")
+    fw = toy_root / "frameworks" / "toy" / "framework.toml"
+    fw.write_text(fw.read_text().replace('[sandbox]', '[sandbox]\ngpus = "many"'))
+    with pytest.raises(specs.SpecError, match="framework.toml: field 'sandbox.gpus'.*fix the value"):
+        specs.load_framework("toy", toy_root)
+
+
+def test_unknown_framework_lists_choices(toy_root):
+    with pytest.raises(specs.SpecError, match="unknown framework 'megatron'; choose one of: toy"):
+        specs.load_framework("megatron", toy_root)
+    task = specs.load_task("arith/mul", toy_root)
+    with pytest.raises(specs.SpecError, match="no version for framework 'reference'.*supports: toy"):
+        task.variant("reference")
+
+
+def test_git_spec_validates_and_needs_full_sha(tmp_path):
+    write(tmp_path / "frameworks" / "torchtitan" / "framework.toml", TORCHTITAN)
+    spec = specs.load_framework("torchtitan", tmp_path)
+    assert spec.source.kind == "git" and spec.sandbox.gpus == 8
+    write(tmp_path / "frameworks" / "torchtitan" / "framework.toml", TORCHTITAN.replace(
+        "0123456789abcdef0123456789abcdef01234567", "d84e83dc"))
+    with pytest.raises(specs.SpecError, match="full 40-character lowercase hex SHA"):
+        specs.load_framework("torchtitan", tmp_path)
+
+
+def _git(*args, cwd):
+    return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=cwd, check=True,
+                          capture_output=True, text=True).stdout.strip()
+
+
+def test_git_source_checked_out_at_pinned_sha(tmp_path, cache, monkeypatch):
+    upstream = tmp_path / "upstream"
+    upstream.mkdir()
+    _git("init", "-q", "-b", "main", cwd=upstream)
+    write(upstream / "model.py", "VERSION = 1\n")
+    _git("add", "-A", cwd=upstream)
+    _git("commit", "-qm", "one", cwd=upstream)
+    pinned = _git("rev-parse", "HEAD", cwd=upstream)
+    write(upstream / "model.py", "VERSION = 2\n")
+    _git("commit", "-qam", "two", cwd=upstream)
+    bare = tmp_path / "mirror.git"
+    _git("clone", "-q", "--bare", str(upstream), str(bare), cwd=tmp_path)
+
+    write(tmp_path / "specs" / "frameworks" / "torchtitan" / "framework.toml",
+          TORCHTITAN.replace("0123456789abcdef0123456789abcdef01234567", pinned))
+    spec = specs.load_framework("torchtitan", tmp_path / "specs")
+    monkeypatch.setenv("ATEBENCH_SRC_TORCHTITAN", str(bare))
+    source = workspace.original_source(spec)
+    assert (source / "model.py").read_text() == "VERSION = 1\n"
+    assert not (source / ".git").exists()
+    assert workspace.source_version(spec) == pinned[:12]

@@ -1,0 +1,70 @@
+"""Workspaces: one baseline commit, no hidden tests or history, cached preparation, real diffs."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+from bench import specs, workspace
+from conftest import write
+
+
+def _load(root):
+    task = specs.load_task("arith/mul", root)
+    return task.variant("toy"), specs.load_framework("toy", root)
+
+
+def _git(*args, cwd):
+    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True).stdout
+
+
+def test_workspace_has_one_baseline_commit_and_no_hidden_tests(toy_root, cache, tmp_path):
+    write(toy_root / "toy_src" / "calc" / "__pycache__" / "ops.cpython-311.pyc", "junk")
+    variant, framework = _load(toy_root)
+    work = workspace.create_workspace(variant, framework, tmp_path / "ws")
+    assert _git("log", "--format=%s", cwd=work).split() == ["baseline"]
+    assert _git("status", "--porcelain", cwd=work) == ""
+    assert "raise NotImplementedError" in (work / "calc" / "ops.py").read_text()
+    assert not (work / "tests" / "test_ops.py").exists(), "the hidden test path must not be in the workspace"
+    assert not list(work.rglob("__pycache__"))
+    assert not (work / "prepare.py").exists() and not (work / "grading.toml").exists()
+
+
+def test_prepared_checkout_is_cached(toy_root, cache, tmp_path, monkeypatch):
+    counter = tmp_path / "prepare-runs"
+    prepare = toy_root / "tasks" / "arith" / "mul" / "frameworks" / "toy" / "prepare.py"
+    prepare.write_text(prepare.read_text() + f"\nopen({str(counter)!r}, 'a').write('x')\n")
+    variant, framework = _load(toy_root)
+    started = time.monotonic()
+    workspace.create_workspace(variant, framework, tmp_path / "ws1")
+    cold = time.monotonic() - started
+    started = time.monotonic()
+    workspace.create_workspace(variant, framework, tmp_path / "ws2")
+    warm = time.monotonic() - started
+    assert counter.read_text() == "x", "the second workspace must reuse the prepared checkout"
+    assert warm < 2.0 and warm < cold + 0.5
+    (toy_root / "toy_src" / "calc" / "ops.py").write_text("def add(a, b):\n    return a + b\n\n\ndef mul(a, b):\n    return b * a\n")
+    workspace.create_workspace(variant, framework, tmp_path / "ws3")
+    assert counter.read_text() == "xx", "a changed source must be prepared again"
+
+
+def test_gold_patch_is_prepared_to_original_without_hidden_tests(toy_root, cache, tmp_path):
+    variant, framework = _load(toy_root)
+    gold = workspace.gold_patch(variant, framework)
+    assert "+    return a * b" in gold and "-    raise NotImplementedError" in gold
+    assert "tests/test_ops.py" not in gold
+    work = workspace.create_workspace(variant, framework, tmp_path / "ws")
+    subprocess.run(["git", "apply", "-"], input=gold, text=True, cwd=work, check=True)
+    assert "return a * b" in (work / "calc" / "ops.py").read_text()
+
+
+def test_agent_diff_includes_untracked_and_deleted_files(toy_root, cache, tmp_path):
+    variant, framework = _load(toy_root)
+    prepared = workspace.prepared_checkout(variant, framework)
+    work = workspace.create_workspace(variant, framework, tmp_path / "ws")
+    write(work / "calc" / "new.py", "X = 1\n")
+    (work / "calc" / "__init__.py").unlink()
+    write(work / "calc" / "__pycache__" / "x.pyc", "cache")
+    diff = workspace.tree_diff(prepared, work)
+    assert sorted(diff.files) == ["calc/__init__.py", "calc/new.py"]
+    assert "+X = 1" in diff.patch and "deleted file" in diff.patch
