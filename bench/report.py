@@ -229,7 +229,8 @@ def flat_rows(rows: list[dict]) -> pd.DataFrame:
 def format_number(value: float, unit: str, scale_by: float | None = None) -> str:
     """Human units; `scale_by` (the median) picks one scale so a CI reads in the median's unit."""
     if unit == "s":
-        return f"{value / 60:.1f} min"
+        minutes = abs(value if scale_by is None else scale_by) >= 120
+        return f"{value / 60:.1f} min" if minutes else f"{value:.0f} s"
     if unit == "USD":
         return f"${value:.2f}"
     if unit == "h":
@@ -273,7 +274,7 @@ def markdown_tables(rows: list[dict], level: str, reference_framework: str) -> s
     lines = [
         f"#### Outcomes ({where.lower()})", "",
         head + " Trials | Resolved | Unresolved | Error | Incomplete | Success | pass@1 | pass@k |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|" + "---|" * 8,
     ]
     for r in rows:
         pass_k = f"{format_rate(r['pass_at_k'])} (k={r['k']})" if r["k"] else "n/a"

@@ -23,6 +23,7 @@ TAIL_LINES = 20
 MAX_LINE_CHARS = 400
 MAX_DIFF_LINES = 3000
 GRADER_LOG_TAIL = 200
+SHELL_TOOLS = {"bash", "shell"}
 
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:24px;color:#1d1d1f;max-width:1400px}
@@ -229,12 +230,12 @@ def tool_call_html(call: dict) -> str:
             arguments = {"raw": arguments}
     arguments = arguments if isinstance(arguments, dict) else {"value": arguments}
     title = f'<div class="meta">tool call <b>{escape(str(call.get("name")))}</b> id {escape(str(call.get("id")))}</div>'
-    command = arguments.get("command") or arguments.get("cmd")
-    if isinstance(command, str):
-        return title + f"<pre class=\"command\">$ {head_tail(command)}</pre>"
     diff = edit_diff(arguments)
     if diff is not None:
         return title + diff_html(diff)
+    command = arguments.get("command")
+    if isinstance(command, str) and (call.get("name") in SHELL_TOOLS or set(arguments) == {"command"}):
+        return title + f"<pre class=\"command\">$ {head_tail(command)}</pre>"
     return title + f"<pre>{head_tail(json.dumps(arguments, indent=2, default=str))}</pre>"
 
 

@@ -101,6 +101,21 @@ def test_ratio_to_reference(built):
     assert "n/a (no GPU)" in md
 
 
+def test_markdown_tables_are_well_formed(built):
+    lines = (built / "report.md").read_text().splitlines()
+    separators = [i for i, line in enumerate(lines) if line.startswith("|---")]
+    assert len(separators) == 6  # outcomes, effort, change: per family and per task
+    for i in separators:
+        width = lines[i - 1].count("|")
+        rows = []
+        for line in lines[i + 1:]:
+            if not line.startswith("|"):
+                break
+            rows.append(line)
+        assert rows, lines[i - 1]
+        assert lines[i].count("|") == width and all(line.count("|") == width for line in rows), lines[i - 1]
+
+
 def test_report_is_reproducible(built, tmp_path):
     assert cmd_report(["fx-report", "--results-dir", str(FIXTURES), "--out", str(tmp_path)]) == 0
     assert (tmp_path / "summary.json").read_bytes() == (built / "summary.json").read_bytes()
@@ -116,7 +131,9 @@ def test_trajectory_page_escapes_and_truncates(built):
     assert "&lt;script&gt;alert(&#x27;pwned&#x27;)&lt;/script&gt;" in page
     assert "<script>alert" not in page
     assert "141 lines omitted" in page  # 201 output lines, 40 head and 20 tail shown
-    assert '<span class="add">+def route(x, k=2):</span>' in page
+    assert '<span class="add">+def route(x, k=2):</span>' in page  # str_replace shown as a diff
+    assert "+++ b/reftrain/router.py" in page and '<span class="add">+TOP_K = 2</span>' in page  # create
+    assert "$ grep -rn &#x27;class&#x27; reftrain" in page  # bash shown as a command
     assert "cost $0.0123" in page and "context 2200" in page
     assert "tests/test_model.py::test_forward" in page
     html = (built / "report.html").read_text()
