@@ -32,8 +32,8 @@ class OracleAgent:
             result = ctx.sandbox.execute(f"cd {workdir} && git apply --whitespace=nowarn {quoted}", timeout=self.timeout_s)
         finally:
             ctx.sandbox.execute(f"rm -f {quoted}", timeout=30)
-        ctx.trajectory.append("oracle", command="git apply", output=result.output, exit_code=result.exit_code,
-                              duration_s=result.duration_s)
+        ctx.trajectory.append("oracle", command=f"git apply {patch_path}", output=result.output,
+                              exit_code=result.exit_code, duration_s=result.duration_s)
         if result.exit_code != 0:
             message = f"oracle agent: the solution patch does not apply (git apply exit {result.exit_code}): {result.output.strip()[-2000:]}"
             ctx.trajectory.append("error", message=message)

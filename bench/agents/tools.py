@@ -81,15 +81,17 @@ def _bash(args: dict, sandbox: Sandbox, timeout_s: float) -> tuple[str, int]:
     if not isinstance(command, str) or not command.strip():
         return "error: bash needs a non-empty 'command' string", 2
     result = sandbox.execute(command, timeout=timeout_s)
-    note = "" if not result.timed_out or "timed out" in result.output[-500:] else f"\n[command timed out after {timeout_s:g} s and was killed]"
-    return f"{result.output}{note}\n[exit code {result.exit_code}]", result.exit_code
+    output = result.output
+    if result.timed_out and "timed out" not in output[-500:]:
+        output += f"\n[command timed out after {timeout_s:g} s and was killed]"
+    return f"{output}\n[exit code {result.exit_code}]", result.exit_code
 
 
 def _edit(args: dict, sandbox: Sandbox, timeout_s: float) -> tuple[str, int]:
     command, path = args.get("command"), args.get("path")
     if not isinstance(path, str) or not path:
         return "error: the editor needs a 'path'", 2
-    path = posixpath.normpath(posixpath.join(sandbox.workdir, path))
+    shown, path = path, posixpath.normpath(posixpath.join(sandbox.workdir, path))
     try:
         if command == "view":
             return _view(sandbox, path, args.get("view_range"), timeout_s)
@@ -97,11 +99,11 @@ def _edit(args: dict, sandbox: Sandbox, timeout_s: float) -> tuple[str, int]:
             if not isinstance(args.get("file_text"), str):
                 return "error: create needs 'file_text'", 2
             sandbox.write_file(path, args["file_text"])
-            return f"created {path}", 0
+            return f"created {shown}", 0
         if command == "str_replace":
-            return _str_replace(sandbox, path, args.get("old_str"), args.get("new_str", ""))
+            return _str_replace(sandbox, path, shown, args.get("old_str"), args.get("new_str", ""))
     except Exception as e:  # the model sees what went wrong and can correct itself
-        return f"error: {command} {path}: {type(e).__name__}: {e}", 1
+        return f"error: {command} {shown}: {type(e).__name__}: {e}", 1
     return f"error: unknown editor command {command!r}; use view, create or str_replace", 2
 
 
@@ -117,12 +119,12 @@ def _view(sandbox: Sandbox, path: str, view_range, timeout_s: float) -> tuple[st
     return "\n".join(f"{n:6d}\t{line}" for n, line in enumerate(lines[first - 1:last], start=first)), 0
 
 
-def _str_replace(sandbox: Sandbox, path: str, old: str | None, new: str) -> tuple[str, int]:
+def _str_replace(sandbox: Sandbox, path: str, shown: str, old: str | None, new: str) -> tuple[str, int]:
     if not old:
         return "error: str_replace needs a non-empty 'old_str'", 2
     text = sandbox.read_file(path)
     count = text.count(old)
     if count != 1:
-        return f"error: old_str occurs {count} times in {path}; it must occur exactly once (add surrounding lines)", 1
+        return f"error: old_str occurs {count} times in {shown}; it must occur exactly once (add surrounding lines)", 1
     sandbox.write_file(path, text.replace(old, new, 1))
-    return f"edited {path}", 0
+    return f"edited {shown}", 0

@@ -22,10 +22,11 @@ REAL_KEY_PATTERN = re.compile(r"(?:sk-ant-api\d\d-|sk-proj-|sk-svcacct-|sk-)[A-Z
 
 @dataclass
 class Reply:
-    """One scripted assistant reply. `tool_calls` are (name, arguments) pairs."""
+    """One scripted assistant reply. `tool_calls` are (name, arguments) pairs; a str argument is sent
+    verbatim as OpenAI's JSON-encoded arguments (to script malformed JSON)."""
 
     text: str = ""
-    tool_calls: list[tuple[str, dict]] = field(default_factory=list)
+    tool_calls: list[tuple[str, dict | str]] = field(default_factory=list)
     input_tokens: int = 100
     output_tokens: int = 20
     cache_read_tokens: int = 0
@@ -171,7 +172,7 @@ def _openai_completion(reply: Reply, model: str) -> dict:
     message: dict = {"role": "assistant", "content": reply.text or None}
     if reply.tool_calls:
         message["tool_calls"] = [
-            {"id": f"call_{uuid.uuid4().hex[:20]}", "type": "function", "function": {"name": name, "arguments": json.dumps(args)}}
+            {"id": f"call_{uuid.uuid4().hex[:20]}", "type": "function", "function": {"name": name, "arguments": args if isinstance(args, str) else json.dumps(args)}}
             for name, args in reply.tool_calls
         ]
     prompt_tokens = reply.input_tokens + reply.cache_read_tokens + reply.cache_write_tokens

@@ -1,0 +1,85 @@
+"""GPU accounting: exclusive assignment under threads, and honest sampling (None without NVML)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from bench.gpu import GpuAllocator, GpuSampler, detect_gpus
+
+GPU_LOAD = """
+import time, torch
+x = torch.randn(4096, 4096, device="cuda:{gpu}")
+end = time.time() + {seconds}
+while time.time() < end:
+    x = (x @ x).tanh()
+torch.cuda.synchronize()
+"""
+
+
+def test_sampler_reports_what_the_machine_has():
+    """On a GPU-less machine: unavailable and None. On a GPU machine: a real load is seen as active."""
+    gpus = detect_gpus()
+    if not gpus:
+        report = GpuSampler([0], interval_s=0.05).start().stop()
+        assert (report.available, report.active_gpu_s, report.gpu_hours_allocated) == (False, None, None)
+        return
+    started = time.monotonic()
+    with_load = GpuSampler(gpus[:1], interval_s=0.1).start()
+    subprocess.run([sys.executable, "-c", GPU_LOAD.format(gpu=gpus[0], seconds=3)], check=True, timeout=120)
+    report = with_load.stop()
+    wall = time.monotonic() - started
+    assert report.available and report.gpus == gpus[:1] and report.samples >= 10
+    assert 2.0 <= report.active_gpu_s <= wall + 0.5
+    assert report.gpu_hours_allocated == pytest.approx(wall / 3600, rel=0.05)
+    idle = GpuSampler(gpus[:1], interval_s=0.1).start()
+    time.sleep(1.0)
+    assert idle.stop().active_gpu_s < 0.5
+
+
+def test_allocator_never_hands_one_gpu_to_two_trials():
+    allocator = GpuAllocator(gpus=[0, 1, 2, 3])
+    holders: dict[int, int] = {}
+    overlaps, lock = [], threading.Lock()
+
+    def trial(index: int) -> None:
+        with allocator.allocate(2, timeout_s=30) as gpus:
+            with lock:
+                overlaps.extend(g for g in gpus if g in holders)
+                holders.update({g: index for g in gpus})
+            time.sleep(0.01)
+            with lock:
+                for g in gpus:
+                    del holders[g]
+
+    threads = [threading.Thread(target=trial, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert overlaps == [] and not any(t.is_alive() for t in threads)
+    assert allocator.acquire(4) == [0, 1, 2, 3]
+
+
+def test_allocator_waits_then_times_out_and_rejects_impossible_requests():
+    allocator = GpuAllocator(gpus=[5, 6])
+    taken = allocator.acquire(2)
+    with pytest.raises(TimeoutError, match="no 1 free GPU"):
+        allocator.acquire(1, timeout_s=0.1)
+    threading.Timer(0.1, allocator.release, args=([taken[0]],)).start()
+    assert allocator.acquire(1, timeout_s=5) == [taken[0]]
+    with pytest.raises(ValueError, match="needs 3 GPU\\(s\\) but this machine offers 2"):
+        allocator.acquire(3)
+    with pytest.raises(ValueError, match="not acquired from this allocator"):
+        allocator.release([7])
+    assert allocator.acquire(0) == []
+
+
+def test_allocator_on_this_machine_offers_what_nvml_sees():
+    allocator = GpuAllocator()
+    assert allocator.gpus == detect_gpus()
+    assert allocator.acquire(0) == []
