@@ -234,19 +234,20 @@ def profile_tree(root: Path, framework: str | None = None, entry: str | None = N
     }
 
 
-def profile_framework(name: str, entry: str | None = None) -> dict:
+def profile_framework(name: str, entry: str | None = None, specs_root: Path | None = None) -> dict:
     """Profile of a framework from frameworks/<name>/, with the gold diff of every task it supports.
 
     Each gold diff is measured against that task's prepared checkout (the tree the agent starts from).
     """
     from bench import specs, workspace
 
-    framework = specs.load_framework(name)
+    root = specs_root or specs.REPO_ROOT
+    framework = specs.load_framework(name, root)
     shown = framework.source.path if framework.source.kind == "bundled" else framework.source.url
     result = profile_tree(workspace.original_source(framework), name, entry, shown_path=shown)
     entry_path = Path(result["entry_point"]) if result["entry_point"] else None
-    for task_id in specs.list_tasks():
-        task = specs.load_task(task_id)
+    for task_id in specs.list_tasks(root):
+        task = specs.load_task(task_id, root)
         if name in task.frameworks():
             variant = task.variant(name)
             patch = workspace.gold_patch(variant, framework)

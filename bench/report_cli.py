@@ -38,6 +38,8 @@ def cmd_report(argv: list[str]) -> int:
     parser.add_argument("--compute-profile", action="store_true",
                         help="compute the static profile of each framework in the runs (may build source caches)")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_ROOT, help="where run ids are looked up (default: results/)")
+    parser.add_argument("--specs-root", type=Path, default=specs.REPO_ROOT,
+                        help="with --compute-profile: folder holding tasks/ and frameworks/ (default: this repository)")
     args = _parse(parser, argv)
     if isinstance(args, int):
         return args
@@ -65,8 +67,8 @@ def _profiles(args: argparse.Namespace, frameworks: list[str]) -> tuple[list[dic
         return (data["profiles"] if isinstance(data, dict) else data), None
     if not args.compute_profile:
         return None, "No profile given: run `runner.py profile --framework all` and pass --profile, or use --compute-profile."
-    known = set(specs.list_frameworks())
-    profiles = [profile.profile_framework(name) for name in frameworks if name in known]
+    known = set(specs.list_frameworks(args.specs_root))
+    profiles = [profile.profile_framework(name, specs_root=args.specs_root) for name in frameworks if name in known]
     unknown = [name for name in frameworks if name not in known]
     return profiles, (f"No framework spec for: {', '.join(unknown)}" if unknown else None)
 
@@ -124,6 +126,8 @@ def cmd_profile(argv: list[str]) -> int:
     parser.add_argument("--gold-diff", action="append", default=[], metavar="TASK=FILE",
                         help="with --path: a task's gold diff (repeatable)")
     parser.add_argument("--out", type=Path, default=RESULTS_ROOT / "profile", help="writes profile.json and profile.md")
+    parser.add_argument("--specs-root", type=Path, default=specs.REPO_ROOT,
+                        help="folder holding tasks/ and frameworks/ (default: this repository)")
     args = _parse(parser, argv)
     if isinstance(args, int):
         return args
@@ -134,10 +138,10 @@ def cmd_profile(argv: list[str]) -> int:
         else:
             if args.gold_diff:
                 return _fail("--gold-diff goes with --path; with --framework the tasks' gold solutions are used")
-            names = specs.list_frameworks() if args.framework == "all" else [args.framework]
+            names = specs.list_frameworks(args.specs_root) if args.framework == "all" else [args.framework]
             if not names:
                 return _fail("no frameworks found under frameworks/ (each needs a framework.toml)")
-            profiles = [profile.profile_framework(name, args.entry) for name in names]
+            profiles = [profile.profile_framework(name, args.entry, args.specs_root) for name in names]
     except (profile.ProfileInputError, specs.SpecError, workspace.WorkspaceError) as e:
         return _fail(str(e))
     args.out.mkdir(parents=True, exist_ok=True)

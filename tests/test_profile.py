@@ -108,7 +108,7 @@ def test_bad_input_exits_2(tree, tmp_path, capsys):
     assert "the gold diff does not apply" in capsys.readouterr().err
 
 
-def test_framework_profile_measures_each_task_gold_patch(tmp_path):
+def test_framework_profile_measures_each_task_gold_patch(cache, tmp_path):
     """The bundled reference framework and its real tasks, through the harness's own workspace code."""
     from bench import specs
 
@@ -123,3 +123,17 @@ def test_framework_profile_measures_each_task_gold_patch(tmp_path):
         if patch is not None:
             text = patch.read_text()
             assert task["files_touched"] == text.count("\ndiff --git ") + text.startswith("diff --git ")
+
+
+def test_framework_profile_on_a_spec_tree(toy_root, cache, tmp_path):
+    """frameworks/toy + tasks/arith/mul from conftest: gold = prepared -> original, one line swapped."""
+    out = tmp_path / "out"
+    assert cmd_profile(["--framework", "all", "--specs-root", str(toy_root), "--entry", "calc/__init__.py",
+                        "--out", str(out)]) == 0
+    (p,) = json.loads((out / "profile.json").read_text())["profiles"]
+    assert (p["framework"], p["path"], p["python_files"], p["python_lines"]) == ("toy", "toy_src", 3, 7)
+    (task,) = p["tasks"]
+    assert (task["task"], task["files"], task["lines_touched"]) == ("arith/mul", ["calc/ops.py"], 2)
+    assert task["import_depth"] is None and task["import_depths"] == {"calc/ops.py": None}
+    assert "not reached from entry" in (out / "profile.md").read_text()
+    assert cmd_profile(["--framework", "nope", "--specs-root", str(toy_root), "--out", str(out)]) == 2
