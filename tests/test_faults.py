@@ -1,0 +1,91 @@
+"""Faults: agent crash, Ctrl-C on a real runner.py, grader timeout. Each ends labelled, loses nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench.run import RunConfig, execute, make_plan
+from bench.types import AgentContext, AgentOutcome
+from conftest import REPO, make_toy_root
+
+
+class CrashingAgent:
+    """Edits a file, records a turn, then raises: what a buggy agent integration does."""
+
+    name = "crashing"
+
+    def run(self, ctx: AgentContext) -> AgentOutcome:
+        ctx.sandbox.execute("echo 'partial work' > notes.txt")
+        ctx.trajectory.append("assistant", turn=1, content="about to crash", tool_calls=[])
+        raise RuntimeError("boom in the agent loop")
+
+
+def test_agent_crash_is_an_agent_error_and_keeps_earlier_output(toy_root, cache, tmp_path):
+    cfg = RunConfig(task="arith/mul", framework="toy", agents=["crashing"], run_id="crash", isolate=False,
+                    results_dir=str(tmp_path / "results"), specs_root=str(toy_root))
+    [row] = execute(cfg, make_plan(cfg, {"crashing": CrashingAgent()}))
+    assert row["status"] == "error" and row["exit_status"] == "agent_error"
+    assert row["error"] == {"phase": "agent", "message": "the agent crashed: RuntimeError: boom in the agent loop"}
+    folder = tmp_path / "results" / "crash" / "arith__mul" / "toy" / "crashing" / "0"
+    kinds = [json.loads(line)["kind"] for line in (folder / "trajectory.jsonl").read_text().splitlines()]
+    assert kinds == ["assistant", "error"]
+    assert "+partial work" in (folder / "agent.diff").read_text()
+    assert "RuntimeError: boom" in (folder / "agent.log").read_text()
+    assert row["grade"] is None and row["finished_at"] is not None
+
+
+def test_grader_timeout_ends_trial_as_grade_error(tmp_path, cache):
+    root = make_toy_root(tmp_path / "specs", grading_command="sleep 30; python -m pytest -q tests", grading_timeout_s=1)
+    cfg = RunConfig(task="arith/mul", framework="toy", agents=["oracle"], run_id="slow", isolate=False,
+                    results_dir=str(tmp_path / "results"), specs_root=str(root))
+    from bench.agents import make_agent
+
+    [row] = execute(cfg, make_plan(cfg, {"oracle": make_agent("oracle")}))
+    assert row["status"] == "error" and row["error"]["phase"] == "grade"
+    assert row["error"]["message"].startswith("grading timed out after 1s")
+    assert row["exit_status"] == "completed", "the agent phase finished; only grading failed"
+
+
+def test_sigint_marks_running_trial_interrupted_and_resume_completes(tmp_path):
+    flags = tmp_path / "flags"
+    flags.mkdir()
+    (flags / "slow").touch()
+    slow_second_grading = (f"if [ -f {flags}/first-done ] && [ -f {flags}/slow ]; then sleep 60; fi; "
+                           f"touch {flags}/first-done; python -m pytest -q -p no:cacheprovider tests")
+    root = make_toy_root(tmp_path / "specs", grading_command=slow_second_grading)
+    results_dir = tmp_path / "results"
+    env = {**os.environ, "ATEBENCH_CACHE": str(tmp_path / "cache")}
+    command = [sys.executable, str(REPO / "runner.py"), "--specs-root", str(root), "--task", "arith/mul",
+               "--framework", "toy", "--agent", "oracle,nop", "--run-id", "r", "--results-dir", str(results_dir),
+               "--no-isolate"]
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    run_dir = results_dir / "r" / "arith__mul" / "toy"
+    deadline = time.monotonic() + 60
+    while not ((run_dir / "nop" / "0" / "agent.diff").exists() and (flags / "first-done").exists()):
+        assert time.monotonic() < deadline and proc.poll() is None, proc.stdout.read() if proc.poll() is not None else "timeout"
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    output, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 130, output
+    assert "--run-id r --resume" in output
+    oracle = json.loads((run_dir / "oracle" / "0" / "result.json").read_text())
+    nop = json.loads((run_dir / "nop" / "0" / "result.json").read_text())
+    assert oracle["status"] == "resolved"
+    assert nop["status"] == "interrupted" and nop["exit_status"] == "interrupted" and nop["error"]["phase"] == "grade"
+
+    (flags / "slow").unlink()
+    resumed = subprocess.run([sys.executable, str(REPO / "runner.py"), "--run-id", "r", "--resume",
+                              "--results-dir", str(results_dir)], env=env, capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "1 already finished, 1 to run" in resumed.stdout
+    assert json.loads((run_dir / "oracle" / "0" / "result.json").read_text()) == oracle
+    assert json.loads((run_dir / "nop" / "0" / "result.json").read_text())["status"] == "unresolved"
+    assert "1 resolved, 1 unresolved" in resumed.stdout
+    assert Path(run_dir / "nop" / "0" / "grader.log").is_file()

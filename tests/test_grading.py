@@ -1,0 +1,105 @@
+"""Grading: real pytest in a real sandbox, verdicts from JUnit XML, hidden tests always win."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from bench import grading, specs, workspace
+from bench.sandbox.local import LocalSandbox
+from conftest import make_toy_root, write
+
+JUNIT = """<?xml version="1.0" encoding="utf-8"?><testsuites><testsuite name="pytest" tests="4">
+<testcase classname="tests.test_ops" name="test_mul" time="0.010"/>
+<testcase classname="tests.test_ops" name="test_add" time="0.002"><failure message="boom"/></testcase>
+<testcase classname="tests.test_ops.TestX" name="test_p[1-a]" time="0"><skipped message="no"/></testcase>
+<testcase classname="tests.test_ops" name="test_setup" time="0"><error message="fixture"/></testcase>
+</testsuite></testsuites>"""
+
+
+def test_parse_junit_outcomes():
+    outcomes = {t.name: t.outcome for t in grading.parse_junit(JUNIT)}
+    assert outcomes == {"tests.test_ops::test_mul": "passed", "tests.test_ops::test_add": "failed",
+                        "tests.test_ops.TestX::test_p[1-a]": "skipped", "tests.test_ops::test_setup": "error"}
+
+
+def test_pytest_ids_map_to_junit_names():
+    assert grading.junit_id("tests/test_ops.py::test_mul") == "tests.test_ops::test_mul"
+    assert grading.junit_id("a/b/test_c.py::TestX::test_p[1-a]") == "a.b.test_c.TestX::test_p[1-a]"
+
+
+def test_verdict_f2p_p2p():
+    outcomes = grading.parse_junit(JUNIT)
+    judged = grading.verdict(outcomes, ["tests/test_ops.py::test_mul"], [])
+    assert judged.resolved and judged.fail_to_pass == {"tests/test_ops.py::test_mul": "passed"}
+    judged = grading.verdict(outcomes, ["tests/test_ops.py::test_mul"], ["tests/test_ops.py::test_add"])
+    assert not judged.resolved and judged.pass_to_pass == {"tests/test_ops.py::test_add": "failed"}
+    judged = grading.verdict(outcomes, ["tests/test_ops.py::test_gone"], [])
+    assert not judged.resolved and judged.fail_to_pass == {"tests/test_ops.py::test_gone": "missing"}
+    assert judged.tests_run == 4
+
+
+def _setup(root: Path, tmp_path: Path):
+    task = specs.load_task("arith/mul", root)
+    variant, framework = task.variant("toy"), specs.load_framework("toy", root)
+    work = workspace.create_workspace(variant, framework, tmp_path / "ws")
+    prepared = workspace.prepared_checkout(variant, framework)
+    return variant, framework, work, prepared
+
+
+def _grade(variant, framework, work, prepared, tmp_path):
+    diff = workspace.tree_diff(prepared, work)
+    opener = lambda tree: LocalSandbox(tree, env=framework.sandbox.env, isolate=False)  # noqa: E731
+    return grading.grade(variant, work, diff.files, opener, tmp_path / "grader.log")
+
+
+def test_gold_resolves_and_unchanged_does_not(toy_root, cache, tmp_path):
+    variant, framework, work, prepared = _setup(toy_root, tmp_path)
+    before = _grade(variant, framework, work, prepared, tmp_path)
+    assert not before.resolved and before.error is None
+    assert before.fail_to_pass == {"tests/test_ops.py::test_mul": "failed"}
+    assert before.pass_to_pass == {"tests/test_ops.py::test_add": "passed"}
+    subprocess.run(["git", "apply", "-"], input=workspace.gold_patch(variant, framework), text=True, cwd=work, check=True)
+    after = _grade(variant, framework, work, prepared, tmp_path)
+    assert after.resolved and after.tests_run == 2 and after.modified_test_files == []
+    assert "2 passed" in (tmp_path / "grader.log").read_text()
+
+
+def test_agent_copy_of_hidden_tests_is_overwritten_and_flagged(toy_root, cache, tmp_path):
+    variant, framework, work, prepared = _setup(toy_root, tmp_path)
+    write(work / "tests" / "test_ops.py", "def test_mul():\n    pass\n\n\ndef test_add():\n    pass\n")
+    write(work / grading.JUNIT_FILE, '<testsuites><testsuite><testcase classname="tests.test_ops" name="test_mul"/>'
+                                     '</testsuite></testsuites>')
+    judged = _grade(variant, framework, work, prepared, tmp_path)
+    assert not judged.resolved, "the agent's trivial copy of the hidden test must not count"
+    assert judged.modified_test_files == ["tests/test_ops.py"]
+    assert judged.fail_to_pass == {"tests/test_ops.py::test_mul": "failed"}
+
+
+def test_printed_pass_without_tests_is_an_error(tmp_path, cache):
+    root = make_toy_root(tmp_path / "specs", grading_command="echo '2 passed'; python -m pytest -q tests -k nothing_matches")
+    variant, framework, work, prepared = _setup(root, tmp_path)
+    judged = _grade(variant, framework, work, prepared, tmp_path)
+    assert not judged.resolved and "no tests were executed" in judged.error
+
+
+def test_command_without_junit_is_an_error(tmp_path, cache):
+    root = make_toy_root(tmp_path / "specs", grading_command="echo all tests PASSED; true")
+    variant, framework, work, prepared = _setup(root, tmp_path)
+    judged = _grade(variant, framework, work, prepared, tmp_path)
+    assert not judged.resolved and "wrote no JUnit XML" in judged.error
+
+
+def test_grading_timeout_is_labelled(tmp_path, cache):
+    root = make_toy_root(tmp_path / "specs", grading_command="sleep 30; python -m pytest -q tests", grading_timeout_s=1)
+    variant, framework, work, prepared = _setup(root, tmp_path)
+    judged = _grade(variant, framework, work, prepared, tmp_path)
+    assert not judged.resolved and judged.error.startswith("grading timed out after 1s")
+
+
+@pytest.mark.parametrize("path,flagged", [("tests/test_new.py", True), ("pkg/conftest.py", True),
+                                          ("pkg/ops_test.py", True), ("calc/ops.py", False)])
+def test_modified_test_file_patterns(path, flagged):
+    assert (grading.modified_test_files([path], []) == [path]) is flagged
