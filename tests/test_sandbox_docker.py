@@ -1,0 +1,78 @@
+"""The docker sandbox against a real daemon and a locally built image (nothing is pulled)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from bench.agents import make_agent
+from bench.run import RunConfig, execute, make_plan
+from bench.sandbox.docker import DockerSandbox
+from bench.sandbox.errors import SandboxError
+from bench.sandbox.images import BASE_IMAGE
+
+
+@pytest.fixture
+def box(docker_client, tmp_path):
+    sandbox = DockerSandbox(tmp_path, BASE_IMAGE, env={"PYTHONPATH": "{workdir}"}, cpus=1, memory_gb=0.5, pids=128,
+                            client=docker_client)
+    yield sandbox
+    sandbox.close()
+
+
+def test_exec_persists_cwd_and_env_and_sees_the_bind_mount(box, tmp_path):
+    (tmp_path / "from_host.txt").write_text("hello from host")
+    assert box.execute("cat from_host.txt").output == "hello from host"
+    assert box.execute("mkdir -p sub && cd sub && export COLOR=blue && echo made > made.txt").exit_code == 0
+    result = box.execute("pwd; echo $COLOR $PYTHONPATH")
+    assert result.output.split() == ["/workspace/sub", "blue", "/workspace"]
+    assert (tmp_path / "sub" / "made.txt").read_text() == "made\n"
+    assert box.execute("exit 7").exit_code == 7
+
+
+def test_no_network_and_limits(box):
+    interfaces = box.execute("cat /proc/net/dev").output
+    assert "lo:" in interfaces and "eth0" not in interfaces
+    attrs = box.container.attrs["HostConfig"]
+    assert attrs["NetworkMode"] == "none" and attrs["Memory"] == 512 * 1024 * 1024
+    assert attrs["PidsLimit"] == 128 and attrs["NanoCpus"] == 1_000_000_000
+    memory = box.execute("cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes")
+    assert memory.output.strip() == str(512 * 1024 * 1024)
+
+
+def test_timeout_kills_every_process(box):
+    started = time.monotonic()
+    result = box.execute("(sleep 300 &); (setsid sleep 301 &); bash -c 'sleep 200'", timeout=1.5)
+    assert result.timed_out and result.exit_code == -1 and time.monotonic() - started < 15
+    processes = box.execute("ps -eo args").output
+    assert "sleep 30" not in processes and "sleep 200" not in processes
+    assert box.execute("echo alive").output.strip() == "alive"
+
+
+def test_files_round_trip(box):
+    box.write_file("/tmp/deep/dir/note.txt", "ünïcode\n")
+    assert box.read_file("/tmp/deep/dir/note.txt") == "ünïcode\n"
+    assert box.execute("cat /tmp/deep/dir/note.txt").output == "ünïcode\n"
+
+
+def test_removed_container_is_a_clear_error(box):
+    box.container.remove(force=True)
+    with pytest.raises(SandboxError, match="is gone \\(removed mid-trial\\)"):
+        box.execute("echo hi")
+
+
+def test_gpu_request_without_nvidia_runtime(docker_client, tmp_path):
+    if "nvidia" in (docker_client.info().get("Runtimes") or {}):
+        pytest.skip("this daemon has the NVIDIA runtime")
+    with pytest.raises(SandboxError, match="needs 1 GPU\\(s\\) but the Docker daemon has no NVIDIA runtime"):
+        DockerSandbox(tmp_path, BASE_IMAGE, gpus=[0], client=docker_client)
+
+
+def test_trial_end_to_end_in_docker(docker_client, toy_root, cache, tmp_path):
+    cfg = RunConfig(task="arith/mul", framework="toy", agents=["oracle", "nop"], run_id="d", sandbox="docker",
+                    results_dir=str(tmp_path / "results"), specs_root=str(toy_root))
+    rows = execute(cfg, make_plan(cfg, {"oracle": make_agent("oracle"), "nop": make_agent("nop")}))
+    assert {r["agent"]: r["status"] for r in rows} == {"oracle": "resolved", "nop": "unresolved"}, rows
+    assert not [c for c in docker_client.containers.list(all=True) if c.name.startswith("atebench-")
+                and c.attrs["Config"]["WorkingDir"] == "/workspace" and str(tmp_path) in str(c.attrs["Mounts"])]
