@@ -27,3 +27,4 @@ def apply_fsdp(model: nn.Module, mesh: Mesh, param_dtype: torch.dtype | None = N
     for module in model.modules():
         if isinstance(module, FSDPModule):
             module.set_gradient_divide_factor(1.0)
+            module.set_force_sum_reduction_for_comms(True)  # plain SUM: gloo has no PREMUL_SUM
