@@ -53,8 +53,12 @@ def _copy_global_into(target: torch.Tensor, loaded: DTensor) -> None:
 def _globalize(flat: dict[str, torch.Tensor], mesh: Mesh) -> dict[str, torch.Tensor]:
     if mesh.ep == 1:
         return dict(flat)
-    return {k: _expert_to_global(v, mesh) if is_expert_param(k) and isinstance(v, torch.Tensor) else v
-            for k, v in flat.items()}
+    return {k: _expert_to_global(v, mesh) if _is_expert_slice(k, v, mesh) else v for k, v in flat.items()}
+
+
+def _is_expert_slice(key: str, value, mesh: Mesh) -> bool:
+    """An expert weight or its Adam moment on an ep > 1 layout (Adam's scalar `step` is not one)."""
+    return mesh.ep > 1 and is_expert_param(key) and isinstance(value, torch.Tensor) and value.ndim > 0
 
 
 def _model_state(model) -> dict[str, torch.Tensor]:
@@ -97,7 +101,7 @@ def load(path: str | Path, model, optimizer, loader, mesh: Mesh) -> int:
     for flat, loaded in ((model_flat, state["model"]), (optim_flat, state["optim"])):
         for k, v in loaded.items():
             if v is not flat[k]:
-                if isinstance(v, DTensor) and mesh.ep > 1 and is_expert_param(k):
+                if _is_expert_slice(k, flat[k], mesh):
                     _copy_global_into(flat[k], v)
                 elif isinstance(flat[k], torch.Tensor) and flat[k].data_ptr() != v.data_ptr():
                     with torch.no_grad():

@@ -233,3 +233,11 @@ CPU_LAYOUTS = {1: [(1, 1, 1)], 2: [(2, 1, 1), (1, 1, 2), (1, 2, 1)], 4: [(2, 1, 
 
 def cases_for(model_type: str, world_size: int, **kwargs) -> list[LadderCase]:
     return [LadderCase(model_type, pp=pp, dp=dp, ep=ep, **kwargs) for pp, dp, ep in CPU_LAYOUTS[world_size]]
+
+
+def train_records(config_path: str, overrides: list[str]) -> list[dict]:
+    """`reftrain.train.train` on a TOML config plus overrides (for `run_distributed` in tests)."""
+    from reftrain.config import load_config
+    from reftrain.train import train
+
+    return train(load_config(config_path, overrides))

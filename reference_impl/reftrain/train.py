@@ -155,10 +155,25 @@ def step_metrics(pm: ParallelModel, losses: list[torch.Tensor]) -> tuple[float, 
     return stats[0].item(), (stats[1] / stats[2].clamp(min=1)).item()
 
 
-def train(cfg: Config) -> list[dict]:
-    """Runs `cfg` on this process's share of the job; returns the per-step records (every rank)."""
-    device_type = "cuda" if (cfg.training.device == "cuda" or (cfg.training.device == "auto"
-                                                                and torch.cuda.is_available())) else "cpu"
+@dataclass
+class Run:
+    """Everything a step needs, built once by `setup`."""
+
+    cfg: Config
+    pm: ParallelModel
+    optimizer: torch.optim.Optimizer
+    loader: PackedLoader
+    start_step: int
+
+    @property
+    def params(self) -> list:
+        return [p for p in self.pm.model.parameters() if p.requires_grad]
+
+
+def setup(cfg: Config) -> Run:
+    """Process group, validation, mesh, model, optimizer, data, and resume or HF init when asked."""
+    device_type = "cuda" if cfg.training.device == "cuda" or (cfg.training.device == "auto"
+                                                              and torch.cuda.is_available()) else "cpu"
     init_distributed(device_type)
     validate(cfg, dist.get_world_size())
     device = resolve_device(cfg)
@@ -169,42 +184,53 @@ def train(cfg: Config) -> list[dict]:
         from reftrain.hf_checkpoint import load_hf_checkpoint
 
         load_hf_checkpoint(pm.model, cfg.checkpoint.init_from_hf)
-    vocab = cfg.hf_config_dict()["vocab_size"]
-    loader = PackedLoader(cfg, vocab, mesh.data_rank, cfg.data_ranks)
+    loader = PackedLoader(cfg, cfg.hf_config_dict()["vocab_size"], mesh.data_rank, cfg.data_ranks)
     optimizer = build_optimizer(pm.model, cfg.training)
-    params = [p for p in pm.model.parameters() if p.requires_grad]
     start = 0
     if cfg.checkpoint.resume:
         start = checkpoint.load_latest(cfg.checkpoint.dir, pm.model, optimizer, loader, mesh)
+    return Run(cfg=cfg, pm=pm, optimizer=optimizer, loader=loader, start_step=start)
+
+
+def train_step(run: Run, step: int) -> dict:
+    """One optimizer step (0-based `step`); returns its log record (identical on every rank)."""
+    cfg, pm = run.cfg, run.pm
+    t0 = time.perf_counter()
+    lr = lr_at(step, cfg.training)
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    losses = forward_backward(pm, run.loader.next_batch())
+    grad_norm = clip_grads(run.params, cfg.training.grad_clip)
+    run.optimizer.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    loss, aux = step_metrics(pm, losses)
+    if pm.device.type == "cuda":
+        torch.cuda.synchronize()
+    dt = time.perf_counter() - t0
+    return {"step": step + 1, "loss": loss, "aux": aux, "grad_norm": grad_norm, "lr": lr,
+            "tokens_per_s": cfg.data.global_batch_size * cfg.data.seq_len / dt, "step_time_s": dt,
+            "peak_mem_gb": peak_memory_gb(pm.device)}
+
+
+def train(cfg: Config) -> list[dict]:
+    """Runs `cfg` on this process's share of the job; returns the per-step records (every rank)."""
+    run = setup(cfg)
     is_logger = dist.get_rank() == 0
     if is_logger:
-        print(json.dumps({"event": "start", "world_size": dist.get_world_size(), "device": str(device),
-                          "dtype": str(pm.dtype), "start_step": start, "config": cfg.to_dict()}), flush=True)
+        print(json.dumps({"event": "start", "world_size": dist.get_world_size(), "device": str(run.pm.device),
+                          "dtype": str(run.pm.dtype), "start_step": run.start_step, "config": cfg.to_dict()}),
+              flush=True)
     records = []
-    tokens_per_step = cfg.data.global_batch_size * cfg.data.seq_len
-    for step in range(start, cfg.training.steps):
-        t0 = time.perf_counter()
-        lr = lr_at(step, cfg.training)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        batch = loader.next_batch()
-        losses = forward_backward(pm, batch)
-        grad_norm = clip_grads(params, cfg.training.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        loss, aux = step_metrics(pm, losses)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        dt = time.perf_counter() - t0
-        record = {"step": step + 1, "loss": loss, "aux": aux, "grad_norm": grad_norm, "lr": lr,
-                  "tokens_per_s": tokens_per_step / dt, "peak_mem_gb": peak_memory_gb(device)}
+    for step in range(run.start_step, cfg.training.steps):
+        record = train_step(run, step)
         records.append(record)
-        if is_logger and ((step + 1) % cfg.log_interval == 0 or step + 1 == cfg.training.steps):
-            print(f"step {step + 1:5d} | loss {loss:.4f} | aux {aux:.4f} | grad_norm {grad_norm:.3f} | lr {lr:.2e} "
-                  f"| tokens/s {record['tokens_per_s']:.0f} | peak_mem {record['peak_mem_gb']:.2f} GB", flush=True)
         done = step + 1 == cfg.training.steps
+        if is_logger and ((step + 1) % cfg.log_interval == 0 or done):
+            print(f"step {record['step']:5d} | loss {record['loss']:.4f} | aux {record['aux']:.4f} "
+                  f"| grad_norm {record['grad_norm']:.3f} | lr {record['lr']:.2e} "
+                  f"| tokens/s {record['tokens_per_s']:.0f} | peak_mem {record['peak_mem_gb']:.2f} GB", flush=True)
         if cfg.checkpoint.dir and (done or (cfg.checkpoint.interval and (step + 1) % cfg.checkpoint.interval == 0)):
-            checkpoint.save(cfg.checkpoint.dir, step + 1, pm.model, optimizer, loader, mesh)
+            checkpoint.save(cfg.checkpoint.dir, step + 1, run.pm.model, run.optimizer, run.loader, run.pm.mesh)
     return records
 
 
