@@ -17,9 +17,8 @@ from rich.table import Table
 from bench import results, specs
 from bench.agents import AGENTS, make_agent
 from bench.run import Plan, RunConfig, RunError, execute, make_plan, result_table, summary_line
-from bench.sandbox import SANDBOXES, SandboxError
+from bench.sandbox import SANDBOXES
 from bench.trial import TrialConfig
-from bench.workspace import WorkspaceError
 
 RESULTS_ROOT = specs.REPO_ROOT / "results"
 
@@ -203,6 +202,3 @@ def cmd_list(argv: list[str]) -> int:
     console.print(f"agents: {', '.join(AGENTS)}", highlight=False)
     console.print(f"sandboxes: {', '.join(SANDBOXES)}", highlight=False)
     return 0
-
-
-__all__ = ["cmd_run", "cmd_validate", "cmd_list", "fail", "SandboxError", "WorkspaceError"]

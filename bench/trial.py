@@ -102,7 +102,6 @@ class Trial:
         self.result = results.new_result(cfg.run_id, cfg.variant.task.id, cfg.variant.task.family,
                                          cfg.framework.name, cfg.agent_name, cfg.model, cfg.index)
         self._save()
-        started = time.monotonic()
         scratch = Path(tempfile.mkdtemp(prefix="atebench-trial-"))
         gpus_needed = max(cfg.variant.task.spec.resources.gpus, cfg.framework.sandbox.gpus)
         try:
@@ -121,8 +120,6 @@ class Trial:
                 cfg.gpu_allocator.release(self._gpus)
                 self._gpus = []
             shutil.rmtree(scratch, ignore_errors=True)
-        self.result["metrics"]["wall_time_s"] = self.result["metrics"].get("wall_time_s") or round(
-            time.monotonic() - started, 3)
         self.result["finished_at"] = results.now_iso()
         self._save()
         error = self.result["error"]
