@@ -241,3 +241,26 @@ def train_records(config_path: str, overrides: list[str]) -> list[dict]:
     from reftrain.train import train
 
     return train(load_config(config_path, overrides))
+
+
+def expert_layout(model_type: str, ep: int) -> dict:
+    """Builds the tiny model with ep = `ep` on this rank; reports what its experts hold (for EP tests)."""
+    from reftrain.parallel.expert_parallel import grouped_experts
+    from reftrain.train import build_parallel_model
+
+    case = LadderCase(model_type, ep=ep)
+    mesh = init_mesh(1, 1, ep, "cpu")
+    pm = build_parallel_model(case.config(), mesh, torch.device("cpu"))
+    experts = grouped_experts(pm.model)
+    return {"num_experts": [e.num_experts for e in experts], "local": [e.num_local_experts for e in experts],
+            "offset": [e.expert_offset for e in experts], "has_group": [e.ep_group is not None for e in experts],
+            "shapes": [tuple(e.gate_up_proj.shape) for e in experts]}
+
+
+def init_mesh_error(pp: int, dp: int, ep: int) -> str:
+    """The error `init_mesh` raises for a mesh that does not match the launched processes ('' if none)."""
+    try:
+        init_mesh(pp, dp, ep, "cpu")
+    except ValueError as e:
+        return str(e)
+    return ""
