@@ -76,3 +76,12 @@ def test_trial_end_to_end_in_docker(docker_client, toy_root, cache, tmp_path):
     assert {r["agent"]: r["status"] for r in rows} == {"oracle": "resolved", "nop": "unresolved"}, rows
     assert not [c for c in docker_client.containers.list(all=True) if c.name.startswith("atebench-")
                 and c.attrs["Config"]["WorkingDir"] == "/workspace" and str(tmp_path) in str(c.attrs["Mounts"])]
+
+
+def test_smoke_task_on_the_reference_image(docker_client, cache, tmp_path):
+    cfg = RunConfig(task="smoke", framework="reference", agents=["oracle"], run_id="ref", sandbox="docker",
+                    results_dir=str(tmp_path / "results"))
+    [row] = execute(cfg, make_plan(cfg, {"oracle": make_agent("oracle")}))
+    assert row["status"] == "resolved", row["error"]
+    assert row["grade"]["tests_run"] == 5
+    assert any(tag.startswith("atebench/reference:") for image in docker_client.images.list() for tag in image.tags)
