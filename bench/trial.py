@@ -156,6 +156,11 @@ class Trial:
         trajectory = _ObservedTrajectory(self.folder / results.FILES["trajectory"], self)
         outcome = self._run_agent(trajectory, patch)
         try:
+            self._sandbox.check_alive()
+            sandbox_problem = None
+        except SandboxError as e:
+            sandbox_problem = str(e)
+        try:
             self._sandbox.close()
         except Exception:
             pass
@@ -163,10 +168,11 @@ class Trial:
         self.result["exit_status"] = outcome.exit_status
         diff = workspace.tree_diff(prepared, work)
         (self.folder / results.FILES["diff"]).write_text(diff.patch)
-        if outcome.exit_status == "agent_error":
-            self._save()
-            raise TrialFailed("agent", outcome.error or "the agent failed without a message")
         self._save()
+        if outcome.exit_status == "agent_error":
+            raise TrialFailed("agent", outcome.error or "the agent failed without a message")
+        if sandbox_problem:
+            raise TrialFailed("agent", sandbox_problem)
 
         self.phase = "grade"
         self.on_event(self, {"kind": "phase", "phase": "grade"})

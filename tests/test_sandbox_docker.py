@@ -85,3 +85,33 @@ def test_smoke_task_on_the_reference_image(docker_client, cache, tmp_path):
     assert row["status"] == "resolved", row["error"]
     assert row["grade"]["tests_run"] == 5
     assert any(tag.startswith("atebench/reference:") for image in docker_client.images.list() for tag in image.tags)
+
+
+class ContainerKillingAgent:
+    """Removes its own container mid-run, swallows the sandbox error and claims success."""
+
+    name = "killer"
+
+    def __init__(self, client):
+        self.client = client
+
+    def run(self, ctx):
+        from bench.types import AgentOutcome
+
+        ctx.sandbox.execute("echo work > done.txt")
+        self.client.containers.get(ctx.sandbox.container.id).remove(force=True)
+        try:
+            ctx.sandbox.execute("echo more")
+        except SandboxError:
+            pass
+        return AgentOutcome(exit_status="completed")
+
+
+def test_container_removed_mid_trial_ends_it_as_error(docker_client, toy_root, cache, tmp_path):
+    cfg = RunConfig(task="arith/mul", framework="toy", agents=["killer"], run_id="k", sandbox="docker",
+                    results_dir=str(tmp_path / "results"), specs_root=str(toy_root))
+    [row] = execute(cfg, make_plan(cfg, {"killer": ContainerKillingAgent(docker_client)}))
+    assert row["status"] == "error" and row["error"]["phase"] == "agent"
+    assert "is gone (removed mid-trial)" in row["error"]["message"]
+    diff = (tmp_path / "results" / "k" / "arith__mul" / "toy" / "killer" / "0" / "agent.diff").read_text()
+    assert "+work" in diff, "work done before the container died is kept"

@@ -97,7 +97,8 @@ class DockerSandbox:
                 raise SandboxError(f"sandbox setup command {command!r} failed (exit {result.exit_code}): "
                                    f"{result.output[-2000:]}")
 
-    def _check_alive(self) -> None:
+    def check_alive(self) -> None:
+        """Raise SandboxError when the container was removed or stopped under us."""
         try:
             self.container.reload()
         except docker.errors.NotFound:
@@ -109,7 +110,7 @@ class DockerSandbox:
 
     def execute(self, command: str, timeout: float = 120.0) -> ExecResult:
         with self._lock:
-            self._check_alive()
+            self.check_alive()
             script = base64.b64encode(command.encode()).decode()
             wrapped = WRAPPER.format(state=STATE, workdir=WORKDIR, script=script)
             api = self.client.api
@@ -118,7 +119,7 @@ class DockerSandbox:
                 exec_id = api.exec_create(self.container.id, ["bash", "-c", wrapped],
                                           stdout=True, stderr=True, environment=self._env)["Id"]
             except docker.errors.APIError as e:
-                self._check_alive()
+                self.check_alive()
                 raise SandboxError(f"docker exec failed: {e.explanation or e}") from None
             box: dict = {}
             runner = threading.Thread(target=self._exec_start, args=(exec_id, box), daemon=True)
@@ -129,7 +130,7 @@ class DockerSandbox:
                 self._kill_all()
                 runner.join(10)
             if "error" in box:
-                self._check_alive()
+                self.check_alive()
                 raise SandboxError(f"docker exec failed: {box['error']}")
             output = truncate(box.get("output", b"").decode(errors="replace"))
             exit_code = -1 if timed_out else self._exit_code(exec_id)
@@ -147,7 +148,7 @@ class DockerSandbox:
     def _exit_code(self, exec_id: str) -> int:
         code = self.client.api.exec_inspect(exec_id).get("ExitCode")
         if code is None:
-            self._check_alive()
+            self.check_alive()
             return -1
         return code
 
@@ -162,7 +163,7 @@ class DockerSandbox:
         return path if path.startswith("/") else posixpath.join(WORKDIR, path)
 
     def read_file(self, path: str) -> str:
-        self._check_alive()
+        self.check_alive()
         try:
             stream, _ = self.container.get_archive(self._resolve(path))
         except docker.errors.NotFound:
@@ -172,7 +173,7 @@ class DockerSandbox:
             return tar.extractfile(member).read().decode(errors="replace")
 
     def write_file(self, path: str, content: str) -> None:
-        self._check_alive()
+        self.check_alive()
         target = self._resolve(path)
         data = content.encode()
         buffer = io.BytesIO()

@@ -175,9 +175,13 @@ class LocalSandbox:
                     return None
                 self._data.wait(min(remaining, 0.5))
 
-    def execute(self, command: str, timeout: float = 120.0) -> ExecResult:
+    def check_alive(self) -> None:
+        """Raise SandboxError once closed; a dead shell is replaced on the next command, so it is no error."""
         if self._closed:
             raise SandboxError("the local sandbox was closed; no more commands can run in it")
+
+    def execute(self, command: str, timeout: float = 120.0) -> ExecResult:
+        self.check_alive()
         with self._lock:
             return self._execute(command, timeout)
 
