@@ -80,6 +80,34 @@ def kill_pids(pids: list[int]) -> None:
             pass
 
 
+class _Output:
+    """What one shell process has printed so far; each shell gets its own, so a dying shell's reader
+    thread can never mark its successor as finished."""
+
+    def __init__(self):
+        self.buffer = b""
+        self.eof = False
+        self.cond = threading.Condition()
+
+
+def _read_into(proc: subprocess.Popen, out: _Output) -> None:
+    fd = proc.stdout.fileno()
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:
+            chunk = b""
+        with out.cond:
+            if not chunk:
+                out.eof = True
+                out.cond.notify_all()
+                return
+            out.buffer += chunk
+            if len(out.buffer) > 4 * MAX_OUTPUT_CHARS + 65536:
+                out.buffer = out.buffer[:MAX_OUTPUT_CHARS] + b"\n[... output cut ...]\n" + out.buffer[-2 * MAX_OUTPUT_CHARS:]
+            out.cond.notify_all()
+
+
 class LocalSandbox:
     """Persistent bash in `workdir`. isolate=None means: use bubblewrap when it is installed."""
 
@@ -130,31 +158,15 @@ class LocalSandbox:
         self._proc = subprocess.Popen(self._argv(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                       stderr=subprocess.STDOUT, cwd=self._cwd, env=self._env,
                                       start_new_session=True)
-        self._buffer = b""
-        self._eof = False
-        self._data = threading.Condition()
-        threading.Thread(target=self._read, daemon=True).start()
+        self._out = _Output()
+        threading.Thread(target=_read_into, args=(self._proc, self._out), daemon=True).start()
         self._send(f"printf '__ATEBENCH_READY_{self._nonce} %s\\n' $$\n")
         match = self._wait_for(re.compile(rf"__ATEBENCH_READY_{self._nonce} (\d+)\n".encode()), 30)
         if match is None:
-            raise SandboxError(f"the local sandbox shell did not start: {self._buffer.decode(errors='replace')[-2000:]}")
+            raise SandboxError(f"the local sandbox shell did not start: {self._out.buffer.decode(errors='replace')[-2000:]}")
         self._shell_pid = int(match.group(1))
-        self._buffer = b""
-
-    def _read(self) -> None:
-        fd = self._proc.stdout.fileno()
-        while True:
-            chunk = os.read(fd, 65536)
-            with self._data:
-                if not chunk:
-                    self._eof = True
-                    self._data.notify_all()
-                    return
-                self._buffer += chunk
-                if len(self._buffer) > 4 * MAX_OUTPUT_CHARS + 65536:
-                    self._buffer = self._buffer[:MAX_OUTPUT_CHARS] + b"\n[... output cut ...]\n" + \
-                        self._buffer[-2 * MAX_OUTPUT_CHARS:]
-                self._data.notify_all()
+        with self._out.cond:
+            self._out.buffer = self._out.buffer[match.end():]
 
     def _send(self, text: str) -> None:
         try:
@@ -165,15 +177,16 @@ class LocalSandbox:
 
     def _wait_for(self, pattern: re.Pattern, timeout: float):
         deadline = time.monotonic() + timeout
-        with self._data:
+        out = self._out
+        with out.cond:
             while True:
-                match = pattern.search(self._buffer)
-                if match or self._eof:
+                match = pattern.search(out.buffer)
+                if match or out.eof:
                     return match
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return None
-                self._data.wait(min(remaining, 0.5))
+                out.cond.wait(min(remaining, 0.5))
 
     def check_alive(self) -> None:
         """Raise SandboxError once closed; a dead shell is replaced on the next command, so it is no error."""
@@ -194,7 +207,7 @@ class LocalSandbox:
         started = time.monotonic()
         self._send(f". '{script}' < /dev/null; printf '\\n{marker} %s %s\\n' \"$?\" \"$PWD\"\n")
         match = self._wait_for(pattern, timeout)
-        timed_out = match is None and not self._eof
+        timed_out = match is None and not self._out.eof
         note = ""
         if timed_out:
             kill_pids([p for p in set(session_processes(self._proc.pid)) | set(descendants(self._shell_pid))
@@ -203,9 +216,9 @@ class LocalSandbox:
         if match is None:
             note = "\n[the shell itself was stuck or exited; a new shell was started in the same directory, " \
                    "variables set earlier are gone]"
-        with self._data:
-            raw = self._buffer[:match.start()] if match else self._buffer
-            self._buffer = self._buffer[match.end():] if match else b""
+        with self._out.cond:
+            raw = self._out.buffer[:match.start()] if match else self._out.buffer
+            self._out.buffer = self._out.buffer[match.end():] if match else b""
         script.unlink(missing_ok=True)
         output = truncate(raw.decode(errors="replace"))
         duration = time.monotonic() - started
