@@ -86,7 +86,7 @@ def bench(cfg: Config, warmup: int, steps: int, peak_tflops: float) -> dict:
     flops, total, active = step_flops(cfg)
     tokens = cfg.data.global_batch_size * cfg.data.seq_len
     tflops = flops / step_time / world / 1e12
-    peak_mem = torch.tensor(max(r["peak_mem_gb"] for r in records))
+    peak_mem = torch.tensor(max(r["peak_mem_gb"] for r in records), device=run.pm.device)
     if world > 1:
         dist.all_reduce(peak_mem, op=dist.ReduceOp.MAX)
     return {"tokens_per_s": tokens / step_time, "tokens_per_s_per_device": tokens / step_time / world,

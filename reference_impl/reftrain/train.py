@@ -111,8 +111,8 @@ def forward_backward(pm: ParallelModel, batch: Batch) -> list[torch.Tensor]:
     Returns this rank's per-micro-batch losses (sum of token losses / global token count) on the
     last pipeline stage, an empty list elsewhere.
     """
-    pm.loss_fn.global_tokens = count_tokens(batch.labels, pm.mesh.dp_ep_group)
     inputs, labels = batch.inputs.to(pm.device), batch.labels.to(pm.device)
+    pm.loss_fn.global_tokens = count_tokens(labels, pm.mesh.dp_ep_group)
     with autocast(pm):
         if pm.schedule is None:
             losses = []
