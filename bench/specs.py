@@ -107,6 +107,8 @@ class Resources(Strict):
     memory_gb: float = 8.0
     gpus: int = 0
     pids: int = 4096
+    gpu_ladder: list[int] = []
+    """GPU counts the task's distributed checks scale over on GPU hosts (e.g. [1, 2, 4]); empty = CPU only."""
 
 
 class TaskGrading(Strict):
