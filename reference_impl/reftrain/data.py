@@ -70,6 +70,7 @@ class PackedLoader:
         self.data_rank, self.num_data_ranks = data_rank, num_data_ranks
         self.seed = cfg.training.seed
         self.position = 0  # sequences consumed by all data ranks together
+        self._epoch_order = (-1, None)
         d = cfg.data
         if d.source == "synthetic":
             self.windows = None
@@ -83,10 +84,15 @@ class PackedLoader:
         if self.windows is None:
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
             return torch.randint(0, self.vocab_size, (seq_len + 1,), generator=g)
-        n = len(self.windows)
-        epoch, i = divmod(index, n)
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed + epoch))
-        return self.windows[perm[i]]
+        epoch, i = divmod(index, len(self.windows))
+        return self.windows[self._order(epoch)[i]]
+
+    def _order(self, epoch: int) -> torch.Tensor:
+        """The window order of `epoch` (a seeded permutation, cached for the current epoch)."""
+        if self._epoch_order[0] != epoch:
+            g = torch.Generator().manual_seed(self.seed + epoch)
+            self._epoch_order = (epoch, torch.randperm(len(self.windows), generator=g))
+        return self._epoch_order[1]
 
     def next_batch(self) -> Batch:
         d = self.cfg.data
