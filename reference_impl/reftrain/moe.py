@@ -37,16 +37,39 @@ def _local(w):
     return w.to_local() if hasattr(w, "to_local") else w
 
 
+def expert_counts(flat_index, num_experts: int):
+    """Rows routed to each expert. Why not `bincount`: on CUDA it reads the max back to the host."""
+    return torch.zeros(num_experts, dtype=torch.int64, device=flat_index.device).index_add_(
+        0, flat_index, torch.ones_like(flat_index))
+
+
+def matmul_dtype(x):
+    """The dtype the expert GEMMs run in: autocast's when it is on, else the input's.
+
+    Why: autocast does not cover `torch._grouped_mm`, so with fp32 master weights (one GPU, no FSDP)
+    the experts would silently fall back to the per-expert loop in fp32.
+    """
+    if torch.is_autocast_enabled(x.device.type):
+        return torch.get_autocast_dtype(x.device.type)
+    return x.dtype
+
+
 def expert_mlp(x, gate_up_proj, down_proj, counts, act_fn=F.silu):
     """SwiGLU of each expert over rows grouped contiguously by expert (`counts[e]` rows for expert e).
 
     The fast path is one grouped GEMM per projection (CUDA, bf16); the reference path loops.
     """
-    if x.is_cuda and x.dtype == torch.bfloat16 and hasattr(torch, "_grouped_mm"):
-        offs = torch.cumsum(counts, 0, dtype=torch.int32)
-        gate, up = torch._grouped_mm(x, gate_up_proj.transpose(-2, -1), offs=offs).chunk(2, dim=-1)
-        return torch._grouped_mm(act_fn(gate) * up, down_proj.transpose(-2, -1), offs=offs)
+    dtype = matmul_dtype(x)
+    if x.is_cuda and dtype == torch.bfloat16 and hasattr(torch, "_grouped_mm"):
+        return expert_mlp_grouped(x.to(dtype), gate_up_proj.to(dtype), down_proj.to(dtype), counts, act_fn)
     return expert_mlp_reference(x, gate_up_proj, down_proj, counts, act_fn)
+
+
+def expert_mlp_grouped(x, gate_up_proj, down_proj, counts, act_fn=F.silu):
+    """`expert_mlp` as two grouped GEMMs (`torch._grouped_mm`); no host sync, so it compiles whole."""
+    offs = torch.cumsum(counts, 0, dtype=torch.int32)
+    gate, up = torch._grouped_mm(x, gate_up_proj.transpose(-2, -1), offs=offs).chunk(2, dim=-1)
+    return torch._grouped_mm(act_fn(gate) * up, down_proj.transpose(-2, -1), offs=offs)
 
 
 def expert_mlp_reference(x, gate_up_proj, down_proj, counts, act_fn=F.silu):
@@ -82,8 +105,8 @@ class GroupedExperts(nn.Module):
         num_tokens, top_k = top_k_index.shape
         flat_index = top_k_index.reshape(-1)
         order = torch.argsort(flat_index, stable=True)  # token copies grouped by expert
-        x = hidden_states[order // top_k]
-        counts = torch.bincount(flat_index, minlength=self.num_experts)
+        x = hidden_states.to(matmul_dtype(hidden_states))[order // top_k]
+        counts = expert_counts(flat_index, self.num_experts)
         if self.ep_group is None:
             y = expert_mlp(x, _local(self.gate_up_proj), _local(self.down_proj), counts, self.act_fn)
         else:
@@ -98,12 +121,11 @@ class GroupedExperts(nn.Module):
         n_local = self.num_local_experts
         counts_received = torch.empty_like(counts)
         dist.all_to_all_single(counts_received, counts, group=group)
-        input_splits = counts.view(ep, n_local).sum(1).tolist()
-        output_splits = counts_received.view(ep, n_local).sum(1).tolist()
+        input_splits, output_splits = torch.stack((counts, counts_received)).view(2, ep, n_local).sum(2).tolist()
         received = AllToAll.apply(x, output_splits, input_splits, group)
         # Received rows are ordered (source rank, local expert); regroup them by local expert.
         local_expert = torch.arange(n_local, device=counts.device).repeat(ep)
-        row_expert = local_expert.repeat_interleave(counts_received)
+        row_expert = local_expert.repeat_interleave(counts_received, output_size=sum(output_splits))
         local_order = torch.argsort(row_expert, stable=True)
         local_counts = counts_received.view(ep, n_local).sum(0)
         y = expert_mlp(received[local_order], _local(self.gate_up_proj), _local(self.down_proj), local_counts, self.act_fn)
@@ -132,7 +154,7 @@ def load_balancing_loss(router_logits, top_k_index, num_experts: int):
     inside one pipeline stage; the trainer averages it over layers.
     """
     probs = torch.softmax(router_logits.float(), dim=-1)
-    fraction = torch.bincount(top_k_index.reshape(-1), minlength=num_experts).float() / top_k_index.numel()
+    fraction = expert_counts(top_k_index.reshape(-1), num_experts).float() / top_k_index.numel()
     return num_experts * (fraction * probs.mean(dim=0)).sum()
 
 
