@@ -25,7 +25,7 @@ def test_list_shows_tasks_frameworks_agents():
 
 
 def test_unknown_names_give_one_error_and_exit_2(tmp_path):
-    cases = {("--task", "nope"): "unknown task 'nope'; choose a task (smoke",
+    cases = {("--task", "nope"): "unknown task 'nope'; choose a task (",
              ("--framework", "megatron"): "unknown framework 'megatron'; choose one of: reference",
              ("--agent", "gpt"): "unknown agent 'gpt'; choose one of: builtin, oracle, nop, replay",
              ("frobnicate",): "unknown command 'frobnicate'; choose one of: run, validate, list"}
