@@ -23,6 +23,7 @@ import torch.distributed as dist
 from reftrain.config import ConfigError, Config, load_config
 from reftrain.models import build_model
 from reftrain.moe import GroupedExperts
+from reftrain.train import setup, train_step
 
 H100_BF16_DENSE_TFLOPS = 989.0
 
@@ -66,12 +67,24 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--steps", type=int, default=10, help="timed steps")
     parser.add_argument("--peak-tflops", type=float, default=H100_BF16_DENSE_TFLOPS,
                         help="per-device peak for MFU (default: H100 dense bf16, 989)")
+    parser.add_argument("--profile", default="", metavar="FILE",
+                        help="after timing, profile one more step and write its kernel-time table to FILE")
     return parser.parse_known_args(argv)
 
 
-def bench(cfg: Config, warmup: int, steps: int, peak_tflops: float) -> dict:
-    from reftrain.train import setup, train_step
+def profile_step(run, step: int, path: str, rows: int = 40) -> None:
+    """One step under torch.profiler; the table (by self device time) shows where a step's time goes."""
+    from torch.profiler import ProfilerActivity, profile
 
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if run.pm.device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        train_step(run, step)
+    sort_by = "self_device_time_total" if run.pm.device.type == "cuda" else "self_cpu_time_total"
+    with open(path, "w") as f:
+        f.write(prof.key_averages().table(sort_by=sort_by, row_limit=rows, max_name_column_width=90))
+
+
+def bench(cfg: Config, warmup: int, steps: int, peak_tflops: float, profile: str = "") -> dict:
     cfg.data.source = "synthetic"
     cfg.checkpoint.dir, cfg.checkpoint.resume = "", False
     cfg.training.steps = warmup + steps
@@ -86,12 +99,15 @@ def bench(cfg: Config, warmup: int, steps: int, peak_tflops: float) -> dict:
     flops, total, active = step_flops(cfg)
     tokens = cfg.data.global_batch_size * cfg.data.seq_len
     tflops = flops / step_time / world / 1e12
-    peak_mem = torch.tensor(max(r["peak_mem_gb"] for r in records), device=run.pm.device)
+    reserved = torch.cuda.max_memory_reserved() / 2**30 if run.pm.device.type == "cuda" else 0.0
+    peak_mem = torch.tensor([max(r["peak_mem_gb"] for r in records), reserved], device=run.pm.device)
     if world > 1:
         dist.all_reduce(peak_mem, op=dist.ReduceOp.MAX)
+    if profile:
+        profile_step(run, warmup + steps, profile)
     return {"tokens_per_s": tokens / step_time, "tokens_per_s_per_device": tokens / step_time / world,
             "tflops": tflops, "mfu": tflops / peak_tflops, "peak_tflops": peak_tflops,
-            "peak_mem_gb": float(peak_mem), "step_time_s": step_time, "final_loss": records[-1]["loss"],
+            "peak_mem_gb": float(peak_mem[0]), "peak_reserved_gb": float(peak_mem[1]), "step_time_s": step_time, "final_loss": records[-1]["loss"],
             "total_params": total, "active_params": active, "world_size": world,
             "device": str(run.pm.device), "dtype": str(run.pm.dtype), "warmup": warmup, "steps": steps,
             "config": cfg.to_dict()}
@@ -100,7 +116,7 @@ def bench(cfg: Config, warmup: int, steps: int, peak_tflops: float) -> dict:
 def main(argv: list[str] | None = None) -> None:
     args, overrides = parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        result = bench(load_config(args.config, overrides), args.warmup, args.steps, args.peak_tflops)
+        result = bench(load_config(args.config, overrides), args.warmup, args.steps, args.peak_tflops, args.profile)
         if dist.get_rank() == 0:
             print(json.dumps(result), flush=True)
     except ConfigError as e:

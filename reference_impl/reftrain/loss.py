@@ -20,16 +20,25 @@ def count_tokens(labels: torch.Tensor, group=None) -> int:
     return int(count.item())
 
 
+def token_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Sum of token cross entropies, computed in fp32 whatever the logits' dtype."""
+    return F.cross_entropy(logits.flatten(0, -2).float(), labels.flatten(), ignore_index=IGNORE_INDEX,
+                           reduction="sum")
+
+
 class TokenWeightedCrossEntropy:
-    """loss(logits, labels) = sum of token cross entropies / `global_tokens` (set before each step)."""
+    """loss(logits, labels) = sum of token cross entropies / `global_tokens` (set before each step).
+
+    `token_loss_sum` may be swapped for a `torch.compile`d copy: compiled, the fp32 upcast of the
+    logits (vocab x tokens, the largest tensor of a step) is fused away instead of materialised.
+    """
 
     def __init__(self):
         self.global_tokens = 1
+        self.token_loss_sum = token_loss_sum
 
     def __call__(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        loss = F.cross_entropy(logits.flatten(0, -2).float(), labels.flatten(), ignore_index=IGNORE_INDEX,
-                               reduction="sum")
-        return loss / self.global_tokens
+        return self.token_loss_sum(logits, labels) / self.global_tokens
 
 
 def moe_blocks(model) -> list:

@@ -21,7 +21,7 @@ from torch import nn
 from reftrain import checkpoint
 from reftrain.config import Config, ConfigError, cli, validate
 from reftrain.data import Batch, PackedLoader
-from reftrain.loss import TokenWeightedCrossEntropy, count_tokens, moe_blocks, set_aux_loss_scale
+from reftrain.loss import TokenWeightedCrossEntropy, count_tokens, moe_blocks, set_aux_loss_scale, token_loss_sum
 from reftrain.models import build_model
 from reftrain.optim import build_optimizer, clip_grads, lr_at
 from reftrain.parallel.expert_parallel import shard_experts
@@ -88,11 +88,14 @@ def build_parallel_model(cfg: Config, mesh: Mesh, device: torch.device) -> Paral
 
         for layer in model.model.layers.values():
             activation_checkpoint(layer)
-    if cfg.training.compile and device.type == "cuda":
+    compile_on = cfg.training.compile and device.type == "cuda"
+    if compile_on:
         for layer in model.model.layers.values():
             layer.compile()
     apply_fsdp(model, mesh, param_dtype=dtype if dtype != torch.float32 else None)
     pm = ParallelModel(model=model, mesh=mesh, device=device, dtype=dtype, num_microbatches=cfg.num_microbatches)
+    if compile_on:
+        pm.loss_fn.token_loss_sum = torch.compile(token_loss_sum)
     if mesh.pp > 1:
         pm.schedule = build_schedule(model, mesh.pp_rank, mesh.pp, mesh.pp_group, device, cfg.num_microbatches,
                                      pm.loss_fn, cfg.parallel.pp_schedule)

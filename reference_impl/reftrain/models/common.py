@@ -165,9 +165,15 @@ def attention(q, k, v, scaling: float, sliding_window: int | None = None, refere
         scores = scores.masked_fill(~attention_mask(q_len, k_len, sliding_window, q.device), float("-inf"))
         out = torch.matmul(torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype), v)
     else:
+        # Flash attention needs one head dim for q, k and v; MLA's v is narrower than its q/k. Zero columns
+        # appended to v give zero output columns, dropped again (benchmarks/NOTES.md: faster than the
+        # memory-efficient kernel that takes unequal dims).
+        v_dim = v.shape[-1]
+        if q.is_cuda and v_dim < q.shape[-1]:
+            v = F.pad(v, (0, q.shape[-1] - v_dim))
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, is_causal=plain_causal, scale=scaling, enable_gqa=q.shape[1] != k.shape[1]
-        )
+        )[..., :v_dim]
     return out.transpose(1, 2).flatten(2)
 
 
