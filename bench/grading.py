@@ -81,19 +81,35 @@ def modified_test_files(changed: list[str], hidden: list[str]) -> list[str]:
                   or any(fnmatch.fnmatch(p, pat) or fnmatch.fnmatch(Path(p).name, pat) for pat in TEST_FILE_PATTERNS))
 
 
+def restore_original_tests(variant: TaskVariant, original: Path | None, tree: Path) -> None:
+    """Copy the framework's own test files named in grading.toml from the original source over `tree`."""
+    paths = variant.grading.restore_from_original
+    if paths and original is None:
+        raise ValueError("grading.toml restore_from_original needs the original framework source")
+    for rel in paths:
+        source = original / rel
+        if not source.is_file():
+            raise FileNotFoundError(f"{variant.dir.name}/grading.toml: restore_from_original names {rel!r}, which the "
+                                    f"framework's original checkout does not have; fix the path")
+        (tree / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, tree / rel)
+
+
 def grade(variant: TaskVariant, final_tree: Path, changed: list[str], open_sandbox: Callable[[Path], Sandbox],
-          log_path: Path) -> Grade:
-    """Copy final_tree, put the hidden tests in, run the grading command in a fresh sandbox, judge."""
-    modified = modified_test_files(changed, variant.hidden_test_paths())
+          log_path: Path, original: Path | None = None) -> Grade:
+    """Copy final_tree, put the hidden tests in, run the grading command in a fresh sandbox, judge.
+
+    `original` is the unprepared framework source, needed when grading.toml restores its own tests."""
+    modified = modified_test_files(changed, variant.graded_test_paths())
     timeout = variant.task.spec.grading.timeout_s
     with tempfile.TemporaryDirectory(prefix="atebench-grade-") as scratch:
         tree = Path(scratch) / "tree"
         copy_clean(final_tree, tree)
         (tree / JUNIT_FILE).unlink(missing_ok=True)
-        target = tree / variant.grading.tests_target
-        target.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(variant.tests_dir, target, dirs_exist_ok=True,
-                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        if variant.tests_dir.is_dir():
+            shutil.copytree(variant.tests_dir, tree / variant.grading.tests_target, dirs_exist_ok=True,
+                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        restore_original_tests(variant, original, tree)
         sandbox = open_sandbox(tree)
         try:
             command = f"{variant.grading.command} --junitxml={sandbox.workdir}/{JUNIT_FILE}"

@@ -139,6 +139,9 @@ class GradingSpec(Strict):
     """pytest ids that fail before the change and must pass after it."""
     pass_to_pass: list[str] = []
     """pytest ids that pass before and must still pass."""
+    restore_from_original: list[str] = []
+    """Files of the framework's own test suite (paths in its checkout) copied from the ORIGINAL, unprepared
+    source over the graded tree: the framework's own tests grade the task, and tasks/ keeps no copy of them."""
 
 
 class Task(BaseModel):
@@ -199,6 +202,10 @@ class TaskVariant(BaseModel):
     def wrong_patch(self) -> Path | None:
         patches = sorted((self.dir / "wrong").glob("*.patch")) if (self.dir / "wrong").is_dir() else []
         return patches[0] if patches else None
+
+    def graded_test_paths(self) -> list[str]:
+        """Every test path the grader puts into the graded tree: hidden tests and restored originals."""
+        return sorted({*self.hidden_test_paths(), *self.grading.restore_from_original})
 
     def hidden_test_paths(self) -> list[str]:
         """Paths the hidden tests occupy in the graded tree, relative to its root."""
@@ -297,8 +304,9 @@ def load_variant(task: Task, framework: str) -> TaskVariant:
                         f"(no folder {_rel(folder, root)}); it supports: {', '.join(task.frameworks()) or '(none)'}")
     path = folder / "grading.toml"
     grading = _validate(GradingSpec, _read_toml(path, root), path, root)
-    if not (folder / "tests").is_dir():
-        raise SpecError(f"{_rel(folder / 'tests', root)}: folder not found; put the hidden grader tests there")
+    if not (folder / "tests").is_dir() and not grading.restore_from_original:
+        raise SpecError(f"{_rel(folder / 'tests', root)}: folder not found; put the hidden grader tests there "
+                        "(or name the framework's own test files in grading.toml restore_from_original)")
     return TaskVariant(task=task, framework=framework, dir=folder, grading=grading)
 
 

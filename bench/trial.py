@@ -177,7 +177,8 @@ class Trial:
         self.phase = "grade"
         self.on_event(self, {"kind": "phase", "phase": "grade"})
         grade = grading.grade(variant, work, diff.files, self._open_sandbox,
-                              self.folder / results.FILES["grader_log"])
+                              self.folder / results.FILES["grader_log"],
+                              original=workspace.original_source(framework, cfg.cache))
         self.result["grade"] = grade.to_json()
         if grade.error:
             raise TrialFailed("grade", grade.error)

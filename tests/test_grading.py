@@ -103,3 +103,64 @@ def test_grading_timeout_is_labelled(tmp_path, cache):
                                           ("pkg/ops_test.py", True), ("calc/ops.py", False)])
 def test_modified_test_file_patterns(path, flagged):
     assert (grading.modified_test_files([path], []) == [path]) is flagged
+
+
+OWN_SUITE = "from calc.ops import add, mul\n\n\ndef test_add_own():\n    assert add(2, 3) == 5\n\n\ndef test_mul_own():\n    assert mul(2, 3) == 6\n"
+
+
+def _own_suite_root(tmp_path: Path) -> Path:
+    """A toy framework whose own tests grade the task: prepare drops test_mul_own, grading restores it."""
+    root = make_toy_root(tmp_path / "own", task_id="arith/own")
+    write(root / "toy_src" / "tests" / "test_own.py", OWN_SUITE)
+    variant = root / "tasks" / "arith" / "own" / "frameworks" / "toy"
+    for hidden in (variant / "tests").iterdir():
+        hidden.unlink()
+    (variant / "tests").rmdir()
+    prepare = (variant / "prepare.py").read_text()
+    write(variant / "prepare.py", prepare + "\nown = Path(sys.argv[1]) / 'tests' / 'test_own.py'\n"
+                                            "own.write_text(own.read_text().split('\\n\\n\\ndef test_mul_own')[0] + '\\n')\n")
+    write(variant / "grading.toml", 'command = "python -m pytest -q -p no:cacheprovider tests"\n'
+                                    'restore_from_original = ["tests/test_own.py"]\n'
+                                    'fail_to_pass = ["tests/test_own.py::test_mul_own"]\n'
+                                    'pass_to_pass = ["tests/test_own.py::test_add_own"]\n')
+    return root
+
+
+def test_framework_own_tests_restored_from_original(tmp_path, cache):
+    root = _own_suite_root(tmp_path)
+    variant = specs.load_task("arith/own", root).variant("toy")
+    framework = specs.load_framework("toy", root)
+    work = workspace.create_workspace(variant, framework, tmp_path / "ws")
+    prepared = workspace.prepared_checkout(variant, framework)
+    assert "test_mul_own" not in (work / "tests" / "test_own.py").read_text(), "prepare must hide the model's tests"
+    original = workspace.original_source(framework)
+    opener = lambda tree: LocalSandbox(tree, env=framework.sandbox.env, isolate=False)  # noqa: E731
+
+    def judge():
+        diff = workspace.tree_diff(prepared, work)
+        return grading.grade(variant, work, diff.files, opener, tmp_path / "grader.log", original=original)
+
+    before = judge()
+    assert not before.resolved and before.error is None
+    assert before.fail_to_pass == {"tests/test_own.py::test_mul_own": "failed"}
+    # The agent weakens its copy of the framework's test: the original is restored and the edit flagged.
+    write(work / "tests" / "test_own.py", "def test_mul_own():\n    pass\n\n\ndef test_add_own():\n    pass\n")
+    cheated = judge()
+    assert not cheated.resolved and cheated.modified_test_files == ["tests/test_own.py"]
+    subprocess.run(["git", "checkout", "--", "tests/test_own.py"], cwd=work, check=True)
+    subprocess.run(["git", "apply", "-"], input=workspace.gold_patch(variant, framework), text=True, cwd=work, check=True)
+    after = judge()
+    assert after.resolved, after
+    assert after.pass_to_pass == {"tests/test_own.py::test_add_own": "passed"}
+
+
+def test_restore_of_a_missing_original_file_is_one_clear_error(tmp_path, cache):
+    root = _own_suite_root(tmp_path)
+    grading_toml = root / "tasks" / "arith" / "own" / "frameworks" / "toy" / "grading.toml"
+    grading_toml.write_text(grading_toml.read_text().replace("tests/test_own.py\"]\nfail", "tests/test_gone.py\"]\nfail"))
+    variant = specs.load_task("arith/own", root).variant("toy")
+    framework = specs.load_framework("toy", root)
+    work = workspace.create_workspace(variant, framework, tmp_path / "ws")
+    with pytest.raises(FileNotFoundError, match="restore_from_original names 'tests/test_gone.py'"):
+        grading.grade(variant, work, [], lambda tree: LocalSandbox(tree, isolate=False), tmp_path / "g.log",
+                      original=workspace.original_source(framework))
