@@ -62,6 +62,9 @@ class SandboxSpec(Strict):
     """Environment for every command; "{workdir}" is replaced by the workspace path inside the sandbox."""
     gpus: int = 0
     """GPUs the framework needs to do anything useful; hosts with fewer skip it when --framework all."""
+    python_packages: list[str] = []
+    """pip requirements of the docker image. Containers have no network, so the host downloads them as
+    wheels (cached) into the build context's wheels/ folder, which the Dockerfile installs from."""
 
 
 class Commands(Strict):

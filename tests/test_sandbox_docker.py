@@ -87,6 +87,26 @@ def test_smoke_task_on_the_reference_image(docker_client, cache, tmp_path):
     assert any(tag.startswith("atebench/reference:") for image in docker_client.images.list() for tag in image.tags)
 
 
+def test_reference_image_runs_the_trainers_own_tests(docker_client, tmp_path):
+    """The reference image gets torch & co. from wheels the host downloaded (the container has no network)."""
+    from bench import specs, workspace
+    from bench.sandbox import open_sandbox
+
+    framework = specs.load_framework("reference")
+    work = tmp_path / "ws"
+    workspace.copy_clean(framework.bundled_path(), work)
+    sandbox = open_sandbox("docker", work, framework, specs.Resources(cpus=2, memory_gb=4), gpus=[])
+    try:
+        probe = sandbox.execute("python -c 'import torch, transformers, reftrain; print(torch.__version__)'", timeout=120)
+        assert probe.exit_code == 0 and probe.output.strip().startswith("2."), probe.output
+        sandbox.execute("python -m pip download --no-deps -q -d /tmp/x six", timeout=120)
+        assert "six" not in sandbox.execute("ls /tmp/x 2>/dev/null").output, "the container must have no network"
+        suite = sandbox.execute("python -m pytest -q -p no:cacheprovider tests/test_models.py 2>&1 | tail -3", timeout=600)
+        assert " passed" in suite.output and "failed" not in suite.output, suite.output
+    finally:
+        sandbox.close()
+
+
 class ContainerKillingAgent:
     """Removes its own container mid-run, swallows the sandbox error and claims success."""
 

@@ -29,7 +29,8 @@ def open_sandbox(kind: str, workdir: Path, framework: FrameworkSpec, resources: 
             env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
         return LocalSandbox(workdir, env=env, isolate=isolate, setup=framework.sandbox.setup)
     client = docker_client()
-    image = ensure_framework_image(client, framework.name, framework.dir / framework.sandbox.dockerfile, log=log)
+    image = ensure_framework_image(client, framework.name, framework.dir / framework.sandbox.dockerfile,
+                                   framework.sandbox.python_packages, log=log)
     return DockerSandbox(workdir, image, env=env, cpus=resources.cpus, memory_gb=resources.memory_gb,
                          pids=resources.pids, gpus=gpus, setup=framework.sandbox.setup, client=client)
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import platform
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -18,6 +20,8 @@ from bench.sandbox.errors import SandboxError
 
 BASE_IMAGE = "atebench/base:bookworm"
 BASE_PACKAGES = ("python3", "python3-pip", "python3-pytest", "git", "ca-certificates", "procps")
+BASE_PYTHON = "3.11"  # Debian bookworm's python3: the wheels downloaded for framework images target it
+MANYLINUX_TAGS = ("manylinux_2_28", "manylinux_2_27", "manylinux_2_17", "manylinux2014", "manylinux1")
 
 
 def has_image(client, name: str) -> bool:
@@ -55,21 +59,46 @@ def ensure_base_image(client, log=print) -> str:
     return BASE_IMAGE
 
 
-def wheels_dir() -> Path | None:
-    """Wheels offered to framework Dockerfiles (containers have no network): $ATEBENCH_WHEELS or .whl/."""
-    from bench.specs import REPO_ROOT
+def wheels_dir(requirements: list[str], log=print) -> Path | None:
+    """Wheels offered to a framework's Dockerfile: $ATEBENCH_WHEELS (an offline folder) when set, else
+    `requirements` downloaded once on this host for the base image's Python and cached."""
+    if os.environ.get("ATEBENCH_WHEELS"):
+        folder = Path(os.environ["ATEBENCH_WHEELS"])
+        if not folder.is_dir():
+            raise SandboxError(f"ATEBENCH_WHEELS={folder} is not a folder; point it at a folder of .whl files or unset it")
+        return folder
+    if not requirements:
+        return None
+    from bench.workspace import cache_dir
 
-    folder = Path(os.environ.get("ATEBENCH_WHEELS") or REPO_ROOT / ".whl")
-    return folder if folder.is_dir() else None
+    key = hashlib.sha256("\n".join(sorted(requirements)).encode()).hexdigest()[:12]
+    folder = cache_dir() / "wheels" / f"py{BASE_PYTHON}-{platform.machine()}-{key}"
+    if (folder / ".complete").is_file():
+        return folder
+    log(f"downloading wheels for the docker image ({', '.join(requirements)})")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".wheels-", dir=folder.parent))
+    tags = [arg for tag in MANYLINUX_TAGS for arg in ("--platform", f"{tag}_{platform.machine()}")]
+    proc = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:", "--implementation", "cp",
+                           "--python-version", BASE_PYTHON, *tags, "--dest", str(staging), *requirements],
+                          capture_output=True, text=True, timeout=3600)
+    if proc.returncode != 0:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise SandboxError(f"could not download wheels for the docker image ({', '.join(requirements)}); the host needs "
+                           f"the package registry, or set ATEBENCH_WHEELS to a folder of wheels:\n{proc.stderr[-3000:]}")
+    (staging / ".complete").write_text("\n".join(requirements) + "\n")
+    shutil.rmtree(folder, ignore_errors=True)
+    staging.rename(folder)
+    return folder
 
 
-def ensure_framework_image(client, name: str, dockerfile: Path, log=print) -> str:
+def ensure_framework_image(client, name: str, dockerfile: Path, requirements: list[str] = (), log=print) -> str:
     """Build the framework's Dockerfile (FROM atebench/base...) with a context of the Dockerfile's folder
     plus `wheels/`; the tag is a hash of those inputs, so a changed Dockerfile rebuilds."""
     if not dockerfile.is_file():
         raise SandboxError(f"framework {name!r}: Dockerfile {dockerfile} not found; fix sandbox.dockerfile in its framework.toml")
     ensure_base_image(client, log)
-    wheels = wheels_dir()
+    wheels = wheels_dir(list(requirements), log)
     digest = hashlib.sha256(dockerfile.read_bytes())
     for folder in [dockerfile.parent] + ([wheels] if wheels else []):
         for path in sorted(p for p in folder.rglob("*") if p.is_file()):
