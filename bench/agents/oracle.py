@@ -21,7 +21,7 @@ class OracleAgent:
 
     def run(self, ctx: AgentContext) -> AgentOutcome:
         if not ctx.solution_patch:
-            message = "oracle agent: this task has no solution patch; add solution/gold.patch to the task folder"
+            message = "oracle agent: this task has no solution; its gold is the diff prepared -> original checkout, or tasks/<task>/frameworks/<fw>/solution.patch (see docs/adding-a-task.md)"
             ctx.trajectory.append("error", message=message)
             return AgentOutcome(exit_status="agent_error", error=message)
         patch_path = f"/tmp/atebench-oracle-{uuid.uuid4().hex}.patch"
