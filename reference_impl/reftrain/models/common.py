@@ -165,11 +165,12 @@ def attention(q, k, v, scaling: float, sliding_window: int | None = None, refere
         scores = scores.masked_fill(~attention_mask(q_len, k_len, sliding_window, q.device), float("-inf"))
         out = torch.matmul(torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype), v)
     else:
-        # Flash attention needs one head dim for q, k and v; MLA's v is narrower than its q/k. Zero columns
-        # appended to v give zero output columns, dropped again (benchmarks/NOTES.md: faster than the
-        # memory-efficient kernel that takes unequal dims).
+        # MLA's v heads are narrower than its q/k heads. cuDNN attention, SDPA's choice on Hopper, takes that
+        # as is; flash attention, its choice before Hopper, needs equal dims, else SDPA falls back to the
+        # 4x slower memory-efficient kernel. There, zero columns appended to v give zero output columns,
+        # dropped again (timings: benchmarks/NOTES.md).
         v_dim = v.shape[-1]
-        if q.is_cuda and v_dim < q.shape[-1]:
+        if q.is_cuda and v_dim < q.shape[-1] and torch.cuda.get_device_capability(q.device) < (9, 0):
             v = F.pad(v, (0, q.shape[-1] - v_dim))
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, is_causal=plain_causal, scale=scaling, enable_gqa=q.shape[1] != k.shape[1]
