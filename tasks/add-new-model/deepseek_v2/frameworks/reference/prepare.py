@@ -4,6 +4,7 @@ Every edit asserts its anchor text, so a refactor of reftrain fails preparation 
 producing a task whose "removed" model is still there. Usage: python prepare.py <checkout>
 """
 
+import json
 import re
 import shutil
 import sys
@@ -36,10 +37,15 @@ assets = root / "task_assets" / MODEL
 (assets / "full-size").mkdir(parents=True)
 shutil.copy(root / "examples/models" / f"{MODEL}_tiny.json", assets / "config.json")
 shutil.copy(root / "examples/models" / REAL_CONFIG, assets / "full-size" / "config.json")
-remove(f"examples/models/{MODEL}_tiny.json")
-remove(f"examples/models/{REAL_CONFIG}")
+# Every example config of the model (tiny, real, benchmark variants) and the run configs using them.
+removed = sorted(p.name for p in (root / "examples/models").glob("*.json")
+                 if json.loads(p.read_text()).get("model_type") == MODEL)
+if f"{MODEL}_tiny.json" not in removed or REAL_CONFIG not in removed:
+    sys.exit(f"prepare: examples/models/ lacks {MODEL}_tiny.json or {REAL_CONFIG}; update this prepare.py")
+for name in removed:
+    remove(f"examples/models/{name}")
 for toml in sorted((root / "examples").glob("*.toml")):
-    if re.search(rf'config = "models/({MODEL}_tiny|{REAL_CONFIG[:-5]})\.json"', toml.read_text()):
+    if any(f'"models/{name}"' in toml.read_text() for name in removed):
         toml.unlink()
 
 remove(f"reftrain/models/{MODEL}.py")

@@ -1,0 +1,32 @@
+"""Injects a silent bug: MoE router weights are left out of FSDP, so their gradients are never reduced over data ranks.
+
+The injection asserts its anchor text, so a refactor of reftrain fails preparation loudly instead of
+producing a task without a bug. Usage: python prepare.py <checkout>
+"""
+
+import sys
+from pathlib import Path
+
+root = Path(sys.argv[1])
+
+
+def edit(rel: str, old: str, new: str) -> None:
+    path = root / rel
+    text = path.read_text()
+    if text.count(old) != 1:
+        sys.exit(f"prepare: expected exactly one of these in {rel}, found {text.count(old)}:\n{old}\n"
+                 "reftrain changed; update this prepare.py")
+    path.write_text(text.replace(old, new))
+
+
+edit("reftrain/parallel/fsdp.py",
+     "    for layer in model.model.layers.values():\n",
+     "    # Routers are tiny and read by every token: keep them replicated instead of sharded.\n"
+     "    routers = {block.gate.weight for block in model.modules() if hasattr(block, \"aux_loss_scale\")}\n"
+     "    for layer in model.model.layers.values():\n")
+edit("reftrain/parallel/fsdp.py",
+     "        fully_shard(layer, mesh=mesh.dp_ep_mesh, mp_policy=policy)\n",
+     "        fully_shard(layer, mesh=mesh.dp_ep_mesh, mp_policy=policy, ignored_params=routers)\n")
+edit("reftrain/parallel/fsdp.py",
+     "    fully_shard(model, mesh=mesh.dp_ep_mesh, mp_policy=policy, reshard_after_forward=False)\n",
+     "    fully_shard(model, mesh=mesh.dp_ep_mesh, mp_policy=policy, reshard_after_forward=False, ignored_params=routers)\n")
