@@ -1,4 +1,4 @@
-"""Times causal SDPA forward + backward per backend on the two bench shapes (GPU): `python benchmarks/attention_backends.py`.
+"""SDPA forward + backward per backend on the two bench shapes (GPU): `python benchmarks/attention_backends.py`.
 
 Why: MLA's value heads (128) are narrower than its query/key heads (192), and flash attention takes only
 equal dims; this shows what zero-padding v to use flash costs against the kernels that take unequal dims.

@@ -107,7 +107,8 @@ def bench(cfg: Config, warmup: int, steps: int, peak_tflops: float, profile: str
         profile_step(run, warmup + steps, profile)
     return {"tokens_per_s": tokens / step_time, "tokens_per_s_per_device": tokens / step_time / world,
             "tflops": tflops, "mfu": tflops / peak_tflops, "peak_tflops": peak_tflops,
-            "peak_mem_gb": float(peak_mem[0]), "peak_reserved_gb": float(peak_mem[1]), "step_time_s": step_time, "final_loss": records[-1]["loss"],
+            "peak_mem_gb": float(peak_mem[0]), "peak_reserved_gb": float(peak_mem[1]), "step_time_s": step_time,
+            "final_loss": records[-1]["loss"],
             "total_params": total, "active_params": active, "world_size": world,
             "device": str(run.pm.device), "dtype": str(run.pm.dtype), "warmup": warmup, "steps": steps,
             "config": cfg.to_dict()}
