@@ -62,6 +62,8 @@ def run_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue --run-id: skip finished trials, re-run the rest")
     p.add_argument("--results-dir", default=str(RESULTS_ROOT), help="where run folders go (default: results/)")
     p.add_argument("--specs-root", help="folder holding tasks/ and frameworks/ (default: this repository)")
+    p.add_argument("--gpus", type=int, help="GPUs each trial holds exclusively; its grading adds the task's GPU "
+                                            "ladder steps they cover (default: what the task asks for)")
     return p
 
 
@@ -92,11 +94,13 @@ def cmd_run(argv: list[str]) -> int:
         args = parser.parse_args(argv)
     if args.trials < 1 or args.parallel < 1:
         return fail("--trials and --parallel must be at least 1")
+    if args.gpus is not None and args.gpus < 0:
+        return fail("--gpus must be 0 or more")
     cfg = RunConfig(task=args.task, framework=args.framework, agents=args.agent.split(","), model=args.model,
                     trials=args.trials, parallel=args.parallel, sandbox=args.sandbox, isolate=args.isolate,
                     run_id=args.run_id or results.new_run_id(), resume=args.resume, replay=args.replay,
                     base_url=args.base_url, measure_throughput=args.measure_throughput,
-                    results_dir=args.results_dir, specs_root=args.specs_root)
+                    results_dir=args.results_dir, specs_root=args.specs_root, gpus=args.gpus)
     if not args.resume and (Path(cfg.results_dir) / cfg.run_id).exists():
         return fail(f"run {cfg.run_id!r} already exists; pass --resume to continue it or choose another --run-id")
     try:
@@ -121,12 +125,15 @@ def cmd_validate(argv: list[str]) -> int:
     p.add_argument("--run-id", help="default: validate-<timestamp>")
     p.add_argument("--results-dir", default=str(RESULTS_ROOT))
     p.add_argument("--specs-root", help="folder holding tasks/ and frameworks/ (default: this repository)")
+    p.add_argument("--gpus", type=int, help="GPUs each trial holds exclusively; its grading adds the task's GPU "
+                                            "ladder steps they cover (default: what the task asks for)")
     args = _parse(p, argv)
     if isinstance(args, int):
         return args
     cfg = RunConfig(task=args.task, framework=args.framework, agents=["oracle", "nop"], trials=1,
                     parallel=args.parallel, sandbox=args.sandbox, run_id=args.run_id or f"validate-{results.new_run_id()}",
-                    measure_throughput=False, results_dir=args.results_dir, specs_root=args.specs_root)
+                    measure_throughput=False, results_dir=args.results_dir, specs_root=args.specs_root,
+                    gpus=args.gpus)
     if (Path(cfg.results_dir) / cfg.run_id).exists():
         return fail(f"run {cfg.run_id!r} already exists; choose another --run-id")
     try:

@@ -95,11 +95,18 @@ def restore_original_tests(variant: TaskVariant, original: Path | None, tree: Pa
         shutil.copy2(source, tree / rel)
 
 
+def gpu_ladder_ids(variant: TaskVariant, gpus: int) -> list[str]:
+    """grading.toml's gpu_fail_to_pass, expanded over the task's GPU ladder steps that `gpus` GPUs cover."""
+    steps = [n for n in variant.task.spec.resources.gpu_ladder if n <= gpus]
+    return [test.format(n=n) for n in steps for test in variant.grading.gpu_fail_to_pass]
+
+
 def grade(variant: TaskVariant, final_tree: Path, changed: list[str], open_sandbox: Callable[[Path], Sandbox],
-          log_path: Path, original: Path | None = None) -> Grade:
+          log_path: Path, original: Path | None = None, gpus: int = 0) -> Grade:
     """Copy final_tree, put the hidden tests in, run the grading command in a fresh sandbox, judge.
 
-    `original` is the unprepared framework source, needed when grading.toml restores its own tests."""
+    `original` is the unprepared framework source, needed when grading.toml restores its own tests;
+    `gpus` is how many GPUs the grading sandbox holds (their GPU-ladder tests join FAIL_TO_PASS)."""
     modified = modified_test_files(changed, variant.graded_test_paths())
     timeout = variant.task.spec.grading.timeout_s
     with tempfile.TemporaryDirectory(prefix="atebench-grade-") as scratch:
@@ -134,6 +141,7 @@ def grade(variant: TaskVariant, final_tree: Path, changed: list[str], open_sandb
         return Grade(resolved=False, modified_test_files=modified,
                      error=f"no tests were executed (exit {result.exit_code}); a run without tests is not a pass; "
                            "see grader.log")
-    judged = verdict(outcomes, variant.grading.fail_to_pass, variant.grading.pass_to_pass)
+    judged = verdict(outcomes, [*variant.grading.fail_to_pass, *gpu_ladder_ids(variant, gpus)],
+                     variant.grading.pass_to_pass)
     judged.modified_test_files = modified
     return judged

@@ -46,6 +46,7 @@ class RunConfig:
     measure_throughput: bool = True
     results_dir: str = "results"
     specs_root: str | None = None  # folder holding tasks/ and frameworks/; None: this repository
+    gpus: int | None = None  # GPUs per trial (exclusive); None: what each task and framework ask for
 
 
 @dataclass
@@ -55,9 +56,9 @@ class Plan:
 
 
 def framework_unavailable(framework: specs.FrameworkSpec, tasks: list[specs.Task], sandbox: str,
-                          gpus: list[int]) -> str | None:
+                          gpus: list[int], per_trial: int | None = None) -> str | None:
     """Why this host cannot run `framework` for these tasks, or None."""
-    needed = max([framework.sandbox.gpus] + [t.spec.resources.gpus for t in tasks])
+    needed = per_trial if per_trial is not None else max([framework.sandbox.gpus] + [t.spec.resources.gpus for t in tasks])
     if needed > len(gpus):
         return f"needs {needed} GPU(s), this machine has {len(gpus)}"
     if sandbox == "docker":
@@ -77,7 +78,7 @@ def make_plan(cfg: RunConfig, agents: dict) -> Plan:
     allocator = GpuAllocator(gpus)
     for framework in frameworks:
         reason = framework_unavailable(framework, [t for t in tasks if framework.name in t.frameworks()],
-                                       cfg.sandbox, gpus)
+                                       cfg.sandbox, gpus, cfg.gpus)
         if reason and cfg.framework != "all":
             raise RunError(f"framework {framework.name!r} cannot run here: {reason}")
         if reason:
@@ -96,7 +97,7 @@ def make_plan(cfg: RunConfig, agents: dict) -> Plan:
                         results_root=Path(cfg.results_dir), sandbox=cfg.sandbox, isolate=cfg.isolate,
                         prices=prices, gpu_allocator=allocator,
                         replay_path=Path(cfg.replay) if cfg.replay else None,
-                        measure_throughput=cfg.measure_throughput))
+                        measure_throughput=cfg.measure_throughput, gpus=cfg.gpus))
     if not trials:
         raise RunError("nothing to run: " + ("; ".join(skipped) or "no task matches"))
     return Plan(trials=trials, skipped=skipped)

@@ -142,6 +142,9 @@ class GradingSpec(Strict):
     """pytest ids that fail before the change and must pass after it."""
     pass_to_pass: list[str] = []
     """pytest ids that pass before and must still pass."""
+    gpu_fail_to_pass: list[str] = []
+    """GPU tests that must pass when the trial holds GPUs, with "{n}" for a GPU count: each id is graded
+    for every n in the task's resources.gpu_ladder that the trial's GPUs cover (none on a CPU host)."""
     restore_from_original: list[str] = []
     """Files of the framework's own test suite (paths in its checkout) copied from the ORIGINAL, unprepared
     source over the graded tree: the framework's own tests grade the task, and tasks/ keeps no copy of them."""

@@ -45,6 +45,7 @@ class TrialConfig:
     solution: str = "gold"  # oracle: "gold" or "wrong" (the task's plausible-wrong patch, for validation)
     measure_throughput: bool = True
     cache: Path | None = None
+    gpus: int | None = None  # GPUs per trial; None: what the task and framework ask for
 
     @property
     def folder(self) -> Path:
@@ -103,7 +104,8 @@ class Trial:
                                          cfg.framework.name, cfg.agent_name, cfg.model, cfg.index)
         self._save()
         scratch = Path(tempfile.mkdtemp(prefix="atebench-trial-"))
-        gpus_needed = max(cfg.variant.task.spec.resources.gpus, cfg.framework.sandbox.gpus)
+        gpus_needed = cfg.gpus if cfg.gpus is not None else max(cfg.variant.task.spec.resources.gpus,
+                                                                 cfg.framework.sandbox.gpus)
         try:
             if gpus_needed:
                 if cfg.gpu_allocator is None:
@@ -178,7 +180,7 @@ class Trial:
         self.on_event(self, {"kind": "phase", "phase": "grade"})
         grade = grading.grade(variant, work, diff.files, self._open_sandbox,
                               self.folder / results.FILES["grader_log"],
-                              original=workspace.original_source(framework, cfg.cache))
+                              original=workspace.original_source(framework, cfg.cache), gpus=len(self._gpus))
         self.result["grade"] = grade.to_json()
         if grade.error:
             raise TrialFailed("grade", grade.error)

@@ -164,3 +164,23 @@ def test_restore_of_a_missing_original_file_is_one_clear_error(tmp_path, cache):
     with pytest.raises(FileNotFoundError, match="restore_from_original names 'tests/test_gone.py'"):
         grading.grade(variant, work, [], lambda tree: LocalSandbox(tree, isolate=False), tmp_path / "g.log",
                       original=workspace.original_source(framework))
+
+
+def test_gpu_ladder_tests_join_fail_to_pass_only_for_the_gpus_a_trial_holds(toy_root, cache, tmp_path):
+    task_dir = toy_root / "tasks" / "arith" / "mul"
+    (task_dir / "task.toml").write_text((task_dir / "task.toml").read_text() + "\n[resources]\ngpu_ladder = [1, 2, 4]\n")
+    grading_toml = task_dir / "frameworks" / "toy" / "grading.toml"
+    grading_toml.write_text(grading_toml.read_text() + 'gpu_fail_to_pass = ["tests/test_ops.py::test_mul_gpu[world{n}]"]\n')
+    variant, framework, work, prepared = _setup(toy_root, tmp_path)
+    assert grading.gpu_ladder_ids(variant, 0) == []
+    assert grading.gpu_ladder_ids(variant, 2) == ["tests/test_ops.py::test_mul_gpu[world1]",
+                                                  "tests/test_ops.py::test_mul_gpu[world2]"]
+    subprocess.run(["git", "apply", "-"], input=workspace.gold_patch(variant, framework), text=True, cwd=work, check=True)
+    diff = workspace.tree_diff(prepared, work)
+    opener = lambda tree: LocalSandbox(tree, env=framework.sandbox.env, isolate=False)  # noqa: E731
+    on_cpu = grading.grade(variant, work, diff.files, opener, tmp_path / "cpu.log")
+    assert on_cpu.resolved and "tests/test_ops.py::test_mul_gpu[world1]" not in on_cpu.fail_to_pass
+    on_gpus = grading.grade(variant, work, diff.files, opener, tmp_path / "gpu.log", gpus=2)
+    assert not on_gpus.resolved, "a GPU ladder step the trial covers must be graded (here: the test is missing)"
+    assert on_gpus.fail_to_pass["tests/test_ops.py::test_mul_gpu[world2]"] == "missing"
+    assert "tests/test_ops.py::test_mul_gpu[world4]" not in on_gpus.fail_to_pass
