@@ -142,14 +142,17 @@ class LocalSandbox:
         shell = ["bash", "--noprofile", "--norc"]
         if not self.isolated:
             return shell
-        argv = ["bwrap", "--die-with-parent", "--unshare-net", "--unshare-ipc", "--unshare-uts"]
+        # The private /tmp comes first: binds made after it (the Python install, the workspace) stay visible
+        # even when they live under the host's /tmp.
+        argv = ["bwrap", "--die-with-parent", "--unshare-net", "--unshare-ipc", "--unshare-uts",
+                "--bind", str(self._control / "tmp"), "/tmp"]
         for folder in SYSTEM_DIRS:
             if os.path.isdir(folder):
                 argv += ["--ro-bind", folder, folder] if not os.path.islink(folder) else ["--symlink", os.readlink(folder), folder]
         for folder in {sys.prefix, sys.base_prefix, str(Path(sys.executable).resolve().parent)}:
             if not any(folder == d or folder.startswith(d + "/") for d in SYSTEM_DIRS):
                 argv += ["--ro-bind", folder, folder]
-        argv += ["--proc", "/proc", "--dev", "/dev", "--bind", str(self._control / "tmp"), "/tmp",
+        argv += ["--proc", "/proc", "--dev", "/dev",
                  "--ro-bind", str(self._control / "cmd"), str(self._control / "cmd"),
                  "--bind", self.workdir, self.workdir, "--chdir", self._cwd]
         return argv + shell
