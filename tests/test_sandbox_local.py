@@ -63,14 +63,17 @@ def test_environment_is_scrubbed(tmp_path, monkeypatch):
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-should-never-leak")
     monkeypatch.setenv("GITHUB_TOKEN", "ghp_should_never_leak")
     monkeypatch.setenv("RANDOM_HOST_VAR", "host-only")
+    monkeypatch.setenv("NCCL_NVLS_ENABLE", "0")  # a GPU host's safety switch must survive the scrub
+    monkeypatch.setenv("NCCL_AUTH_TOKEN", "nccl-secret-never-leaks")
     box = LocalSandbox(tmp_path, env={"FRAMEWORK_VAR": "{workdir}/x", "MY_SECRET": "no"}, isolate=False)
     try:
         env = box.execute("env").output
     finally:
         box.close()
-    assert "should_never_leak" not in env and "should-never-leak" not in env
+    assert "should_never_leak" not in env and "should-never-leak" not in env and "nccl-secret" not in env
     assert "RANDOM_HOST_VAR" not in env and "MY_SECRET" not in env
     assert f"FRAMEWORK_VAR={tmp_path}/x" in env
+    assert "NCCL_NVLS_ENABLE=0" in env.splitlines()
 
 
 @pytest.mark.skipif(not bwrap_available(), reason="bubblewrap not installed")

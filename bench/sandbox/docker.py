@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import io
+import os
 import posixpath
 import tarfile
 import threading
@@ -21,7 +22,7 @@ from pathlib import Path
 import docker
 from docker.types import DeviceRequest
 
-from bench.sandbox.env import sandbox_env
+from bench.sandbox.env import gpu_settings, sandbox_env
 from bench.sandbox.errors import SandboxError
 from bench.sandbox.local import truncate
 from bench.types import ExecResult
@@ -75,7 +76,7 @@ class DockerSandbox:
         extra.update({"HOME": "/root", "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"})
         if gpus:
             extra.update({"CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in gpus), "CUDA_DEVICE_ORDER": "PCI_BUS_ID"})
-        self._env = sandbox_env(extra, host={})
+        self._env = sandbox_env(extra, host=gpu_settings(os.environ))
         self._lock = threading.Lock()
         try:
             self.container = self.client.containers.run(

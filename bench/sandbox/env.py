@@ -10,7 +10,11 @@ import os
 import re
 import sys
 
-ALLOWED = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TERM", "TZ", "USER", "LOGNAME", "SHELL", "TMPDIR")
+ALLOWED = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TERM", "TZ", "USER", "LOGNAME", "SHELL", "TMPDIR",
+           "LD_LIBRARY_PATH")
+# GPU-machine settings reach the framework's processes: a host may require NCCL/NVSHMEM switches (e.g.
+# NVLink multicast off) that a training run must not lose by being sandboxed.
+GPU_SETTING_PREFIXES = ("NCCL_", "NVSHMEM_", "TORCH_SYMM_MEM_", "CUDA_", "NVIDIA_", "TRITON_")
 SECRET = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH)", re.IGNORECASE)
 
 
@@ -18,10 +22,16 @@ def is_secret(name: str) -> bool:
     return bool(SECRET.search(name))
 
 
+def gpu_settings(host: dict[str, str]) -> dict[str, str]:
+    return {name: value for name, value in host.items() if name.startswith(GPU_SETTING_PREFIXES)}
+
+
 def sandbox_env(extra: dict[str, str] | None = None, host: dict[str, str] | None = None) -> dict[str, str]:
-    """Allowed host variables plus `extra`; anything that looks like a secret is dropped, even from extra."""
+    """Allowed host variables and GPU settings plus `extra`; anything that looks like a secret is dropped,
+    even from extra."""
     host = os.environ if host is None else host
     env = {name: host[name] for name in ALLOWED if name in host}
+    env.update(gpu_settings(host))
     python_bin = os.path.dirname(sys.executable)
     env["PATH"] = python_bin + os.pathsep + env.get("PATH", "/usr/local/bin:/usr/bin:/bin")
     env.setdefault("LANG", "C.UTF-8")
