@@ -108,7 +108,7 @@ def test_family_name_selects_every_task_of_the_family(family):
 
 
 @pytest.mark.parametrize("task_id", TASKS)
-def test_spec_declares_gpu_ladder_hidden_tests_and_a_wrong_patch(task_id):
+def test_spec_declares_gpu_ladder_hidden_and_restored_tests_and_a_wrong_patch(task_id):
     v = variant(task_id)
     assert v.task.spec.resources.gpu_ladder == [1, 2, 4]
     assert v.task.spec.grading.timeout_s <= 420, "keep grading short: select a test subset"
@@ -117,9 +117,16 @@ def test_spec_declares_gpu_ladder_hidden_tests_and_a_wrong_patch(task_id):
     assert v.grading.tests_target == "grader_tests"
     f2p, p2p = v.grading.fail_to_pass, v.grading.pass_to_pass
     assert f2p and not set(f2p) & set(p2p) and len(set(f2p)) == len(f2p)
-    for test_id in f2p + p2p:
+    restored = v.grading.restore_from_original
+    assert restored, "grade with the framework's own tests (restore_from_original), not copies of them"
+    for test_id in f2p + p2p + v.grading.gpu_fail_to_pass:
         path = test_id.split("::")[0]
-        assert path.startswith("grader_tests/") and (v.tests_dir / path.removeprefix("grader_tests/")).is_file(), test_id
+        hidden = path.startswith("grader_tests/") and (v.tests_dir / path.removeprefix("grader_tests/")).is_file()
+        assert hidden or path in restored, f"{test_id}: neither a hidden test file nor restored from the original"
+    assert v.grading.gpu_fail_to_pass and all("world{n}" in t for t in v.grading.gpu_fail_to_pass)
+    own_tests = {p.name for p in (REPO / "reference_impl" / "tests").iterdir()}
+    copies = [p.name for p in v.tests_dir.rglob("*") if p.name in own_tests] if v.tests_dir.is_dir() else []
+    assert copies == [], f"copies of the framework's own tests: {copies}; list them in restore_from_original"
     assert "{framework}" in v.task.instruction_template
 
 

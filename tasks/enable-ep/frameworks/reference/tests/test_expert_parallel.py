@@ -17,6 +17,10 @@ from reftrain.parallel.mesh import init_mesh
 from reftrain.testing import LadderCase, ladder_rungs, random_batch, run_distributed, train_records
 
 CONFIG = str(PACKAGE_ROOT / "examples" / "tiny_qwen3_moe.toml")
+GPU_TOLERANCES = dict(dtype="bfloat16", loss_rtol=2e-2, loss_atol=2e-2, grad_tol=5e-2)
+"""As the framework's GPU ladder: bf16 autocast + bf16 FSDP compute vs an fp32 reference."""
+GPU_EP_LAYOUTS = {1: [(1, 1, 1)], 2: [(1, 1, 2)], 4: [(2, 1, 2), (1, 2, 2)]}
+"""(pp, dp, ep) per GPU count: one GPU can only smoke-test the plain layout; from two on, ep = 2."""
 SMALL = ["--training.steps=3", "--data.source=synthetic", "--data.seq_len=16", "--data.global_batch_size=8",
          "--data.micro_batch_size=2", "--training.dtype=float32", "--training.device=cpu"]
 
@@ -111,6 +115,18 @@ def test_tokens_per_expert_match_single_device_routing():
 def test_ladder_ep2_matches_the_single_device_reference():
     cases = [LadderCase("qwen3_moe", ep=2), LadderCase("mixtral", ep=2), LadderCase("deepseek_v2", ep=2)]
     results = run_distributed(ladder_rungs, 2, cases)
+    assert {r["case"] for per_rank in results for r in per_rank} == {c.name for c in cases}
+
+
+@pytest.mark.gpu
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("world_size", [1, 2, 4], ids=lambda w: f"world{w}")
+def test_ladder_ep_gpu(world_size):
+    if torch.cuda.device_count() < world_size:
+        pytest.skip(f"needs {world_size} GPUs, {torch.cuda.device_count()} visible")
+    cases = [LadderCase(model_type, pp=pp, dp=dp, ep=ep, device="cuda", **GPU_TOLERANCES)
+             for model_type in ("qwen3_moe", "mixtral", "deepseek_v2") for pp, dp, ep in GPU_EP_LAYOUTS[world_size]]
+    results = run_distributed(ladder_rungs, world_size, cases, device_type="cuda")
     assert {r["case"] for per_rank in results for r in per_rank} == {c.name for c in cases}
 
 

@@ -21,8 +21,12 @@ from reftrain.parallel.mesh import init_mesh
 from reftrain.testing import LadderCase, full_grad, grad_distance, random_batch, run_distributed
 
 LAYOUTS = {"dp2": (1, 2, 1), "ep2": (1, 1, 2), "pp2": (2, 1, 1)}
-GRAD_TOL = 1e-4
+CPU_TOLERANCES = dict(loss_rtol=1e-5, loss_atol=1e-6, grad_tol=1e-4)
 """fp32 on CPU: a correct layout differs from the reference by summation order only (~1e-12)."""
+GPU_TOLERANCES = dict(dtype="bfloat16", loss_rtol=2e-2, loss_atol=2e-2, grad_tol=5e-2)
+"""As the framework's GPU ladder: bf16 autocast + bf16 FSDP compute vs an fp32 reference."""
+GPU_LAYOUTS = {1: [(1, 1, 1)], 2: [LAYOUTS["dp2"], LAYOUTS["ep2"], LAYOUTS["pp2"]], 4: [(1, 2, 2), (2, 2, 1)]}
+"""(pp, dp, ep) per GPU count: one GPU is a smoke step only; from two on, every layout the bugs hide in."""
 
 
 def padded_batch(case: LadderCase, vocab_size: int):
@@ -34,10 +38,10 @@ def padded_batch(case: LadderCase, vocab_size: int):
     return inputs, labels
 
 
-def reference(case: LadderCase, inputs, labels):
+def reference(case: LadderCase, device, inputs, labels):
     """Eager single-device losses and gradients over every (data rank, micro-batch)."""
     model = build_model(case.config().hf_config_dict(), device="meta")
-    model.to_empty(device="cpu")
+    model.to_empty(device=device)
     model.init_weights(case.seed)
     blocks = moe_blocks(model)
     set_aux_loss_scale(blocks, case.aux_loss_coef, len(blocks), inputs.shape[0] * inputs.shape[1])
@@ -46,7 +50,7 @@ def reference(case: LadderCase, inputs, labels):
     losses = torch.zeros(inputs.shape[:2], dtype=torch.float64)
     for d in range(inputs.shape[0]):
         for m in range(inputs.shape[1]):
-            loss = loss_fn(model.reference_forward(inputs[d, m]), labels[d, m])
+            loss = loss_fn(model.reference_forward(inputs[d, m].to(device)), labels[d, m].to(device))
             loss.backward()
             losses[d, m] = loss.item()
     return losses, {n: p.grad.detach() for n, p in model.named_parameters()}
@@ -56,22 +60,23 @@ def layout_rank(case: LadderCase) -> dict:
     """One rank: forward/backward on padded data, then compare losses, gradients, norm and clipping."""
     from reftrain.train import build_parallel_model, forward_backward
 
-    mesh = init_mesh(case.pp, case.dp, case.ep, "cpu")
-    pm = build_parallel_model(case.config(), mesh, torch.device("cpu"))
+    device = torch.device("cuda", torch.cuda.current_device()) if case.device == "cuda" else torch.device("cpu")
+    mesh = init_mesh(case.pp, case.dp, case.ep, device.type)
+    pm = build_parallel_model(case.config(), mesh, device)
     inputs, labels = padded_batch(case, case.config().hf_config_dict()["vocab_size"])
     r = mesh.data_rank
     losses = forward_backward(pm, Batch(inputs=inputs[r], labels=labels[r]))
-    ref_losses, ref_grads = reference(case, inputs, labels)
+    ref_losses, ref_grads = reference(case, device, inputs, labels)
     problems = []
     if pm.is_last_stage:
         got = torch.stack(losses).double()
-        if not torch.allclose(got, ref_losses[r], rtol=1e-5, atol=1e-6):
+        if not torch.allclose(got.cpu(), ref_losses[r], rtol=case.loss_rtol, atol=case.loss_atol):
             problems.append(f"micro-batch losses {got.tolist()} != reference {ref_losses[r].tolist()}")
 
     params = [p for p in pm.model.parameters() if p.requires_grad]
     ref_norm = math.sqrt(sum(float(g.double().pow(2).sum()) for g in ref_grads.values()))
     norm = float(global_grad_norm(params))
-    if not norm == pytest.approx(ref_norm, rel=1e-5):
+    if not norm == pytest.approx(ref_norm, rel=case.loss_rtol):
         problems.append(f"global gradient norm {norm:.6e} != single-device norm {ref_norm:.6e}")
 
     def compare(scale: float, when: str):
@@ -80,7 +85,7 @@ def layout_rank(case: LadderCase) -> dict:
             want = ref_grads[name] * scale
             if grad.shape != want.shape:
                 problems.append(f"{when} {name}: shape {tuple(grad.shape)} != {tuple(want.shape)}")
-            elif not grad_distance(grad, want) < GRAD_TOL:
+            elif not grad_distance(grad, want) < case.grad_tol:
                 problems.append(f"{when} {name}: gradient distance {grad_distance(grad, want):.2e} "
                                 f"(norm {grad.norm():.4e} vs reference {want.norm():.4e})")
 
@@ -109,10 +114,22 @@ def layouts_rank(cases: list[LadderCase]) -> list[dict]:
 @pytest.mark.parametrize("model_type", ["qwen3_moe", "deepseek_v2"])
 def test_padded_batch_gradients_norm_and_clipping_match_one_device(model_type, layout):
     pp, dp, ep = LAYOUTS[layout]
-    case = LadderCase(model_type, pp=pp, dp=dp, ep=ep)
+    case = LadderCase(model_type, pp=pp, dp=dp, ep=ep, **CPU_TOLERANCES)
     results = run_distributed(layouts_rank, case.world_size, [case])
     norms = [r[0]["norm"] for r in results]
     assert max(norms) - min(norms) <= 1e-9 * max(norms), f"ranks disagree on the gradient norm: {norms}"
+
+
+@pytest.mark.gpu
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("world_size", [1, 2, 4], ids=lambda w: f"world{w}")
+def test_padded_batch_gradients_norm_and_clipping_match_one_device_gpu(world_size):
+    if torch.cuda.device_count() < world_size:
+        pytest.skip(f"needs {world_size} GPUs, {torch.cuda.device_count()} visible")
+    cases = [LadderCase(model_type, pp=pp, dp=dp, ep=ep, device="cuda", **GPU_TOLERANCES)
+             for model_type in ("qwen3_moe", "deepseek_v2") for pp, dp, ep in GPU_LAYOUTS[world_size]]
+    results = run_distributed(layouts_rank, world_size, cases, device_type="cuda")
+    assert {r["case"] for per_rank in results for r in per_rank} == {c.name for c in cases}
 
 
 def test_padding_really_varies_between_ranks_and_micro_batches():
