@@ -242,7 +242,6 @@ def main(argv: list[str] | None = None) -> None:
     try:
         cfg = cli(argv)
         train(cfg)
-        dist.barrier()  # every rank reaches teardown together: gloo aborts if a peer closes mid-read
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
