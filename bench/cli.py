@@ -53,9 +53,10 @@ def run_parser() -> argparse.ArgumentParser:
     p.add_argument("--parallel", type=int, default=1, help="trials running at once")
     p.add_argument("--sandbox", default="local", choices=list(SANDBOXES), help="where agent commands run")
     iso = p.add_mutually_exclusive_group()
-    iso.add_argument("--isolate", dest="isolate", action="store_true", default=None,
-                     help="local sandbox: require bubblewrap (default: use it when installed)")
-    iso.add_argument("--no-isolate", dest="isolate", action="store_false", help="local sandbox: plain bash")
+    iso.add_argument("--isolate", dest="isolate", action="store_true", default=True,
+                     help="local sandbox: run agents inside bubblewrap (the default; it must be installed)")
+    iso.add_argument("--no-isolate", dest="isolate", action="store_false",
+                     help="local sandbox: plain bash on this host, for trusted agents only (warned on every run)")
     p.add_argument("--no-throughput", dest="measure_throughput", action="store_false",
                    help="skip the throughput measurement after resolved trials")
     p.add_argument("--run-id", help="name of the run folder under results/ (default: a timestamp)")

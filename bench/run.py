@@ -22,6 +22,7 @@ from bench import results, specs
 from bench.gpu import GpuAllocator, detect_gpus
 from bench.pricing import load_prices
 from bench.sandbox import docker_unavailable_reason
+from bench.sandbox.local import NO_BWRAP, bwrap_available
 from bench.trial import Trial, TrialConfig
 
 
@@ -38,7 +39,7 @@ class RunConfig:
     trials: int = 1
     parallel: int = 1
     sandbox: str = "local"
-    isolate: bool | None = None
+    isolate: bool = True  # local sandbox: bubblewrap; False only when the user passes --no-isolate
     run_id: str = ""
     resume: bool = False
     replay: str | None = None
@@ -66,7 +67,17 @@ def framework_unavailable(framework: specs.FrameworkSpec, tasks: list[specs.Task
     return None
 
 
+def isolation_problem(cfg: RunConfig) -> str | None:
+    """Why the local sandbox cannot isolate as asked, or None. Never a silent fall-back to plain bash."""
+    if cfg.sandbox == "local" and cfg.isolate and not bwrap_available():
+        return NO_BWRAP
+    return None
+
+
 def make_plan(cfg: RunConfig, agents: dict) -> Plan:
+    problem = isolation_problem(cfg)
+    if problem:
+        raise RunError(problem)
     root = Path(cfg.specs_root) if cfg.specs_root else specs.REPO_ROOT
     task_ids = specs.select_tasks(cfg.task, root)
     tasks = [specs.load_task(t, root) for t in task_ids]
@@ -165,6 +176,9 @@ def execute(cfg: RunConfig, plan: Plan, console: Console | None = None) -> list[
     results.write_run(Path(cfg.results_dir), cfg.run_id, args, rel_paths)
     for line in plan.skipped:
         console.print(line, highlight=False)
+    if cfg.sandbox == "local" and not cfg.isolate:
+        console.print("WARNING: --no-isolate: agents run as plain processes on this host; they can read its files, "
+                      "environment and network. Use it for trusted agents only.", style="bold red", highlight=False)
     todo = []
     for config in plan.trials:
         if cfg.resume and results.is_finished(config.folder, warn=lambda m: console.print(m, highlight=False)):

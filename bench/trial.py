@@ -38,7 +38,7 @@ class TrialConfig:
     index: int
     results_root: Path
     sandbox: str = "local"
-    isolate: bool | None = None
+    isolate: bool = True
     prices: dict[str, Price] = field(default_factory=dict)
     gpu_allocator: GpuAllocator | None = None
     replay_path: Path | None = None

@@ -1,7 +1,7 @@
 """Sandboxes by name, and the one function the harness calls to open one for a trial.
 
-`local` runs bash on this host (bubblewrap-isolated when available); `docker` runs it in a container
-built from the framework's Dockerfile. Both satisfy bench.types.Sandbox.
+`local` runs bash on this host inside bubblewrap (plain bash only when the user passes --no-isolate);
+`docker` runs it in a container built from the framework's Dockerfile. Both satisfy bench.types.Sandbox.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ SANDBOXES = {"local": LocalSandbox, "docker": DockerSandbox}
 
 
 def open_sandbox(kind: str, workdir: Path, framework: FrameworkSpec, resources: Resources, gpus: list[int],
-                 isolate: bool | None = None, log=print):
+                 isolate: bool = True, log=print):
     """A fresh sandbox of `kind` on `workdir`, with the framework's env and setup commands applied."""
     if kind not in SANDBOXES:
         raise SandboxError(f"unknown sandbox {kind!r}; choose one of: {', '.join(SANDBOXES)}")
@@ -27,7 +27,8 @@ def open_sandbox(kind: str, workdir: Path, framework: FrameworkSpec, resources: 
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in gpus)
         if gpus:
             env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
-        return LocalSandbox(workdir, env=env, isolate=isolate, setup=framework.sandbox.setup)
+        return LocalSandbox(workdir, env=env, isolate=isolate, setup=framework.sandbox.setup, gpus=gpus,
+                            memory_gb=resources.memory_gb, pids=resources.pids)
     client = docker_client()
     image = ensure_framework_image(client, framework.name, framework.dir / framework.sandbox.dockerfile,
                                    framework.sandbox.python_packages, log=log)

@@ -10,10 +10,8 @@ except PID 1 is killed (`kill -9 -1`), which catches grandchildren whatever they
 from __future__ import annotations
 
 import base64
-import io
 import os
 import posixpath
-import tarfile
 import threading
 import time
 import uuid
@@ -24,7 +22,8 @@ from docker.types import DeviceRequest
 
 from bench.sandbox.env import gpu_settings, sandbox_env
 from bench.sandbox.errors import SandboxError
-from bench.sandbox.local import truncate
+from bench.sandbox import files
+from bench.sandbox.local import MAX_OUTPUT_CHARS, truncate
 from bench.types import ExecResult
 
 WORKDIR = "/workspace"
@@ -86,6 +85,8 @@ class DockerSandbox:
                 nano_cpus=int(cpus * 1e9), mem_limit=f"{int(memory_gb * 1024)}m", pids_limit=pids,
                 device_requests=[DeviceRequest(device_ids=[str(g) for g in gpus], capabilities=[["gpu"]])] if gpus else None,
                 init=False, auto_remove=False,
+                # The same wall as the local sandbox: no capabilities, no privilege gain through setuid files.
+                cap_drop=["ALL"], security_opt=["no-new-privileges"],
             )
         except docker.errors.ImageNotFound:
             raise SandboxError(f"docker image {image!r} not found; build it first (bench.sandbox.images)") from None
@@ -109,7 +110,7 @@ class DockerSandbox:
             raise SandboxError(f"the sandbox container {self.container.name} is {self.container.status} "
                                "(killed mid-trial); the trial cannot continue")
 
-    def execute(self, command: str, timeout: float = 120.0) -> ExecResult:
+    def execute(self, command: str, timeout: float = 120.0, output_limit: int = MAX_OUTPUT_CHARS) -> ExecResult:
         with self._lock:
             self.check_alive()
             script = base64.b64encode(command.encode()).decode()
@@ -133,7 +134,7 @@ class DockerSandbox:
             if "error" in box:
                 self.check_alive()
                 raise SandboxError(f"docker exec failed: {box['error']}")
-            output = truncate(box.get("output", b"").decode(errors="replace"))
+            output = truncate(box.get("output", b"").decode(errors="replace"), output_limit)
             exit_code = -1 if timed_out else self._exit_code(exec_id)
             if timed_out:
                 output += f"\n[command timed out after {timeout:g}s; every process it started was killed]"
@@ -164,26 +165,12 @@ class DockerSandbox:
         return path if path.startswith("/") else posixpath.join(WORKDIR, path)
 
     def read_file(self, path: str) -> str:
-        self.check_alive()
-        try:
-            stream, _ = self.container.get_archive(self._resolve(path))
-        except docker.errors.NotFound:
-            raise FileNotFoundError(path) from None
-        with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
-            member = tar.next()
-            return tar.extractfile(member).read().decode(errors="replace")
+        """Read inside the container, as the agent's shell would: regular files of bounded size only."""
+        return files.read_file(self.execute, self._resolve(path))
 
     def write_file(self, path: str, content: str) -> None:
-        self.check_alive()
-        target = self._resolve(path)
-        data = content.encode()
-        buffer = io.BytesIO()
-        with tarfile.open(fileobj=buffer, mode="w") as tar:
-            info = tarfile.TarInfo(posixpath.basename(target))
-            info.size, info.mtime, info.mode = len(data), int(time.time()), 0o644
-            tar.addfile(info, io.BytesIO(data))
-        self.container.exec_run(["mkdir", "-p", posixpath.dirname(target)])
-        self.container.put_archive(posixpath.dirname(target), buffer.getvalue())
+        """Write inside the container, only where the agent's shell could write."""
+        files.write_file(self.execute, self._resolve(path), content)
 
     def close(self) -> None:
         try:

@@ -1,17 +1,26 @@
-"""The embedded sandbox: one persistent bash session in the workspace, optionally inside bubblewrap.
+"""The embedded sandbox: one persistent bash session in the workspace, inside bubblewrap.
 
 Why our own session rather than swe-rex's LocalDeployment: swe-rex starts bash with the host
 environment (API keys included), has no bubblewrap option, and on timeout only interrupts the
 foreground job, leaving grandchildren running. Here the shell gets an allowlisted environment, and a
-timeout kills every process of the shell's session except the shell, so cwd and env survive.
+timeout kills every process the shell started except the shell, so cwd and env survive.
+
+The wall (docs/harness.md, "Threat model"): new user, PID, IPC, UTS, network and cgroup namespaces,
+every capability dropped, a new session, dying with its parent. Inside, the agent sees read-only system
+folders (minus the files the host keeps from ordinary users), the Python install, a private /tmp and
+the workspace, which is its only writable host folder. Killing bubblewrap's PID-namespace init kills
+everything the agent started, setsid daemons included. `isolate=False` runs plain bash on the host: for
+trusted code only, and the run says so on every start.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import glob
 import shutil
 import signal
+import stat as stat_lib
 import subprocess
 import sys
 import tempfile
@@ -20,16 +29,49 @@ import time
 import uuid
 from pathlib import Path
 
+from bench.sandbox import cgroups, files
 from bench.sandbox.env import sandbox_env
 from bench.sandbox.errors import SandboxError
 from bench.types import ExecResult
 
 MAX_OUTPUT_CHARS = 50_000
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/etc", "/opt")
+# Folders scanned for entries an ordinary host user may not read (shadow files, private keys); those are
+# hidden inside the sandbox, whose root maps to the host's root and would otherwise read them.
+MASKED_SCAN = ("/etc", "/opt")
+GPU_DEVICES = ("/dev/nvidia*", "/dev/nvidia-caps/*", "/dev/dri/*")
+NO_BWRAP = ("the local sandbox isolates agents with bubblewrap (bwrap), which is not installed here: install it "
+            "(apt-get install bubblewrap), or use --sandbox docker, or pass --no-isolate to run agents as plain "
+            "processes on this host, where they can read your files and keys")
 
 
 def bwrap_available() -> bool:
     return shutil.which("bwrap") is not None
+
+
+def _unreadable_to_others(roots=MASKED_SCAN) -> tuple[list[str], list[str]]:
+    """(folders, files) under `roots` that the host keeps from ordinary users (no read bit for others)."""
+    folders, files = [], []
+    for root in roots:
+        for dirpath, dirnames, filenames in os.walk(root):
+            for name in list(dirnames):
+                path = os.path.join(dirpath, name)
+                try:
+                    st = os.lstat(path)
+                except OSError:
+                    continue
+                if not stat_lib.S_ISLNK(st.st_mode) and not st.st_mode & 0o004:
+                    folders.append(path)
+                    dirnames.remove(name)
+            for name in filenames:
+                path = os.path.join(dirpath, name)
+                try:
+                    st = os.lstat(path)
+                except OSError:
+                    continue
+                if stat_lib.S_ISREG(st.st_mode) and not st.st_mode & 0o004:
+                    files.append(path)
+    return folders, files
 
 
 def truncate(text: str, limit: int = MAX_OUTPUT_CHARS) -> str:
@@ -87,6 +129,7 @@ class _Output:
     def __init__(self):
         self.buffer = b""
         self.eof = False
+        self.limit = MAX_OUTPUT_CHARS
         self.cond = threading.Condition()
 
 
@@ -103,24 +146,31 @@ def _read_into(proc: subprocess.Popen, out: _Output) -> None:
                 out.cond.notify_all()
                 return
             out.buffer += chunk
-            if len(out.buffer) > 4 * MAX_OUTPUT_CHARS + 65536:
-                out.buffer = out.buffer[:MAX_OUTPUT_CHARS] + b"\n[... output cut ...]\n" + out.buffer[-2 * MAX_OUTPUT_CHARS:]
+            if len(out.buffer) > 4 * out.limit + 65536:  # a command printing without end cannot fill memory
+                out.buffer = out.buffer[:out.limit] + b"\n[... output cut ...]\n" + out.buffer[-2 * out.limit:]
             out.cond.notify_all()
 
 
 class LocalSandbox:
-    """Persistent bash in `workdir`. isolate=None means: use bubblewrap when it is installed."""
+    """Persistent bash in `workdir`, inside bubblewrap unless `isolate=False` (plain host bash, trusted code only).
 
-    def __init__(self, workdir: Path | str, env: dict[str, str] | None = None, isolate: bool | None = None,
-                 setup: list[str] | None = None):
+    `memory_gb`, `pids` and `file_size_gb` bound the agent's processes where the kernel allows: a cgroup
+    (memory, process count) when this host lets us create one, and resource limits (file size, no core
+    dumps) always; `limits` says which applied. `gpus` are host GPU indices whose device files the
+    sandbox may open."""
+
+    def __init__(self, workdir: Path | str, env: dict[str, str] | None = None, isolate: bool = True,
+                 setup: list[str] | None = None, gpus: list[int] | None = None, memory_gb: float | None = None,
+                 pids: int | None = None, file_size_gb: float = 16.0):
         self.workdir = str(Path(workdir).resolve())
-        self.isolated = bwrap_available() if isolate is None else isolate
+        self.isolated = bool(isolate)
         if self.isolated and not bwrap_available():
-            raise SandboxError("--isolate needs bubblewrap (bwrap), which is not installed; "
-                               "install it (apt-get install bubblewrap) or run without --isolate")
+            raise SandboxError(NO_BWRAP)
+        self._gpus = list(gpus or [])
         self._control = Path(tempfile.mkdtemp(prefix="atebench-sbx-"))
         (self._control / "cmd").mkdir()
         (self._control / "tmp").mkdir()
+        os.chmod(self._control / "tmp", 0o1777)
         extra = {k: v.replace("{workdir}", self.workdir) for k, v in (env or {}).items()}
         if self.isolated:
             extra.setdefault("HOME", "/tmp")
@@ -131,10 +181,17 @@ class LocalSandbox:
         self._cwd = self.workdir
         self._counter = 0
         self._closed = False
+        self._file_size_blocks = int(file_size_gb * 1024 * 1024 * 2)  # ulimit -f counts 512-byte blocks
+        self._cgroup = cgroups.create(f"atebench-{self._nonce[:12]}", memory_gb, pids) if self.isolated else None
+        self.limits = {"file_size_gb": file_size_gb, "core_dumps": False,
+                       **(self._cgroup.applied if self._cgroup else {}),
+                       "cgroup_note": self._cgroup.note if self._cgroup else
+                       (cgroups.unavailable_note() if self.isolated else "not isolated: no limits")}
         self._start()
         for command in setup or []:
             result = self.execute(command, timeout=1800)
             if result.exit_code != 0:
+                self.close()
                 raise SandboxError(f"sandbox setup command {command!r} failed (exit {result.exit_code}): "
                                    f"{result.output[-2000:]}")
 
@@ -144,30 +201,46 @@ class LocalSandbox:
             return shell
         # The private /tmp comes first: binds made after it (the Python install, the workspace) stay visible
         # even when they live under the host's /tmp.
-        argv = ["bwrap", "--die-with-parent", "--unshare-net", "--unshare-ipc", "--unshare-uts",
+        argv = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
                 "--bind", str(self._control / "tmp"), "/tmp"]
         for folder in SYSTEM_DIRS:
             if os.path.isdir(folder):
                 argv += ["--ro-bind", folder, folder] if not os.path.islink(folder) else ["--symlink", os.readlink(folder), folder]
-        for folder in {sys.prefix, sys.base_prefix, str(Path(sys.executable).resolve().parent)}:
-            if not any(folder == d or folder.startswith(d + "/") for d in SYSTEM_DIRS):
+        for folder in sorted({sys.prefix, sys.base_prefix, str(Path(sys.executable).resolve().parent.parent)}):
+            if not any(folder == d or folder.startswith(d + "/") for d in SYSTEM_DIRS) and os.path.isdir(folder):
                 argv += ["--ro-bind", folder, folder]
-        argv += ["--proc", "/proc", "--dev", "/dev",
-                 "--ro-bind", str(self._control / "cmd"), str(self._control / "cmd"),
+        folders, secret_files = _unreadable_to_others()
+        for folder in folders:
+            argv += ["--tmpfs", folder]
+        for path in secret_files:
+            argv += ["--ro-bind", "/dev/null", path]
+        argv += ["--proc", "/proc", "--dev", "/dev"]
+        if self._gpus:
+            for pattern in GPU_DEVICES:
+                for device in sorted(glob.glob(pattern)):
+                    argv += ["--dev-bind", device, device]
+            if os.path.isdir("/sys"):
+                argv += ["--ro-bind", "/sys", "/sys"]  # NVML and the CUDA driver read PCI topology there
+        argv += ["--ro-bind", str(self._control / "cmd"), str(self._control / "cmd"),
                  "--bind", self.workdir, self.workdir, "--chdir", self._cwd]
         return argv + shell
 
     def _start(self) -> None:
-        self._proc = subprocess.Popen(self._argv(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        argv = self._argv()
+        if self._cgroup:
+            argv = self._cgroup.wrap(argv)
+        self._proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                       stderr=subprocess.STDOUT, cwd=self._cwd, env=self._env,
                                       start_new_session=True)
         self._out = _Output()
         threading.Thread(target=_read_into, args=(self._proc, self._out), daemon=True).start()
-        self._send(f"printf '__ATEBENCH_READY_{self._nonce} %s\\n' $$\n")
+        # Limits first, before the agent's first command: without capabilities they cannot be raised again.
+        limits = f"ulimit -c 0; ulimit -f {self._file_size_blocks}; " if self.isolated else ""
+        self._send(f"{limits}printf '__ATEBENCH_READY_{self._nonce} %s\\n' $$\n")
         match = self._wait_for(re.compile(rf"__ATEBENCH_READY_{self._nonce} (\d+)\n".encode()), 30)
         if match is None:
             raise SandboxError(f"the local sandbox shell did not start: {self._out.buffer.decode(errors='replace')[-2000:]}")
-        self._shell_pid = int(match.group(1))
+        self._shell_pid = _host_pid(self._proc.pid, int(match.group(1)))
         with self._out.cond:
             self._out.buffer = self._out.buffer[match.end():]
 
@@ -196,25 +269,28 @@ class LocalSandbox:
         if self._closed:
             raise SandboxError("the local sandbox was closed; no more commands can run in it")
 
-    def execute(self, command: str, timeout: float = 120.0) -> ExecResult:
+    def execute(self, command: str, timeout: float = 120.0, output_limit: int = MAX_OUTPUT_CHARS) -> ExecResult:
         self.check_alive()
         with self._lock:
-            return self._execute(command, timeout)
+            return self._execute(command, timeout, output_limit)
 
-    def _execute(self, command: str, timeout: float) -> ExecResult:
+    def _execute(self, command: str, timeout: float, output_limit: int) -> ExecResult:
         self._counter += 1
         script = self._control / "cmd" / f"{self._counter}.sh"
         script.write_text(command + "\n")
         marker = f"__ATEBENCH_DONE_{self._nonce}_{self._counter}"
         pattern = re.compile(rf"\n?{marker} (-?\d+) ([^\n]*)\n".encode())
         started = time.monotonic()
+        with self._out.cond:
+            self._out.limit = output_limit
         self._send(f". '{script}' < /dev/null; printf '\\n{marker} %s %s\\n' \"$?\" \"$PWD\"\n")
         match = self._wait_for(pattern, timeout)
         timed_out = match is None and not self._out.eof
         note = ""
         if timed_out:
-            kill_pids([p for p in set(session_processes(self._proc.pid)) | set(descendants(self._shell_pid))
-                       if p not in (self._proc.pid, self._shell_pid)])
+            keep = {self._proc.pid, self._shell_pid, *_ancestors(self._shell_pid, self._proc.pid)}
+            kill_pids([p for p in set(session_processes(self._proc.pid)) | set(descendants(self._proc.pid))
+                       if p not in keep])
             match = self._wait_for(pattern, 2)
         if match is None:
             note = "\n[the shell itself was stuck or exited; a new shell was started in the same directory, " \
@@ -222,8 +298,9 @@ class LocalSandbox:
         with self._out.cond:
             raw = self._out.buffer[:match.start()] if match else self._out.buffer
             self._out.buffer = self._out.buffer[match.end():] if match else b""
+            self._out.limit = MAX_OUTPUT_CHARS
         script.unlink(missing_ok=True)
-        output = truncate(raw.decode(errors="replace"))
+        output = truncate(raw.decode(errors="replace"), output_limit)
         duration = time.monotonic() - started
         if match:
             self._cwd = match.group(2).decode(errors="replace") or self._cwd
@@ -248,28 +325,23 @@ class LocalSandbox:
         self._start()
 
     def _kill_session(self) -> None:
-        kill_pids(list(set(session_processes(self._proc.pid)) | {self._proc.pid}))
+        """Everything the shell started, wherever it went (setsid, double fork), then bubblewrap itself."""
+        kill_pids(list(set(session_processes(self._proc.pid)) | set(descendants(self._proc.pid)) | {self._proc.pid}))
         try:
             self._proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
             pass
 
-    def host_path(self, path: str) -> Path:
-        """Where a sandbox path lives on the host (the private /tmp differs when isolated)."""
-        if not os.path.isabs(path):
-            return Path(self._cwd) / path
-        inside_workdir = path == self.workdir or path.startswith(self.workdir + "/")
-        if self.isolated and not inside_workdir and (path == "/tmp" or path.startswith("/tmp/")):
-            return self._control / "tmp" / os.path.relpath(path, "/tmp")
-        return Path(path)
-
     def read_file(self, path: str) -> str:
-        return self.host_path(path).read_text(errors="replace")
+        """Read inside the sandbox: only what the agent's shell could read, regular files of bounded size."""
+        return files.read_file(self.execute, self._absolute(path))
 
     def write_file(self, path: str, content: str) -> None:
-        target = self.host_path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(content)
+        """Write inside the sandbox: only where the agent's shell could write."""
+        files.write_file(self.execute, self._absolute(path), content)
+
+    def _absolute(self, path: str) -> str:
+        return path if os.path.isabs(path) else os.path.join(self._cwd, path)
 
     def close(self) -> None:
         if self._closed:
@@ -281,4 +353,32 @@ class LocalSandbox:
                 stream.close()
             except OSError:
                 pass
+        if self._cgroup:
+            self._cgroup.remove()
         shutil.rmtree(self._control, ignore_errors=True)
+
+
+def _host_pid(root: int, inner: int) -> int:
+    """The host pid of the process that is `inner` in its own PID namespace, below `root` (or root itself)."""
+    for pid in [root, *descendants(root)]:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("NSpid:") and int(line.split()[-1]) == inner:
+                return pid
+    raise SandboxError(f"the sandbox shell (pid {inner} inside) was not found among the processes of pid {root}")
+
+
+def _ancestors(pid: int, stop: int) -> list[int]:
+    """The parent chain of `pid` up to `stop` (bubblewrap's own processes between the runner and the shell)."""
+    chain = []
+    while pid not in (stop, 0, 1):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            break
+        pid = int(stat[stat.rfind(")") + 2:].split()[1])
+        chain.append(pid)
+    return chain
