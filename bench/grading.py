@@ -3,24 +3,47 @@
 Why JUnit XML and not printed text: an agent can print "PASSED"; it cannot forge the XML the test
 runner writes after the hidden tests (copied in last, over any agent copies) have run. Zero tests run
 is an error, never a pass.
+
+The threat: an agent that cannot solve the task changes what the tests see instead. So the graded copy
+gets back, from the checkout the agent started from, every file that configures the test run (conftest
+files, pytest/tox/setup.cfg/pyproject settings, sitecustomize, .pth files, package metadata that pytest
+loads plugins from); modules the agent added that would shadow an installed one are removed; pytest
+runs with plugin autoloading off and no PYTEST_ADDOPTS; every such change is recorded on the grade.
+Code under test still runs inside the test process and could patch pytest in memory: added lines that
+reach into the test runner are flagged as tampering and the trial is not resolved (docs/harness.md).
 """
 
 from __future__ import annotations
 
 import fnmatch
+import importlib.util
+import os
+import re
 import shutil
+import sys
 import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from bench.specs import TaskVariant
+from bench.keys import redact
+from bench.specs import TaskVariant, fingerprint
 from bench.types import Sandbox
 from bench.workspace import copy_clean
 
 JUNIT_FILE = ".atebench-junit.xml"
 TEST_FILE_PATTERNS = ("test_*.py", "*_test.py", "conftest.py", "tests/*", "*/tests/*")
+# Files that configure how pytest or Python start, by name or suffix; restored to the starting checkout.
+TEST_INFRA_NAMES = ("conftest.py", "pytest.ini", ".pytest.ini", "tox.ini", "setup.cfg", "pyproject.toml",
+                    "sitecustomize.py", "usercustomize.py")
+TEST_INFRA_SUFFIXES = (".pth", ".dist-info", ".egg-info", ".egg-link")
+# Added lines in non-test files that reach into the test runner or its report.
+TAMPERING = re.compile(r"\b_pytest\b|\bpytest_(?:runtest|collect|configure|sessionfinish|report|make|"
+                       r"terminal|load_initial|plugin|addoption|cmdline|unconfigure)\w*|junit|"
+                       r"PYTEST_ADDOPTS|PYTEST_PLUGINS|sys\.modules\[\s*['\"]pytest|" + re.escape(JUNIT_FILE))
+# The environment of the grading command: no plugin the agent could have registered, no extra options.
+GRADING_PRELUDE = "export PYTEST_DISABLE_PLUGIN_AUTOLOAD=1; unset PYTEST_ADDOPTS PYTEST_PLUGINS PYTHONSTARTUP; "
 
 
 @dataclass
@@ -38,6 +61,8 @@ class Grade:
     fail_to_pass: dict[str, str] = field(default_factory=dict)
     pass_to_pass: dict[str, str] = field(default_factory=dict)
     modified_test_files: list[str] = field(default_factory=list)
+    test_infrastructure_changes: list[str] = field(default_factory=list)  # what grading undid, and how
+    tampering: list[str] = field(default_factory=list)  # "path: line" the agent added that reaches into pytest
     error: str | None = None
 
     def to_json(self) -> dict:
@@ -71,7 +96,19 @@ def verdict(outcomes: list[TestOutcome], fail_to_pass: list[str], pass_to_pass: 
     f2p = {test: by_name.get(junit_id(test), "missing") for test in fail_to_pass}
     p2p = {test: by_name.get(junit_id(test), "missing") for test in pass_to_pass}
     resolved = all(v == "passed" for v in (*f2p.values(), *p2p.values()))
-    return Grade(resolved=resolved, tests_run=len(outcomes), tests=outcomes, fail_to_pass=f2p, pass_to_pass=p2p)
+    grade = Grade(resolved=resolved, tests_run=len(outcomes), tests=outcomes, fail_to_pass=f2p, pass_to_pass=p2p)
+    missing = [test for test, v in (*f2p.items(), *p2p.items()) if v == "missing"]
+    broken = _collection_errors(outcomes)
+    if missing and not broken:
+        grade.error = (f"{len(missing)} graded test id(s) did not run although collection succeeded, e.g. "
+                       f"{missing[0]!r}: the id is wrong or the grading command does not select it; fix "
+                       "grading.toml (fail_to_pass / pass_to_pass / command)")
+    return grade
+
+
+def _collection_errors(outcomes: list[TestOutcome]) -> list[str]:
+    """Test modules that failed to import or collect (pytest reports them as an errored case without a class)."""
+    return [t.name for t in outcomes if t.outcome == "error" and t.name.startswith("::")]
 
 
 def modified_test_files(changed: list[str], hidden: list[str]) -> list[str]:
@@ -95,6 +132,63 @@ def restore_original_tests(variant: TaskVariant, original: Path | None, tree: Pa
         shutil.copy2(source, tree / rel)
 
 
+def _is_test_infra(rel: str) -> bool:
+    name = rel.rsplit("/", 1)[-1]
+    return name in TEST_INFRA_NAMES or name.endswith(TEST_INFRA_SUFFIXES) or any(
+        part.endswith(TEST_INFRA_SUFFIXES) for part in rel.split("/")[:-1])
+
+
+def restore_test_infrastructure(tree: Path, baseline: Path) -> list[str]:
+    """Put every test-configuration file of `tree` back as it is in `baseline`; returns what was undone."""
+    undone = []
+    paths = {p.relative_to(tree).as_posix() for p in tree.rglob("*") if p.is_file() or p.is_symlink()}
+    paths |= {p.relative_to(baseline).as_posix() for p in baseline.rglob("*") if p.is_file() or p.is_symlink()}
+    for rel in sorted(r for r in paths if _is_test_infra(r)):
+        ours, theirs = tree / rel, baseline / rel
+        if not (theirs.is_file() or theirs.is_symlink()):
+            ours.unlink()
+            undone.append(f"{rel}: added by the agent, removed for grading")
+        elif not (ours.is_file() or ours.is_symlink()):
+            ours.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(theirs, ours, follow_symlinks=False)
+            undone.append(f"{rel}: deleted by the agent, restored for grading")
+        elif ours.is_symlink() or theirs.is_symlink() or ours.read_bytes() != theirs.read_bytes():
+            ours.unlink()
+            shutil.copy2(theirs, ours, follow_symlinks=False)
+            undone.append(f"{rel}: changed by the agent, restored for grading")
+    return undone
+
+
+def remove_shadowing_modules(tree: Path, baseline: Path) -> list[str]:
+    """Delete top-level modules the agent added that would shadow the standard library or an installed
+    package (e.g. a `pytest.py` at the root, imported instead of pytest when the root is on the path)."""
+    removed = []
+    for entry in sorted(tree.iterdir()):
+        name = entry.name.split(".")[0] if entry.is_file() and entry.suffix in (".py", ".so", ".pyc") else \
+            entry.name if entry.is_dir() and (entry / "__init__.py").exists() else None
+        if not name or (baseline / entry.name).exists():
+            continue
+        if name in sys.stdlib_module_names or importlib.util.find_spec(name) is not None:
+            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+            removed.append(f"{entry.name}: added by the agent, shadows the installed module {name!r}; removed for grading")
+    return removed
+
+
+def find_tampering(tree: Path, baseline: Path, changed: list[str], hidden: list[str]) -> list[str]:
+    """Lines the agent added to non-test Python files that reach into the test runner or its report."""
+    hits = []
+    for rel in changed:
+        path = tree / rel
+        if not rel.endswith(".py") or rel in modified_test_files([rel], hidden) or path.is_symlink() \
+                or not path.is_file():
+            continue
+        before = set((baseline / rel).read_text(errors="replace").splitlines()) if (baseline / rel).is_file() else set()
+        for line in path.read_text(errors="replace").splitlines():
+            if line not in before and TAMPERING.search(line):
+                hits.append(f"{rel}: {line.strip()[:200]}")
+    return hits
+
+
 def gpu_ladder_ids(variant: TaskVariant, gpus: int) -> list[str]:
     """grading.toml's gpu_fail_to_pass, expanded over the task's GPU ladder steps that `gpus` GPUs cover."""
     steps = [n for n in variant.task.spec.resources.gpu_ladder if n <= gpus]
@@ -102,17 +196,25 @@ def gpu_ladder_ids(variant: TaskVariant, gpus: int) -> list[str]:
 
 
 def grade(variant: TaskVariant, final_tree: Path, changed: list[str], open_sandbox: Callable[[Path], Sandbox],
-          log_path: Path, original: Path | None = None, gpus: int = 0) -> Grade:
-    """Copy final_tree, put the hidden tests in, run the grading command in a fresh sandbox, judge.
+          log_path: Path, baseline: Path, original: Path | None = None, gpus: int = 0) -> Grade:
+    """Copy final_tree, undo test-infrastructure changes, put the hidden tests in, run the grading command in
+    a fresh sandbox, judge.
 
-    `original` is the unprepared framework source, needed when grading.toml restores its own tests;
-    `gpus` is how many GPUs the grading sandbox holds (their GPU-ladder tests join FAIL_TO_PASS)."""
+    `baseline` is the checkout the agent started from; `original` is the unprepared framework source, needed
+    when grading.toml restores its own tests; `gpus` is how many GPUs the grading sandbox holds (their
+    GPU-ladder tests join FAIL_TO_PASS)."""
     modified = modified_test_files(changed, variant.graded_test_paths())
     timeout = variant.task.spec.grading.timeout_s
+    if fingerprint(variant.tests_dir) != variant.tests_fingerprint:
+        return Grade(resolved=False, modified_test_files=modified,
+                     error=f"the hidden tests in {variant.tests_dir} changed on disk after the run started; "
+                           "grading refuses them (see docs/harness.md, threat model)")
     with tempfile.TemporaryDirectory(prefix="atebench-grade-") as scratch:
         tree = Path(scratch) / "tree"
         copy_clean(final_tree, tree)
         (tree / JUNIT_FILE).unlink(missing_ok=True)
+        undone = restore_test_infrastructure(tree, baseline) + remove_shadowing_modules(tree, baseline)
+        tampering = find_tampering(tree, baseline, changed, variant.graded_test_paths())
         if variant.tests_dir.is_dir():
             shutil.copytree(variant.tests_dir, tree / variant.grading.tests_target, dirs_exist_ok=True,
                             ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
@@ -120,28 +222,33 @@ def grade(variant: TaskVariant, final_tree: Path, changed: list[str], open_sandb
         sandbox = open_sandbox(tree)
         try:
             command = f"{variant.grading.command} --junitxml={sandbox.workdir}/{JUNIT_FILE}"
-            result = sandbox.execute(command, timeout=timeout)
+            result = sandbox.execute(GRADING_PRELUDE + command, timeout=timeout)
         finally:
-            sandbox.close()
-        log_path.write_text(f"$ {command}\n[exit {result.exit_code}, {result.duration_s:.1f}s"
-                            f"{', timed out' if result.timed_out else ''}]\n{result.output}")
+            sandbox.close()  # kills whatever the code under test left running before the report is read
+        log_path.write_text(redact(f"$ {command}\n[exit {result.exit_code}, {result.duration_s:.1f}s"
+                                   f"{', timed out' if result.timed_out else ''}]\n{result.output}"))
+        base = Grade(resolved=False, modified_test_files=modified, test_infrastructure_changes=undone,
+                     tampering=tampering)
         if result.timed_out:
-            return Grade(resolved=False, modified_test_files=modified,
-                         error=f"grading timed out after {timeout:g}s (task.toml grading.timeout_s); see grader.log")
+            base.error = f"grading timed out after {timeout:g}s (task.toml grading.timeout_s); see grader.log"
+            return base
         junit = tree / JUNIT_FILE
-        if not junit.is_file():
-            return Grade(resolved=False, modified_test_files=modified,
-                         error=f"the grading command wrote no JUnit XML (exit {result.exit_code}); it must run pytest "
-                               "and accept --junitxml; see grader.log")
+        if not junit.is_file() or junit.is_symlink():
+            base.error = (f"the grading command wrote no JUnit XML (exit {result.exit_code}); it must run pytest "
+                          "and accept --junitxml; see grader.log")
+            return base
         try:
             outcomes = parse_junit(junit.read_text())
         except ET.ParseError as e:
-            return Grade(resolved=False, modified_test_files=modified, error=f"unreadable JUnit XML: {e}")
+            base.error = f"unreadable JUnit XML: {e}"
+            return base
     if not outcomes:
-        return Grade(resolved=False, modified_test_files=modified,
-                     error=f"no tests were executed (exit {result.exit_code}); a run without tests is not a pass; "
-                           "see grader.log")
+        base.error = (f"no tests were executed (exit {result.exit_code}); a run without tests is not a pass; "
+                      "see grader.log")
+        return base
     judged = verdict(outcomes, [*variant.grading.fail_to_pass, *gpu_ladder_ids(variant, gpus)],
                      variant.grading.pass_to_pass)
-    judged.modified_test_files = modified
+    judged.modified_test_files, judged.test_infrastructure_changes, judged.tampering = modified, undone, tampering
+    if tampering:
+        judged.resolved = False
     return judged

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 
+# The same rule as bench.sandbox.env.SECRET (kept here so redaction needs no sandbox import).
+SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH)", re.IGNORECASE)
 KEY_ENV_VARS = ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "ATEBENCH_OPENAI_COMPATIBLE_API_KEY")
 
 _KEY_SHAPES = re.compile(
@@ -20,9 +23,11 @@ REDACTED = "[REDACTED]"
 
 
 def host_keys(env=None) -> list[str]:
-    """The key values set in the host environment (long enough to be worth scrubbing)."""
+    """Every secret value in the host environment, long enough to be worth scrubbing: the LLM keys and any
+    variable the sandbox treats as secret (bench.sandbox.env.is_secret: *KEY*, *TOKEN*, *SECRET*, ...)."""
     env = os.environ if env is None else env
-    return [env[name] for name in KEY_ENV_VARS if len(env.get(name, "")) >= 8]
+    names = set(KEY_ENV_VARS) | {name for name in env if SECRET_NAME.search(name)}
+    return sorted({env[name] for name in names if len(env.get(name, "")) >= 8}, key=len, reverse=True)
 
 
 def redact(text: str, keys: list[str] | None = None) -> str:
@@ -42,3 +47,20 @@ def redact_value(value, keys: list[str] | None = None):
     if isinstance(value, (list, tuple)):
         return [redact_value(v, keys) for v in value]
     return value
+
+
+def redact_files(folder: Path, keys: list[str] | None = None) -> list[str]:
+    """Redact every text file below `folder` in place (the last sweep over a trial's folder, whatever wrote
+    its files); returns the files that held a secret."""
+    keys = host_keys() if keys is None else keys
+    changed = []
+    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file() and not p.is_symlink()):
+        try:
+            text = path.read_text()
+        except (UnicodeDecodeError, OSError):
+            continue
+        cleaned = redact(text, keys)
+        if cleaned != text:
+            path.write_text(cleaned)
+            changed.append(path.name)
+    return changed

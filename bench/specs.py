@@ -6,14 +6,24 @@ and the fix, instead of silently falling back to a default and producing a wrong
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tomllib
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def unsafe_path(path: str) -> str | None:
+    """Why `path` could reach outside the folder it is relative to, or None when it cannot."""
+    if not path or path.startswith(("/", "~")) or "\\" in path:
+        return "is empty, absolute or not a plain relative path"
+    if ".." in PurePosixPath(path).parts:
+        return "contains '..'"
+    return None
 
 
 class SpecError(Exception):
@@ -43,6 +53,8 @@ class Source(Strict):
     def _kind_fields(self):
         if self.kind == "bundled" and not self.path:
             raise ValueError("source.kind = 'bundled' needs source.path (a folder relative to the repo root)")
+        if self.kind == "bundled" and unsafe_path(self.path):
+            raise ValueError(f"source.path {self.path!r} {unsafe_path(self.path)}; name a folder inside the repository")
         if self.kind == "git":
             if not self.url:
                 raise ValueError("source.kind = 'git' needs source.url")
@@ -149,6 +161,18 @@ class GradingSpec(Strict):
     """Files of the framework's own test suite (paths in its checkout) copied from the ORIGINAL, unprepared
     source over the graded tree: the framework's own tests grade the task, and tasks/ keeps no copy of them."""
 
+    @model_validator(mode="after")
+    def _paths_stay_inside(self):
+        named = [("tests_target", self.tests_target)]
+        named += [("restore_from_original", p) for p in self.restore_from_original]
+        for field in ("fail_to_pass", "pass_to_pass", "gpu_fail_to_pass"):
+            named += [(field, test.split("::")[0]) for test in getattr(self, field)]
+        for field, path in named:
+            problem = unsafe_path(path)
+            if problem:
+                raise ValueError(f"{field}: {path!r} {problem}; name a path relative to the checkout's root")
+        return self
+
 
 class Task(BaseModel):
     """A task as loaded: its spec plus where its files are."""
@@ -182,6 +206,8 @@ class TaskVariant(BaseModel):
     framework: str
     dir: Path
     grading: GradingSpec
+    tests_fingerprint: str = ""
+    """Content hash of the hidden tests when the spec was loaded; grading refuses tests changed since."""
 
     @property
     def tests_dir(self) -> Path:
@@ -313,7 +339,18 @@ def load_variant(task: Task, framework: str) -> TaskVariant:
     if not (folder / "tests").is_dir() and not grading.restore_from_original:
         raise SpecError(f"{_rel(folder / 'tests', root)}: folder not found; put the hidden grader tests there "
                         "(or name the framework's own test files in grading.toml restore_from_original)")
-    return TaskVariant(task=task, framework=framework, dir=folder, grading=grading)
+    return TaskVariant(task=task, framework=framework, dir=folder, grading=grading,
+                       tests_fingerprint=fingerprint(folder / "tests"))
+
+
+def fingerprint(folder: Path) -> str:
+    """sha256 over every file's path and bytes below `folder` (caches skipped); '' when it does not exist."""
+    if not folder.is_dir():
+        return ""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+        digest.update(path.relative_to(folder).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
 
 
 def select_tasks(pattern: str, root: Path = REPO_ROOT) -> list[str]:

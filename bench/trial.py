@@ -17,7 +17,7 @@ from pathlib import Path
 
 from bench import grading, results, workspace
 from bench.gpu import GpuAllocator, GpuSampler
-from bench.keys import redact
+from bench.keys import redact, redact_files
 from bench.metrics import trial_metrics
 from bench.pricing import Price
 from bench.sandbox import SandboxError, open_sandbox
@@ -123,6 +123,7 @@ class Trial:
                 self._gpus = []
             shutil.rmtree(scratch, ignore_errors=True)
         self.result["finished_at"] = results.now_iso()
+        redact_files(self.folder)  # the last sweep: whatever wrote a file of this trial, no secret stays
         self._save()
         error = self.result["error"]
         self.on_event(self, {"kind": "finished", "status": self.result["status"],
@@ -169,7 +170,11 @@ class Trial:
         self._sandbox = None
         self.result["exit_status"] = outcome.exit_status
         diff = workspace.tree_diff(prepared, work)
-        (self.folder / results.FILES["diff"]).write_text(diff.patch)
+        (self.folder / results.FILES["diff"]).write_text(redact(diff.patch))
+        if diff.left_out:
+            self.result.setdefault("notes", []).append(
+                f"left out of agent.diff (over {workspace.MAX_DIFF_FILE_BYTES // 2**20} MiB or not a regular file), "
+                f"still graded: {', '.join(diff.left_out[:20])}")
         self._save()
         if outcome.exit_status == "agent_error":
             raise TrialFailed("agent", outcome.error or "the agent failed without a message")
@@ -179,7 +184,7 @@ class Trial:
         self.phase = "grade"
         self.on_event(self, {"kind": "phase", "phase": "grade"})
         grade = grading.grade(variant, work, diff.files, self._open_sandbox,
-                              self.folder / results.FILES["grader_log"],
+                              self.folder / results.FILES["grader_log"], baseline=prepared,
                               original=workspace.original_source(framework, cfg.cache), gpus=len(self._gpus))
         self.result["grade"] = grade.to_json()
         if grade.error:

@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from bench.keys import redact_value
+
 
 @dataclass
 class ExecResult:
@@ -102,7 +104,8 @@ class TrajectoryWriter:
         self._lock = threading.Lock()
 
     def append(self, kind: str, **data) -> None:
-        event = {"t": time.time(), "kind": kind, **data}
+        """Every event is redacted here, whoever writes it: no host secret reaches a trajectory."""
+        event = {"t": time.time(), "kind": kind, **redact_value(data)}
         line = json.dumps(event, default=str)
         with self._lock, open(self.path, "a") as f:
             f.write(line + "\n")

@@ -10,10 +10,12 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import stat
 import subprocess
+import warnings
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.specs import FrameworkSpec, TaskVariant
@@ -38,9 +40,25 @@ def git(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProces
     return proc
 
 
-def copy_clean(src: Path, dest: Path) -> None:
-    """Copy a tree without VCS metadata and caches."""
-    shutil.copytree(src, dest, ignore=shutil.ignore_patterns(*CLEAN_PATTERNS), symlinks=True, dirs_exist_ok=True)
+MAX_DIFF_FILE_BYTES = 20 * 1024 * 1024  # a bigger file is left out of agent.diff (with a note), still graded
+
+
+def copy_clean(src: Path, dest: Path, max_file_bytes: int | None = None) -> list[str]:
+    """Copy a tree without VCS metadata and caches. Symlinks are copied as links, never followed; FIFOs,
+    sockets and devices are skipped (opening an agent's FIFO would hang the runner), and so are regular
+    files over `max_file_bytes`. Returns the skipped paths, relative to `src`."""
+    skipped: list[str] = []
+
+    def copy_regular(source: str, target: str) -> None:
+        info = os.lstat(source)
+        if not stat.S_ISREG(info.st_mode) or (max_file_bytes is not None and info.st_size > max_file_bytes):
+            skipped.append(os.path.relpath(source, src))
+            return
+        shutil.copy2(source, target, follow_symlinks=False)
+
+    shutil.copytree(src, dest, ignore=shutil.ignore_patterns(*CLEAN_PATTERNS), symlinks=True, dirs_exist_ok=True,
+                    copy_function=copy_regular)
+    return sorted(skipped)
 
 
 def remove_caches(tree: Path) -> None:
@@ -54,11 +72,12 @@ def remove_caches(tree: Path) -> None:
 
 def hash_tree(tree: Path, skip: tuple[str, ...] = ()) -> str:
     digest = hashlib.sha256()
-    for path in sorted(p for p in tree.rglob("*") if p.is_file()):
+    for path in sorted(p for p in tree.rglob("*") if p.is_symlink() or p.is_file()):
         rel = path.relative_to(tree)
         if rel.parts[0] in skip or "__pycache__" in rel.parts or path.suffix == ".pyc":
             continue
-        digest.update(rel.as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+        content = b"link:" + os.readlink(path).encode() if path.is_symlink() else path.read_bytes()
+        digest.update(rel.as_posix().encode() + b"\0" + content + b"\0")
     return digest.hexdigest()[:16]
 
 
@@ -101,7 +120,7 @@ def original_source(framework: FrameworkSpec, cache: Path | None = None) -> Path
     """A clean copy of the unmodified framework source, cached."""
     cache = cache or cache_dir()
     target = cache / "sources" / f"{framework.name}-{source_version(framework)}"
-    if target.is_dir():
+    if _verified(target):
         return target
     staging = Path(tempfile.mkdtemp(prefix=f".{framework.name}-", dir=_ensure(cache / "sources")))
     tree = staging / "tree"
@@ -129,12 +148,36 @@ def _ensure(path: Path) -> Path:
 
 
 def _publish(tree: Path, target: Path) -> None:
-    """Rename into place; a concurrent trial that got there first wins and ours is dropped."""
+    """Rename into place with a content hash beside it; a concurrent trial that got there first wins."""
+    digest = hash_tree(tree)
     try:
         tree.rename(target)
     except OSError:
         if not target.is_dir():
             raise
+        return
+    _manifest(target).write_text(digest + "\n")
+
+
+def _manifest(target: Path) -> Path:
+    return target.with_name(target.name + ".sha256")
+
+
+def _verified(target: Path) -> bool:
+    """True when a cached tree is still byte-identical to what was published; a changed one is removed.
+
+    Why: every trial starts from and is graded against these trees. A trial must not be able to change
+    them for the next one (an unisolated agent could write there), so each use checks the content hash."""
+    if not target.is_dir():
+        return False
+    manifest = _manifest(target)
+    if manifest.is_file() and manifest.read_text().strip() == hash_tree(target):
+        return True
+    warnings.warn(f"cache entry {target.name} was changed after it was built (or has no hash); rebuilding it",
+                  stacklevel=3)
+    shutil.rmtree(target, ignore_errors=True)
+    manifest.unlink(missing_ok=True)
+    return False
 
 
 # ---- preparation -----------------------------------------------------------------------------------
@@ -146,7 +189,7 @@ def prepared_checkout(variant: TaskVariant, framework: FrameworkSpec, cache: Pat
         framework.name, source_version(framework), hash_tree(variant.dir, skip=("tests", "wrong")),
         *variant.hidden_test_paths()]).encode()).hexdigest()[:16]
     target = cache / "prepared" / f"{variant.task.id.replace('/', '__')}-{framework.name}-{key}"
-    if target.is_dir():
+    if _verified(target):
         return target
     staging = Path(tempfile.mkdtemp(prefix=".prep-", dir=_ensure(cache / "prepared")))
     tree = staging / "tree"
@@ -187,6 +230,7 @@ def create_workspace(variant: TaskVariant, framework: FrameworkSpec, dest: Path,
 class TreeDiff:
     patch: str  # `git diff --binary`, applies with `git apply` on the before tree
     files: list[str]  # paths changed, added or deleted
+    left_out: list[str] = field(default_factory=list)  # files over MAX_DIFF_FILE_BYTES or not regular files
 
 
 def tree_diff(before: Path, after: Path) -> TreeDiff:
@@ -200,11 +244,11 @@ def tree_diff(before: Path, after: Path) -> TreeDiff:
         for child in repo.iterdir():
             if child.name != ".git":
                 shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
-        copy_clean(after, repo)
+        left_out = copy_clean(after, repo, max_file_bytes=MAX_DIFF_FILE_BYTES)
         git("add", "-A", cwd=repo)
         patch = git("diff", "--cached", "--binary", "HEAD", cwd=repo).stdout
         names = git("diff", "--cached", "--name-only", "-z", "HEAD", cwd=repo).stdout
-    return TreeDiff(patch=patch, files=[n for n in names.split("\0") if n])
+    return TreeDiff(patch=patch, files=sorted({*(n for n in names.split("\0") if n), *left_out}), left_out=left_out)
 
 
 def gold_patch(variant: TaskVariant, framework: FrameworkSpec, cache: Path | None = None) -> str:

@@ -38,6 +38,15 @@ def test_verdict_f2p_p2p():
     assert not judged.resolved and judged.pass_to_pass == {"tests/test_ops.py::test_add": "failed"}
     judged = grading.verdict(outcomes, ["tests/test_ops.py::test_gone"], [])
     assert not judged.resolved and judged.fail_to_pass == {"tests/test_ops.py::test_gone": "missing"}
+    assert "did not run although collection succeeded" in judged.error, "a graded id that never ran is a spec bug"
+
+
+def test_ids_missing_because_collection_failed_are_the_agents_failure_not_a_spec_error():
+    broken = JUNIT.replace('<testcase classname="tests.test_ops" name="test_mul" time="0.010"/>',
+                           '<testcase classname="" name="tests.test_ops" time="0"><error message="collection failure"/>'
+                           '</testcase>')
+    judged = grading.verdict(grading.parse_junit(broken), ["tests/test_ops.py::test_mul"], [])
+    assert not judged.resolved and judged.error is None
     assert judged.tests_run == 4
 
 
@@ -52,7 +61,7 @@ def _setup(root: Path, tmp_path: Path):
 def _grade(variant, framework, work, prepared, tmp_path):
     diff = workspace.tree_diff(prepared, work)
     opener = lambda tree: LocalSandbox(tree, env=framework.sandbox.env, isolate=False)  # noqa: E731
-    return grading.grade(variant, work, diff.files, opener, tmp_path / "grader.log")
+    return grading.grade(variant, work, diff.files, opener, tmp_path / "grader.log", baseline=prepared)
 
 
 def test_gold_resolves_and_unchanged_does_not(toy_root, cache, tmp_path):
@@ -138,7 +147,8 @@ def test_framework_own_tests_restored_from_original(tmp_path, cache):
 
     def judge():
         diff = workspace.tree_diff(prepared, work)
-        return grading.grade(variant, work, diff.files, opener, tmp_path / "grader.log", original=original)
+        return grading.grade(variant, work, diff.files, opener, tmp_path / "grader.log", baseline=prepared,
+                             original=original)
 
     before = judge()
     assert not before.resolved and before.error is None
@@ -163,7 +173,7 @@ def test_restore_of_a_missing_original_file_is_one_clear_error(tmp_path, cache):
     work = workspace.create_workspace(variant, framework, tmp_path / "ws")
     with pytest.raises(FileNotFoundError, match="restore_from_original names 'tests/test_gone.py'"):
         grading.grade(variant, work, [], lambda tree: LocalSandbox(tree, isolate=False), tmp_path / "g.log",
-                      original=workspace.original_source(framework))
+                      baseline=workspace.prepared_checkout(variant, framework), original=workspace.original_source(framework))
 
 
 def test_gpu_ladder_tests_join_fail_to_pass_only_for_the_gpus_a_trial_holds(toy_root, cache, tmp_path):
@@ -178,9 +188,10 @@ def test_gpu_ladder_tests_join_fail_to_pass_only_for_the_gpus_a_trial_holds(toy_
     subprocess.run(["git", "apply", "-"], input=workspace.gold_patch(variant, framework), text=True, cwd=work, check=True)
     diff = workspace.tree_diff(prepared, work)
     opener = lambda tree: LocalSandbox(tree, env=framework.sandbox.env, isolate=False)  # noqa: E731
-    on_cpu = grading.grade(variant, work, diff.files, opener, tmp_path / "cpu.log")
+    on_cpu = grading.grade(variant, work, diff.files, opener, tmp_path / "cpu.log", baseline=prepared)
     assert on_cpu.resolved and "tests/test_ops.py::test_mul_gpu[world1]" not in on_cpu.fail_to_pass
-    on_gpus = grading.grade(variant, work, diff.files, opener, tmp_path / "gpu.log", gpus=2)
+    on_gpus = grading.grade(variant, work, diff.files, opener, tmp_path / "gpu.log", baseline=prepared, gpus=2)
     assert not on_gpus.resolved, "a GPU ladder step the trial covers must be graded (here: the test is missing)"
     assert on_gpus.fail_to_pass["tests/test_ops.py::test_mul_gpu[world2]"] == "missing"
+    assert "did not run" in on_gpus.error, "a graded id the run never selected is a spec error, not a failure"
     assert "tests/test_ops.py::test_mul_gpu[world4]" not in on_gpus.fail_to_pass

@@ -7,15 +7,16 @@ an agent that can read a key can leak it into a result file.
 from __future__ import annotations
 
 import os
-import re
 import sys
+
+from bench.keys import SECRET_NAME
 
 ALLOWED = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TERM", "TZ", "USER", "LOGNAME", "SHELL", "TMPDIR",
            "LD_LIBRARY_PATH")
 # GPU-machine settings reach the framework's processes: a host may require NCCL/NVSHMEM switches (e.g.
 # NVLink multicast off) that a training run must not lose by being sandboxed.
 GPU_SETTING_PREFIXES = ("NCCL_", "NVSHMEM_", "TORCH_SYMM_MEM_", "CUDA_", "NVIDIA_", "TRITON_")
-SECRET = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH)", re.IGNORECASE)
+SECRET = SECRET_NAME  # one rule for what the sandbox drops and what result files redact
 
 
 def is_secret(name: str) -> bool:
