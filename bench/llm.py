@@ -59,6 +59,10 @@ class LLMError(RuntimeError):
     """The API failed for good (non-retryable error, or retries exhausted)."""
 
 
+class DeadlineExceeded(LLMError):
+    """The trial's wall-time limit arrived before the API answered; the trial ends as limit_time."""
+
+
 class MissingKeyError(ValueError):
     """A model was requested whose key is not in the host environment."""
 
@@ -74,7 +78,8 @@ class LLMClient(Protocol):
     api_errors: int
     api_retries: int
 
-    def complete(self, system: str, messages: list[dict], tools: list[ToolSpec]) -> LLMReply: ...
+    def complete(self, system: str, messages: list[dict], tools: list[ToolSpec],
+                 deadline: float | None = None) -> LLMReply: ...
 
 
 @dataclass
@@ -104,10 +109,15 @@ class _Retrier:
         self.api_errors = 0
         self.api_retries = 0
 
-    def call(self, request: Callable[[], object]):
+    def call(self, request: Callable[[float], object], timeout_s: float, deadline: float | None = None):
+        """`request(timeout)` with each attempt's timeout cut to the time left before `deadline` (a
+        time.monotonic() value), and no retry that would start after it."""
         for attempt in range(self.policy.max_retries + 1):
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise DeadlineExceeded(f"{self.provider} API: the trial's wall-time limit was reached")
             try:
-                return request()
+                return request(timeout_s if left is None else min(timeout_s, left))
             except (anthropic.APIStatusError, openai.APIStatusError) as e:
                 status, retryable = e.status_code, e.status_code in RETRYABLE_STATUS or e.status_code >= 500
                 retry_after, message = _retry_after_s(e.response.headers), f"HTTP {status}: {_error_message(e)}"
@@ -118,6 +128,12 @@ class _Retrier:
             self.api_errors += 1
             will_retry = retryable and attempt < self.policy.max_retries
             delay = self.policy.delay_s(attempt, retry_after) if will_retry else 0.0
+            if will_retry and deadline is not None and time.monotonic() + delay >= deadline:
+                if self.on_api_error:
+                    self.on_api_error({"provider": self.provider, "status": status, "message": redact(message),
+                                       "attempt": attempt + 1, "will_retry": False, "retry_in_s": 0.0})
+                raise DeadlineExceeded(redact(f"{self.provider} API failed ({message}) and the trial's wall-time "
+                                              "limit leaves no time to retry"))
             if self.on_api_error:
                 self.on_api_error({"provider": self.provider, "status": status, "message": redact(message),
                                    "attempt": attempt + 1, "will_retry": will_retry, "retry_in_s": round(delay, 3)})
@@ -157,20 +173,23 @@ class AnthropicClient:
         self._model_id = model
         self._sdk = anthropic.Anthropic(api_key=api_key, base_url=base_url, timeout=timeout_s, max_retries=0)
         self._retrier = _Retrier("anthropic", retry or RetryPolicy(), on_api_error)
+        self.timeout_s = timeout_s
         self.max_reply_tokens = max_reply_tokens
 
     api_errors = property(lambda self: self._retrier.api_errors)
     api_retries = property(lambda self: self._retrier.api_retries)
 
-    def complete(self, system: str, messages: list[dict], tools: list[ToolSpec]) -> LLMReply:
+    def complete(self, system: str, messages: list[dict], tools: list[ToolSpec],
+                 deadline: float | None = None) -> LLMReply:
         wire = [_anthropic_message(m) for m in messages]
         if wire and wire[-1]["content"]:
             wire[-1]["content"][-1]["cache_control"] = {"type": "ephemeral"}
-        response = self._retrier.call(lambda: self._sdk.messages.create(
+        response = self._retrier.call(lambda timeout: self._sdk.messages.create(
             model=self._model_id, max_tokens=self.max_reply_tokens, messages=wire,
             system=[{"type": "text", "text": system, "cache_control": {"type": "ephemeral"}}],
             tools=[{"name": t.name, "description": t.description, "input_schema": t.parameters} for t in tools],
-        ))
+            timeout=timeout,
+        ), self.timeout_s, deadline)
         if response.content is None or response.usage is None:
             raise LLMError(f"anthropic API returned a reply that is not a Messages API message: {_excerpt(response)}")
         text = "".join(block.text for block in response.content if block.type == "text")
@@ -207,20 +226,23 @@ class OpenAIClient:
         self._model_id = model
         self._sdk = openai.OpenAI(api_key=api_key, base_url=base_url, timeout=timeout_s, max_retries=0)
         self._retrier = _Retrier(provider, retry or RetryPolicy(), on_api_error)
+        self.timeout_s = timeout_s
         self.max_reply_tokens = max_reply_tokens
 
     api_errors = property(lambda self: self._retrier.api_errors)
     api_retries = property(lambda self: self._retrier.api_retries)
 
-    def complete(self, system: str, messages: list[dict], tools: list[ToolSpec]) -> LLMReply:
+    def complete(self, system: str, messages: list[dict], tools: list[ToolSpec],
+                 deadline: float | None = None) -> LLMReply:
         wire = [{"role": "system", "content": system}]
         for m in messages:
             wire += _openai_messages(m)
-        response = self._retrier.call(lambda: self._sdk.chat.completions.create(
+        response = self._retrier.call(lambda timeout: self._sdk.chat.completions.create(
             model=self._model_id, messages=wire, max_completion_tokens=self.max_reply_tokens,
             tools=[{"type": "function", "function": {"name": t.name, "description": t.description, "parameters": t.parameters}}
                    for t in tools],
-        ))
+            timeout=timeout,
+        ), self.timeout_s, deadline)
         if not response.choices:
             raise LLMError(f"{self._retrier.provider} API returned a reply without choices: {_excerpt(response)}")
         choice = response.choices[0]

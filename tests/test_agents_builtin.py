@@ -163,6 +163,27 @@ def test_the_wall_time_limit_cuts_a_long_command_and_ends_the_trial(tmp_path):
     assert outcome.ended_at - outcome.started_at < 10
 
 
+@pytest.mark.parametrize("provider", ["anthropic", "openai"])
+def test_the_wall_time_limit_cuts_a_slow_llm_reply(tmp_path, provider):
+    """The request timeout is the time left, not the configured 600 s: a hanging API cannot outlive the trial."""
+    script = [Reply(tool_calls=[("submit", {})], delay_s=20.0)]
+    with FakeLLMServer(script) as server:
+        outcome, events, _ = run_agent(tmp_path, server, provider, limits=Limits(max_wall_s=2.0))
+    assert outcome.exit_status == "limit_time" and outcome.error is None
+    assert outcome.ended_at - outcome.started_at < 8, "the request must be cut at the trial's deadline"
+    assert any(e["kind"] == "limit" and e["exit_status"] == "limit_time" for e in events)
+
+
+def test_no_retry_is_started_past_the_deadline(tmp_path):
+    script = [Failure(429, "slow down", retry_after_s=30)] + [Reply(tool_calls=[("submit", {})])]
+    with FakeLLMServer(script) as server:
+        outcome, events, _ = run_agent(tmp_path, server, "anthropic", limits=Limits(max_wall_s=3.0),
+                                       retry=RetryPolicy(max_retries=3, base_s=0.01, max_s=60))
+    assert outcome.exit_status == "limit_time" and outcome.ended_at - outcome.started_at < 5
+    errors = [e for e in events if e["kind"] == "api_error"]
+    assert len(errors) == 1 and errors[0]["will_retry"] is False
+
+
 def test_a_crash_mid_trial_keeps_the_trajectory(tmp_path):
     sandbox = LocalSandbox(make_task_repo(tmp_path))
     script = [Reply(tool_calls=[("bash", {"command": "echo before-crash"})]),

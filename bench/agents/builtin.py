@@ -14,7 +14,7 @@ from typing import Callable
 
 from bench.agents.tools import TOOLS, run_tool
 from bench.keys import host_keys, redact_value
-from bench.llm import LLMClient, LLMError, RetryPolicy, check_key, make_client, parse_model
+from bench.llm import DeadlineExceeded, LLMClient, LLMError, RetryPolicy, check_key, make_client, parse_model
 from bench.pricing import PRICES_PATH, cost_usd, load_prices, missing_price_note
 from bench.types import AgentContext, AgentOutcome, TurnUsage
 
@@ -76,6 +76,9 @@ class BuiltinAgent:
             trial.outcome.exit_status = e.status
             if e.status.startswith("limit_"):
                 trial.record("limit", exit_status=e.status, message=e.message)
+        except DeadlineExceeded as e:
+            trial.outcome.exit_status = "limit_time"
+            trial.record("limit", exit_status="limit_time", message=redact_value(str(e), keys))
         except LLMError as e:
             trial.outcome.error = redact_value(str(e), keys)
             trial.record("error", message=trial.outcome.error)
@@ -108,7 +111,8 @@ class BuiltinAgent:
 
     def _step(self, trial: _Trial, client: LLMClient, system: str) -> None:
         started = time.time()
-        reply = client.complete(system, trial.messages, TOOLS)
+        deadline = time.monotonic() + trial.ctx.limits.max_wall_s - (started - trial.outcome.started_at)
+        reply = client.complete(system, trial.messages, TOOLS, deadline=deadline)
         u = reply.usage
         trial.outcome.turns.append(TurnUsage(started, time.time(), u.input, u.output, u.cache_read, u.cache_write,
                                              len(reply.tool_calls)))
