@@ -22,6 +22,7 @@ import re
 import shutil
 import sys
 import tempfile
+import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -42,6 +43,25 @@ TEST_INFRA_SUFFIXES = (".pth", ".dist-info", ".egg-info", ".egg-link")
 TAMPERING = re.compile(r"\b_pytest\b|\bpytest_(?:runtest|collect|configure|sessionfinish|report|make|"
                        r"terminal|load_initial|plugin|addoption|cmdline|unconfigure)\w*|junit|"
                        r"PYTEST_ADDOPTS|PYTEST_PLUGINS|sys\.modules\[\s*['\"]pytest|" + re.escape(JUNIT_FILE))
+# A harness plugin, put into the graded tree under a fresh name: once pytest has written its report, the
+# process ends at once, so exit handlers the code under test registered (atexit, finalizers) cannot
+# rewrite the report afterwards. Whatever it left running dies with the grading sandbox.
+GUARD = """import os
+import sys
+
+_status = [None]
+
+
+def pytest_sessionfinish(session, exitstatus):
+    _status[0] = int(exitstatus)
+
+
+def pytest_unconfigure(config):
+    if _status[0] is not None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(_status[0])
+"""
 # The environment of the grading command: no plugin the agent could have registered, no extra options.
 GRADING_PRELUDE = "export PYTEST_DISABLE_PLUGIN_AUTOLOAD=1; unset PYTEST_ADDOPTS PYTEST_PLUGINS PYTHONSTARTUP; "
 
@@ -219,10 +239,13 @@ def grade(variant: TaskVariant, final_tree: Path, changed: list[str], open_sandb
             shutil.copytree(variant.tests_dir, tree / variant.grading.tests_target, dirs_exist_ok=True,
                             ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         restore_original_tests(variant, original, tree)
+        guard = f"_atebench_guard_{uuid.uuid4().hex[:12]}"
+        (tree / f"{guard}.py").write_text(GUARD)
         sandbox = open_sandbox(tree)
         try:
-            command = f"{variant.grading.command} --junitxml={sandbox.workdir}/{JUNIT_FILE}"
-            result = sandbox.execute(GRADING_PRELUDE + command, timeout=timeout)
+            command = f"{variant.grading.command} -p {guard} --junitxml={sandbox.workdir}/{JUNIT_FILE}"
+            guard_path = f'export PYTHONPATH="${{PYTHONPATH:+$PYTHONPATH:}}{sandbox.workdir}"; '
+            result = sandbox.execute(GRADING_PRELUDE + guard_path + command, timeout=timeout)
         finally:
             sandbox.close()  # kills whatever the code under test left running before the report is read
         log_path.write_text(redact(f"$ {command}\n[exit {result.exit_code}, {result.duration_s:.1f}s"

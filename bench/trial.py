@@ -70,7 +70,9 @@ class Trial:
         self.result: dict = {}
         self._lock = threading.Lock()
         self._frozen = False
-        self._sandbox = None
+        self._sandbox = None  # the agent's sandbox while the agent runs
+        self._open: list = []  # every sandbox this trial opened and has not closed (agent, grading, throughput)
+        self._trees: tuple[Path, Path] | None = None  # (prepared, work) once the workspace exists
         self._gpus: list[int] = []
 
     # ---- result file ----
@@ -88,12 +90,26 @@ class Trial:
                                error={"phase": self.phase, "message": "interrupted (Ctrl-C); run again with --resume"})
             results.write_json_atomic(self.folder / "result.json", self.result)
             self._frozen = True
-        sandbox = self._sandbox
-        if sandbox is not None:
-            try:
-                sandbox.close()
-            except Exception:
-                pass
+        for sandbox in list(self._open):
+            self._close(sandbox)
+        if self.phase == "agent" and self._trees:
+            self._record_diff(*self._trees)  # what the agent had done when it was stopped
+
+    def _close(self, sandbox) -> None:
+        """Close a sandbox and its processes; a failure is logged in agent.log, never silently dropped."""
+        try:
+            sandbox.close()
+        except Exception as e:  # a container the engine already removed, a dead daemon: log and go on
+            with open(self.folder / results.FILES["agent_log"], "a") as f:
+                f.write(f"closing the sandbox failed: {type(e).__name__}: {redact(str(e))}\n")
+        finally:
+            if sandbox in self._open:
+                self._open.remove(sandbox)
+
+    def _record_diff(self, prepared: Path, work: Path) -> "workspace.TreeDiff":
+        diff = workspace.tree_diff(prepared, work)
+        (self.folder / results.FILES["diff"]).write_text(redact(diff.patch))
+        return diff
 
     # ---- the trial ----
 
@@ -149,6 +165,7 @@ class Trial:
         try:
             prepared = workspace.prepared_checkout(variant, framework, cfg.cache)
             work = workspace.create_workspace(variant, framework, scratch / "workspace", cfg.cache)
+            self._trees = (prepared, work)
             patch = self._solution_patch()
             self._sandbox = self._open_sandbox(work)
         except (workspace.WorkspaceError, SandboxError) as e:
@@ -163,14 +180,10 @@ class Trial:
             sandbox_problem = None
         except SandboxError as e:
             sandbox_problem = str(e)
-        try:
-            self._sandbox.close()
-        except Exception:
-            pass
+        self._close(self._sandbox)
         self._sandbox = None
         self.result["exit_status"] = outcome.exit_status
-        diff = workspace.tree_diff(prepared, work)
-        (self.folder / results.FILES["diff"]).write_text(redact(diff.patch))
+        diff = self._record_diff(prepared, work)
         if diff.left_out:
             self.result.setdefault("notes", []).append(
                 f"left out of agent.diff (over {workspace.MAX_DIFF_FILE_BYTES // 2**20} MiB or not a regular file), "
@@ -213,8 +226,13 @@ class Trial:
 
     def _open_sandbox(self, workdir: Path):
         cfg = self.config
-        return open_sandbox(cfg.sandbox, workdir, cfg.framework, cfg.variant.task.spec.resources, self._gpus,
-                            isolate=cfg.isolate, log=lambda message: self.on_event(self, {"kind": "log", "message": message}))
+        sandbox = open_sandbox(cfg.sandbox, workdir, cfg.framework, cfg.variant.task.spec.resources, self._gpus,
+                               isolate=cfg.isolate, log=lambda message: self.on_event(self, {"kind": "log", "message": message}))
+        self._open.append(sandbox)
+        if self._frozen:  # interrupted while this one was starting
+            self._close(sandbox)
+            raise SandboxError("the run was interrupted")
+        return sandbox
 
     def _run_agent(self, trajectory: TrajectoryWriter, patch: str | None) -> AgentOutcome:
         cfg = self.config
@@ -253,7 +271,7 @@ class Trial:
         try:
             result = sandbox.execute(command, timeout=self.config.framework.commands.throughput_timeout_s)
         finally:
-            sandbox.close()
+            self._close(sandbox)
         with open(self.folder / results.FILES["agent_log"], "a") as f:
             f.write(f"\n$ {command}\n[exit {result.exit_code}]\n{result.output[-20000:]}\n")
         for line in reversed(result.output.splitlines()):
