@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import socket
 import time
+from pathlib import Path
 
 import pytest
 
@@ -76,7 +78,11 @@ def test_environment_is_scrubbed(tmp_path, monkeypatch):
     assert "NCCL_NVLS_ENABLE=0" in env.splitlines()
 
 
-@pytest.mark.skipif(not bwrap_available(), reason="bubblewrap not installed")
+NEEDS_BWRAP = pytest.mark.skipif(not bwrap_available(), reason="BUBBLEWRAP TESTS SKIPPED: bwrap is not installed "
+                                                               "(apt-get install bubblewrap)")
+
+
+@NEEDS_BWRAP
 def test_bwrap_isolation(tmp_path):
     box = LocalSandbox(tmp_path, isolate=True)
     try:
@@ -88,5 +94,93 @@ def test_bwrap_isolation(tmp_path):
         assert box.execute("cat /tmp/note.txt").output == "private tmp"
         assert box.read_file("/tmp/note.txt") == "private tmp"
         assert not os.path.exists("/tmp/note.txt")
+    finally:
+        box.close()
+
+
+@NEEDS_BWRAP
+def test_the_wall_holds_for_root(tmp_path):
+    """As root (as CI runs): no capabilities, no host processes, no host-private files, no remount, no host net."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    port = server.getsockname()[1]
+    box = LocalSandbox(tmp_path)
+    try:
+        def run(command):
+            return box.execute(command).output.strip()
+
+        assert run("grep CapEff /proc/self/status").split()[-1] == "0000000000000000"
+        assert run("grep NoNewPrivs /proc/self/status").split()[-1] == "1"
+        assert int(run("ls /proc | grep -c '^[0-9][0-9]*$'")) < 10, "host processes must be invisible"
+        assert os.getpid() > 10 and run(f"test -e /proc/{os.getpid()}/environ && echo seen") == ""
+        if os.path.exists("/etc/shadow"):
+            assert "root:" not in run("cat /etc/shadow 2>&1"), "a file the host keeps from users must be hidden"
+        assert box.execute("mount -t tmpfs none /usr").exit_code != 0
+        assert box.execute("mount -o remount,rw /usr").exit_code != 0
+        assert box.execute("echo 1 > /proc/sys/vm/drop_caches").exit_code != 0, "sysctls must be read-only"
+        assert box.execute("echo x > /proc/sys/kernel/core_pattern").exit_code != 0
+        assert box.execute(f"ls {Path.home()}/.cache >/dev/null 2>&1").exit_code != 0 or Path.home() == Path("/tmp")
+        probe = (f"python -c \"import socket; socket.create_connection(('127.0.0.1', {port}), timeout=2); "
+                 f"print('REACHED')\" 2>&1")
+        assert "REACHED" not in run(probe), "the host's loopback must be unreachable"
+    finally:
+        box.close()
+        server.close()
+
+
+@NEEDS_BWRAP
+def test_nothing_the_agent_starts_survives_the_sandbox(tmp_path):
+    marker = f"atebench_survivor_{os.getpid()}"
+    box = LocalSandbox(tmp_path)
+    box.execute(f"setsid nohup bash -c 'exec -a {marker} sleep 300' >/dev/null 2>&1 < /dev/null & "
+                f"(bash -c 'exec -a {marker} sleep 300' &); nohup bash -c 'exec -a {marker} sleep 300' >/dev/null 2>&1 &")
+    time.sleep(0.5)
+    assert len([p for p in os.listdir("/proc") if p.isdigit() and _cmdline(p).startswith(marker)]) == 3
+    box.close()
+    time.sleep(0.5)
+    assert [p for p in os.listdir("/proc") if p.isdigit() and _cmdline(p).startswith(marker)] == []
+
+
+@NEEDS_BWRAP
+def test_limits_apply_where_the_kernel_allows(tmp_path):
+    box = LocalSandbox(tmp_path, memory_gb=0.25, pids=64, file_size_gb=0.001)
+    try:
+        big = box.execute("head -c 5000000 /dev/zero > big.bin; echo rc=$?")
+        assert "rc=0\n" not in big.output and (tmp_path / "big.bin").stat().st_size <= 0.001 * 2**30 + 4096
+        if "memory_gb" in box.limits:
+            hog = box.execute("python -c 'x = bytearray(1024 * 1024 * 1024); x[::4096] = b\"1\" * len(x[::4096]); "
+                              "print(\"ALLOC\" + \"ATED\")'")
+            assert "ALLOCATED" not in hog.output and hog.exit_code != 0, hog
+            forks = box.execute("for i in $(seq 200); do sleep 5 & done 2>&1 | tail -1; kill %1 2>/dev/null; true")
+            assert "resource temporarily unavailable" in forks.output.lower() or "fork" in forks.output.lower()
+        else:
+            assert "not enforced" in box.limits["cgroup_note"], box.limits
+    finally:
+        box.close()
+
+
+@pytest.mark.parametrize("isolate", MODES, ids=lambda iso: "bwrap" if iso else "plain")
+def test_editor_file_operations_are_bounded_and_inside(tmp_path, isolate):
+    (tmp_path / "ws").mkdir()
+    box = LocalSandbox(tmp_path / "ws", isolate=isolate)
+    try:
+        box.execute("mkfifo fifo; head -c 3000000 /dev/zero > big.bin")
+        started = time.monotonic()
+        for path, message in (("fifo", "not a regular file"), ("/dev/zero", "not a regular file"),
+                              ("big.bin", "too large"), ("missing.txt", "no such file")):
+            with pytest.raises(OSError, match=message):
+                box.read_file(path)
+        assert time.monotonic() - started < 20, "a FIFO or a device must not hang the runner"
+        text = "ünïcode\n" + "x" * 300_000
+        box.write_file("deep/dir/note.txt", text)
+        assert box.read_file("deep/dir/note.txt") == text and (tmp_path / "ws" / "deep" / "dir" / "note.txt").is_file()
+        with pytest.raises(OSError, match="is a directory"):
+            box.write_file("deep", "x")
+        if isolate:
+            outside = tmp_path / "outside.txt"  # under /tmp: the sandbox's private /tmp takes the write
+            box.write_file(str(outside), "escaped")
+            assert box.read_file(str(outside)) == "escaped"
+            assert not outside.exists(), "a write outside the workspace must not reach the host"
     finally:
         box.close()

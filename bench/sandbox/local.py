@@ -181,7 +181,7 @@ class LocalSandbox:
         self._cwd = self.workdir
         self._counter = 0
         self._closed = False
-        self._file_size_blocks = int(file_size_gb * 1024 * 1024 * 2)  # ulimit -f counts 512-byte blocks
+        self._file_size_blocks = max(1, int(file_size_gb * 1024 * 1024))  # bash counts ulimit -f in KiB
         self._cgroup = cgroups.create(f"atebench-{self._nonce[:12]}", memory_gb, pids) if self.isolated else None
         self.limits = {"file_size_gb": file_size_gb, "core_dumps": False,
                        **(self._cgroup.applied if self._cgroup else {}),
@@ -214,7 +214,10 @@ class LocalSandbox:
             argv += ["--tmpfs", folder]
         for path in secret_files:
             argv += ["--ro-bind", "/dev/null", path]
-        argv += ["--proc", "/proc", "--dev", "/dev"]
+        # The sandbox's root is the host's root to the kernel's owner checks: bubblewrap leaves /proc/sys
+        # writable then (sysctls), so it is covered read-only here.
+        argv += ["--proc", "/proc", "--ro-bind", "/proc/sys", "/proc/sys",
+                 "--ro-bind-try", "/proc/sysrq-trigger", "/proc/sysrq-trigger", "--dev", "/dev"]
         if self._gpus:
             for pattern in GPU_DEVICES:
                 for device in sorted(glob.glob(pattern)):
