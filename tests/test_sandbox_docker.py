@@ -41,6 +41,27 @@ def test_no_network_and_limits(box):
     assert memory.output.strip() == str(512 * 1024 * 1024)
 
 
+def test_no_capabilities_and_no_privilege_gain(box):
+    assert box.execute("grep CapEff /proc/self/status").output.split()[-1] == "0000000000000000"
+    assert box.execute("grep NoNewPrivs /proc/self/status").output.split()[-1] == "1"
+    assert box.execute("mount -t tmpfs none /mnt").exit_code != 0
+    attrs = box.container.attrs["HostConfig"]
+    assert attrs["CapDrop"] == ["ALL"] and "no-new-privileges" in attrs["SecurityOpt"]
+
+
+def test_editor_reads_are_bounded_inside_the_container(box):
+    box.execute("mkfifo /tmp/fifo; head -c 3000000 /dev/zero > /tmp/big.bin")
+    started = time.monotonic()
+    for path, message in (("/tmp/fifo", "not a regular file"), ("/dev/zero", "not a regular file"),
+                          ("/tmp/big.bin", "too large")):
+        with pytest.raises(OSError, match=message):
+            box.read_file(path)
+    assert time.monotonic() - started < 30
+    text = "x" * 200_000
+    box.write_file("big/note.txt", text)
+    assert box.read_file("big/note.txt") == text
+
+
 def test_timeout_kills_every_process(box):
     started = time.monotonic()
     result = box.execute("(sleep 300 &); (setsid sleep 301 &); bash -c 'sleep 200'", timeout=1.5)
