@@ -184,3 +184,47 @@ def test_editor_file_operations_are_bounded_and_inside(tmp_path, isolate):
             assert not outside.exists(), "a write outside the workspace must not reach the host"
     finally:
         box.close()
+
+
+def _cuda_count() -> int:
+    try:
+        import torch
+    except ImportError:
+        return 0
+    return torch.cuda.device_count()
+
+
+ALLREDUCE = """import os
+import torch
+import torch.distributed as dist
+
+dist.init_process_group("nccl")
+rank = dist.get_rank()
+torch.cuda.set_device(rank)
+x = torch.ones(1024, device="cuda") * (rank + 1)
+dist.all_reduce(x)
+expected = sum(range(1, dist.get_world_size() + 1))
+assert torch.allclose(x, torch.full_like(x, expected)), x[:4]
+y = torch.randn(2048, 2048, device="cuda")
+print(f"ALLREDUCE_OK rank={rank} world={dist.get_world_size()} matmul={float((y @ y).abs().mean()):.3f}", flush=True)
+dist.destroy_process_group()
+"""
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(_cuda_count() == 0, reason="GPU TESTS SKIPPED: no CUDA GPU visible")
+@NEEDS_BWRAP
+def test_gpus_and_nccl_work_inside_the_wall(tmp_path):
+    """A GPU trial is isolated too: the GPUs it holds, NCCL between its ranks, and still no capabilities."""
+    world = min(2, _cuda_count())
+    (tmp_path / "allreduce.py").write_text(ALLREDUCE)
+    box = LocalSandbox(tmp_path, gpus=list(range(world)),
+                       env={"CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in range(world)), "CUDA_DEVICE_ORDER": "PCI_BUS_ID"})
+    try:
+        run = box.execute(f"python -m torch.distributed.run --standalone --nproc-per-node {world} allreduce.py 2>&1",
+                          timeout=300)
+        assert run.output.count("ALLREDUCE_OK") == world, run.output[-3000:]
+        assert box.execute("grep CapEff /proc/self/status").output.split()[-1] == "0000000000000000"
+        assert int(box.execute("ls /proc | grep -c '^[0-9][0-9]*$'").output) < 20
+    finally:
+        box.close()
