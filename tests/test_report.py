@@ -263,3 +263,21 @@ def test_charts_without_data_become_sentences(tmp_path):
     assert "No chart: every trial recorded 0 tokens." in html and "No chart: every trial recorded 0 turns." in html
     assert "No chart: no task has both a measured post-task throughput and agent turns above zero." in html
     assert "<img" not in html
+
+
+def test_gate_calls_a_throughput_change_inside_the_spread_noise():
+    from bench.compare import compare
+
+    def trials(samples: list[list[float]]) -> list[dict]:
+        return [{"task": "add-new-model/mixtral", "framework": "reference", "agent": "oracle", "model": None,
+                 "status": "resolved", "error": None,
+                 "metrics": {"throughput_tokens_per_s": sorted(s)[len(s) // 2], "throughput_samples": s}}
+                for s in samples]
+
+    base = trials([[1000, 1200, 1400, 900, 1500]] * 3)
+    noisy = trials([[700, 800, 1000, 950, 1100]] * 3)  # −25% median, ranges overlap
+    [row] = compare(base, noisy, metrics=["throughput_tokens_per_s"])
+    assert row.verdict == "ok (within noise)" and row.change.startswith("−")
+    slower = trials([[500, 520, 540, 510, 530]] * 3)  # ranges apart: a real regression
+    [row] = compare(base, slower, metrics=["throughput_tokens_per_s"])
+    assert row.verdict == "REGRESSION"
