@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from bench import throughput
@@ -121,3 +123,30 @@ def test_a_misspelt_throughput_toml_names_the_file_and_field(tmp_path):
     _variant_throughput(root, 'command = "true"\n')
     with pytest.raises(SpecError, match="says measure_throughput = false; remove throughput.toml"):
         task.variant("toy")
+
+
+def test_real_tasks_measure_what_the_agent_changed():
+    """add-new-model benchmarks the added model (its task config), enable-ep runs with ep = 2; tasks no
+    benchmark shows measure nothing; every restored file exists in the framework's source."""
+    from bench.specs import list_tasks, load_framework
+
+    framework = load_framework("reference")
+    source = framework.bundled_path()
+    for task_id in list_tasks():
+        task = load_task(task_id)
+        spec = task.variant("reference").throughput
+        if not task.spec.measure_throughput:
+            assert spec is None, task_id
+            continue
+        assert spec is not None and not task.spec.framework_throughput_fallback, task_id
+        assert spec.repeats >= 3 and "--repeats" in spec.command, task_id
+        for rel in spec.restore_from_original:
+            assert (source / rel).is_file(), (task_id, rel)
+        if task.family == "add-new-model":
+            model = task_id.split("/")[1]
+            config = f"examples/models/{model}_tiny.json"
+            assert f"--model-config {config}" in spec.command and config in spec.restore_from_original
+            assert json.loads((source / config).read_text())["model_type"] == model
+        if task_id == "enable-ep":
+            assert "--nproc_per_node 2" in spec.command and "--parallel.ep=2" in spec.command
+            assert "--parallel.ep=2" in spec.gpu_command and spec.gpu_command_gpus == 2
