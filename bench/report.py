@@ -270,7 +270,7 @@ def _ratios(group: pd.DataFrame, reference: pd.DataFrame, confidence: float) -> 
         if not mine or not theirs or stats.median(theirs) == 0:
             continue
         ratio, lo, hi = stats.ratio_of_medians(mine, theirs, confidence=confidence)
-        ratios[key] = {"ratio": ratio, "ci_lo": lo, "ci_hi": hi}
+        ratios[key] = {"ratio": ratio, "ci_lo": lo, "ci_hi": hi, "n": min(len(mine), len(theirs))}
         if key == THROUGHPUT:  # a change inside the benchmark's own spread is noise, whatever the ratio
             ratios[key]["beyond_noise"] = throughput.beyond_noise(group_samples(group), group_samples(reference))
     return ratios
@@ -288,7 +288,7 @@ def flat_rows(rows: list[dict]) -> pd.DataFrame:
                     ("spread_lo", "spread_hi", "n_samples") if key == THROUGHPUT else ()):
                 out[f"{key}_{field}"] = cell[field]
         for key, ratio in row["vs_reference"].items():
-            for field in ("ratio", "ci_lo", "ci_hi", "beyond_noise"):
+            for field in ("ratio", "ci_lo", "ci_hi", "n", "beyond_noise"):
                 if field in ratio:
                     out[f"{key}_vs_ref_{field}"] = ratio[field]
         flat.append(out)
@@ -340,6 +340,8 @@ def format_change(ratio: dict) -> str:
 
     if ratio.get("beyond_noise") is False:
         return f"within noise ({pct(ratio['ratio'])})"
+    if ratio.get("n", 2) < 2:  # a side with one trial: the resampled ratio is that one ratio, no interval
+        return f"{pct(ratio['ratio'])} (n=1)"
     return f"{pct(ratio['ratio'])} [{pct(ratio['ci_lo'])}, {pct(ratio['ci_hi'])}]"
 
 

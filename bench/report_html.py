@@ -33,7 +33,7 @@ body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:24px;color:#
 h1{font-size:22px}h2{font-size:18px;margin-top:32px;border-bottom:1px solid #ddd}h3{font-size:15px}
 table{border-collapse:collapse;font-size:12px;margin:8px 0}th,td{border:1px solid #ddd;padding:3px 6px;text-align:left}
 th{background:#f3f4f6;vertical-align:bottom}td{vertical-align:top;overflow-wrap:anywhere}td.num{text-align:right}
-td.long{min-width:16em;max-width:32em}
+td.long{min-width:16em;max-width:32em}td.id{white-space:nowrap}
 .resolved{color:#1a7f37}.unresolved,.failed,.error{color:#b42318}.interrupted,.running,.missing,.skipped{color:#9a6700}
 .figs{display:flex;flex-wrap:wrap;gap:16px}.fig{border:1px solid #eee;padding:6px;flex:1 1 520px;max-width:680px}
 .fig img{width:100%;height:auto}.scroll{overflow-x:auto;max-width:100%}
@@ -110,11 +110,13 @@ def summary_table(rows: list[dict], level: str) -> str:
     for r in rows:
         cells = [escape(str(r[key])), escape(r["framework"]), escape(f"{r['agent']}/{r['model']}")]
         for k, (_, unit) in METRICS.items():
-            text = format_cell(r["metrics"][k], unit)
+            text = escape(format_cell(r["metrics"][k], unit))
+            if r["metrics"][k]["unavailable"]:
+                text = f'<span class="na">{text}</span>'
             if k in r["vs_reference"]:
                 text += f"<br><span class=\"meta\">{escape(format_change(r['vs_reference'][k]))} vs ref</span>"
-            cells.append(escape(text) if not r["metrics"][k]["unavailable"] else f'<span class="na">{escape(text)}</span>')
-        body.append("<tr>" + "".join(f'<td class="num">{c}</td>' if i >= 3 else f"<td>{c}</td>"
+            cells.append(text)
+        body.append("<tr>" + "".join(f'<td class="num">{c}</td>' if i >= 3 else f'<td class="id">{c}</td>'
                                      for i, c in enumerate(cells)) + "</tr>")
     return scroll(f"<table>{head}{''.join(body)}</table>")
 

@@ -181,6 +181,8 @@ def test_one_trial_has_no_confidence_interval(built):
     md = (built / "report.md").read_text()
     assert "| add-new-model/qwen3 | reference | builtin/test-model | 20 turns (n=1) |" in md
     assert "[20, 20]" not in md and "20 [20" not in md
+    assert "| add-new-model/qwen3 | megatron | builtin/test-model | +100% (n=1) |" in md  # 40 vs 20 turns
+    assert "[+100%, +100%]" not in md
     assert "Post-task throughput (tokens/s)" in md and "1020 tokens/s (n=1)" in md
     # results with one number per trial state no spread, so nothing is said about differences between trials
     assert "| add-new-model/qwen3 | reference | builtin/test-model | - | 1020 tokens/s | no spread (1 sample) | one measured trial |" in md
@@ -281,3 +283,9 @@ def test_gate_calls_a_throughput_change_inside_the_spread_noise():
     slower = trials([[500, 520, 540, 510, 530]] * 3)  # ranges apart: a real regression
     [row] = compare(base, slower, metrics=["throughput_tokens_per_s"])
     assert row.verdict == "REGRESSION"
+
+
+def test_report_markup_is_not_escaped_twice(built):
+    html = (built / "report.html").read_text()
+    assert "&lt;br&gt;" not in html and "&lt;span" not in html
+    assert '<span class="meta">+150% [' in html and "vs ref</span>" in html
