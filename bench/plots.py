@@ -56,8 +56,9 @@ def metric_bars(rows: list[dict], key: str) -> bytes | None:
     colors = framework_colors([r["framework"] for r in rows])
     medians = scale * np.array([r["metrics"][key]["median"] for r in shown])
     whiskers = [_whisker(r["metrics"][key], key) for r in shown]
-    lows = np.array([0.0 if w is None else m - scale * w[0] for m, w in zip(medians, whiskers)])
-    highs = np.array([0.0 if w is None else scale * w[1] - m for m, w in zip(medians, whiskers)])
+    # clipped at 0: a hand-edited result may hold a median outside its own samples
+    lows = np.array([0.0 if w is None else max(0.0, m - scale * w[0]) for m, w in zip(medians, whiskers)])
+    highs = np.array([0.0 if w is None else max(0.0, scale * w[1] - m) for m, w in zip(medians, whiskers)])
     fig = Figure(figsize=(6.4, 0.45 * len(shown) + 1.1))
     ax = fig.add_subplot()
     y = np.arange(len(shown))[::-1]

@@ -258,8 +258,31 @@ def summarize(trials: list[dict], level: str, reference_framework: str = "refere
         reference = groups.get(reference_name)
         if ident["framework"] != reference_framework and reference is not None:
             row["vs_reference"] = _ratios(group, reference, confidence)
+        if n_tasks > 1 and not row["metrics"][THROUGHPUT]["unavailable"]:
+            # each task benchmarks its own model or layout: pooling them would mix different measurements
+            row["metrics"][THROUGHPUT] = _cell_json(MetricCell(None, None, None, 0, "n/a (per task only)"), THROUGHPUT)
         rows.append(row)
+    if level == "task":
+        _compare_tasks_throughput(rows)
     return rows
+
+
+def _compare_tasks_throughput(rows: list[dict]) -> None:
+    """row["throughput_vs_tasks"]: against each other task of the same framework and agent, whether the
+    throughput differs beyond both rows' sample ranges ('within noise' otherwise)."""
+    for row in rows:
+        row["throughput_vs_tasks"] = []
+        mine = row["metrics"][THROUGHPUT]
+        if mine["unavailable"] or mine["n_samples"] < 2:
+            continue
+        for other in rows:
+            theirs = other["metrics"][THROUGHPUT]
+            same_setup = all(other[k] == row[k] for k in ("framework", "agent", "model"))
+            if other is row or not same_setup or theirs["unavailable"] or theirs["n_samples"] < 2:
+                continue
+            apart = throughput.ranges_apart((mine["spread_lo"], mine["spread_hi"]), (theirs["spread_lo"], theirs["spread_hi"]))
+            verdict = f"{mine['median'] / theirs['median']:.2g}× (beyond noise)" if apart else "within noise"
+            row["throughput_vs_tasks"].append(f"vs {other['task']}: {verdict}")
 
 
 def _ratios(group: pd.DataFrame, reference: pd.DataFrame, confidence: float) -> dict:
@@ -424,17 +447,17 @@ def throughput_rows(rows: list[dict]) -> list[dict]:
 def throughput_markdown(rows: list[dict]) -> str:
     """What each task's post-task benchmark measured, its median, spread and whether trials differ."""
     lines = [f"#### Post-task throughput ({throughput.UNIT})", "",
-             "| Task | Framework | Agent / model | Measured | Median | Range of all samples | Between trials |",
-             "|---|---|---|---|---|---|---|"]
+             "| Task | Framework | Agent / model | Measured | Median | Range of all samples | Between trials | Versus other tasks |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in throughput_rows(rows):
         cell = r["metrics"][THROUGHPUT]
         who = f"| {r['task']} | {r['framework']} | {r['agent']}/{r['model']} |"
         if cell["unavailable"]:
-            lines.append(f"{who} {'; '.join(r['throughput_notes']) or cell['unavailable']} | - | - | - |")
+            lines.append(f"{who} {'; '.join(r['throughput_notes']) or cell['unavailable']} | - | - | - | - |")
             continue
         unit = throughput.UNIT
         lines.append(f"{who} {'; '.join(r['throughput_measured']) or '-'} | {with_unit(format_number(cell['median'], unit), unit)} "
-                     f"| {format_spread(cell, unit)} | {format_trials_noise(r)} |")
+                     f"| {format_spread(cell, unit)} | {format_trials_noise(r)} | {'; '.join(r['throughput_vs_tasks']) or '-'} |")
     return "\n".join(lines) + "\n"
 
 

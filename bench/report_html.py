@@ -129,7 +129,7 @@ def throughput_table(rows: list[dict]) -> str:
         return '<p class="na">No trial measured post-task throughput (no resolved trial of a task that declares a benchmark).</p>'
     unit = throughput.UNIT
     head = (f"<tr><th>Task</th><th>Framework</th><th>Agent / model</th><th>Measured</th><th>Median ({unit})</th>"
-            f"<th>Range of all samples ({unit})</th><th>Trials</th><th>Between trials</th></tr>")
+            f"<th>Range of all samples ({unit})</th><th>Trials</th><th>Between trials</th><th>Versus other tasks</th></tr>")
     body = []
     for r in shown:
         cell = r["metrics"][THROUGHPUT]
@@ -137,14 +137,15 @@ def throughput_table(rows: list[dict]) -> str:
                f"<td>{escape(r['agent'])}/{escape(str(r['model']))}</td>")
         if cell["unavailable"]:
             note = "; ".join(r["throughput_notes"]) or cell["unavailable"]
-            body.append(f'<tr>{who}<td class="long na" colspan="5">{escape(note)}</td></tr>')
+            body.append(f'<tr>{who}<td class="long na" colspan="6">{escape(note)}</td></tr>')
             continue
         m = cell["median"]
         body.append(
             f"<tr>{who}<td>{escape('; '.join(r['throughput_measured']) or '-')}</td>"
             f'<td class="num">{escape(with_unit(format_number(m, unit), unit))}</td>'
             f'<td class="num">{escape(format_spread(cell, unit))}</td>'
-            f'<td class="num">{cell["n"]} trial(s)</td><td>{escape(format_trials_noise(r))}</td></tr>')
+            f'<td class="num">{cell["n"]} trial(s)</td><td>{escape(format_trials_noise(r))}</td>'
+            f"<td>{'<br>'.join(escape(v) for v in r['throughput_vs_tasks']) or '-'}</td></tr>")
     return scroll(f"<table>{head}{''.join(body)}</table>")
 
 

@@ -109,4 +109,9 @@ def beyond_noise(a: list[float], b: list[float]) -> bool | None:
     fewer than two samples, since it states no spread to compare against."""
     if len(a) < 2 or len(b) < 2:
         return None
-    return max(a) < min(b) or max(b) < min(a)
+    return ranges_apart((min(a), max(a)), (min(b), max(b)))
+
+
+def ranges_apart(a: tuple[float, float], b: tuple[float, float]) -> bool:
+    """Whether two (min, max) ranges of samples are disjoint."""
+    return a[1] < b[0] or b[1] < a[0]

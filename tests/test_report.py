@@ -235,6 +235,29 @@ def test_throughput_differences_inside_the_spread_are_noise(tmp_path):
     assert "within noise (" not in md and "| differ beyond noise |" in md
 
 
+def test_throughput_is_compared_between_tasks_only_beyond_noise(tmp_path):
+    """Each task benchmarks its own model: the family row pools none, and two tasks' numbers are called
+    different only when their sample ranges are apart."""
+    run = tmp_path / "fx-report"
+    shutil.copytree(FIXTURES / "fx-report", run)
+    for i, rate in enumerate((1000.0, 1050.0, 1100.0)):
+        _edit_result(run, f"add-new-model__mixtral/reference/builtin/{i}", metrics={"throughput_samples": [rate - 400, rate, rate + 400]})
+    _edit_result(run, "add-new-model__qwen3/reference/builtin/0", metrics={"throughput_samples": [1000.0, 1020.0, 1040.0]})
+    _edit_result(run, "add-new-model__qwen3/megatron/builtin/0", metrics={"throughput_tokens_per_s": 210.0,
+                                                                         "throughput_samples": [200.0, 210.0, 220.0]})
+    for i, rate in enumerate((900.0, 950.0, 920.0)):
+        _edit_result(run, f"add-new-model__mixtral/megatron/builtin/{i}", metrics={"throughput_samples": [rate - 5, rate, rate + 5]})
+    out = tmp_path / "out"
+    assert cmd_report([str(run), "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    family = row(summary, "family", "add-new-model", "reference")["metrics"]["throughput_tokens_per_s"]
+    assert family["median"] is None and family["unavailable"] == "n/a (per task only)"
+    assert row(summary, "task", "add-new-model/mixtral", "reference")["throughput_vs_tasks"] == [
+        "vs add-new-model/qwen3: within noise"]
+    assert row(summary, "task", "add-new-model/mixtral", "megatron")["throughput_vs_tasks"] == [
+        "vs add-new-model/qwen3: 4.4× (beyond noise)"]
+
+
 def test_old_throughput_error_reads_as_a_note(tmp_path):
     run = tmp_path / "fx-report"
     shutil.copytree(FIXTURES / "fx-report", run)
