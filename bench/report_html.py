@@ -251,8 +251,8 @@ def _missing_reason(rows: list[dict], key: str, unit: str) -> str:
     measured = [r for r in rows if not r["metrics"][key]["unavailable"]]
     if measured:  # every value is zero (e.g. agents that call no model use no tokens)
         return f"No chart: every trial recorded 0 {unit}."
-    reasons = sorted({r["metrics"][key]["unavailable"] for r in rows})
-    return f"No chart: no trial has this metric ({'; '.join(reasons) or 'n/a'})."
+    reasons = sorted({re.sub(r"^n/a \((.*)\)$", r"\1", r["metrics"][key]["unavailable"]) for r in rows})
+    return f"No chart: no trial has this metric ({'; '.join(reasons) or 'no trial'})."
 
 
 # ---------------------------------------------------------------- trajectory pages
