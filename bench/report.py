@@ -306,6 +306,7 @@ def flat_rows(rows: list[dict]) -> pd.DataFrame:
         out = {k: v for k, v in row.items() if k not in ("metrics", "vs_reference")}
         out["throughput_measured"] = "; ".join(row["throughput_measured"])
         out["throughput_notes"] = "; ".join(row["throughput_notes"])
+        out["throughput_vs_tasks"] = "; ".join(row.get("throughput_vs_tasks", []))
         for key, cell in row["metrics"].items():
             for field in ("median", "ci_lo", "ci_hi", "n", "unavailable") + (
                     ("spread_lo", "spread_hi", "n_samples") if key == THROUGHPUT else ()):
