@@ -330,7 +330,7 @@ def format_number(value: float, unit: str, scale_by: float | None = None) -> str
         return f"{value:.3g} h"
     if abs(value if scale_by is None else scale_by) >= 10_000:
         return f"{value / 1000:.1f}K"
-    return f"{value:.4g}"
+    return f"{value:.0f}" if abs(value) >= 1000 else f"{value:.4g}"  # never 1.269e+04 beside a smaller median
 
 
 def with_unit(text: str, unit: str) -> str:

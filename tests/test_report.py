@@ -312,3 +312,11 @@ def test_report_markup_is_not_escaped_twice(built):
     html = (built / "report.html").read_text()
     assert "&lt;br&gt;" not in html and "&lt;span" not in html
     assert '<span class="meta">+150% [' in html and "vs ref</span>" in html
+
+
+def test_numbers_never_print_in_exponent_form():
+    from bench.report import format_number
+
+    assert format_number(12694.6, "tokens/s", 7989.4) == "12695"
+    assert format_number(12694.6, "tokens/s") == "12.7K"
+    assert format_number(417.54, "tokens/s") == "417.5"
