@@ -261,6 +261,7 @@ def summarize(trials: list[dict], level: str, reference_framework: str = "refere
         if n_tasks > 1 and not row["metrics"][THROUGHPUT]["unavailable"]:
             # each task benchmarks its own model or layout: pooling them would mix different measurements
             row["metrics"][THROUGHPUT] = _cell_json(MetricCell(None, None, None, 0, "n/a (per task only)"), THROUGHPUT)
+            row["vs_reference"].pop(THROUGHPUT, None)
         rows.append(row)
     if level == "task":
         _compare_tasks_throughput(rows)
