@@ -263,6 +263,8 @@ class Trial:
                     return {}, [f"throughput not measured: run {i + 1} of `{command}` exited {result.exit_code} "
                                 "without a JSON line holding tokens_per_s (see agent.log)"]
                 runs.append(parsed)
+                self.on_event(self, {"kind": "log", "message": f"throughput run {i + 1} of {spec.repeats}: "
+                                                               f"{parsed['tokens_per_s']:.0f} {throughput.UNIT}"})
         finally:
             sandbox.close()
         return throughput.metrics(runs, command), []
