@@ -32,8 +32,8 @@ body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:24px;color:#
 *{box-sizing:border-box}
 h1{font-size:22px}h2{font-size:18px;margin-top:32px;border-bottom:1px solid #ddd}h3{font-size:15px}
 table{border-collapse:collapse;font-size:12px;margin:8px 0}th,td{border:1px solid #ddd;padding:3px 6px;text-align:left}
-th{background:#f3f4f6;vertical-align:bottom}td{vertical-align:top;overflow-wrap:anywhere}td.num{text-align:right}
-td.long{min-width:16em;max-width:32em}td.id{white-space:nowrap}
+th{background:#f3f4f6;vertical-align:bottom}td{vertical-align:top;overflow-wrap:break-word}td.num{text-align:right}
+td.long{min-width:16em;max-width:32em;overflow-wrap:anywhere}td.id{white-space:nowrap}
 .resolved{color:#1a7f37}.unresolved,.failed,.error{color:#b42318}.interrupted,.running,.missing,.skipped{color:#9a6700}
 .figs{display:flex;flex-wrap:wrap;gap:16px}.fig{border:1px solid #eee;padding:6px;flex:1 1 520px;max-width:680px}
 .fig img{width:100%;height:auto}.scroll{overflow-x:auto;max-width:100%}
