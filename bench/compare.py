@@ -3,7 +3,8 @@
 Why a statistical gate and not a diff of medians: with three attempts per task, medians move by
 chance. A metric regresses only when the candidate is worse by more than `threshold_rel` with at
 least `confidence` certainty: bootstrapped ratio of medians for effort metrics, a one-sided Fisher
-exact test for the success rate.
+exact test for the success rate. Post-task throughput pools every benchmark sample of a group's trials,
+and a change whose sample ranges overlap is within the benchmark's noise, never a regression.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bench import stats
-from bench.report import FINISHED, HIGHER_IS_BETTER, METRICS, ran_to_end
+from bench import stats, throughput
+from bench.report import FINISHED, HIGHER_IS_BETTER, METRICS, THROUGHPUT, ran_to_end
 
 GROUP = ("task", "framework", "agent", "model")
 ALIASES = {"turns": "agent_turns", "gpu": "active_gpu_s", "success": "success"}
@@ -53,6 +54,8 @@ def groups(trials: list[dict]) -> dict[tuple, list[dict]]:
 
 
 def _values(trials: list[dict], key: str) -> list[float]:
+    if key == THROUGHPUT:
+        return [v for t in trials if ran_to_end(t) for v in throughput.samples_of(t)]
     return [float(t["metrics"][key]) for t in trials if ran_to_end(t) and (t.get("metrics") or {}).get(key) is not None]
 
 
@@ -92,8 +95,7 @@ def compare_metric(group: tuple, key: str, base: list[dict], cand: list[dict], t
     name = "turns" if key == "agent_turns" else key
     if not vb or not vc:
         gpu_less = not any((t.get("metrics") or {}).get("gpu_available") for t in base + cand)
-        reason = "n/a (no GPU)" if key in {"active_gpu_s", "gpu_hours_allocated", "throughput_tokens_per_s"} and gpu_less \
-            else "n/a (not recorded)"
+        reason = "n/a (no GPU)" if key in {"active_gpu_s", "gpu_hours_allocated"} and gpu_less else "n/a (not recorded)"
         return Comparison(group, name, "-", "-", "-", None, reason)
     mb, mc = stats.median(vb), stats.median(vc)
     if mb == 0:
@@ -106,6 +108,8 @@ def compare_metric(group: tuple, key: str, base: list[dict], cand: list[dict], t
     lo, hi = np.quantile(draws, [tail, 1.0 - tail])
     verdict = "REGRESSION" if p_worse >= confidence else "improved" if p_better >= confidence else "ok"
     change = f"{_pct(mc / mb - 1.0)} [{_pct(lo)}, {_pct(hi)}]"
+    if key == THROUGHPUT and throughput.beyond_noise(vb, vc) is False:
+        verdict = "ok (within noise)"
     return Comparison(group, name, f"{mb:.4g}", f"{mc:.4g}", change, p_worse, verdict)
 
 

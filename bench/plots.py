@@ -2,6 +2,7 @@
 
 Why PNG bytes and no pyplot: the HTML report embeds each figure as base64 so it stays one file,
 and building `Figure` objects directly (Agg canvas) needs no display and keeps no global state.
+A figure with nothing to show (no values, or only zeros) is None, and the report says so in words.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from bench.report import METRICS, row_label
+from bench.report import METRICS, THROUGHPUT, row_label
 
 STATUS_MARKERS = {"resolved": "o", "unresolved": "x", "error": "s", "interrupted": "^", "running": "^", "missing": "v"}
 PALETTE = ["#3b6ea8", "#d9822b", "#4f9a5a", "#b8475a", "#7d5ba6", "#8c6d46", "#c65fa5", "#6f6f6f"]
@@ -35,24 +36,38 @@ def _png(fig: Figure) -> bytes:
     return buffer.getvalue()
 
 
+def _whisker(cell: dict, key: str) -> tuple[float, float] | None:
+    """Throughput: the range of every sample (the benchmark's noise); else the 95% CI, which needs n >= 2."""
+    if key == THROUGHPUT and cell.get("n_samples", 0) >= 2:
+        return cell["spread_lo"], cell["spread_hi"]
+    if cell["n"] >= 2 and cell["ci_lo"] is not None:
+        return cell["ci_lo"], cell["ci_hi"]
+    return None
+
+
 def metric_bars(rows: list[dict], key: str) -> bytes | None:
-    """Horizontal bars of each row's median with its CI as whiskers; None when no row has the metric."""
+    """Horizontal bars of each row's median with whiskers (see _whisker); None when no row has a non-zero
+    value, so an oracle run's zero tokens become a sentence instead of an empty axis."""
     shown = [r for r in rows if not r["metrics"][key]["unavailable"]]
-    if not shown:
+    if not any(r["metrics"][key]["median"] or r["metrics"][key]["ci_hi"] for r in shown):
         return None
     label, unit = METRICS[key]
     scale, unit = display_unit(unit)
     colors = framework_colors([r["framework"] for r in rows])
     medians = scale * np.array([r["metrics"][key]["median"] for r in shown])
-    lows = medians - scale * np.array([r["metrics"][key]["ci_lo"] for r in shown])
-    highs = scale * np.array([r["metrics"][key]["ci_hi"] for r in shown]) - medians
+    whiskers = [_whisker(r["metrics"][key], key) for r in shown]
+    # clipped at 0: a hand-edited result may hold a median outside its own samples
+    lows = np.array([0.0 if w is None else max(0.0, m - scale * w[0]) for m, w in zip(medians, whiskers)])
+    highs = np.array([0.0 if w is None else max(0.0, scale * w[1] - m) for m, w in zip(medians, whiskers)])
     fig = Figure(figsize=(6.4, 0.45 * len(shown) + 1.1))
     ax = fig.add_subplot()
     y = np.arange(len(shown))[::-1]
     ax.barh(y, medians, xerr=[lows, highs], color=[colors[r["framework"]] for r in shown],
             capsize=3, error_kw={"elinewidth": 1, "ecolor": "#222"})
-    ax.set_yticks(y, [row_label(r) for r in shown], fontsize=8)
-    ax.set_xlabel(f"{label} ({unit}), median with 95% CI")
+    ax.set_yticks(y, [row_label(r) + ("" if w else f" (n={r['metrics'][key]['n']})") for r, w in zip(shown, whiskers)],
+                  fontsize=8)
+    spread = "range of all samples" if key == THROUGHPUT else "95% CI (rows with n >= 2)"
+    ax.set_xlabel(f"{label} ({unit}), median; whiskers: {spread}")
     ax.grid(axis="x", alpha=0.3)
     return _png(fig)
 
@@ -60,7 +75,8 @@ def metric_bars(rows: list[dict], key: str) -> bytes | None:
 def throughput_vs_turns(rows: list[dict]) -> bytes | None:
     """One point per row: median agent turns against median post-task throughput."""
     shown = [r for r in rows
-             if not r["metrics"]["agent_turns"]["unavailable"] and not r["metrics"]["throughput_tokens_per_s"]["unavailable"]]
+             if not r["metrics"]["agent_turns"]["unavailable"] and not r["metrics"]["throughput_tokens_per_s"]["unavailable"]
+             and r["metrics"]["agent_turns"]["median"]]
     if not shown:
         return None
     colors = framework_colors([r["framework"] for r in rows])
@@ -76,7 +92,7 @@ def throughput_vs_turns(rows: list[dict]) -> bytes | None:
                         r["metrics"]["throughput_tokens_per_s"]["median"]), fontsize=7,
                         xytext=(4, 3), textcoords="offset points")
     ax.set_xlabel("Agent turns (median; fewer is better)")
-    ax.set_ylabel("Post-task throughput, tok/s (median)")
+    ax.set_ylabel(f"Post-task throughput, {METRICS[THROUGHPUT][1]} (median)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _png(fig)
@@ -85,7 +101,7 @@ def throughput_vs_turns(rows: list[dict]) -> bytes | None:
 def trial_strip(frame: pd.DataFrame, key: str, group_keys: list[str]) -> bytes | None:
     """Every trial's value as a dot per group, marker by status, so outliers and errors stay visible."""
     present = frame[frame[key].notna()]
-    if present.empty:
+    if present.empty or not present[key].astype(float).any():
         return None
     label, unit = METRICS[key]
     scale, unit = display_unit(unit)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench import stats
+from bench import stats, throughput
 
 SCHEMA_VERSION = 1
 RESULT_FILE = "result.json"
@@ -27,8 +27,9 @@ METRICS = {
     "output_tokens": ("Output tokens", "tokens"),
     "per_turn_context_p50": ("Per-turn context", "tokens"),
     "cost_usd": ("Cost", "USD"),
-    "throughput_tokens_per_s": ("Post-task throughput", "tok/s"),
+    "throughput_tokens_per_s": ("Post-task throughput", throughput.UNIT),
 }
+THROUGHPUT = "throughput_tokens_per_s"
 GPU_METRICS = {"active_gpu_s", "gpu_hours_allocated"}  # throughput is measured on CPU too
 HIGHER_IS_BETTER = {"throughput_tokens_per_s"}
 
@@ -123,6 +124,24 @@ def ran_to_end(trial: dict) -> bool:
     return trial["status"] == "error" and error.get("phase") in LATE_ERROR_PHASES
 
 
+def trial_notes(trial: dict) -> list[str]:
+    """A trial's notes; results written before notes existed carried a throughput note as a resolved
+    trial's error, which is read back as the note it was."""
+    notes = list(trial.get("notes") or [])
+    error = trial.get("error") or {}
+    if trial["status"] == "resolved" and error.get("phase") == "throughput":
+        notes.append(error.get("message") or "")
+    return notes
+
+
+def trial_error(trial: dict) -> dict | None:
+    """The trial's error, unless it is an old-style throughput note (see trial_notes)."""
+    error = trial.get("error") or None
+    if error and trial["status"] == "resolved" and error.get("phase") == "throughput":
+        return None
+    return error
+
+
 def trial_frame(trials: list[dict]) -> pd.DataFrame:
     """One row per trial with its identity, status and metrics; `model` None becomes '-'."""
     rows = []
@@ -133,6 +152,8 @@ def trial_frame(trials: list[dict]) -> pd.DataFrame:
             "framework": t["framework"], "agent": t["agent"], "model": t.get("model") or "-",
             "trial": t.get("trial"), "status": t["status"], "ran_to_end": ran_to_end(t),
             "gpu_available": bool(metrics.get("gpu_available", False)), "dir": t.get("dir"),
+            "throughput_samples": throughput.samples_of(t), "throughput_measured": metrics.get("throughput_measured"),
+            "notes": trial_notes(t),
         }
         row.update({key: metrics.get(key) for key in METRICS})
         rows.append(row)
@@ -141,13 +162,20 @@ def trial_frame(trials: list[dict]) -> pd.DataFrame:
 
 @dataclass
 class MetricCell:
-    """One metric of one leaderboard row: a median with CI, or the reason it is unavailable."""
+    """One metric of one leaderboard row: a median with CI (n >= 2 only), or the reason it is unavailable.
+
+    Throughput also carries the range of every benchmark sample of the row's trials (`spread_lo/hi`,
+    `n_samples`): the measurement's own noise, against which differences are judged.
+    """
 
     median: float | None
     ci_lo: float | None
     ci_hi: float | None
     n: int
     unavailable: str | None = None
+    spread_lo: float | None = None
+    spread_hi: float | None = None
+    n_samples: int = 0
 
 
 def metric_cell(group: pd.DataFrame, key: str, confidence: float) -> MetricCell:
@@ -157,9 +185,39 @@ def metric_cell(group: pd.DataFrame, key: str, confidence: float) -> MetricCell:
     values = [float(v) for v in finished[key] if v is not None and not pd.isna(v)]
     if not values:
         no_gpu = key in GPU_METRICS and not finished["gpu_available"].any()
-        return MetricCell(None, None, None, 0, "n/a (no GPU)" if no_gpu else "n/a (not recorded)")
-    lo, hi = stats.bootstrap_ci(values, confidence=confidence)
-    return MetricCell(stats.median(values), lo, hi, len(values))
+        not_measured = key == THROUGHPUT and any(n.startswith("throughput not measured") for notes in finished["notes"]
+                                                 for n in notes)
+        reason = "n/a (no GPU)" if no_gpu else "n/a (not measured, see notes)" if not_measured else "n/a (not recorded)"
+        return MetricCell(None, None, None, 0, reason)
+    lo, hi = stats.bootstrap_ci(values, confidence=confidence) if len(values) >= 2 else (None, None)
+    cell = MetricCell(stats.median(values), lo, hi, len(values))
+    if key == THROUGHPUT:
+        samples = group_samples(finished)
+        cell.spread_lo, cell.spread_hi, cell.n_samples = min(samples), max(samples), len(samples)
+    return cell
+
+
+def _cell_json(cell: MetricCell, key: str) -> dict:
+    """The cell as summary.json holds it; only throughput has a sample range."""
+    data = vars(cell)
+    return data if key == THROUGHPUT else {k: v for k, v in data.items() if k not in ("spread_lo", "spread_hi", "n_samples")}
+
+
+def group_samples(group: pd.DataFrame) -> list[float]:
+    """Every throughput sample of a group's trials whose session ran to its end, pooled."""
+    return [v for samples in group[group["ran_to_end"]]["throughput_samples"] for v in samples]
+
+
+def trials_within_noise(group: pd.DataFrame) -> bool | None:
+    """Whether the throughput of a group's trials differs only within the measurement's spread: no pair of
+    trials has disjoint sample ranges. None when it cannot be told (one measured trial, or single samples)."""
+    measured = [s for s in group[group["ran_to_end"]]["throughput_samples"] if s]
+    if len(measured) < 2:
+        return None
+    verdicts = [throughput.beyond_noise(a, b) for i, a in enumerate(measured) for b in measured[i + 1:]]
+    if any(verdicts):
+        return False
+    return None if None in verdicts else True
 
 
 def effort_values(group: pd.DataFrame, key: str) -> list[float]:
@@ -179,24 +237,53 @@ def summarize(trials: list[dict], level: str, reference_framework: str = "refere
         statuses = group["status"].value_counts().to_dict()
         resolved = statuses.get("resolved", 0)
         attempts = sum(statuses.get(s, 0) for s in FINISHED)
+        n_tasks = group["task"].nunique()
+        one_task = n_tasks == 1 and attempts > 0  # pass@k means "k tries at ONE task"; across tasks it means nothing
         row = {
             "level": level, **ident,
             "n_trials": len(group), "n_resolved": resolved, "n_unresolved": statuses.get("unresolved", 0),
             "n_error": statuses.get("error", 0), "n_incomplete": sum(statuses.get(s, 0) for s in INCOMPLETE),
-            "n_attempts": attempts,
+            "n_attempts": attempts, "n_tasks": n_tasks,
             "success_rate": resolved / attempts if attempts else None,
             "pass_at_1": stats.pass_at_k(attempts, resolved, 1) if attempts else None,
-            "k": attempts,
-            "pass_at_k": stats.pass_at_k(attempts, resolved, attempts) if attempts else None,
-            "metrics": {key: vars(metric_cell(group, key, confidence)) for key in METRICS},
+            "k": attempts if one_task else None,
+            "pass_at_k": stats.pass_at_k(attempts, resolved, attempts) if one_task else None,
+            "metrics": {key: _cell_json(metric_cell(group, key, confidence), key) for key in METRICS},
+            "throughput_measured": sorted({m for m in group["throughput_measured"] if isinstance(m, str)}),
+            "throughput_trials_within_noise": trials_within_noise(group),
+            "throughput_notes": sorted({n for notes in group["notes"] for n in notes if n.startswith("throughput")}),
             "vs_reference": {},
         }
         reference_name = tuple(reference_framework if k == "framework" else ident[k] for k in keys)
         reference = groups.get(reference_name)
         if ident["framework"] != reference_framework and reference is not None:
             row["vs_reference"] = _ratios(group, reference, confidence)
+        if n_tasks > 1 and not row["metrics"][THROUGHPUT]["unavailable"]:
+            # each task benchmarks its own model or layout: pooling them would mix different measurements
+            row["metrics"][THROUGHPUT] = _cell_json(MetricCell(None, None, None, 0, "n/a (per task only)"), THROUGHPUT)
+            row["vs_reference"].pop(THROUGHPUT, None)
         rows.append(row)
+    if level == "task":
+        _compare_tasks_throughput(rows)
     return rows
+
+
+def _compare_tasks_throughput(rows: list[dict]) -> None:
+    """row["throughput_vs_tasks"]: against each other task of the same framework and agent, whether the
+    throughput differs beyond both rows' sample ranges ('within noise' otherwise)."""
+    for row in rows:
+        row["throughput_vs_tasks"] = []
+        mine = row["metrics"][THROUGHPUT]
+        if mine["unavailable"] or mine["n_samples"] < 2:
+            continue
+        for other in rows:
+            theirs = other["metrics"][THROUGHPUT]
+            same_setup = all(other[k] == row[k] for k in ("framework", "agent", "model"))
+            if other is row or not same_setup or theirs["unavailable"] or theirs["n_samples"] < 2:
+                continue
+            apart = throughput.ranges_apart((mine["spread_lo"], mine["spread_hi"]), (theirs["spread_lo"], theirs["spread_hi"]))
+            verdict = f"{mine['median'] / theirs['median']:.2g}× (beyond noise)" if apart else "within noise"
+            row["throughput_vs_tasks"].append(f"vs {other['task']}: {verdict}")
 
 
 def _ratios(group: pd.DataFrame, reference: pd.DataFrame, confidence: float) -> dict:
@@ -207,7 +294,9 @@ def _ratios(group: pd.DataFrame, reference: pd.DataFrame, confidence: float) -> 
         if not mine or not theirs or stats.median(theirs) == 0:
             continue
         ratio, lo, hi = stats.ratio_of_medians(mine, theirs, confidence=confidence)
-        ratios[key] = {"ratio": ratio, "ci_lo": lo, "ci_hi": hi}
+        ratios[key] = {"ratio": ratio, "ci_lo": lo, "ci_hi": hi, "n": min(len(mine), len(theirs))}
+        if key == THROUGHPUT:  # a change inside the benchmark's own spread is noise, whatever the ratio
+            ratios[key]["beyond_noise"] = throughput.beyond_noise(group_samples(group), group_samples(reference))
     return ratios
 
 
@@ -216,12 +305,17 @@ def flat_rows(rows: list[dict]) -> pd.DataFrame:
     flat = []
     for row in rows:
         out = {k: v for k, v in row.items() if k not in ("metrics", "vs_reference")}
+        out["throughput_measured"] = "; ".join(row["throughput_measured"])
+        out["throughput_notes"] = "; ".join(row["throughput_notes"])
+        out["throughput_vs_tasks"] = "; ".join(row.get("throughput_vs_tasks", []))
         for key, cell in row["metrics"].items():
-            for field in ("median", "ci_lo", "ci_hi", "n", "unavailable"):
+            for field in ("median", "ci_lo", "ci_hi", "n", "unavailable") + (
+                    ("spread_lo", "spread_hi", "n_samples") if key == THROUGHPUT else ()):
                 out[f"{key}_{field}"] = cell[field]
         for key, ratio in row["vs_reference"].items():
-            for field in ("ratio", "ci_lo", "ci_hi"):
-                out[f"{key}_vs_ref_{field}"] = ratio[field]
+            for field in ("ratio", "ci_lo", "ci_hi", "n", "beyond_noise"):
+                if field in ratio:
+                    out[f"{key}_vs_ref_{field}"] = ratio[field]
         flat.append(out)
     return pd.DataFrame(flat)
 
@@ -237,24 +331,67 @@ def format_number(value: float, unit: str, scale_by: float | None = None) -> str
         return f"{value:.3g} h"
     if abs(value if scale_by is None else scale_by) >= 10_000:
         return f"{value / 1000:.1f}K"
-    return f"{value:.4g}"
+    return f"{value:.0f}" if abs(value) >= 1000 else f"{value:.4g}"  # never 1.269e+04 beside a smaller median
+
+
+def with_unit(text: str, unit: str) -> str:
+    """Units the number does not already carry (durations, money and hours do)."""
+    return text if unit in ("s", "USD", "h") else f"{text} {unit}"
 
 
 def format_cell(cell: dict, unit: str) -> str:
+    """'median [CI]' with the unit; one trial has no CI ('(n=1)'); throughput adds its samples' range."""
     if cell["unavailable"]:
         return cell["unavailable"]
     m = cell["median"]
-    return f"{format_number(m, unit)} [{format_number(cell['ci_lo'], unit, m)}, {format_number(cell['ci_hi'], unit, m)}]"
+    text = with_unit(format_number(m, unit), unit)
+    if cell["ci_lo"] is not None and cell["n"] >= 2:
+        text += f" [{format_number(cell['ci_lo'], unit, m)}, {format_number(cell['ci_hi'], unit, m)}]"
+    else:
+        text += f" (n={cell['n']})"
+    if cell.get("n_samples", 0) >= 2:
+        text += (f", range {format_number(cell['spread_lo'], unit, m)}–{format_number(cell['spread_hi'], unit, m)}"
+                 f" over {cell['n_samples']} samples")
+    return text
 
 
 def format_change(ratio: dict) -> str:
-    """'−62% [−70%, −50%]': the relative change of medians versus the reference framework."""
+    """'−62% [−70%, −50%]': the relative change of medians versus the reference framework; a throughput
+    change inside the benchmark's spread reads 'within noise'."""
 
     def pct(r: float) -> str:
         change = round((r - 1.0) * 100)
         return f"−{abs(change)}%" if change < 0 else f"+{change}%"
 
+    if ratio.get("beyond_noise") is False:
+        return f"within noise ({pct(ratio['ratio'])})"
+    if ratio.get("n", 2) < 2:  # a side with one trial: the resampled ratio is that one ratio, no interval
+        return f"{pct(ratio['ratio'])} (n=1)"
     return f"{pct(ratio['ratio'])} [{pct(ratio['ci_lo'])}, {pct(ratio['ci_hi'])}]"
+
+
+def format_pass_at_k(row: dict) -> str:
+    if row["pass_at_k"] is not None:
+        return f"{format_rate(row['pass_at_k'])} (k={row['k']})"
+    return f"n/a ({row['n_tasks']} tasks)" if row["n_tasks"] > 1 else "n/a"
+
+
+def format_trials_noise(row: dict) -> str:
+    verdict = row["throughput_trials_within_noise"]
+    if verdict is None:
+        return "one measured trial" if row["metrics"][THROUGHPUT]["n"] < 2 else "no spread recorded"
+    return "within noise" if verdict else "differ beyond noise"
+
+
+def format_spread(cell: dict, unit: str) -> str:
+    if cell["n_samples"] < 2:
+        return f"no spread ({cell['n_samples']} sample)"
+    m = cell["median"]
+    return f"{format_number(cell['spread_lo'], unit, m)}–{format_number(cell['spread_hi'], unit, m)} ({cell['n_samples']} samples)"
+
+
+def metric_header(label: str, unit: str) -> str:
+    return f"{label} ({unit})"
 
 
 def format_rate(value: float | None) -> str:
@@ -277,14 +414,14 @@ def markdown_tables(rows: list[dict], level: str, reference_framework: str) -> s
         "|---|---|---|" + "---|" * 8,
     ]
     for r in rows:
-        pass_k = f"{format_rate(r['pass_at_k'])} (k={r['k']})" if r["k"] else "n/a"
+        pass_k = format_pass_at_k(r)
         lines.append(
             f"| {r[key]} | {r['framework']} | {r['agent']}/{r['model']} | {r['n_trials']} | {r['n_resolved']} "
             f"| {r['n_unresolved']} | {r['n_error']} | {r['n_incomplete']} | {format_rate(r['success_rate'])} "
             f"| {format_rate(r['pass_at_1'])} | {pass_k} |"
         )
     lines += ["", f"#### Effort, median [95% CI] ({where.lower()})", "",
-              head + "".join(f" {label} |" for label, _ in METRICS.values()),
+              head + "".join(f" {metric_header(label, unit)} |" for label, unit in METRICS.values()),
               "|---|---|---|" + "---|" * len(METRICS)]
     for r in rows:
         cells = "".join(f" {format_cell(r['metrics'][k], unit)} |" for k, (_, unit) in METRICS.items())
@@ -292,13 +429,37 @@ def markdown_tables(rows: list[dict], level: str, reference_framework: str) -> s
     compared = [r for r in rows if r["vs_reference"]]
     if compared:
         lines += ["", f"#### Change of medians versus `{reference_framework}` [95% CI] ({where.lower()})", "",
-                  head + "".join(f" {label} |" for label, _ in METRICS.values()),
+                  head + "".join(f" {metric_header(label, unit)} |" for label, unit in METRICS.values()),
                   "|---|---|---|" + "---|" * len(METRICS)]
         for r in compared:
             cells = "".join(
                 f" {format_change(r['vs_reference'][k]) if k in r['vs_reference'] else 'n/a'} |" for k in METRICS
             )
             lines.append(f"| {r[key]} | {r['framework']} | {r['agent']}/{r['model']} |{cells}")
+    if level == "task":
+        lines += ["", throughput_markdown(rows)]
+    return "\n".join(lines) + "\n"
+
+
+def throughput_rows(rows: list[dict]) -> list[dict]:
+    """Task rows with a throughput number or a note about it."""
+    return [r for r in rows if not r["metrics"][THROUGHPUT]["unavailable"] or r["throughput_notes"]]
+
+
+def throughput_markdown(rows: list[dict]) -> str:
+    """What each task's post-task benchmark measured, its median, spread and whether trials differ."""
+    lines = [f"#### Post-task throughput ({throughput.UNIT})", "",
+             "| Task | Framework | Agent / model | Measured | Median | Range of all samples | Between trials | Versus other tasks |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in throughput_rows(rows):
+        cell = r["metrics"][THROUGHPUT]
+        who = f"| {r['task']} | {r['framework']} | {r['agent']}/{r['model']} |"
+        if cell["unavailable"]:
+            lines.append(f"{who} {'; '.join(r['throughput_notes']) or cell['unavailable']} | - | - | - | - |")
+            continue
+        unit = throughput.UNIT
+        lines.append(f"{who} {'; '.join(r['throughput_measured']) or '-'} | {with_unit(format_number(cell['median'], unit), unit)} "
+                     f"| {format_spread(cell, unit)} | {format_trials_noise(r)} | {'; '.join(r['throughput_vs_tasks']) or '-'} |")
     return "\n".join(lines) + "\n"
 
 
@@ -310,8 +471,11 @@ def markdown_report(run_dirs: list[Path], summaries: dict[str, list[dict]], refe
         "Medians with percentile-bootstrap 95% CIs (fixed seed). Effort metrics use trials whose agent "
         "session ran to its end (resolved, unresolved, or an error after the agent stopped); success "
         "counts every finished trial, errors as failures; interrupted, running and missing trials are "
-        "listed as incomplete and left out of both. pass@k is the unbiased estimator with k = finished "
-        "trials. Changes versus the reference framework bootstrap the ratio of medians.", "",
+        "listed as incomplete and left out of both. A CI needs two trials: one trial shows its value with "
+        "(n=1). pass@k is the unbiased estimator with k = finished trials of one task (n/a for a row "
+        "spanning several tasks). Changes versus the reference framework bootstrap the ratio of medians; "
+        "post-task throughput is the median of repeated benchmark runs, and a throughput difference whose "
+        "sample ranges overlap is reported as within noise.", "",
         "## By task family", "", markdown_tables(summaries["family"], "family", reference_framework),
         "## By task", "", markdown_tables(summaries["task"], "task", reference_framework),
     ]

@@ -15,8 +15,10 @@ from datetime import datetime, timezone
 from html import escape
 from pathlib import Path
 
-from bench import plots, profile
-from bench.report import GROUPINGS, METRICS, format_cell, format_change, format_rate, trial_frame
+from bench import plots, profile, throughput
+from bench.report import (GROUPINGS, METRICS, THROUGHPUT, format_cell, format_change, format_number,
+                          format_pass_at_k, format_rate, format_spread, format_trials_noise, metric_header, throughput_rows,
+                          trial_error, trial_frame, trial_notes, with_unit)
 
 HEAD_LINES = 40
 TAIL_LINES = 20
@@ -27,18 +29,22 @@ SHELL_TOOLS = {"bash", "shell"}
 
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:24px;color:#1d1d1f;max-width:1400px}
+*{box-sizing:border-box}
 h1{font-size:22px}h2{font-size:18px;margin-top:32px;border-bottom:1px solid #ddd}h3{font-size:15px}
 table{border-collapse:collapse;font-size:12px;margin:8px 0}th,td{border:1px solid #ddd;padding:3px 6px;text-align:left}
-th{background:#f3f4f6}td.num{text-align:right;white-space:nowrap}
+th{background:#f3f4f6;vertical-align:bottom}td{vertical-align:top;overflow-wrap:break-word}td.num{text-align:right}
+td.long{min-width:16em;max-width:32em;overflow-wrap:anywhere}td.id{white-space:nowrap}
 .resolved{color:#1a7f37}.unresolved,.failed,.error{color:#b42318}.interrupted,.running,.missing,.skipped{color:#9a6700}
 .figs{display:flex;flex-wrap:wrap;gap:16px}.fig{border:1px solid #eee;padding:6px;flex:1 1 520px;max-width:680px}
-.fig img{width:100%;height:auto}.scroll{overflow-x:auto}
+.fig img{width:100%;height:auto}.scroll{overflow-x:auto;max-width:100%}
 .na{color:#777;font-style:italic}pre{background:#f6f8fa;padding:8px;overflow-x:auto;font-size:12px;white-space:pre-wrap}
 .event{border-left:4px solid #ccc;padding:4px 10px;margin:10px 0}.assistant{border-color:#3b6ea8}
 .tool_result{border-color:#4f9a5a}.user,.system{border-color:#999}.error,.limit{border-color:#b42318}
 .meta{color:#666;font-size:11px}.add{color:#1a7f37}.del{color:#b42318}.hunk{color:#7d5ba6}.omitted{color:#9a6700}
 """
 
+# Records what a headless browser test checks: every image decoded, and the page's width (horizontal
+# overflow) in the window it was opened in.
 RENDER_CHECK = """
 <script>
 window.addEventListener('load', function () {
@@ -46,6 +52,8 @@ window.addEventListener('load', function () {
   var ok = imgs.filter(function (i) { return i.complete && i.naturalWidth > 0 && i.naturalHeight > 0; });
   document.body.setAttribute('data-images-total', String(imgs.length));
   document.body.setAttribute('data-images-rendered', String(ok.length));
+  document.body.setAttribute('data-scroll-width', String(document.documentElement.scrollWidth));
+  document.body.setAttribute('data-window-width', String(window.innerWidth));
 });
 </script>
 """
@@ -72,45 +80,100 @@ def trial_page_name(trial: dict) -> str:
 # ---------------------------------------------------------------- report.html
 
 
-def summary_table(rows: list[dict], level: str) -> str:
+def scroll(table: str) -> str:
+    """A wide table scrolls inside its own box; the page itself never scrolls sideways."""
+    return f'<div class="scroll">{table}</div>'
+
+
+def outcome_table(rows: list[dict], level: str) -> str:
     key = "task" if level == "task" else "task_family"
     head = ("<tr><th>{}</th><th>Framework</th><th>Agent / model</th><th>Trials</th><th>Resolved</th><th>Unresolved</th>"
-            "<th>Error</th><th>Incomplete</th><th>Success</th><th>pass@1</th><th>pass@k</th>").format(
+            "<th>Error</th><th>Incomplete</th><th>Success</th><th>pass@1</th><th>pass@k</th></tr>").format(
         "Task" if level == "task" else "Task family")
-    head += "".join(f"<th>{escape(label)}</th>" for label, _ in METRICS.values()) + "</tr>"
     body = []
     for r in rows:
         cells = [escape(str(r[key])), escape(r["framework"]), escape(f"{r['agent']}/{r['model']}")]
         cells += [str(r[n]) for n in ("n_trials", "n_resolved", "n_unresolved", "n_error", "n_incomplete")]
-        cells += [format_rate(r["success_rate"]), format_rate(r["pass_at_1"]),
-                  f"{format_rate(r['pass_at_k'])} (k={r['k']})" if r["k"] else "n/a"]
-        for k, (_, unit) in METRICS.items():
-            text = format_cell(r["metrics"][k], unit)
-            if k in r["vs_reference"]:
-                text += f"<br><span class=\"meta\">{escape(format_change(r['vs_reference'][k]))} vs ref</span>"
-            cells.append(text if not r["metrics"][k]["unavailable"] else f'<span class="na">{escape(text)}</span>')
+        cells += [format_rate(r["success_rate"]), format_rate(r["pass_at_1"]), escape(format_pass_at_k(r))]
         body.append("<tr>" + "".join(f'<td class="num">{c}</td>' if i >= 3 else f"<td>{c}</td>"
                                      for i, c in enumerate(cells)) + "</tr>")
-    return f'<div class="scroll"><table>{head}{"".join(body)}</table></div>'
+    return scroll(f"<table>{head}{''.join(body)}</table>")
+
+
+def summary_table(rows: list[dict], level: str) -> str:
+    """Effort metrics: median [95% CI] with units, change versus the reference framework below."""
+    key = "task" if level == "task" else "task_family"
+    head = "<tr><th>{}</th><th>Framework</th><th>Agent / model</th>".format(
+        "Task" if level == "task" else "Task family")
+    head += "".join(f"<th>{escape(metric_header(label, unit))}</th>" for label, unit in METRICS.values()) + "</tr>"
+    body = []
+    for r in rows:
+        cells = [escape(str(r[key])), escape(r["framework"]), escape(f"{r['agent']}/{r['model']}")]
+        for k, (_, unit) in METRICS.items():
+            text = escape(format_cell(r["metrics"][k], unit))
+            if r["metrics"][k]["unavailable"]:
+                text = f'<span class="na">{text}</span>'
+            if k in r["vs_reference"]:
+                text += f"<br><span class=\"meta\">{escape(format_change(r['vs_reference'][k]))} vs ref</span>"
+            cells.append(text)
+        body.append("<tr>" + "".join(f'<td class="num">{c}</td>' if i >= 3 else f'<td class="id">{c}</td>'
+                                     for i, c in enumerate(cells)) + "</tr>")
+    return scroll(f"<table>{head}{''.join(body)}</table>")
+
+
+def throughput_table(rows: list[dict]) -> str:
+    """Per task: what the post-task benchmark ran, the median, the range of every sample, and whether the
+    trials differ by more than that range."""
+    shown = throughput_rows(rows)
+    if not shown:
+        return '<p class="na">No trial measured post-task throughput (no resolved trial of a task that declares a benchmark).</p>'
+    unit = throughput.UNIT
+    head = (f"<tr><th>Task</th><th>Framework</th><th>Agent / model</th><th>Measured</th><th>Median ({unit})</th>"
+            f"<th>Range of all samples ({unit})</th><th>Trials</th><th>Between trials</th><th>Versus other tasks</th></tr>")
+    body = []
+    for r in shown:
+        cell = r["metrics"][THROUGHPUT]
+        who = (f"<td>{escape(r['task'])}</td><td>{escape(r['framework'])}</td>"
+               f"<td>{escape(r['agent'])}/{escape(str(r['model']))}</td>")
+        if cell["unavailable"]:
+            note = "; ".join(r["throughput_notes"]) or cell["unavailable"]
+            body.append(f'<tr>{who}<td class="long na" colspan="6">{escape(note)}</td></tr>')
+            continue
+        m = cell["median"]
+        body.append(
+            f"<tr>{who}<td>{escape('; '.join(r['throughput_measured']) or '-')}</td>"
+            f'<td class="num">{escape(with_unit(format_number(m, unit), unit))}</td>'
+            f'<td class="num">{escape(format_spread(cell, unit))}</td>'
+            f'<td class="num">{cell["n"]} trial(s)</td><td>{escape(format_trials_noise(r))}</td>'
+            f"<td>{'<br>'.join(escape(v) for v in r['throughput_vs_tasks']) or '-'}</td></tr>")
+    return scroll(f"<table>{head}{''.join(body)}</table>")
 
 
 def trials_table(trials: list[dict]) -> str:
     head = ("<tr><th>Run</th><th>Task</th><th>Framework</th><th>Agent / model</th><th>Trial</th><th>Status</th>"
-            "<th>Exit</th><th>Turns</th><th>Error</th><th>Trajectory</th></tr>")
+            f"<th>Exit</th><th>Turns</th><th>Throughput ({throughput.UNIT})</th><th>Error / notes</th><th>Trajectory</th></tr>")
     body = []
     ordered = sorted(trials, key=lambda t: (t["task"], t["framework"], t["agent"], t.get("run_id") or "", t.get("trial") or 0))
     for t in ordered:
-        error = t.get("error") or {}
-        error_text = f"{error.get('phase')}: {error.get('message')}" if error else ""
-        turns = (t.get("metrics") or {}).get("agent_turns")
+        error = trial_error(t)
+        lines = [f'<span class="error">{escape(str(error.get("phase")))}: {escape(str(error.get("message")))}</span>'] if error else []
+        lines += [f'<span class="meta">{escape(note)}</span>' for note in trial_notes(t)]
+        metrics = t.get("metrics") or {}
+        turns = metrics.get("agent_turns")
+        rate = metrics.get(THROUGHPUT)
+        spread = metrics.get("throughput_spread")
+        rate_text = "" if rate is None else format_number(rate, throughput.UNIT)
+        if rate is not None and spread:
+            rate_text += f" ({format_number(spread[0], throughput.UNIT, rate)}–{format_number(spread[1], throughput.UNIT, rate)})"
         body.append(
             f"<tr><td>{escape(str(t.get('run_id')))}</td><td>{escape(t['task'])}</td><td>{escape(t['framework'])}</td>"
             f"<td>{escape(t['agent'])}/{escape(str(t.get('model') or '-'))}</td><td>{escape(str(t.get('trial')))}</td>"
             f"<td class=\"{escape(t['status'])}\">{escape(t['status'])}</td><td>{escape(str(t.get('exit_status') or ''))}</td>"
-            f"<td class=\"num\">{'' if turns is None else escape(str(turns))}</td><td>{escape(error_text)}</td>"
+            f"<td class=\"num\">{'' if turns is None else escape(str(turns))}</td><td class=\"num\">{escape(rate_text)}</td>"
+            f"<td class=\"long\">{'<br>'.join(lines)}</td>"
             f"<td><a class=\"trajectory\" href=\"trajectories/{escape(trial_page_name(t))}\">view</a></td></tr>"
         )
-    return f"<table>{head}{''.join(body)}</table>"
+    return scroll(f"<table>{head}{''.join(body)}</table>")
 
 
 def profile_table(profiles: list[dict]) -> str:
@@ -132,10 +195,11 @@ def profile_table(profiles: list[dict]) -> str:
                 f"<td class=\"num\">{task['files_touched']}</td><td class=\"num\">{task['lines_touched']}</td>"
                 f"<td class=\"num\">{escape(depth)}</td></tr>"
             )
-    html = f"<table>{head}{''.join(body)}</table>"
+    html = scroll(f"<table>{head}{''.join(body)}</table>")
     if tasks:
-        html += ("<h3>Gold solutions</h3><table><tr><th>Framework</th><th>Task</th><th>Files touched</th>"
-                 f"<th>Lines touched</th><th>Import depth from entry</th></tr>{''.join(tasks)}</table>")
+        html += "<h3>Gold solutions</h3>" + scroll(
+            "<table><tr><th>Framework</th><th>Task</th><th>Files touched</th>"
+            f"<th>Lines touched</th><th>Import depth from entry</th></tr>{''.join(tasks)}</table>")
     return html
 
 
@@ -144,27 +208,33 @@ def report_html(run_names: list[str], trials: list[dict], summaries: dict[str, l
     frame = trial_frame(trials)
     task_rows = summaries["task"]
     bars = "".join(
-        f'<div class="fig"><h3>{escape(label)}</h3>'
-        f"{img(plots.metric_bars(task_rows, key), label, _missing_reason(task_rows, key))}</div>"
-        for key, (label, _) in METRICS.items()
+        f'<div class="fig"><h3>{escape(metric_header(label, unit))}</h3>'
+        f"{img(plots.metric_bars(task_rows, key), label, _missing_reason(task_rows, key, unit))}</div>"
+        for key, (label, unit) in METRICS.items()
     )
     strips = "".join(
-        f'<div class="fig"><h3>{escape(label)}</h3>'
-        f"{img(plots.trial_strip(frame, key, GROUPINGS['task']), label + ' per trial', _missing_reason(task_rows, key))}</div>"
-        for key, (label, _) in METRICS.items()
+        f'<div class="fig"><h3>{escape(metric_header(label, unit))}</h3>'
+        f"{img(plots.trial_strip(frame, key, GROUPINGS['task']), label + ' per trial', _missing_reason(task_rows, key, unit))}</div>"
+        for key, (label, unit) in METRICS.items()
     )
     scatter = img(plots.throughput_vs_turns(task_rows), "throughput vs agent turns",
-                  "n/a (no GPU): no group has both throughput and turns")
+                  "No chart: no task has both a measured post-task throughput and agent turns above zero.")
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     parts = [
         f"<h1>atebench report: {escape(', '.join(run_names))}</h1>",
         f"<p class=\"meta\">Generated {generated}. {len(trials)} trials. Medians with percentile-bootstrap 95% CIs "
-        f"(fixed seed); changes are versus the <b>{escape(reference_framework)}</b> framework. Effort metrics use "
+        f"(fixed seed) where a row has at least two trials, else the one value with (n=1); changes are versus the "
+        f"<b>{escape(reference_framework)}</b> framework. Effort metrics use "
         "trials whose agent session ran to its end; errors count as failures in the success rate; incomplete "
-        "trials (interrupted, running, missing) are listed but left out of both.</p>",
-        "<h2>By task family</h2>", summary_table(summaries["family"], "family"),
-        "<h2>By task</h2>", summary_table(task_rows, "task"),
-        "<h2>Metrics by task (median, 95% CI whiskers)</h2>", f'<div class="figs">{bars}</div>',
+        "trials (interrupted, running, missing) are listed but left out of both. pass@k is per task. Post-task "
+        "throughput is the median of repeated benchmark runs of what the task changed; a difference whose "
+        "sample ranges overlap is within noise.</p>",
+        "<h2>By task family</h2>", outcome_table(summaries["family"], "family"),
+        summary_table(summaries["family"], "family"),
+        "<h2>By task</h2>", outcome_table(task_rows, "task"), summary_table(task_rows, "task"),
+        "<h2>Post-task throughput</h2>", throughput_table(task_rows),
+        "<h2>Metrics by task (median; whiskers: 95% CI, or for throughput the range of all samples)</h2>",
+        f'<div class="figs">{bars}</div>',
         "<h2>Throughput versus agent turns</h2>", f'<div class="fig">{scatter}</div>',
         "<h2>Every trial</h2>", f'<div class="figs">{strips}</div>',
     ]
@@ -176,9 +246,13 @@ def report_html(run_names: list[str], trials: list[dict], summaries: dict[str, l
     return page("atebench report", "\n".join(parts))
 
 
-def _missing_reason(rows: list[dict], key: str) -> str:
-    reasons = sorted({r["metrics"][key]["unavailable"] for r in rows if r["metrics"][key]["unavailable"]})
-    return "; ".join(reasons) or "n/a"
+def _missing_reason(rows: list[dict], key: str, unit: str) -> str:
+    """The sentence that replaces a chart with nothing to draw."""
+    measured = [r for r in rows if not r["metrics"][key]["unavailable"]]
+    if measured:  # every value is zero (e.g. agents that call no model use no tokens)
+        return f"No chart: every trial recorded 0 {unit}."
+    reasons = sorted({re.sub(r"^n/a \((.*)\)$", r"\1", r["metrics"][key]["unavailable"]) for r in rows})
+    return f"No chart: no trial has this metric ({'; '.join(reasons) or 'no trial'})."
 
 
 # ---------------------------------------------------------------- trajectory pages
@@ -279,11 +353,11 @@ def grade_html(grade: dict | None) -> str:
         tests = grade.get(key) or {}
         rows = "".join(f"<tr><td>{escape(name)}</td><td class=\"{escape(str(o))}\">{escape(str(o))}</td></tr>"
                        for name, o in tests.items())
-        parts.append(f"<h3>{title} ({len(tests)})</h3><table><tr><th>Test</th><th>Outcome</th></tr>{rows}</table>")
+        parts.append(f"<h3>{title} ({len(tests)})</h3>" + scroll(f"<table><tr><th>Test</th><th>Outcome</th></tr>{rows}</table>"))
     rows = "".join(
         f"<tr><td>{escape(t.get('name', ''))}</td><td class=\"{escape(str(t.get('outcome')))}\">{escape(str(t.get('outcome')))}"
         f"</td><td class=\"num\">{t.get('duration_s', 0) or 0:.2f} s</td></tr>" for t in grade.get("tests") or [])
-    parts.append(f"<h3>All tests</h3><table><tr><th>Test</th><th>Outcome</th><th>Duration</th></tr>{rows}</table>")
+    parts.append("<h3>All tests</h3>" + scroll(f"<table><tr><th>Test</th><th>Outcome</th><th>Duration</th></tr>{rows}</table>"))
     if grade.get("modified_test_files"):
         parts.append(f"<p class=\"error\">The agent modified test files: "
                      f"{escape(', '.join(grade['modified_test_files']))}</p>")
@@ -294,7 +368,6 @@ def trajectory_html(trial: dict) -> str:
     trial_dir = Path(trial["dir"])
     files = trial.get("files") or {}
     metrics = trial.get("metrics") or {}
-    error = trial.get("error")
     title = f"{trial['task']} · {trial['framework']} · {trial['agent']}/{trial.get('model') or '-'} · trial {trial.get('trial')}"
     parts = [
         '<p><a href="../report.html">← report</a></p>', f"<h1>{escape(title)}</h1>",
@@ -302,11 +375,13 @@ def trajectory_html(trial: dict) -> str:
         f"</b> · exit {escape(str(trial.get('exit_status')))} · started {escape(str(trial.get('started_at')))} · "
         f"finished {escape(str(trial.get('finished_at')))}</p>",
     ]
+    error = trial_error(trial)
     if error:
         parts.append(f"<p class=\"error\">Error in {escape(str(error.get('phase')))}: {escape(str(error.get('message')))}</p>")
+    parts += [f'<p class="meta">Note: {escape(note)}</p>' for note in trial_notes(trial)]
     rows = "".join(f"<tr><td>{escape(k)}</td><td class=\"num\">{'n/a' if v is None else escape(str(v))}</td></tr>"
                    for k, v in metrics.items())
-    parts += [f"<h2>Metrics</h2><table>{rows}</table>", "<h2>Grade</h2>", grade_html(trial.get("grade"))]
+    parts += [f"<h2>Metrics</h2>{scroll(f'<table>{rows}</table>')}", "<h2>Grade</h2>", grade_html(trial.get("grade"))]
     parts.append("<h2>Conversation</h2>")
     events = _read_events(trial_dir, files.get("trajectory"))
     if events is None:

@@ -83,8 +83,11 @@ class Commands(Strict):
     test: str = "python -m pytest -q"
     """The framework's own test command (documentation for agents and task authors)."""
     throughput: str | None = None
-    """Run after a resolved trial; its last JSON line with a "tokens_per_s" key is recorded."""
+    """The framework's generic benchmark, run after a resolved trial of a task that measures throughput but
+    whose variant has no throughput.toml; its last JSON line with a "tokens_per_s" key is recorded."""
     throughput_timeout_s: float = 600.0
+    throughput_repeats: int = Field(default=3, ge=1)
+    """How many times the generic benchmark runs, so the result states its spread."""
 
 
 class FrameworkSpec(Strict):
@@ -140,7 +143,12 @@ class TaskSpec(Strict):
     resources: Resources = Resources()
     grading: TaskGrading = TaskGrading()
     measure_throughput: bool = True
-    """Run the framework's throughput command after a resolved trial (off for tasks that touch no model)."""
+    """Measure post-task throughput after a resolved trial, with the variant's throughput.toml, else the
+    framework's generic [commands] throughput. False where no benchmark shows the task's change (the result
+    then carries a note and no number)."""
+    framework_throughput_fallback: bool = True
+    """Whether the framework's generic benchmark may stand in for a variant without throughput.toml; false
+    where it would not run what the agent changed (a new model, expert parallelism)."""
 
 
 class GradingSpec(Strict):
@@ -171,6 +179,36 @@ class GradingSpec(Strict):
             problem = unsafe_path(path)
             if problem:
                 raise ValueError(f"{field}: {path!r} {problem}; name a path relative to the checkout's root")
+        return self
+
+
+class ThroughputSpec(Strict):
+    """tasks/<id>/frameworks/<fw>/throughput.toml: how post-task throughput measures what the agent changed.
+
+    Why per variant: the command names the framework's benchmark and the model or layout the task is about
+    (the model the agent added, EP on), which only the task's author for that framework knows.
+    """
+
+    command: str
+    """Prints a JSON line with "tokens_per_s" (tokens per second); "tokens_per_s_samples" (a list), when
+    present, gives the samples of one run. Runs in the agent's final tree, in the trial's sandbox."""
+    gpu_command: str | None = None
+    """Run instead of `command` when the trial holds at least gpu_command_gpus GPUs."""
+    gpu_command_gpus: int = Field(default=1, ge=1)
+    repeats: int = Field(default=3, ge=1)
+    """How many times the command runs; every run's samples are pooled for the median and the spread."""
+    timeout_s: float = Field(default=900.0, gt=0)
+    """Per run of the command."""
+    restore_from_original: list[str] = []
+    """Files (paths in the checkout) copied from the ORIGINAL framework source over the agent's tree before
+    measuring, e.g. the task's model config, so the agent's edits cannot change what is measured."""
+
+    @model_validator(mode="after")
+    def _paths_stay_inside(self):
+        for path in self.restore_from_original:
+            if unsafe_path(path):
+                raise ValueError(f"restore_from_original: {path!r} {unsafe_path(path)}; name a path relative to "
+                                 "the checkout's root")
         return self
 
 
@@ -208,6 +246,8 @@ class TaskVariant(BaseModel):
     grading: GradingSpec
     tests_fingerprint: str = ""
     """Content hash of the hidden tests when the spec was loaded; grading refuses tests changed since."""
+    throughput: ThroughputSpec | None = None
+    """From the variant's optional throughput.toml."""
 
     @property
     def tests_dir(self) -> Path:
@@ -339,7 +379,13 @@ def load_variant(task: Task, framework: str) -> TaskVariant:
     if not (folder / "tests").is_dir() and not grading.restore_from_original:
         raise SpecError(f"{_rel(folder / 'tests', root)}: folder not found; put the hidden grader tests there "
                         "(or name the framework's own test files in grading.toml restore_from_original)")
-    return TaskVariant(task=task, framework=framework, dir=folder, grading=grading,
+    throughput_path = folder / "throughput.toml"
+    throughput = (_validate(ThroughputSpec, _read_toml(throughput_path, root), throughput_path, root)
+                  if throughput_path.is_file() else None)
+    if throughput is not None and not task.spec.measure_throughput:
+        raise SpecError(f"{_rel(throughput_path, root)}: the task's task.toml says measure_throughput = false; "
+                        "remove throughput.toml or set measure_throughput = true")
+    return TaskVariant(task=task, framework=framework, dir=folder, grading=grading, throughput=throughput,
                        tests_fingerprint=fingerprint(folder / "tests"))
 
 

@@ -6,7 +6,6 @@ throughput) and must never erase what earlier phases produced (trajectory, diff,
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 import threading
@@ -15,7 +14,7 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench import grading, results, workspace
+from bench import grading, results, throughput, workspace
 from bench.gpu import GpuAllocator, GpuSampler
 from bench.keys import redact, redact_files
 from bench.metrics import trial_metrics
@@ -205,14 +204,12 @@ class Trial:
         self.result["status"] = "resolved" if grade.resolved else "unresolved"
         self._save()
 
-        if grade.resolved and cfg.measure_throughput and variant.task.spec.measure_throughput \
-                and framework.commands.throughput:
+        if grade.resolved and cfg.measure_throughput:
             self.phase = "throughput"
             self.on_event(self, {"kind": "phase", "phase": "throughput"})
-            tokens_per_s, note = self._throughput(work)
-            self.result["metrics"]["throughput_tokens_per_s"] = tokens_per_s
-            if note:
-                self.result["error"] = {"phase": "throughput", "message": note}
+            measured, notes = self._throughput(work)
+            self.result["metrics"].update(measured)
+            self.result.setdefault("notes", []).extend(notes)
 
     def _solution_patch(self) -> str | None:
         cfg = self.config
@@ -261,30 +258,39 @@ class Trial:
                     f"error: {redact(outcome.error or '')}\n")
         return outcome
 
-    def _throughput(self, work: Path) -> tuple[float | None, str | None]:
-        """tokens/s from the last JSON line with "tokens_per_s"; a failure is a note, not a failed trial."""
-        command = self.config.framework.commands.throughput
+    def _throughput(self, work: Path) -> tuple[dict, list[str]]:
+        """The task's benchmark, `repeats` runs in the trial's sandbox: (metrics, notes).
+
+        Nothing measurable, or a failed run, is a note in the result, never a failed trial.
+        """
+        cfg = self.config
+        planned = throughput.plan(cfg.variant, cfg.framework, len(self._gpus))
+        if isinstance(planned, str):
+            return {}, [planned]
+        command, spec = planned
         try:
+            if spec.restore_from_original:
+                throughput.restore_originals(spec, workspace.original_source(cfg.framework, cfg.cache), work)
             sandbox = self._open_sandbox(work)
-        except SandboxError as e:
-            return None, f"throughput not measured: {e}"
+        except (FileNotFoundError, workspace.WorkspaceError, SandboxError) as e:
+            return {}, [f"throughput not measured: {e}"]
+        runs = []
         try:
-            result = sandbox.execute(command, timeout=self.config.framework.commands.throughput_timeout_s)
+            for i in range(spec.repeats):
+                result = sandbox.execute(command, timeout=spec.timeout_s)
+                with open(self.folder / results.FILES["agent_log"], "a") as f:
+                    f.write(f"\n$ {command}  # throughput run {i + 1} of {spec.repeats}\n[exit {result.exit_code}]\n"
+                            f"{result.output[-20000:]}\n")
+                parsed = throughput.parse_run(result.output)
+                if parsed is None:
+                    return {}, [f"throughput not measured: run {i + 1} of `{command}` exited {result.exit_code} "
+                                "without a JSON line holding tokens_per_s (see agent.log)"]
+                runs.append(parsed)
+                self.on_event(self, {"kind": "log", "message": f"throughput run {i + 1} of {spec.repeats}: "
+                                                               f"{parsed['tokens_per_s']:.0f} {throughput.UNIT}"})
         finally:
             self._close(sandbox)
-        with open(self.folder / results.FILES["agent_log"], "a") as f:
-            f.write(f"\n$ {command}\n[exit {result.exit_code}]\n{result.output[-20000:]}\n")
-        for line in reversed(result.output.splitlines()):
-            line = line.strip()
-            if line.startswith("{"):
-                try:
-                    value = json.loads(line).get("tokens_per_s")
-                except (json.JSONDecodeError, AttributeError):
-                    continue
-                if isinstance(value, (int, float)):
-                    return float(value), None
-        return None, (f"throughput not measured: `{command}` exited {result.exit_code} without a JSON line "
-                      "holding tokens_per_s (see agent.log)")
+        return throughput.metrics(runs, command), []
 
 
 class _ObservedTrajectory(TrajectoryWriter):

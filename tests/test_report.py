@@ -104,7 +104,7 @@ def test_ratio_to_reference(built):
 def test_markdown_tables_are_well_formed(built):
     lines = (built / "report.md").read_text().splitlines()
     separators = [i for i, line in enumerate(lines) if line.startswith("|---")]
-    assert len(separators) == 6  # outcomes, effort, change: per family and per task
+    assert len(separators) == 7  # outcomes, effort, change: per family and per task; throughput per task
     for i in separators:
         width = lines[i - 1].count("|")
         rows = []
@@ -163,3 +163,161 @@ def test_bad_input_gives_one_clear_error(tmp_path, capsys):
     result.write_text(result.read_text().replace('"schema_version": 1', '"schema_version": 7'))
     assert cmd_report([str(run), "--out", str(tmp_path / "out")]) == 2
     assert "schema_version 7; this report reads version 1" in capsys.readouterr().err
+
+
+def _edit_result(run: Path, rel: str, **changes) -> None:
+    """Rewrites one fixture trial: top-level fields, and `metrics` merged into its metrics."""
+    path = run / rel / "result.json"
+    data = json.loads(path.read_text())
+    data["metrics"].update(changes.pop("metrics", {}))
+    data.update(changes)
+    path.write_text(json.dumps(data))
+
+
+def test_one_trial_has_no_confidence_interval(built):
+    summary = json.loads((built / "summary.json").read_text())
+    qwen3 = row(summary, "task", "add-new-model/qwen3", "reference")["metrics"]["agent_turns"]
+    assert qwen3["n"] == 1 and qwen3["ci_lo"] is None and qwen3["ci_hi"] is None
+    md = (built / "report.md").read_text()
+    assert "| add-new-model/qwen3 | reference | builtin/test-model | 20 turns (n=1) |" in md
+    assert "[20, 20]" not in md and "20 [20" not in md
+    assert "| add-new-model/qwen3 | megatron | builtin/test-model | +100% (n=1) |" in md  # 40 vs 20 turns
+    assert "[+100%, +100%]" not in md
+    assert "Post-task throughput (tokens/s)" in md and "1020 tokens/s (n=1)" in md
+    # results with one number per trial state no spread, so nothing is said about differences between trials
+    assert "| add-new-model/qwen3 | reference | builtin/test-model | - | 1020 tokens/s | no spread (1 sample) | one measured trial |" in md
+    assert "| add-new-model/mixtral | reference | builtin/test-model | - | 1050 tokens/s | 1000–1100 (3 samples) | no spread recorded |" in md
+
+
+def test_pass_at_k_only_over_one_task(built):
+    summary = json.loads((built / "summary.json").read_text())
+    family = row(summary, "family", "add-new-model", "reference")
+    assert family["n_tasks"] == 2 and family["pass_at_k"] is None and family["k"] is None
+    task = row(summary, "task", "add-new-model/mixtral", "reference")
+    assert task["pass_at_k"] == 1.0 and task["k"] == 3
+    md = (built / "report.md").read_text()
+    assert "| add-new-model | reference | builtin/test-model | 4 | 3 | 1 | 0 | 0 | 75% | 75% | n/a (2 tasks) |" in md
+
+
+def test_throughput_differences_inside_the_spread_are_noise(tmp_path):
+    """Samples whose ranges overlap make a 'within noise' change; disjoint ranges keep the ratio."""
+    run = tmp_path / "fx-report"
+    shutil.copytree(FIXTURES / "fx-report", run)
+    for i, rate in enumerate((1000.0, 1050.0, 1100.0)):
+        _edit_result(run, f"add-new-model__mixtral/reference/builtin/{i}", metrics={
+            "throughput_samples": [rate - 200, rate, rate + 200], "throughput_spread": [rate - 200, rate + 200],
+            "throughput_measured": "mixtral · pp=1 dp=1 ep=1 · cpu"})
+    for i, rate in enumerate((900.0, 950.0, 920.0)):
+        _edit_result(run, f"add-new-model__mixtral/megatron/builtin/{i}", metrics={
+            "throughput_samples": [rate - 100, rate, rate + 100]})
+    out = tmp_path / "out"
+    assert cmd_report([str(run), "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    mixtral = row(summary, "task", "add-new-model/mixtral", "megatron")
+    assert mixtral["vs_reference"]["throughput_tokens_per_s"]["beyond_noise"] is False
+    assert mixtral["throughput_trials_within_noise"] is True
+    cell = row(summary, "task", "add-new-model/mixtral", "reference")["metrics"]["throughput_tokens_per_s"]
+    assert (cell["spread_lo"], cell["spread_hi"], cell["n_samples"]) == (800.0, 1300.0, 9)
+    md = (out / "report.md").read_text()
+    assert "within noise (−12%)" in md
+    assert ("| add-new-model/mixtral | reference | builtin/test-model | mixtral · pp=1 dp=1 ep=1 · cpu "
+            "| 1050 tokens/s | 800–1300 (9 samples) | within noise |") in md
+    # narrower samples that no longer overlap: the same medians now differ beyond noise
+    for i, rate in enumerate((1000.0, 1050.0, 1100.0)):
+        _edit_result(run, f"add-new-model__mixtral/reference/builtin/{i}", metrics={"throughput_samples": [rate - 5, rate, rate + 5]})
+    for i, rate in enumerate((900.0, 950.0, 920.0)):
+        _edit_result(run, f"add-new-model__mixtral/megatron/builtin/{i}", metrics={"throughput_samples": [rate - 5, rate, rate + 5]})
+    assert cmd_report([str(run), "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert row(summary, "task", "add-new-model/mixtral", "megatron")["vs_reference"]["throughput_tokens_per_s"]["beyond_noise"] is True
+    assert row(summary, "task", "add-new-model/mixtral", "megatron")["throughput_trials_within_noise"] is False
+    md = (out / "report.md").read_text()
+    assert "within noise (" not in md and "| differ beyond noise |" in md
+
+
+def test_throughput_is_compared_between_tasks_only_beyond_noise(tmp_path):
+    """Each task benchmarks its own model: the family row pools none, and two tasks' numbers are called
+    different only when their sample ranges are apart."""
+    run = tmp_path / "fx-report"
+    shutil.copytree(FIXTURES / "fx-report", run)
+    for i, rate in enumerate((1000.0, 1050.0, 1100.0)):
+        _edit_result(run, f"add-new-model__mixtral/reference/builtin/{i}", metrics={"throughput_samples": [rate - 400, rate, rate + 400]})
+    _edit_result(run, "add-new-model__qwen3/reference/builtin/0", metrics={"throughput_samples": [1000.0, 1020.0, 1040.0]})
+    _edit_result(run, "add-new-model__qwen3/megatron/builtin/0", metrics={"throughput_tokens_per_s": 210.0,
+                                                                         "throughput_samples": [200.0, 210.0, 220.0]})
+    for i, rate in enumerate((900.0, 950.0, 920.0)):
+        _edit_result(run, f"add-new-model__mixtral/megatron/builtin/{i}", metrics={"throughput_samples": [rate - 5, rate, rate + 5]})
+    out = tmp_path / "out"
+    assert cmd_report([str(run), "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    family = row(summary, "family", "add-new-model", "reference")["metrics"]["throughput_tokens_per_s"]
+    assert family["median"] is None and family["unavailable"] == "n/a (per task only)"
+    assert "throughput_tokens_per_s" not in row(summary, "family", "add-new-model", "megatron")["vs_reference"]
+    assert row(summary, "task", "add-new-model/mixtral", "reference")["throughput_vs_tasks"] == [
+        "vs add-new-model/qwen3: within noise"]
+    assert row(summary, "task", "add-new-model/mixtral", "megatron")["throughput_vs_tasks"] == [
+        "vs add-new-model/qwen3: 4.4× (beyond noise)"]
+
+
+def test_old_throughput_error_reads_as_a_note(tmp_path):
+    run = tmp_path / "fx-report"
+    shutil.copytree(FIXTURES / "fx-report", run)
+    note = "throughput not measured: `bench` exited 1 without a JSON line holding tokens_per_s (see agent.log)"
+    _edit_result(run, "add-new-model__qwen3/reference/builtin/0", error={"phase": "throughput", "message": note},
+                 metrics={"throughput_tokens_per_s": None})
+    _edit_result(run, "add-new-model__qwen3/megatron/builtin/0", notes=[note], metrics={"throughput_tokens_per_s": None})
+    out = tmp_path / "out"
+    assert cmd_report([str(run), "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    for framework in ("reference", "megatron"):
+        qwen3 = row(summary, "task", "add-new-model/qwen3", framework)
+        assert qwen3["n_error"] == 0 and qwen3["throughput_notes"] == [note]
+        assert qwen3["metrics"]["throughput_tokens_per_s"]["unavailable"] == "n/a (not measured, see notes)"
+    html = (out / "report.html").read_text()
+    assert html.count(f'<span class="meta">{note}</span>') == 2  # in the trials table, as notes
+    assert "<span class=\"error\">throughput" not in html
+
+
+def test_charts_without_data_become_sentences(tmp_path):
+    """An oracle-only run: zero tokens and turns, no throughput; no empty axes, a sentence each."""
+    run = tmp_path / "oracle-only"
+    shutil.copytree(FIXTURES / "fx-report" / "add-new-model__mixtral" / "reference" / "oracle",
+                    run / "add-new-model__mixtral" / "reference" / "oracle")
+    out = tmp_path / "out"
+    assert cmd_report([str(run), "--out", str(out)]) == 0
+    html = (out / "report.html").read_text()
+    assert "No chart: every trial recorded 0 tokens." in html and "No chart: every trial recorded 0 turns." in html
+    assert "No chart: no task has both a measured post-task throughput and agent turns above zero." in html
+    assert "<img" not in html
+
+
+def test_gate_calls_a_throughput_change_inside_the_spread_noise():
+    from bench.compare import compare
+
+    def trials(samples: list[list[float]]) -> list[dict]:
+        return [{"task": "add-new-model/mixtral", "framework": "reference", "agent": "oracle", "model": None,
+                 "status": "resolved", "error": None,
+                 "metrics": {"throughput_tokens_per_s": sorted(s)[len(s) // 2], "throughput_samples": s}}
+                for s in samples]
+
+    base = trials([[1000, 1200, 1400, 900, 1500]] * 3)
+    noisy = trials([[700, 800, 1000, 950, 1100]] * 3)  # −25% median, ranges overlap
+    [row] = compare(base, noisy, metrics=["throughput_tokens_per_s"])
+    assert row.verdict == "ok (within noise)" and row.change.startswith("−")
+    slower = trials([[500, 520, 540, 510, 530]] * 3)  # ranges apart: a real regression
+    [row] = compare(base, slower, metrics=["throughput_tokens_per_s"])
+    assert row.verdict == "REGRESSION"
+
+
+def test_report_markup_is_not_escaped_twice(built):
+    html = (built / "report.html").read_text()
+    assert "&lt;br&gt;" not in html and "&lt;span" not in html
+    assert '<span class="meta">+150% [' in html and "vs ref</span>" in html
+
+
+def test_numbers_never_print_in_exponent_form():
+    from bench.report import format_number
+
+    assert format_number(12694.6, "tokens/s", 7989.4) == "12695"
+    assert format_number(12694.6, "tokens/s") == "12.7K"
+    assert format_number(417.54, "tokens/s") == "417.5"

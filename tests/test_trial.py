@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
+import pytest
+
+from bench import throughput
 from bench.agents import make_agent
 from bench.run import RunConfig, execute, make_plan
+from bench.specs import SpecError, ThroughputSpec, load_task
 from conftest import make_toy_root
 
 
@@ -21,12 +27,49 @@ def _with_throughput(root, command):
     task.write_text(task.read_text().replace("measure_throughput = false", "measure_throughput = true"))
 
 
+def _variant_throughput(root, text):
+    (root / "tasks" / "arith" / "mul" / "frameworks" / "toy" / "throughput.toml").write_text(text)
+
+
 def test_throughput_recorded_after_a_resolved_trial(tmp_path, cache):
     root = make_toy_root(tmp_path / "specs")
     _with_throughput(root, """python -c 'print("step 1"); print({"tokens_per_s": 1}); print("{\\"tokens_per_s\\": 1234.5}")'""")
     row = _run(root, tmp_path)
-    assert row["status"] == "resolved" and row["error"] is None
+    assert row["status"] == "resolved" and row["error"] is None and row["notes"] == []
+    # the framework's generic benchmark runs throughput_repeats = 3 times, one sample each
     assert row["metrics"]["throughput_tokens_per_s"] == 1234.5
+    assert row["metrics"]["throughput_samples"] == [1234.5] * 3 and row["metrics"]["throughput_runs"] == 3
+    assert row["metrics"]["throughput_spread"] == [1234.5, 1234.5]
+
+
+def test_variant_throughput_wins_and_pools_samples(tmp_path, cache):
+    """The variant's throughput.toml replaces the framework's benchmark; its runs' samples pool into one
+    median and range, and the benchmark's own words say what was measured."""
+    root = make_toy_root(tmp_path / "specs")
+    _with_throughput(root, "python -c 'print(1/0)'")
+    _variant_throughput(root, """
+command = "python -c 'import json; print(json.dumps({\\"tokens_per_s\\": 300, \\"tokens_per_s_samples\\": [290, 300, 330], \\"model_type\\": \\"toy\\", \\"layout\\": \\"ep=2\\"}))'"
+repeats = 2
+""")
+    row = _run(root, tmp_path)
+    assert row["status"] == "resolved" and row["error"] is None and row["notes"] == []
+    m = row["metrics"]
+    assert m["throughput_samples"] == [290.0, 300.0, 330.0] * 2 and m["throughput_runs"] == 2
+    assert m["throughput_tokens_per_s"] == 300.0 and m["throughput_spread"] == [290.0, 330.0]
+    assert m["throughput_measured"] == "toy · ep=2"
+
+
+def test_restore_from_original_puts_the_task_input_back(tmp_path):
+    original, tree = tmp_path / "original", tmp_path / "tree"
+    (original / "examples").mkdir(parents=True)
+    (original / "examples" / "model.json").write_text("original")
+    (tree / "examples").mkdir(parents=True)
+    (tree / "examples" / "model.json").write_text("the agent's smaller model")
+    spec = ThroughputSpec(command="true", restore_from_original=["examples/model.json"])
+    throughput.restore_originals(spec, original, tree)
+    assert (tree / "examples" / "model.json").read_text() == "original"
+    with pytest.raises(FileNotFoundError, match="names 'nope.json', which the original source does not have"):
+        throughput.restore_originals(ThroughputSpec(command="true", restore_from_original=["nope.json"]), original, tree)
 
 
 def test_throughput_failure_is_a_note_not_a_failed_trial(tmp_path, cache):
@@ -34,14 +77,32 @@ def test_throughput_failure_is_a_note_not_a_failed_trial(tmp_path, cache):
     _with_throughput(root, "python -m no_such_benchmark_module")
     row = _run(root, tmp_path)
     assert row["status"] == "resolved" and row["metrics"]["throughput_tokens_per_s"] is None
-    assert row["error"]["phase"] == "throughput" and "without a JSON line holding tokens_per_s" in row["error"]["message"]
+    assert row["error"] is None
+    [note] = row["notes"]
+    assert note.startswith("throughput not measured: run 1 of") and "without a JSON line holding tokens_per_s" in note
+
+
+def test_task_without_a_meaningful_benchmark_gets_a_note(tmp_path, cache):
+    """measure_throughput = false, or no throughput.toml where the generic benchmark may not stand in."""
+    root = make_toy_root(tmp_path / "specs")
+    row = _run(root, tmp_path)
+    assert row["status"] == "resolved" and row["error"] is None
+    assert row["metrics"]["throughput_tokens_per_s"] is None
+    assert row["notes"] == ["throughput not measured: task arith/mul changes nothing a training benchmark shows "
+                            "(task.toml measure_throughput = false)"]
+    _with_throughput(root, "python -c 'print(1/0)'")
+    task = root / "tasks" / "arith" / "mul" / "task.toml"
+    task.write_text(task.read_text().replace("measure_throughput = true", "measure_throughput = true\n"
+                                             "framework_throughput_fallback = false"))
+    row = _run(root, tmp_path)
+    assert row["metrics"]["throughput_tokens_per_s"] is None and "has no frameworks/toy/throughput.toml" in row["notes"][0]
 
 
 def test_throughput_not_run_for_unresolved(tmp_path, cache):
     root = make_toy_root(tmp_path / "specs")
     _with_throughput(root, "python -c 'print(1/0)'")
     row = _run(root, tmp_path, agent="nop")
-    assert row["status"] == "unresolved" and row["error"] is None
+    assert row["status"] == "unresolved" and row["error"] is None and "notes" not in row
 
 
 def test_failing_prepare_is_a_setup_error(tmp_path, cache):
@@ -51,3 +112,41 @@ def test_failing_prepare_is_a_setup_error(tmp_path, cache):
     assert row["status"] == "error" and row["error"]["phase"] == "setup"
     assert "prepare.py failed (exit 1)" in row["error"]["message"] and "no model here" in row["error"]["message"]
     assert row["exit_status"] is None and row["finished_at"] is not None
+
+
+def test_a_misspelt_throughput_toml_names_the_file_and_field(tmp_path):
+    root = make_toy_root(tmp_path / "specs")
+    _variant_throughput(root, 'command = "true"\nrepeat = 3\n')
+    task = load_task("arith/mul", root)
+    with pytest.raises(SpecError, match=r"tasks/arith/mul/frameworks/toy/throughput.toml: unknown field 'repeat'"):
+        task.variant("toy")
+    _variant_throughput(root, 'command = "true"\n')
+    with pytest.raises(SpecError, match="says measure_throughput = false; remove throughput.toml"):
+        task.variant("toy")
+
+
+def test_real_tasks_measure_what_the_agent_changed():
+    """add-new-model benchmarks the added model (its task config), enable-ep runs with ep = 2; tasks no
+    benchmark shows measure nothing; every restored file exists in the framework's source."""
+    from bench.specs import list_tasks, load_framework
+
+    framework = load_framework("reference")
+    source = framework.bundled_path()
+    for task_id in list_tasks():
+        task = load_task(task_id)
+        spec = task.variant("reference").throughput
+        if not task.spec.measure_throughput:
+            assert spec is None, task_id
+            continue
+        assert spec is not None and not task.spec.framework_throughput_fallback, task_id
+        assert spec.repeats >= 3 and "--repeats" in spec.command, task_id
+        for rel in spec.restore_from_original:
+            assert (source / rel).is_file(), (task_id, rel)
+        if task.family == "add-new-model":
+            model = task_id.split("/")[1]
+            config = f"examples/models/{model}_tiny.json"
+            assert f"--model-config {config}" in spec.command and config in spec.restore_from_original
+            assert json.loads((source / config).read_text())["model_type"] == model
+        if task_id == "enable-ep":
+            assert "--nproc_per_node 2" in spec.command and "--parallel.ep=2" in spec.command
+            assert "--parallel.ep=2" in spec.gpu_command and spec.gpu_command_gpus == 2

@@ -1,6 +1,9 @@
 """Throughput benchmark: `python -m reftrain.bench CONFIG.toml [--section.key=value ...] --warmup 3 --steps 10`.
 
 Trains on synthetic tokens (no data loading in the measurement) and prints ONE JSON line.
+`--model-config config.json` benchmarks another model (an HF config.json) under the same run config;
+`--repeats R` times R windows of --steps steps each, so the line states its own spread: tokens_per_s is
+the median window, tokens_per_s_samples every window (one window's rate says nothing about noise).
 
 FLOPs per step (fwd + bwd, PaLM convention, causal mask not discounted):
     flops = 6 * N_active * T  +  6 * L * H * S * (d_qk + d_v) * T
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 
 import torch
@@ -65,7 +69,11 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(prog="python -m reftrain.bench", description=__doc__.splitlines()[0])
     parser.add_argument("config", help="TOML config, e.g. examples/tiny_qwen3_moe.toml")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation, allocator)")
-    parser.add_argument("--steps", type=int, default=10, help="timed steps")
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per window")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="timed windows of --steps steps; tokens_per_s is their median (default 1)")
+    parser.add_argument("--model-config", default="", metavar="CONFIG_JSON",
+                        help="HF config.json to benchmark instead of the TOML's [model] config (path from here)")
     parser.add_argument("--peak-tflops", type=float, default=H100_BF16_DENSE_TFLOPS,
                         help="per-device peak for MFU (default: H100 dense bf16, 989)")
     parser.add_argument("--profile", default="", metavar="FILE",
@@ -85,20 +93,26 @@ def profile_step(run, step: int, path: str, rows: int = 40) -> None:
         f.write(prof.key_averages().table(sort_by=sort_by, row_limit=rows, max_name_column_width=90))
 
 
-def bench(cfg: Config, warmup: int, steps: int, peak_tflops: float, profile: str = "") -> dict:
+def bench(cfg: Config, warmup: int, steps: int, peak_tflops: float, profile: str = "", repeats: int = 1) -> dict:
+    if steps < 1 or repeats < 1 or warmup < 0:
+        raise ConfigError(f"--steps {steps} and --repeats {repeats} must be >= 1 and --warmup {warmup} >= 0")
     cfg.data.source = "synthetic"
     cfg.checkpoint.dir, cfg.checkpoint.resume = "", False
-    cfg.training.steps = warmup + steps
+    cfg.training.steps = warmup + steps * repeats
+    hf = cfg.hf_config_dict()
     run = setup(cfg)
     for step in range(warmup):
         train_step(run, step)
     if run.pm.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    records = [train_step(run, warmup + i) for i in range(steps)]
-    step_time = sum(r["step_time_s"] for r in records) / steps
+    records = [train_step(run, warmup + i) for i in range(steps * repeats)]
+    tokens = cfg.data.global_batch_size * cfg.data.seq_len
+    samples = [tokens * steps / sum(r["step_time_s"] for r in records[w * steps:(w + 1) * steps])
+               for w in range(repeats)]
+    tokens_per_s = statistics.median(samples)
+    step_time = tokens / tokens_per_s
     world = dist.get_world_size()
     flops, total, active = step_flops(cfg)
-    tokens = cfg.data.global_batch_size * cfg.data.seq_len
     tflops = flops / step_time / world / 1e12
     reserved = torch.cuda.max_memory_reserved() / 2**30 if run.pm.device.type == "cuda" else 0.0
     peak_mem = torch.tensor([max(r["peak_mem_gb"] for r in records), reserved], device=run.pm.device)
@@ -106,19 +120,28 @@ def bench(cfg: Config, warmup: int, steps: int, peak_tflops: float, profile: str
         dist.all_reduce(peak_mem, op=dist.ReduceOp.MAX)
     if profile:
         profile_step(run, warmup + steps, profile)
-    return {"tokens_per_s": tokens / step_time, "tokens_per_s_per_device": tokens / step_time / world,
+    return {"tokens_per_s": tokens_per_s, "tokens_per_s_per_device": tokens_per_s / world,
+            "tokens_per_s_samples": samples, "tokens_per_s_min": min(samples), "tokens_per_s_max": max(samples),
+            "model_type": hf.get("model_type"),
+            "layout": f"pp={cfg.parallel.pp} dp={cfg.parallel.dp} ep={cfg.parallel.ep}",
             "tflops": tflops, "mfu": tflops / peak_tflops, "peak_tflops": peak_tflops,
             "peak_mem_gb": float(peak_mem[0]), "peak_reserved_gb": float(peak_mem[1]), "step_time_s": step_time,
             "final_loss": records[-1]["loss"],
             "total_params": total, "active_params": active, "world_size": world,
             "device": str(run.pm.device), "dtype": str(run.pm.dtype), "warmup": warmup, "steps": steps,
+            "repeats": repeats,
             "config": cfg.to_dict()}
 
 
 def main(argv: list[str] | None = None) -> None:
     args, overrides = parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        result = bench(load_config(args.config, overrides), args.warmup, args.steps, args.peak_tflops, args.profile)
+        cfg = load_config(args.config, overrides)
+        if args.model_config:
+            if not os.path.isfile(args.model_config):
+                raise ConfigError(f"--model-config {args.model_config}: no such file; pass an HF config.json")
+            cfg.model.config = os.path.abspath(args.model_config)
+        result = bench(cfg, args.warmup, args.steps, args.peak_tflops, args.profile, args.repeats)
         if dist.get_rank() == 0:
             print(json.dumps(result), flush=True)
     except ConfigError as e:

@@ -48,3 +48,21 @@ def test_bench_prints_one_json_line_with_stated_flops():
     assert abs(result["tflops"] - flops / result["step_time_s"] / 1e12) < 1e-9
     assert result["mfu"] == result["tflops"] / 100
     assert result["tokens_per_s"] > 0 and result["peak_mem_gb"] > 0 and result["config"]["data"]["source"] == "synthetic"
+
+
+def test_bench_runs_another_model_config_and_states_its_spread():
+    """--model-config swaps the model under the same run config; --repeats times separate windows."""
+    tiny = sorted((PACKAGE_ROOT / "examples" / "models").glob("*_tiny.json"))
+    other = next(p for p in tiny if json.loads(p.read_text())["model_type"] != "qwen3_moe")
+    proc = run([sys.executable, "-m", "reftrain.bench", CONFIG, "--warmup", "1", "--steps", "2", "--repeats", "3",
+                "--data.seq_len=32", "--model-config", str(other.relative_to(PACKAGE_ROOT))])
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["model_type"] == json.loads(other.read_text())["model_type"]
+    assert result["config"]["model"]["config"] == str(other)
+    samples = result["tokens_per_s_samples"]
+    assert len(samples) == 3 and result["repeats"] == 3 and result["layout"] == "pp=1 dp=1 ep=1"
+    assert sorted(samples)[1] == result["tokens_per_s"]
+    assert result["tokens_per_s_min"] == min(samples) and result["tokens_per_s_max"] == max(samples)
+    missing = subprocess.run([sys.executable, "-m", "reftrain.bench", CONFIG, "--model-config", "nope.json"],
+                             capture_output=True, text=True, timeout=180, cwd=PACKAGE_ROOT)
+    assert missing.returncode == 2 and "--model-config nope.json: no such file" in missing.stderr
