@@ -88,6 +88,9 @@ def make_plan(cfg: RunConfig, agents: dict) -> Plan:
     prices = load_prices()
     allocator = GpuAllocator(gpus)
     for framework in frameworks:
+        if framework.source.kind == "bundled" and not framework.bundled_path().is_dir():
+            raise RunError(f"framework {framework.name!r}: its bundled source folder {framework.bundled_path()} does "
+                           "not exist; fix source.path in its framework.toml (or the ATEBENCH_SRC_* override)")
         reason = framework_unavailable(framework, [t for t in tasks if framework.name in t.frameworks()],
                                        cfg.sandbox, gpus, cfg.gpus)
         if reason and cfg.framework != "all":

@@ -131,3 +131,11 @@ def test_spec_paths_that_leave_the_checkout_are_refused(toy_root, field, value):
     grading_toml.write_text("\n".join([f"{field} = {rendered}", *lines]) + "\n")
     with pytest.raises(specs.SpecError, match=f"grading.toml.*{field}.*(contains '..'|absolute)"):
         specs.load_task("arith/mul", toy_root).variant("toy")
+
+
+def test_a_missing_bundled_source_is_reported_before_any_trial(toy_root, tmp_path, monkeypatch):
+    monkeypatch.setenv("ATEBENCH_SRC_TOY", str(tmp_path / "nowhere"))
+    cfg = RunConfig(task="arith/mul", framework="toy", agents=["nop"], run_id="x", specs_root=str(toy_root),
+                    results_dir=str(tmp_path / "r"))
+    with pytest.raises(RunError, match="bundled source folder .*nowhere does not exist"):
+        make_plan(cfg, {"nop": make_agent("nop")})
