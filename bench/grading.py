@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import fnmatch
 import importlib.util
-import os
 import re
 import shutil
 import sys
@@ -31,7 +30,7 @@ from pathlib import Path
 from bench.keys import redact
 from bench.specs import TaskVariant, fingerprint
 from bench.types import Sandbox
-from bench.workspace import copy_clean
+from bench.workspace import copy_clean, place_file, place_tree
 
 JUNIT_FILE = ".atebench-junit.xml"
 TEST_FILE_PATTERNS = ("test_*.py", "*_test.py", "conftest.py", "tests/*", "*/tests/*")
@@ -148,8 +147,7 @@ def restore_original_tests(variant: TaskVariant, original: Path | None, tree: Pa
         if not source.is_file():
             raise FileNotFoundError(f"{variant.dir.name}/grading.toml: restore_from_original names {rel!r}, which the "
                                     f"framework's original checkout does not have; fix the path")
-        (tree / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(source, tree / rel)
+        place_file(source, tree, rel)
 
 
 def _is_test_infra(rel: str) -> bool:
@@ -169,12 +167,10 @@ def restore_test_infrastructure(tree: Path, baseline: Path) -> list[str]:
             ours.unlink()
             undone.append(f"{rel}: added by the agent, removed for grading")
         elif not (ours.is_file() or ours.is_symlink()):
-            ours.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(theirs, ours, follow_symlinks=False)
+            place_file(theirs, tree, rel)
             undone.append(f"{rel}: deleted by the agent, restored for grading")
         elif ours.is_symlink() or theirs.is_symlink() or ours.read_bytes() != theirs.read_bytes():
-            ours.unlink()
-            shutil.copy2(theirs, ours, follow_symlinks=False)
+            place_file(theirs, tree, rel)
             undone.append(f"{rel}: changed by the agent, restored for grading")
     return undone
 
@@ -236,8 +232,7 @@ def grade(variant: TaskVariant, final_tree: Path, changed: list[str], open_sandb
         undone = restore_test_infrastructure(tree, baseline) + remove_shadowing_modules(tree, baseline)
         tampering = find_tampering(tree, baseline, changed, variant.graded_test_paths())
         if variant.tests_dir.is_dir():
-            shutil.copytree(variant.tests_dir, tree / variant.grading.tests_target, dirs_exist_ok=True,
-                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+            place_tree(variant.tests_dir, tree, variant.grading.tests_target)
         restore_original_tests(variant, original, tree)
         guard = f"_atebench_guard_{uuid.uuid4().hex[:12]}"
         (tree / f"{guard}.py").write_text(GUARD)

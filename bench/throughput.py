@@ -8,11 +8,11 @@ two numbers differ (only when their sample ranges do not overlap; otherwise the 
 from __future__ import annotations
 
 import json
-import shutil
 import statistics
 from pathlib import Path
 
 from bench.specs import FrameworkSpec, TaskVariant, ThroughputSpec
+from bench.workspace import place_file
 
 UNIT = "tokens/s"
 
@@ -51,8 +51,7 @@ def restore_originals(spec: ThroughputSpec, original: Path | None, tree: Path) -
         if not source.is_file():
             raise FileNotFoundError(f"throughput.toml restore_from_original names {rel!r}, which the original "
                                     "source does not have; fix the path")
-        (tree / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(source, tree / rel)
+        place_file(source, tree, rel)  # never through a symlink the agent left in its tree
 
 
 def parse_run(output: str) -> dict | None:

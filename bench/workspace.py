@@ -61,6 +61,37 @@ def copy_clean(src: Path, dest: Path, max_file_bytes: int | None = None) -> list
     return sorted(skipped)
 
 
+def place_file(source: Path, tree: Path, rel: str) -> Path:
+    """Copy `source` to tree/rel, where `tree` is a tree the agent controlled: no symlink the agent left on
+    the way (a folder or the file itself pointing outside, say at a host file) is ever followed; each is
+    replaced by a real folder or file first. Every write the runner makes into an agent's tree goes here."""
+    target = tree
+    parts = Path(rel).parts
+    for part in parts[:-1]:
+        target = target / part
+        if target.is_symlink() or (target.exists() and not target.is_dir()):
+            target.unlink()
+        target.mkdir(exist_ok=True)
+    target = target / parts[-1]
+    if target.is_symlink() or target.is_file():
+        target.unlink()
+    elif target.is_dir():
+        shutil.rmtree(target)
+    shutil.copy2(source, target, follow_symlinks=False)
+    return target
+
+
+def place_tree(source: Path, tree: Path, rel: str) -> list[str]:
+    """place_file for every file below `source` (caches skipped), at tree/rel/...; returns the paths placed."""
+    placed = []
+    for path in sorted(p for p in source.rglob("*") if p.is_file() and "__pycache__" not in p.parts
+                       and p.suffix != ".pyc"):
+        inner = (Path(rel) / path.relative_to(source)).as_posix()
+        place_file(path, tree, inner)
+        placed.append(inner)
+    return placed
+
+
 def remove_caches(tree: Path) -> None:
     for pattern in CLEAN_PATTERNS:
         for path in sorted(tree.rglob(pattern), key=lambda p: len(p.parts), reverse=True):
