@@ -62,6 +62,12 @@ def test_editor_reads_are_bounded_inside_the_container(box):
     assert box.read_file("big/note.txt") == text
 
 
+def test_endless_output_cannot_fill_the_runners_memory(box):
+    result = box.execute("yes atebench-flood | head -c 300000000; echo done-flooding", timeout=120)
+    assert result.exit_code == 0 and "done-flooding" in result.output
+    assert len(result.output) < 200_000 and "characters cut" in result.output
+
+
 def test_timeout_kills_every_process(box):
     started = time.monotonic()
     result = box.execute("(sleep 300 &); (setsid sleep 301 &); bash -c 'sleep 200'", timeout=1.5)

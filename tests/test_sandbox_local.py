@@ -228,3 +228,9 @@ def test_gpus_and_nccl_work_inside_the_wall(tmp_path):
         assert int(box.execute("ls /proc | grep -c '^[0-9][0-9]*$'").output) < 20
     finally:
         box.close()
+
+
+def test_endless_output_cannot_fill_the_runners_memory(sandbox):
+    result = sandbox.execute("yes atebench-flood | head -c 300000000; echo done-flooding", timeout=120)
+    assert result.exit_code == 0 and "done-flooding" in result.output
+    assert len(result.output) < 200_000 and "characters cut" in result.output

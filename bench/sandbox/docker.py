@@ -123,7 +123,7 @@ class DockerSandbox:
             except docker.errors.APIError as e:
                 self.check_alive()
                 raise SandboxError(f"docker exec failed: {e.explanation or e}") from None
-            box: dict = {}
+            box: dict = {"output": b"", "limit": output_limit}
             runner = threading.Thread(target=self._exec_start, args=(exec_id, box), daemon=True)
             runner.start()
             runner.join(timeout)
@@ -142,8 +142,15 @@ class DockerSandbox:
                               duration_s=time.monotonic() - started)
 
     def _exec_start(self, exec_id: str, box: dict) -> None:
+        """Stream the command's output, keeping its head and tail: a command printing without end (`yes`)
+        cannot fill the runner's memory."""
+        limit = box["limit"]
         try:
-            box["output"] = self.client.api.exec_start(exec_id, stream=False, demux=False) or b""
+            for chunk in self.client.api.exec_start(exec_id, stream=True, demux=False):
+                output = box["output"] + chunk
+                if len(output) > 4 * limit + 65536:
+                    output = output[:limit] + b"\n[... output cut ...]\n" + output[-2 * limit:]
+                box["output"] = output
         except Exception as e:  # the container died under us; reported by the caller
             box["error"] = str(e)
 
