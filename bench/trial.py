@@ -185,7 +185,8 @@ class Trial:
         diff = self._record_diff(prepared, work)
         if diff.left_out:
             self.result.setdefault("notes", []).append(
-                f"left out of agent.diff (over {workspace.MAX_DIFF_FILE_BYTES // 2**20} MiB or not a regular file), "
+                f"left out of agent.diff (over {workspace.MAX_DIFF_FILE_BYTES // 2**20} MiB, past "
+                f"{workspace.MAX_DIFF_TOTAL_BYTES // 2**20} MiB in all, or not a regular file), "
                 f"still graded: {', '.join(diff.left_out[:20])}")
         self._save()
         if outcome.exit_status == "agent_error":

@@ -41,19 +41,24 @@ def git(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProces
 
 
 MAX_DIFF_FILE_BYTES = 20 * 1024 * 1024  # a bigger file is left out of agent.diff (with a note), still graded
+MAX_DIFF_TOTAL_BYTES = 256 * 1024 * 1024  # past this, further files are left out of agent.diff too
 
 
-def copy_clean(src: Path, dest: Path, max_file_bytes: int | None = None) -> list[str]:
+def copy_clean(src: Path, dest: Path, max_file_bytes: int | None = None, max_total_bytes: int | None = None) -> list[str]:
     """Copy a tree without VCS metadata and caches. Symlinks are copied as links, never followed; FIFOs,
     sockets and devices are skipped (opening an agent's FIFO would hang the runner), and so are regular
-    files over `max_file_bytes`. Returns the skipped paths, relative to `src`."""
+    files over `max_file_bytes` or past `max_total_bytes` copied. Returns the skipped paths, relative to `src`."""
     skipped: list[str] = []
+    copied = [0]
 
     def copy_regular(source: str, target: str) -> None:
         info = os.lstat(source)
-        if not stat.S_ISREG(info.st_mode) or (max_file_bytes is not None and info.st_size > max_file_bytes):
+        too_big = max_file_bytes is not None and info.st_size > max_file_bytes
+        too_much = max_total_bytes is not None and copied[0] + info.st_size > max_total_bytes
+        if not stat.S_ISREG(info.st_mode) or too_big or too_much:
             skipped.append(os.path.relpath(source, src))
             return
+        copied[0] += info.st_size
         shutil.copy2(source, target, follow_symlinks=False)
 
     shutil.copytree(src, dest, ignore=shutil.ignore_patterns(*CLEAN_PATTERNS), symlinks=True, dirs_exist_ok=True,
@@ -275,7 +280,7 @@ def tree_diff(before: Path, after: Path) -> TreeDiff:
         for child in repo.iterdir():
             if child.name != ".git":
                 shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
-        left_out = copy_clean(after, repo, max_file_bytes=MAX_DIFF_FILE_BYTES)
+        left_out = copy_clean(after, repo, max_file_bytes=MAX_DIFF_FILE_BYTES, max_total_bytes=MAX_DIFF_TOTAL_BYTES)
         git("add", "-A", cwd=repo)
         patch = git("diff", "--cached", "--binary", "HEAD", cwd=repo).stdout
         names = git("diff", "--cached", "--name-only", "-z", "HEAD", cwd=repo).stdout
