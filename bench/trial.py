@@ -72,6 +72,7 @@ class Trial:
         self._frozen = False
         self._sandbox = None
         self._gpus: list[int] = []
+        self.scratch: Path | None = None  # the trial's temporary folder; an interrupt handler removes it
 
     # ---- result file ----
 
@@ -104,6 +105,7 @@ class Trial:
                                          cfg.framework.name, cfg.agent_name, cfg.model, cfg.index)
         self._save()
         scratch = Path(tempfile.mkdtemp(prefix="atebench-trial-"))
+        self.scratch = scratch
         gpus_needed = cfg.gpus if cfg.gpus is not None else max(cfg.variant.task.spec.resources.gpus,
                                                                  cfg.framework.sandbox.gpus)
         try:
@@ -130,11 +132,10 @@ class Trial:
         return self.result
 
     def _reset_folder(self) -> None:
-        """A re-run (resume) starts from a clean folder; a corrupt result was already kept aside."""
-        if self.folder.is_dir():
-            for child in self.folder.iterdir():
-                if child.name != "result.json.corrupt":
-                    shutil.rmtree(child) if child.is_dir() else child.unlink()
+        """A re-run (resume) starts from an empty folder; what an earlier attempt recorded is never
+        deleted but moved aside whole, to `<trial>.<its status>-<n>` (results.set_aside)."""
+        if self.folder.is_dir() and any(self.folder.iterdir()):
+            results.set_aside(self.folder)
         self.folder.mkdir(parents=True, exist_ok=True)
 
     def _fail(self, phase: str, message: str) -> None:
