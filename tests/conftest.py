@@ -3,7 +3,9 @@ cache, and a Docker daemon (when one is running, else a visible skip)."""
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -92,6 +94,28 @@ def make_toy_root(root: Path, grading_command: str = "python -m pytest -q -p no:
     '''))
     write(variant / "wrong" / "solution.patch", WRONG_PATCH)
     return root
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_tmp(tmp_path_factory):
+    """The suite's temporary files, and those of the runner processes it starts, go to one folder
+    that must be empty at the end: a test that leaves a workspace, a sandbox folder or a mount behind
+    fails the run instead of filling the host's /tmp."""
+    from bench.sandbox.images import mounts_under
+
+    folder = tmp_path_factory.mktemp("tmp")
+    previous = os.environ.get("TMPDIR")
+    os.environ["TMPDIR"] = str(folder)
+    tempfile.tempdir = None  # gettempdir() reads TMPDIR again
+    yield folder
+    if previous is None:
+        os.environ.pop("TMPDIR")
+    else:
+        os.environ["TMPDIR"] = previous
+    tempfile.tempdir = None
+    mounted = mounts_under(folder)
+    left = sorted(p.name for p in folder.iterdir())
+    assert not mounted and not left, f"tests left behind in {folder}: mounts {mounted}, files {left}"
 
 
 @pytest.fixture
