@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from rich import box
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
@@ -246,6 +247,7 @@ def _install_interrupt(trials: list[Trial], cfg: RunConfig, console: Console) ->
         for trial in trials:
             if trial.scratch is not None:
                 shutil.rmtree(trial.scratch, ignore_errors=True)
+        console.show_cursor(True)  # the live table hides it, and no __exit__ will run
         console.print(f"\ninterrupted ({signal.Signals(signum).name}); finished trials are kept. "
                       f"Resume with: {resume_command(cfg)}", highlight=False, soft_wrap=True)
         sys.stdout.flush()
@@ -255,17 +257,15 @@ def _install_interrupt(trials: list[Trial], cfg: RunConfig, console: Console) ->
     return {signum: signal.signal(signum, handler) for signum in INTERRUPT_SIGNALS}
 
 
-RESULT_COLUMNS = {  # column -> what it measures (the table's caption)
-    "turns": "agent turns", "tokens": "LLM tokens, cache included", "cost $": "LLM cost",
-    "agent s": "the agent's wall time", "trial s": "the whole trial: setup, agent, grading, throughput",
-}
+RESULT_COLUMNS = ("turns", "tokens", "cost $", "agent s", "trial s")
+RESULT_CAPTION = "agent s: the agent's wall time; trial s: the whole trial (setup, agent, grading, throughput)"
 
 
 def result_table(rows: list[dict]) -> Table:
-    caption = "; ".join(f"{column}: {meaning}" for column, meaning in RESULT_COLUMNS.items())
-    table = Table(title="results", caption=caption)
+    table = Table(title="results", caption=RESULT_CAPTION, box=box.SIMPLE_HEAD)
     for column in ("task", "framework", "agent", "trial", "status", *RESULT_COLUMNS):
-        table.add_column(column, justify="right" if column == "trial" or column in RESULT_COLUMNS else "left")
+        numeric = column == "trial" or column in RESULT_COLUMNS
+        table.add_column(column, justify="right" if numeric else "left", overflow="fold")
     for r in rows:
         m = r["metrics"]
         tokens = m["input_tokens"] + m["output_tokens"] + m["cache_read_tokens"] + m["cache_write_tokens"]
