@@ -196,7 +196,8 @@ def execute(cfg: RunConfig, plan: Plan, console: Console | None = None) -> list[
     if cfg.resume:  # an extended run keeps the trials it had
         old = results.read_run(Path(cfg.results_dir), cfg.run_id)
         rel_paths = list(dict.fromkeys((old["trials"] if old else []) + rel_paths))
-    args = {k: v for k, v in asdict(cfg).items() if k != "results_dir"}  # no machine paths in results
+    # the run's arguments: not the invocation's --resume, and no machine paths in results
+    args = {k: v for k, v in asdict(cfg).items() if k not in ("results_dir", "resume")}
     results.write_run(Path(cfg.results_dir), cfg.run_id, args, rel_paths)
     console.print(f"frameworks included: {', '.join(plan.frameworks) or 'none'}", highlight=False)
     for line in plan.skipped:

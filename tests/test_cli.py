@@ -156,5 +156,8 @@ def test_resume_refuses_a_changed_plan_unless_extended(toy_root, tmp_path):
     assert run["trials"] == ["arith__mul/toy/nop/0", "arith__mul/toy/nop/1"]
     assert run["args"]["trials"] == 2 and [a["trials"] for a in run["previous_args"]] == [1]
 
-    again = runner(*base, "--resume", "--parallel", "2", env=env)
+    again = runner(*base, "--resume", env=env)
     assert again.returncode == 0 and "2 trial(s), 2 already finished, 0 to run" in again.stdout, again.stderr
+    assert json.loads(run_file.read_text())["previous_args"] == run["previous_args"], "a plain resume changes no argument"
+    faster = runner(*base, "--resume", "--parallel", "2", env=env)
+    assert faster.returncode == 0 and "0 to run" in faster.stdout, "--parallel may change on resume"
