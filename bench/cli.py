@@ -18,7 +18,7 @@ from rich.table import Table
 from bench import results, specs
 from bench.agents import AGENTS, make_agent
 from bench.run import (Plan, RunConfig, RunError, execute, make_plan, result_table, results_dir_option,
-                       summary_line)
+                       resume_command, summary_line)
 from bench.sandbox import SANDBOXES
 from bench.trial import TrialConfig
 
@@ -131,11 +131,11 @@ def cmd_run(argv: list[str]) -> int:
         fixed = [k for k in changed if k in FIXED]
         if fixed:
             return fail(f"--resume cannot change how run {cfg.run_id!r} runs its trials ({shown}); "
-                        f"`python runner.py --run-id {cfg.run_id} --resume` alone continues it with its own "
+                        f"`{resume_command(cfg)}` alone continues it with its own "
                         "arguments, or start a new --run-id")
         if not args.extend:
             return fail(f"--resume with arguments that change run {cfg.run_id!r}'s plan ({shown}); "
-                        f"`python runner.py --run-id {cfg.run_id} --resume` alone continues it with its own "
+                        f"`{resume_command(cfg)}` alone continues it with its own "
                         "arguments; add --extend to add these trials to the run")
     if not args.resume and (Path(cfg.results_dir) / cfg.run_id).exists():
         return fail(f"run {cfg.run_id!r} already exists; pass --resume to continue it or choose another --run-id")
