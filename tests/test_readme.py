@@ -25,7 +25,7 @@ def test_ci_runs_the_readme_test_command_verbatim():
 
 
 def test_readme_states_durations_and_real_paths():
-    assert re.search(r"about \d+ minutes on 2 CPU cores", README), "say how long the test command takes"
+    assert re.search(r"Expect \d+(–\d+)? minutes on 2 CPU cores", README), "say how long the test command takes"
     assert "DURATION" not in README
     example = re.search(r"`(results/nightly/[^`]+)/`", README).group(1)
     assert example == "results/nightly/" + results.trial_path("add-new-model/mixtral", "reference", "builtin", 0).as_posix()
