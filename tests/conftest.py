@@ -7,6 +7,7 @@ import os
 import sys
 import tempfile
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -113,9 +114,29 @@ def private_tmp(tmp_path_factory):
     else:
         os.environ["TMPDIR"] = previous
     tempfile.tempdir = None
+    deadline = time.monotonic() + 5
+    while (alive := processes_using(folder)) and time.monotonic() < deadline:
+        time.sleep(0.2)  # a killed sandbox may take a moment to be reaped
     mounted = mounts_under(folder)
     left = sorted(p.name for p in folder.iterdir())
-    assert not mounted and not left, f"tests left behind in {folder}: mounts {mounted}, files {left}"
+    assert not alive and not mounted and not left, \
+        f"tests left behind in {folder}: processes {alive}, mounts {mounted}, files {left}"
+
+
+def processes_using(folder: Path) -> list[str]:
+    """Processes whose command line or working directory is inside `folder`: trials' and sandboxes'."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            command = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+            cwd = os.readlink(proc / "cwd")
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        if str(folder) in command or cwd.startswith(str(folder)):
+            found.append(f"{proc.name}: {command[:200]}")
+    return found
 
 
 @pytest.fixture
