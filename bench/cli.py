@@ -1,7 +1,8 @@
 """The `run`, `validate` and `list` subcommands: argument parsing, one clear error, exit codes.
 
 Exit codes: 0 success, 1 the run finished but something failed (errored trials, an invalid task),
-2 bad input (unknown name, missing key, malformed spec), 130 interrupted.
+2 bad input (unknown name, missing key, malformed spec or run file), 128 + the signal when interrupted
+(130 Ctrl-C, 143 SIGTERM, 129 SIGHUP).
 """
 
 from __future__ import annotations
@@ -16,17 +17,24 @@ from rich.table import Table
 
 from bench import results, specs
 from bench.agents import AGENTS, make_agent
-from bench.run import Plan, RunConfig, RunError, execute, make_plan, result_table, summary_line
+from bench.run import (Plan, RunConfig, RunError, execute, make_plan, result_table, results_dir_option,
+                       resume_command, summary_line)
 from bench.sandbox import SANDBOXES
 from bench.trial import TrialConfig
 
-RESULTS_ROOT = specs.REPO_ROOT / "results"
+RESULTS_ROOT = results.RESULTS_ROOT
+
+# run.json arguments that --resume --extend may change (they add trial folders) and those that no
+# resume may change (they change how a trial runs, so one run would mix two set-ups).
+EXTENDABLE = ("task", "framework", "agents", "trials")
+FIXED = ("model", "base_url", "replay", "sandbox", "isolate", "measure_throughput", "specs_root", "gpus")
 
 
 def make_console() -> Console:
-    """Wide enough for the result table when output goes to a file or pipe."""
+    """Wide enough for the result table when output goes to a file or pipe, where lines are never
+    wrapped (a printed command or path must stay copy-pasteable)."""
     console = Console()
-    return console if console.is_terminal else Console(width=160)
+    return console if console.is_terminal else Console(width=160, soft_wrap=True)
 
 
 def fail(message: str) -> int:
@@ -42,15 +50,17 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespa
 
 
 def run_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="runner.py [run]", description="Run agents on tasks and frameworks; grade; record.")
+    p = argparse.ArgumentParser(prog="runner.py [run]",
+                                description="Run agents on tasks x frameworks, grade each trial with hidden tests, "
+                                            "and record everything under results/<run-id>/.")
     p.add_argument("--task", default="smoke", help="task id, task family, or 'all' (default: smoke)")
     p.add_argument("--framework", default="reference", help="framework name or 'all' (default: reference)")
     p.add_argument("--agent", default="oracle", help=f"agent, or several comma-separated: {', '.join(AGENTS)}")
     p.add_argument("--model", help="model for the builtin agent, e.g. anthropic/claude-sonnet-4-5")
     p.add_argument("--base-url", help="LLM API base URL for the builtin agent (default: the provider's)")
-    p.add_argument("--replay", help="trajectory.jsonl for the replay agent")
-    p.add_argument("--trials", type=int, default=1, help="attempts per task x framework x agent")
-    p.add_argument("--parallel", type=int, default=1, help="trials running at once")
+    p.add_argument("--replay", metavar="TRAJECTORY", help="trajectory.jsonl for the replay agent")
+    p.add_argument("--trials", type=int, default=1, metavar="N", help="attempts per task x framework x agent (default: 1)")
+    p.add_argument("--parallel", type=int, default=1, metavar="N", help="trials running at once (default: 1)")
     p.add_argument("--sandbox", default="local", choices=list(SANDBOXES), help="where agent commands run")
     iso = p.add_mutually_exclusive_group()
     iso.add_argument("--isolate", dest="isolate", action="store_true", default=True,
@@ -59,11 +69,14 @@ def run_parser() -> argparse.ArgumentParser:
                      help="local sandbox: plain bash on this host, for trusted agents only (warned on every run)")
     p.add_argument("--no-throughput", dest="measure_throughput", action="store_false",
                    help="skip the throughput measurement after resolved trials")
-    p.add_argument("--run-id", help="name of the run folder under results/ (default: a timestamp)")
-    p.add_argument("--resume", action="store_true", help="continue --run-id: skip finished trials, re-run the rest")
-    p.add_argument("--results-dir", default=str(RESULTS_ROOT), help="where run folders go (default: results/)")
-    p.add_argument("--specs-root", help="folder holding tasks/ and frameworks/ (default: this repository)")
-    p.add_argument("--gpus", type=int, help="GPUs each trial holds exclusively; its grading adds the task's GPU "
+    p.add_argument("--run-id", help="name of the run folder under the results folder (default: a timestamp)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue --run-id with its recorded arguments: skip finished trials, re-run the rest")
+    p.add_argument("--extend", action="store_true",
+                   help="with --resume: add trials to the run (another --task, --framework, --agent or more --trials)")
+    p.add_argument("--results-dir", metavar="DIR", default=str(RESULTS_ROOT), help="where run folders go (default: results/)")
+    p.add_argument("--specs-root", metavar="DIR", help="folder holding tasks/ and frameworks/ (default: this repository)")
+    p.add_argument("--gpus", type=int, metavar="N", help="GPUs each trial holds exclusively; its grading adds the task's GPU "
                                             "ladder steps they cover (default: what the task asks for)")
     return p
 
@@ -82,16 +95,27 @@ def cmd_run(argv: list[str]) -> int:
     args = _parse(parser, argv)
     if isinstance(args, int):
         return args
+    if args.run_id:
+        try:
+            results.check_run_id(args.run_id)
+        except ValueError as e:
+            return fail(str(e))
+    if args.extend and not args.resume:
+        return fail("--extend goes with --resume (it adds trials to an existing run)")
+    saved = {}
     if args.resume:
         if not args.run_id:
             return fail("--resume needs --run-id (the run folder to continue)")
-        stored = results.read_run(Path(args.results_dir), args.run_id)
+        try:
+            stored = results.read_run(Path(args.results_dir), args.run_id)
+        except results.RunFileError as e:
+            return fail(str(e))
         if stored is None:
-            return fail(f"no run {args.run_id!r} in {args.results_dir}; check the id (ls results/)")
+            return fail(f"no run {args.run_id!r} in {args.results_dir}; check the id (ls {args.results_dir})")
         known = {f.name for f in fields(RunConfig)}
         saved = {k: v for k, v in stored["args"].items() if k in known and k not in ("resume", "run_id", "results_dir")}
-        saved["agent"] = ",".join(saved.pop("agents", ["oracle"]))
-        parser.set_defaults(**saved)
+        parser.set_defaults(**{k: v for k, v in saved.items() if k != "agents"},
+                            agent=",".join(saved.get("agents", ["oracle"])))
         args = parser.parse_args(argv)
     if args.trials < 1 or args.parallel < 1:
         return fail("--trials and --parallel must be at least 1")
@@ -102,6 +126,18 @@ def cmd_run(argv: list[str]) -> int:
                     run_id=args.run_id or results.new_run_id(), resume=args.resume, replay=args.replay,
                     base_url=args.base_url, measure_throughput=args.measure_throughput,
                     results_dir=args.results_dir, specs_root=args.specs_root, gpus=args.gpus)
+    changed = {k: (saved[k], getattr(cfg, k)) for k in EXTENDABLE + FIXED if k in saved and saved[k] != getattr(cfg, k)}
+    if changed:
+        shown = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changed.items())
+        fixed = [k for k in changed if k in FIXED]
+        if fixed:
+            return fail(f"--resume cannot change how run {cfg.run_id!r} runs its trials ({shown}); "
+                        f"`{resume_command(cfg)}` alone continues it with its own "
+                        "arguments, or start a new --run-id")
+        if not args.extend:
+            return fail(f"--resume with arguments that change run {cfg.run_id!r}'s plan ({shown}); "
+                        f"`{resume_command(cfg)}` alone continues it with its own "
+                        "arguments; add --extend to add these trials to the run")
     if not args.resume and (Path(cfg.results_dir) / cfg.run_id).exists():
         return fail(f"run {cfg.run_id!r} already exists; pass --resume to continue it or choose another --run-id")
     try:
@@ -113,6 +149,7 @@ def cmd_run(argv: list[str]) -> int:
     rows = execute(cfg, plan, console)
     console.print(result_table(rows))
     console.print(f"{summary_line(rows)} -> {Path(cfg.results_dir) / cfg.run_id}", highlight=False)
+    console.print(f"next: python runner.py report {cfg.run_id}{results_dir_option(cfg.results_dir)}", highlight=False)
     return 1 if any(r["status"] == "error" for r in rows) else 0
 
 
@@ -131,6 +168,11 @@ def cmd_validate(argv: list[str]) -> int:
     args = _parse(p, argv)
     if isinstance(args, int):
         return args
+    if args.run_id:
+        try:
+            results.check_run_id(args.run_id)
+        except ValueError as e:
+            return fail(str(e))
     cfg = RunConfig(task=args.task, framework=args.framework, agents=["oracle", "nop"], trials=1,
                     parallel=args.parallel, sandbox=args.sandbox, run_id=args.run_id or f"validate-{results.new_run_id()}",
                     measure_throughput=False, results_dir=args.results_dir, specs_root=args.specs_root,
@@ -142,7 +184,7 @@ def cmd_validate(argv: list[str]) -> int:
         plan = make_plan(cfg, agents)
     except (ValueError, specs.SpecError, RunError) as e:
         return fail(str(e))
-    plan = Plan(trials=plan.trials + wrong_solution_trials(plan), skipped=plan.skipped)
+    plan = Plan(trials=plan.trials + wrong_solution_trials(plan), skipped=plan.skipped, frameworks=plan.frameworks)
     console = make_console()
     rows = execute(cfg, plan, console)
     table, all_valid = validation_matrix(rows)

@@ -10,10 +10,9 @@ import json
 import sys
 from pathlib import Path
 
-from bench import compare, profile, report, report_html, specs, workspace
+from bench import compare, profile, report, report_html, results, specs, workspace
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-RESULTS_ROOT = REPO_ROOT / "results"
+RESULTS_ROOT = results.RESULTS_ROOT
 
 
 def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace | int:
@@ -45,6 +44,11 @@ def cmd_report(argv: list[str]) -> int:
         return args
     if not 0.0 < args.confidence < 1.0:
         return _fail(f"--confidence {args.confidence} must be strictly between 0 and 1 (e.g. 0.95)")
+    for run in args.runs:
+        folder = Path(run) if Path(run).is_dir() else args.results_dir / run
+        if (folder / "profile.json").is_file() and not (folder / "run.json").is_file():
+            return _fail(f"{folder} is a profile (written by `runner.py profile`), not a run; "
+                         f"show it in a run's report with --profile {folder / 'profile.json'}")
     try:
         run_dirs, trials = report.load_runs(args.runs, args.results_dir)
         profiles, note = _profiles(args, sorted({t["framework"] for t in trials}))
@@ -125,7 +129,8 @@ def cmd_profile(argv: list[str]) -> int:
     parser.add_argument("--entry", help="entry file relative to the checkout (default: the framework's known entry)")
     parser.add_argument("--gold-diff", action="append", default=[], metavar="TASK=FILE",
                         help="with --path: a task's gold diff (repeatable)")
-    parser.add_argument("--out", type=Path, default=RESULTS_ROOT / "profile", help="writes profile.json and profile.md")
+    parser.add_argument("--out", type=Path, help="folder for profile.json and profile.md "
+                                                 "(default: results/profiles/<timestamp>/, apart from the runs)")
     parser.add_argument("--specs-root", type=Path, default=specs.REPO_ROOT,
                         help="folder holding tasks/ and frameworks/ (default: this repository)")
     args = _parse(parser, argv)
@@ -144,6 +149,8 @@ def cmd_profile(argv: list[str]) -> int:
             profiles = [profile.profile_framework(name, args.entry, args.specs_root) for name in names]
     except (profile.ProfileInputError, specs.SpecError, workspace.WorkspaceError) as e:
         return _fail(str(e))
+    if args.out is None:
+        args.out = RESULTS_ROOT / results.PROFILES_FOLDER / results.new_run_id()
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "profile.json").write_text(json.dumps({"profiles": profiles}, indent=2) + "\n")
     text = profile.markdown(profiles)

@@ -7,13 +7,18 @@ a crash must keep every finished trial, and --resume must never re-pay for one.
 from __future__ import annotations
 
 import os
+import shlex
+import shutil
 import signal
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
 
+from rich import box
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
@@ -54,6 +59,7 @@ class RunConfig:
 class Plan:
     trials: list[TrialConfig]
     skipped: list[str]  # one line per framework (or task x framework) left out, with the reason
+    frameworks: list[str] = field(default_factory=list)  # the frameworks that have trials in the plan
 
 
 def framework_unavailable(framework: specs.FrameworkSpec, tasks: list[specs.Task], sandbox: str,
@@ -114,17 +120,22 @@ def make_plan(cfg: RunConfig, agents: dict) -> Plan:
                         measure_throughput=cfg.measure_throughput, gpus=cfg.gpus))
     if not trials:
         raise RunError("nothing to run: " + ("; ".join(skipped) or "no task matches"))
-    return Plan(trials=trials, skipped=skipped)
+    included = list(dict.fromkeys(t.framework.name for t in trials))
+    return Plan(trials=trials, skipped=skipped, frameworks=included)
 
 
 class Progress:
-    """Live table on a terminal, one plain line per change otherwise."""
+    """Live table on a terminal (trial i of n, phase, elapsed); one plain line per phase change otherwise."""
 
-    def __init__(self, console: Console, trials: list[Trial]):
+    def __init__(self, console: Console, trials: list[Trial], first_index: int = 1, total: int | None = None):
         self.console = console
-        self.rows = {id(t): {"label": _label(t.config), "state": "queued", "turns": 0, "cost": 0.0} for t in trials}
+        total = total if total is not None else len(trials)
+        self.rows = {id(t): {"label": _label(t.config), "index": f"{first_index + i}/{total}", "state": "queued",
+                             "started": None, "ended": None, "turns": 0, "cost": 0.0}
+                     for i, t in enumerate(trials)}
         self.lock = threading.Lock()
-        self.live = Live(self._table(), console=console, refresh_per_second=4) if console.is_terminal else None
+        self.live = (Live(console=console, refresh_per_second=2, get_renderable=self._table)
+                     if console.is_terminal else None)
 
     def __enter__(self):
         if self.live:
@@ -141,42 +152,68 @@ class Progress:
             kind = event["kind"]
             line = None
             if kind == "phase":
+                if row["started"] is None:
+                    row["started"] = time.monotonic()
                 row["state"] = event["phase"]
-                line = f"{row['label']}: {event['phase']}"
+                line = f"{event['phase']} (at {_elapsed(row)})"
             elif kind == "assistant":
                 row["turns"] = max(row["turns"], event.get("turn") or row["turns"] + 1)
                 row["cost"] += event.get("cost_usd") or 0.0
             elif kind == "finished":
-                row["state"] = event["status"]
-                line = f"{row['label']}: {event['status']}" + (f" - {event['error']}" if event.get("error") else "")
+                row["state"], row["ended"] = event["status"], time.monotonic()
+                line = f"{event['status']} after {_elapsed(row)}" + (f" - {event['error']}" if event.get("error") else "")
             elif kind == "log":
-                line = f"{row['label']}: {event['message']}"
-            if self.live:
-                self.live.update(self._table())
-            elif line:
-                self.console.print(line, highlight=False)
+                line = event["message"]
+            if not self.live and line:
+                self.console.print(f"[{row['index']}] {row['label']}: {line}", highlight=False)
 
     def _table(self) -> Table:
-        table = Table(title="atebench run")
-        for column in ("trial", "state", "turns", "cost $"):
-            table.add_column(column)
-        for row in self.rows.values():
-            table.add_row(row["label"], row["state"], str(row["turns"]), f"{row['cost']:.2f}")
-        return table
+        with self.lock:
+            table = Table(title="atebench run")
+            for column in ("#", "trial", "phase", "elapsed", "turns", "cost $"):
+                table.add_column(column, justify="right" if column in ("elapsed", "turns", "cost $") else "left")
+            for row in self.rows.values():
+                table.add_row(row["index"], row["label"], row["state"], _elapsed(row), str(row["turns"]),
+                              f"{row['cost']:.2f}")
+            return table
+
+
+def _elapsed(row: dict) -> str:
+    if row["started"] is None:
+        return "-"
+    seconds = int((row["ended"] or time.monotonic()) - row["started"])
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
 def _label(cfg: TrialConfig) -> str:
     return f"{cfg.variant.task.id} / {cfg.framework.name} / {cfg.agent_name} #{cfg.index}"
 
 
+def results_dir_option(results_dir: str | Path) -> str:
+    """` --results-dir DIR` when DIR is not the default, so printed commands work as shown."""
+    if Path(results_dir).resolve() == results.RESULTS_ROOT.resolve():
+        return ""
+    return f" --results-dir {shlex.quote(str(results_dir))}"
+
+
+def resume_command(cfg: RunConfig) -> str:
+    return f"python runner.py --run-id {cfg.run_id} --resume{results_dir_option(cfg.results_dir)}"
+
+
 def execute(cfg: RunConfig, plan: Plan, console: Console | None = None) -> list[dict]:
-    """Run the plan; finished trials are skipped on resume. Ctrl-C marks running trials interrupted."""
+    """Run the plan; finished trials are skipped on resume. Ctrl-C, SIGTERM or SIGHUP mark running
+    trials interrupted (resumable), remove their workspaces and exit."""
     console = console or Console()
     run_dir = Path(cfg.results_dir) / cfg.run_id
     rel_paths = [str(results.trial_path(t.variant.task.id, t.framework.name, t.agent_name, t.index))
                  for t in plan.trials]
-    args = {k: v for k, v in asdict(cfg).items() if k != "results_dir"}  # no machine paths in results
+    if cfg.resume:  # an extended run keeps the trials it had
+        old = results.read_run(Path(cfg.results_dir), cfg.run_id)
+        rel_paths = list(dict.fromkeys((old["trials"] if old else []) + rel_paths))
+    # the run's arguments: not the invocation's --resume, and no machine paths in results
+    args = {k: v for k, v in asdict(cfg).items() if k not in ("results_dir", "resume")}
     results.write_run(Path(cfg.results_dir), cfg.run_id, args, rel_paths)
+    console.print(f"frameworks included: {', '.join(plan.frameworks) or 'none'}", highlight=False)
     for line in plan.skipped:
         console.print(line, highlight=False)
     if cfg.sandbox == "local" and not cfg.isolate:
@@ -192,47 +229,77 @@ def execute(cfg: RunConfig, plan: Plan, console: Console | None = None) -> list[
                   f"-> {run_dir}", highlight=False)
     trials = [Trial(config, on_event=lambda t, e: progress.event(t, e)) for config in todo]
     progress = Progress(console, trials)
+
+    def run_one(trial: Trial) -> dict:
+        progress.event(trial, {"kind": "phase", "phase": "setup"})
+        return trial.run()
+
     previous = _install_interrupt(trials, cfg, console)
     try:
         with progress, ThreadPoolExecutor(max_workers=max(1, cfg.parallel)) as pool:
-            futures = [pool.submit(t.run) for t in trials]
+            futures = [pool.submit(run_one, t) for t in trials]
             for future in as_completed(futures):
                 future.result()
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     return results.load_results(Path(cfg.results_dir), cfg.run_id)
 
 
-def _install_interrupt(trials: list[Trial], cfg: RunConfig, console: Console):
-    """On Ctrl-C: mark running trials interrupted, say how to resume, exit 130 at once."""
+INTERRUPT_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def _install_interrupt(trials: list[Trial], cfg: RunConfig, console: Console) -> dict:
+    """On Ctrl-C, SIGTERM or SIGHUP: mark running trials interrupted, remove their temporary workspaces,
+    say how to resume, exit 128 + the signal's number at once (130 for Ctrl-C).
+
+    Why os._exit: worker threads may sit in a minutes-long sandbox command; waiting for them would
+    make Ctrl-C feel dead. Nothing after the handler runs, so it does the cleanup itself.
+    """
     if threading.current_thread() is not threading.main_thread():
-        return None
+        return {}
 
     def handler(signum, frame):
         for trial in trials:
-            trial.interrupt()
-        console.print(f"\ninterrupted; finished trials are kept. Resume with: "
-                      f"python runner.py --run-id {cfg.run_id} --resume", highlight=False)
+            trial.interrupt(signal.Signals(signum).name)
+        for trial in trials:
+            if trial.scratch is not None:
+                shutil.rmtree(trial.scratch, ignore_errors=True)
+        console.show_cursor(True)  # the live table hides it, and no __exit__ will run
+        console.print(f"\ninterrupted ({signal.Signals(signum).name}); finished trials are kept. "
+                      f"Resume with: {resume_command(cfg)}", highlight=False, soft_wrap=True)
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(130)
+        os._exit(128 + signum)
 
-    return signal.signal(signal.SIGINT, handler)
+    return {signum: signal.signal(signum, handler) for signum in INTERRUPT_SIGNALS}
+
+
+RESULT_COLUMNS = ("turns", "tokens", "cost $", "agent s", "trial s")
+RESULT_CAPTION = "agent s: the agent's wall time; trial s: the whole trial (setup, agent, grading, throughput)"
 
 
 def result_table(rows: list[dict]) -> Table:
-    table = Table(title="results")
-    for column in ("task", "framework", "agent", "trial", "status", "turns", "tokens", "cost $", "time s"):
-        table.add_column(column, justify="right" if column in ("trial", "turns", "tokens", "cost $", "time s") else "left")
+    table = Table(title="results", caption=RESULT_CAPTION, box=box.SIMPLE_HEAD)
+    for column in ("task", "framework", "agent", "trial", "status", *RESULT_COLUMNS):
+        numeric = column == "trial" or column in RESULT_COLUMNS
+        table.add_column(column, justify="right" if numeric else "left", overflow="fold")
     for r in rows:
         m = r["metrics"]
         tokens = m["input_tokens"] + m["output_tokens"] + m["cache_read_tokens"] + m["cache_write_tokens"]
         cost = "-" if m["cost_usd"] is None else f"{m['cost_usd']:.2f}"
         status = r["status"] + (f" ({r['error']['phase']})" if r["error"] else "")
         table.add_row(r["task"], r["framework"], r["agent"], str(r["trial"]), status, str(m["agent_turns"]),
-                      str(tokens), cost, f"{m['wall_time_s']:.1f}")
+                      str(tokens), cost, f"{m['wall_time_s']:.1f}", _trial_seconds(r))
     return table
+
+
+def _trial_seconds(result: dict) -> str:
+    """finished_at - started_at (whole seconds, as recorded), or '-' for a trial that did not finish."""
+    if not result.get("started_at") or not result.get("finished_at"):
+        return "-"
+    seconds = datetime.fromisoformat(result["finished_at"]) - datetime.fromisoformat(result["started_at"])
+    return f"{seconds.total_seconds():.0f}"
 
 
 def summary_line(rows: list[dict]) -> str:

@@ -73,6 +73,7 @@ class Trial:
         self._open: list = []  # every sandbox this trial opened and has not closed (agent, grading, throughput)
         self._trees: tuple[Path, Path] | None = None  # (prepared, work) once the workspace exists
         self._gpus: list[int] = []
+        self.scratch: Path | None = None  # the trial's temporary folder; an interrupt handler removes it
 
     # ---- result file ----
 
@@ -81,12 +82,13 @@ class Trial:
             if not self._frozen:
                 results.write_json_atomic(self.folder / "result.json", self.result)
 
-    def interrupt(self) -> None:
+    def interrupt(self, cause: str = "SIGINT") -> None:
+        """`cause`: the signal's name (SIGINT for Ctrl-C, SIGTERM, SIGHUP)."""
         with self._lock:
             if self._frozen or not self.result or self.result["status"] != "running":
                 return
             self.result.update(status="interrupted", exit_status="interrupted",
-                               error={"phase": self.phase, "message": "interrupted (Ctrl-C); run again with --resume"})
+                               error={"phase": self.phase, "message": f"interrupted ({cause}); run again with --resume"})
             results.write_json_atomic(self.folder / "result.json", self.result)
             self._frozen = True
         for sandbox in list(self._open):
@@ -119,6 +121,7 @@ class Trial:
                                          cfg.framework.name, cfg.agent_name, cfg.model, cfg.index)
         self._save()
         scratch = Path(tempfile.mkdtemp(prefix="atebench-trial-"))
+        self.scratch = scratch
         gpus_needed = cfg.gpus if cfg.gpus is not None else max(cfg.variant.task.spec.resources.gpus,
                                                                  cfg.framework.sandbox.gpus)
         try:
@@ -146,11 +149,10 @@ class Trial:
         return self.result
 
     def _reset_folder(self) -> None:
-        """A re-run (resume) starts from a clean folder; a corrupt result was already kept aside."""
-        if self.folder.is_dir():
-            for child in self.folder.iterdir():
-                if child.name != "result.json.corrupt":
-                    shutil.rmtree(child) if child.is_dir() else child.unlink()
+        """A re-run (resume) starts from an empty folder; what an earlier attempt recorded is never
+        deleted but moved aside whole, to `<trial>.<its status>-<n>` (results.set_aside)."""
+        if self.folder.is_dir() and any(self.folder.iterdir()):
+            results.set_aside(self.folder)
         self.folder.mkdir(parents=True, exist_ok=True)
 
     def _fail(self, phase: str, message: str) -> None:

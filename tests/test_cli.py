@@ -53,6 +53,13 @@ def test_default_smoke_run_with_oracle(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     assert time.monotonic() - started < 60
     assert "results" in result.stdout and "1 resolved" in result.stdout
+    assert "frameworks included: reference" in result.stdout
+    for phase in ("setup", "agent", "grade"):
+        assert f"[1/1] smoke / reference / oracle #0: {phase} (at " in result.stdout, phase
+    assert "[1/1] smoke / reference / oracle #0: resolved after " in result.stdout
+    header = next(line for line in result.stdout.splitlines() if "framework" in line and "status" in line)
+    assert "agent s" in header and "trial s" in header, "time columns say whose time they measure"
+    assert f"next: python runner.py report s1 --results-dir {tmp_path}" in result.stdout
     data = json.loads((tmp_path / "s1" / "smoke" / "reference" / "oracle" / "0" / "result.json").read_text())
     assert data["status"] == "resolved" and data["grade"]["tests_run"] == 5 and data["exit_status"] == "completed"
     again = runner("--run-id", "s1", "--results-dir", str(tmp_path))
@@ -75,8 +82,82 @@ def test_framework_all_skips_what_cannot_run(toy_root, tmp_path):
                     "--results-dir", str(tmp_path / "r"), "--no-isolate", env={"ATEBENCH_CACHE": str(tmp_path / "c"),
                                                                                "CUDA_VISIBLE_DEVICES": ""})
     assert result.returncode == 0, result.stdout + result.stderr
+    assert "frameworks included: toy" in result.stdout
     assert "skipping framework bigiron: needs 8 GPU(s), this machine has 0" in result.stdout
+    assert result.stdout.index("skipping framework bigiron") < result.stdout.index("[1/1]"), "said before trials start"
     assert "1 unresolved" in result.stdout
     named = runner("--specs-root", str(toy_root), "--task", "arith", "--framework", "bigiron", "--agent", "nop",
                    "--results-dir", str(tmp_path / "r2"), env={"CUDA_VISIBLE_DEVICES": ""})
     assert named.returncode == 2 and "framework 'bigiron' cannot run here: needs 8 GPU(s)" in named.stderr
+
+
+def test_help_lists_commands_and_run_options():
+    result = runner("--help")
+    assert result.returncode == 0, result.stderr
+    for command in ("run", "validate", "list", "report", "compare", "profile"):
+        assert f"\n  {command} " in result.stdout, command
+    for option in ("--task", "--framework", "--agent", "--model", "--trials", "--parallel", "--sandbox", "--run-id",
+                   "--resume", "--extend", "--results-dir"):
+        assert f"  {option} " in result.stdout, option
+    assert "usage: python runner.py [COMMAND] [OPTIONS]" in result.stdout
+    assert "cmd_x" not in result.stdout and "COMMANDS" not in result.stdout, "help is for users, not developers"
+
+
+def test_run_ids_that_are_paths_are_rejected_before_anything_starts(tmp_path):
+    results_dir = tmp_path / "results"
+    for command, run_id in [([], "../escape"), ([], str(tmp_path / "abs")), (["validate"], "..")]:
+        result = runner(*command, "--run-id", run_id, "--results-dir", str(results_dir))
+        assert result.returncode == 2, (run_id, result.stdout, result.stderr)
+        assert result.stderr.startswith(f"error: run id {run_id!r} is not a plain folder name"), result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+    assert not results_dir.exists(), "nothing may start on bad input"
+
+
+def test_malformed_run_file_on_resume_is_one_error(tmp_path):
+    write(tmp_path / "broken" / "run.json", '{"args": {"task": "smo')
+    result = runner("--run-id", "broken", "--resume", "--results-dir", str(tmp_path))
+    assert result.returncode == 2, result.stdout + result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: {tmp_path / 'broken' / 'run.json'}: not valid JSON (")
+    assert line.endswith("restore it or start a new --run-id")
+
+
+def test_report_tells_a_profile_from_a_run(tmp_path):
+    write(tmp_path / "profiles" / "p1" / "profile.json", '{"profiles": []}')
+    result = runner("report", str(tmp_path / "profiles" / "p1"))
+    assert result.returncode == 2
+    assert "is a profile (written by `runner.py profile`), not a run" in result.stderr
+
+
+def test_resume_refuses_a_changed_plan_unless_extended(toy_root, tmp_path):
+    results_dir = tmp_path / "results"
+    env = {"ATEBENCH_CACHE": str(tmp_path / "cache")}
+    base = ["--specs-root", str(toy_root), "--framework", "toy", "--no-isolate", "--results-dir", str(results_dir),
+            "--run-id", "r"]
+    first = runner("--task", "arith/mul", "--agent", "nop", *base, env=env)
+    assert first.returncode == 0, first.stdout + first.stderr
+    run_file = results_dir / "r" / "run.json"
+    recorded = run_file.read_bytes()
+
+    for extra, shown in [(["--trials", "2"], "trials 1 -> 2"), (["--agent", "oracle"], "agents ['nop'] -> ['oracle']")]:
+        refused = runner(*base, "--resume", *extra, env=env)
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        [line] = refused.stderr.strip().splitlines()
+        assert f"change run 'r'\'s plan ({shown})" in line and "add --extend" in line, line
+        assert f"`python runner.py --run-id r --resume --results-dir {results_dir}` alone continues it" in line
+        assert run_file.read_bytes() == recorded, "a refused resume changes nothing"
+    model = runner(*base, "--resume", "--extend", "--model", "openai/gpt-5", env=env)
+    assert model.returncode == 2 and "cannot change how run 'r' runs its trials (model None -> 'openai/gpt-5')" in model.stderr
+
+    extended = runner(*base, "--resume", "--extend", "--trials", "2", env=env)
+    assert extended.returncode == 0, extended.stdout + extended.stderr
+    assert "2 trial(s), 1 already finished, 1 to run" in extended.stdout
+    run = json.loads(run_file.read_text())
+    assert run["trials"] == ["arith__mul/toy/nop/0", "arith__mul/toy/nop/1"]
+    assert run["args"]["trials"] == 2 and [a["trials"] for a in run["previous_args"]] == [1]
+
+    again = runner(*base, "--resume", env=env)
+    assert again.returncode == 0 and "2 trial(s), 2 already finished, 0 to run" in again.stdout, again.stderr
+    assert json.loads(run_file.read_text())["previous_args"] == run["previous_args"], "a plain resume changes no argument"
+    faster = runner(*base, "--resume", "--parallel", "2", env=env)
+    assert faster.returncode == 0 and "0 to run" in faster.stdout, "--parallel may change on resume"

@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from bench.run import RunConfig, execute, make_plan
 from bench.types import AgentContext, AgentOutcome
 from conftest import REPO, make_toy_root
@@ -52,7 +54,10 @@ def test_grader_timeout_ends_trial_as_grade_error(tmp_path, cache):
     assert row["exit_status"] == "completed", "the agent phase finished; only grading failed"
 
 
-def test_sigint_marks_running_trial_interrupted_and_resume_completes(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
+def test_signal_marks_running_trial_interrupted_and_resume_completes(tmp_path, signum):
+    """Ctrl-C, SIGTERM (a scheduler's stop) and SIGHUP (a closed terminal) end the same way: running
+    trials labelled interrupted, their workspaces removed, a resume command that works as printed."""
     flags = tmp_path / "flags"
     flags.mkdir()
     (flags / "slow").touch()
@@ -60,7 +65,9 @@ def test_sigint_marks_running_trial_interrupted_and_resume_completes(tmp_path):
                            f"touch {flags}/first-done; python -m pytest -q -p no:cacheprovider tests")
     root = make_toy_root(tmp_path / "specs", grading_command=slow_second_grading)
     results_dir = tmp_path / "results"
-    env = {**os.environ, "ATEBENCH_CACHE": str(tmp_path / "cache")}
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = {**os.environ, "ATEBENCH_CACHE": str(tmp_path / "cache"), "TMPDIR": str(scratch)}
     command = [sys.executable, str(REPO / "runner.py"), "--specs-root", str(root), "--task", "arith/mul",
                "--framework", "toy", "--agent", "oracle,nop", "--run-id", "r", "--results-dir", str(results_dir),
                "--no-isolate"]
@@ -71,21 +78,28 @@ def test_sigint_marks_running_trial_interrupted_and_resume_completes(tmp_path):
         assert time.monotonic() < deadline and proc.poll() is None, proc.stdout.read() if proc.poll() is not None else "timeout"
         time.sleep(0.2)
     time.sleep(1.0)
-    proc.send_signal(signal.SIGINT)
+    assert list(scratch.glob("atebench-trial-*")), "the interrupted trial has a workspace to remove"
+    proc.send_signal(signum)
     output, _ = proc.communicate(timeout=30)
-    assert proc.returncode == 130, output
-    assert "--run-id r --resume" in output
+    assert proc.returncode == 128 + signum, output
+    assert f"interrupted ({signum.name})" in output
+    resume = output.split("Resume with: ")[1].splitlines()[0]
+    assert resume == f"python runner.py --run-id r --resume --results-dir {results_dir}"
+    assert not list(scratch.glob("atebench-trial-*")), "an interrupted trial's workspace must not stay behind"
     oracle = json.loads((run_dir / "oracle" / "0" / "result.json").read_text())
     nop = json.loads((run_dir / "nop" / "0" / "result.json").read_text())
     assert oracle["status"] == "resolved"
     assert nop["status"] == "interrupted" and nop["exit_status"] == "interrupted" and nop["error"]["phase"] == "grade"
 
     (flags / "slow").unlink()
-    resumed = subprocess.run([sys.executable, str(REPO / "runner.py"), "--run-id", "r", "--resume",
-                              "--results-dir", str(results_dir)], env=env, capture_output=True, text=True, timeout=120)
+    resumed = subprocess.run([sys.executable, str(REPO / "runner.py"), *resume.split()[2:]], env=env,
+                             capture_output=True, text=True, timeout=120)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "1 already finished, 1 to run" in resumed.stdout
     assert json.loads((run_dir / "oracle" / "0" / "result.json").read_text()) == oracle
     assert json.loads((run_dir / "nop" / "0" / "result.json").read_text())["status"] == "unresolved"
     assert "1 resolved, 1 unresolved" in resumed.stdout
     assert Path(run_dir / "nop" / "0" / "grader.log").is_file()
+    earlier = run_dir / "nop" / "0.interrupted-1"
+    assert json.loads((earlier / "result.json.interrupted").read_text()) == nop, "the interrupted attempt is kept"
+    assert (earlier / "agent.diff").is_file()

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bench import profile
-from bench.report_cli import cmd_profile
+from bench.report_cli import cmd_profile, cmd_report
 
 TREE = {
     "pkg/__init__.py": "VERSION = 1\n",
@@ -137,3 +137,14 @@ def test_framework_profile_on_a_spec_tree(toy_root, cache, tmp_path):
     assert task["import_depth"] is None and task["import_depths"] == {"calc/ops.py": None}
     assert "not reached from entry" in (out / "profile.md").read_text()
     assert cmd_profile(["--framework", "nope", "--specs-root", str(toy_root), "--out", str(out)]) == 2
+
+
+def test_default_output_is_apart_from_the_runs(tree, tmp_path, monkeypatch, capsys):
+    """A profile is no run: it goes to results/profiles/<timestamp>/, and `report` refuses it as a run."""
+    monkeypatch.setattr("bench.report_cli.RESULTS_ROOT", tmp_path / "results")
+    assert cmd_profile(["--path", str(tree), "--entry", "pkg/train.py"]) == 0
+    [out] = (tmp_path / "results" / "profiles").iterdir()
+    assert (out / "profile.json").is_file() and (out / "profile.md").is_file()
+    assert capsys.readouterr().out.strip().endswith(f"-> {out / 'profile.json'}")
+    assert cmd_report([str(out)]) == 2
+    assert "is a profile (written by `runner.py profile`), not a run" in capsys.readouterr().err

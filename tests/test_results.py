@@ -21,14 +21,46 @@ def test_atomic_write_and_read(tmp_path):
         "add-new-model__mixtral/reference/builtin/2"
 
 
-def test_corrupt_result_is_kept_aside_and_unfinished(tmp_path):
-    (tmp_path / "result.json").write_text('{"schema_version": 1, "status": "reso')
+def test_corrupt_trial_folder_is_kept_aside_whole_and_unfinished(tmp_path):
+    folder = tmp_path / "0"
+    folder.mkdir()
+    (folder / "result.json").write_text('{"schema_version": 1, "status": "reso')
+    (folder / "trajectory.jsonl").write_text('{"kind": "assistant"}\n')
     with pytest.raises(results.CorruptResult, match="result.json: not valid JSON"):
-        results.read_result(tmp_path)
+        results.read_result(folder)
     warnings = []
-    assert results.is_finished(tmp_path, warn=warnings.append) is False
-    assert (tmp_path / "result.json.corrupt").exists() and not (tmp_path / "result.json").exists()
-    assert "kept as result.json.corrupt" in warnings[0]
+    assert results.is_finished(folder, warn=warnings.append) is False
+    aside = tmp_path / "0.corrupt-1"
+    assert not folder.exists() and sorted(p.name for p in aside.iterdir()) == ["result.json.corrupt", "trajectory.jsonl"]
+    assert "kept as 0.corrupt-1" in warnings[0]
+    folder.mkdir()
+    (folder / "result.json").write_text("[]")
+    assert results.is_finished(folder, warn=warnings.append) is False
+    assert (tmp_path / "0.corrupt-2" / "result.json.corrupt").read_text() == "[]", "an earlier copy is never overwritten"
+
+
+@pytest.mark.parametrize("run_id", ["../elsewhere", "/tmp/x", "a/b", "..", ".hidden", "-x", "", "profiles"])
+def test_run_ids_that_are_paths_are_rejected(run_id, tmp_path):
+    with pytest.raises(ValueError, match="run id"):
+        results.check_run_id(run_id)
+    with pytest.raises(ValueError, match="run id"):
+        results.read_run(tmp_path, run_id)
+    results.check_run_id("20261130-120000")
+    results.check_run_id("validate-20261130-120000.v2_b")
+
+
+def test_malformed_run_files_give_one_clear_error(tmp_path):
+    run_file = tmp_path / "r" / "run.json"
+    run_file.parent.mkdir()
+    for text, message in [("{ truncated", "not valid JSON"), ("[1, 2]", "not a run file"),
+                          ('{"args": {}, "trials": ["../../etc"]}', "must be a relative path inside the run folder"),
+                          ('{"args": {}, "trials": ["/abs/0"]}', "must be a relative path inside the run folder")]:
+        run_file.write_text(text)
+        with pytest.raises(results.RunFileError, match=message) as caught:
+            results.read_run(tmp_path, "r")
+        assert str(run_file) in str(caught.value)
+    with pytest.raises(ValueError, match="relative path"):
+        results.trial_path("arith/mul", "..", "nop", 0)
 
 
 def _config(toy_root, tmp_path, run_id="r", resume=False):
@@ -58,7 +90,9 @@ def test_run_writes_results_and_resume_skips_finished(toy_root, cache, tmp_path)
     cfg = _config(toy_root, tmp_path, resume=True)
     rows = execute(cfg, make_plan(cfg, _agents()))
     assert (oracle_dir / "result.json").read_bytes() == finished, "a finished trial must not run again"
-    assert (nop_dir / "result.json.corrupt").read_text() == "{ truncated"
+    corrupt = nop_dir.with_name("0.corrupt-1")
+    assert (corrupt / "result.json.corrupt").read_text() == "{ truncated"
+    assert (corrupt / "trajectory.jsonl").is_file() and (corrupt / "grader.log").is_file(), "nothing recorded is lost"
     assert {r["agent"]: r["status"] for r in rows} == {"oracle": "resolved", "nop": "unresolved"}
 
     errored = json.loads(finished)
@@ -66,3 +100,7 @@ def test_run_writes_results_and_resume_skips_finished(toy_root, cache, tmp_path)
     (oracle_dir / "result.json").write_text(json.dumps(errored))
     rows = execute(cfg, make_plan(cfg, _agents()))
     assert {r["agent"]: r["status"] for r in rows}["oracle"] == "resolved", "an errored trial runs again"
+    earlier = oracle_dir.with_name("0.error-1")
+    assert json.loads((earlier / "result.json.error").read_text())["error"]["message"] == "x"
+    assert "+    return a * b" in (earlier / "agent.diff").read_text(), "the earlier attempt's files are kept"
+    assert len(rows) == 2, "an attempt kept aside is not a trial of the run"

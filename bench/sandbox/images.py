@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -42,21 +43,62 @@ def ensure_base_image(client, log=print) -> str:
         raise SandboxError(f"docker image {BASE_IMAGE} is missing and debootstrap is not installed to build it; "
                            "run .ci/setup-docker.sh (installs debootstrap) or apt-get install debootstrap")
     log(f"building {BASE_IMAGE} with debootstrap (once per host, about a minute)")
-    with tempfile.TemporaryDirectory(prefix="atebench-rootfs-") as scratch:
-        rootfs = Path(scratch) / "rootfs"
+    scratch = Path(tempfile.mkdtemp(prefix="atebench-rootfs-"))
+    try:
+        rootfs = scratch / "rootfs"
         proc = subprocess.run(["debootstrap", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}",
                                "bookworm", str(rootfs)], capture_output=True, text=True, timeout=1800)
+        unmount_all(rootfs)  # debootstrap mounts /proc and /sys inside the rootfs and leaves them on failure
         if proc.returncode != 0:
             raise SandboxError(f"debootstrap failed (exit {proc.returncode}); it needs root and the Debian "
                                f"registry:\n{(proc.stdout + proc.stderr)[-3000:]}")
-        shutil.rmtree(rootfs / "var" / "cache" / "apt" / "archives", ignore_errors=True)
-        tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
+        remove_tree(rootfs / "var" / "cache" / "apt" / "archives")
+        tar = subprocess.Popen(["tar", "-C", str(rootfs), "--one-file-system", "-c", "."], stdout=subprocess.PIPE)
         imported = subprocess.run(["docker", "import", "-c", "ENV LANG=C.UTF-8", "-", BASE_IMAGE],
                                   stdin=tar.stdout, capture_output=True, text=True)
         tar.wait()
         if imported.returncode != 0:
             raise SandboxError(f"docker import of the base image failed: {imported.stderr.strip()}")
+    finally:
+        unmount_all(scratch)
+        remove_tree(scratch)
     return BASE_IMAGE
+
+
+def mounts_under(root: Path) -> list[Path]:
+    """Mount points at or below `root` (from /proc/self/mountinfo), deepest first."""
+    root = Path(os.path.realpath(root))
+    info = Path("/proc/self/mountinfo")
+    found = []
+    for line in info.read_text().splitlines() if info.is_file() else []:
+        point = Path(re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), line.split()[4]))
+        if point == root or root in point.parents:
+            found.append(point)
+    return sorted(set(found), key=lambda p: len(p.parts), reverse=True)
+
+
+def unmount_all(root: Path) -> None:
+    """Unmount everything mounted at or below `root`, deepest first; a mount that stays is reported by
+    remove_tree, which then refuses to delete."""
+    for point in mounts_under(root):
+        subprocess.run(["umount", str(point)], capture_output=True)
+        if os.path.ismount(point):
+            subprocess.run(["umount", "--lazy", str(point)], capture_output=True)
+
+
+def remove_tree(root: Path) -> None:
+    """Delete a scratch tree, never through a mount: with a mount still below it nothing is deleted.
+
+    Why: a rootfs can hold a live /proc or a bind mount of a host folder; rmtree through it would
+    delete (or try to delete) host files.
+    """
+    if not root.exists() and not root.is_symlink():
+        return
+    mounted = mounts_under(root)
+    if mounted:
+        raise SandboxError(f"not deleting {root}: {', '.join(map(str, mounted))} is still mounted there; "
+                           f"unmount it (umount PATH) and delete {root} by hand")
+    subprocess.run(["rm", "-rf", "--one-file-system", "--", str(root)], check=True, capture_output=True)
 
 
 def wheels_dir(requirements: list[str], log=print) -> Path | None:
