@@ -15,10 +15,12 @@ def bash_blocks(text: str) -> list[str]:
 
 
 def test_ci_runs_the_readme_test_command_verbatim():
+    setup = "bash scripts/install-bubblewrap.sh && python3 -m venv .venv && . .venv/bin/activate && "
     test_command = next(b.strip() for b in bash_blocks(README) if "python -m pytest" in b)
-    assert test_command.startswith("python3 -m venv .venv && . .venv/bin/activate && ")
+    main_job = next(b.strip() for b in bash_blocks(README) if "runner.py --task add-new-model" in b)
+    assert test_command.startswith(setup) and main_job.startswith(setup), "both install what isolation needs"
     ci = (REPO / ".ci" / "run").read_text()
-    assert test_command.removeprefix("python3 -m venv .venv && . .venv/bin/activate && ") in ci
+    assert test_command.removeprefix(setup) in ci and "bash scripts/install-bubblewrap.sh" in ci
     assert "cd reference_impl && python -m pytest" in test_command and "&& python -m pytest &&" not in test_command, \
         "the trainer's suite must run even when the harness's fails"
     assert "python -m pytest -m slow" in ci, "CI runs the slow tests the default run leaves out"
