@@ -17,6 +17,7 @@ from rich.table import Table
 
 from bench import results, specs
 from bench.agents import AGENTS, make_agent
+from bench.grading import missing_ids
 from bench.run import (Plan, RunConfig, RunError, execute, make_plan, result_table, results_dir_option,
                        resume_command, summary_line)
 from bench.sandbox import SANDBOXES
@@ -207,6 +208,7 @@ def validation_matrix(rows: list[dict]) -> tuple[Table, bool]:
     for r in rows:
         cells.setdefault((r["task"], r["framework"]), {})[r["agent"]] = r
     table = Table(title="validation")
+    spec_errors: list[str] = []
     for column in ("task", "framework", "oracle (must resolve)", "nop (must fail)", "wrong (must fail)", "valid"):
         table.add_column(column)
     all_valid = True
@@ -214,12 +216,19 @@ def validation_matrix(rows: list[dict]) -> tuple[Table, bool]:
         def show(agent):
             r = by_agent.get(agent)
             return "-" if r is None else r["status"] + (f": {r['error']['message'][:60]}" if r["error"] else "")
-        oracle_ok = by_agent.get("oracle", {}).get("status") == "resolved"
+        gold = by_agent.get("oracle", {}).get("grade")
+        never_ran = missing_ids(gold["fail_to_pass"], gold["pass_to_pass"]) if gold else []
+        if never_ran:  # on the gold tree every graded id must run: a misspelt or unselected id is a spec error
+            spec_errors.append(f"{task} on {framework}: graded id(s) that never ran on the gold solution (fix "
+                               f"grading.toml): {', '.join(never_ran[:5])}" + (" ..." if len(never_ran) > 5 else ""))
+        oracle_ok = by_agent.get("oracle", {}).get("status") == "resolved" and not never_ran
         nop_ok = by_agent.get("nop", {}).get("status") == "unresolved"
         wrong_ok = "oracle-wrong" not in by_agent or by_agent["oracle-wrong"]["status"] == "unresolved"
         valid = oracle_ok and nop_ok and wrong_ok
         all_valid &= valid
         table.add_row(task, framework, show("oracle"), show("nop"), show("oracle-wrong"), "yes" if valid else "NO")
+    if spec_errors:
+        table.caption = "\n".join(spec_errors)
     return table, all_valid
 
 

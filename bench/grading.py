@@ -118,11 +118,11 @@ def verdict(outcomes: list[TestOutcome], fail_to_pass: list[str], pass_to_pass: 
     return Grade(resolved=resolved, tests_run=len(outcomes), tests=outcomes, fail_to_pass=f2p, pass_to_pass=p2p)
 
 
-def missing_ids(grade: Grade) -> list[str]:
+def missing_ids(fail_to_pass: dict[str, str], pass_to_pass: dict[str, str]) -> list[str]:
     """Graded ids that never ran. On an agent's tree that is its failure (a model it did not register is
     not parametrized, a module it broke does not collect); on the gold tree it is a spec error, which
     `validate` reports by name."""
-    return [test for test, v in (*grade.fail_to_pass.items(), *grade.pass_to_pass.items()) if v == "missing"]
+    return [test for test, v in (*fail_to_pass.items(), *pass_to_pass.items()) if v == "missing"]
 
 
 def modified_test_files(changed: list[str], hidden: list[str]) -> list[str]:

@@ -38,7 +38,7 @@ def test_verdict_f2p_p2p():
     assert not judged.resolved and judged.pass_to_pass == {"tests/test_ops.py::test_add": "failed"}
     judged = grading.verdict(outcomes, ["tests/test_ops.py::test_gone"], [])
     assert not judged.resolved and judged.fail_to_pass == {"tests/test_ops.py::test_gone": "missing"}
-    assert judged.error is None and grading.missing_ids(judged) == ["tests/test_ops.py::test_gone"]
+    assert judged.error is None and grading.missing_ids(judged.fail_to_pass, judged.pass_to_pass) == ["tests/test_ops.py::test_gone"]
     assert judged.tests_run == 4
 
 
@@ -185,6 +185,6 @@ def test_gpu_ladder_tests_join_fail_to_pass_only_for_the_gpus_a_trial_holds(toy_
     on_gpus = grading.grade(variant, work, diff.files, opener, tmp_path / "gpu.log", baseline=prepared, gpus=2)
     assert not on_gpus.resolved, "a GPU ladder step the trial covers must be graded (here: the test is missing)"
     assert on_gpus.fail_to_pass["tests/test_ops.py::test_mul_gpu[world2]"] == "missing"
-    assert grading.missing_ids(on_gpus) == ["tests/test_ops.py::test_mul_gpu[world1]",
+    assert grading.missing_ids(on_gpus.fail_to_pass, on_gpus.pass_to_pass) == ["tests/test_ops.py::test_mul_gpu[world1]",
                                             "tests/test_ops.py::test_mul_gpu[world2]"]
     assert "tests/test_ops.py::test_mul_gpu[world4]" not in on_gpus.fail_to_pass

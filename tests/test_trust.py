@@ -139,3 +139,19 @@ def test_a_missing_bundled_source_is_reported_before_any_trial(toy_root, tmp_pat
                     results_dir=str(tmp_path / "r"))
     with pytest.raises(RunError, match="bundled source folder .*nowhere does not exist"):
         make_plan(cfg, {"nop": make_agent("nop")})
+
+
+def test_validate_names_graded_ids_that_never_ran_on_the_gold():
+    from bench.cli import validation_matrix
+
+    def row(agent, status, f2p):
+        return {"task": "arith/mul", "framework": "toy", "agent": agent, "status": status, "error": None,
+                "grade": {"fail_to_pass": f2p, "pass_to_pass": {}}}
+
+    table, valid = validation_matrix([row("oracle", "resolved", {"tests/test_ops.py::test_mul": "passed"}),
+                                      row("nop", "unresolved", {"tests/test_ops.py::test_mul": "failed"})])
+    assert valid and not table.caption
+    table, valid = validation_matrix([
+        row("oracle", "unresolved", {"tests/test_ops.py::test_mul": "passed", "tests/test_ops.py::test_mul[typo]": "missing"}),
+        row("nop", "unresolved", {"tests/test_ops.py::test_mul": "failed"})])
+    assert not valid and "never ran on the gold" in table.caption and "test_mul[typo]" in table.caption
