@@ -16,12 +16,11 @@ from rich.console import Console
 from rich.table import Table
 
 from bench import results, specs
-from bench.agents import AGENTS, make_agent
+from bench.agents import AGENTS, DEFAULT_AGENT, NOP, ORACLE, VALIDATION_AGENTS, WRONG, AgentOptions, make_specs
 from bench.grading import missing_ids
-from bench.run import (Plan, RunConfig, RunError, execute, make_plan, result_table, results_dir_option,
-                       resume_command, summary_line)
+from bench.run import (RunConfig, RunError, execute, make_plan, result_table, results_dir_option, resume_command,
+                       summary_line)
 from bench.sandbox import SANDBOXES
-from bench.trial import TrialConfig
 
 RESULTS_ROOT = results.RESULTS_ROOT
 
@@ -56,7 +55,7 @@ def run_parser() -> argparse.ArgumentParser:
                                             "and record everything under results/<run-id>/.")
     p.add_argument("--task", default="smoke", help="task id, task family, or 'all' (default: smoke)")
     p.add_argument("--framework", default="reference", help="framework name or 'all' (default: reference)")
-    p.add_argument("--agent", default="oracle", help=f"agent, or several comma-separated: {', '.join(AGENTS)}")
+    p.add_argument("--agent", default=DEFAULT_AGENT, help=f"agent, or several comma-separated: {', '.join(AGENTS)}")
     p.add_argument("--model", help="model for the builtin agent, e.g. anthropic/claude-sonnet-4-5")
     p.add_argument("--base-url", help="LLM API base URL for the builtin agent (default: the provider's)")
     p.add_argument("--replay", metavar="TRAJECTORY", help="trajectory.jsonl for the replay agent")
@@ -80,15 +79,6 @@ def run_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpus", type=int, metavar="N", help="GPUs each trial holds exclusively; its grading adds the task's GPU "
                                             "ladder steps they cover (default: what the task asks for)")
     return p
-
-
-def build_agents(names: list[str], model: str | None, base_url: str | None, replay: str | None) -> dict:
-    """Every agent built and checked (name known, key present) before any trial starts."""
-    unknown = [n for n in names if n not in AGENTS]
-    if unknown:
-        raise ValueError(f"unknown agent {unknown[0]!r}; choose one of: {', '.join(AGENTS)}")
-    options = {"builtin": {"model": model, "base_url": base_url}, "replay": {"replay_path": replay}}
-    return {name: make_agent(name, **options.get(name, {})) for name in names}
 
 
 def cmd_run(argv: list[str]) -> int:
@@ -116,7 +106,7 @@ def cmd_run(argv: list[str]) -> int:
         known = {f.name for f in fields(RunConfig)}
         saved = {k: v for k, v in stored["args"].items() if k in known and k not in ("resume", "run_id", "results_dir")}
         parser.set_defaults(**{k: v for k, v in saved.items() if k != "agents"},
-                            agent=",".join(saved.get("agents", ["oracle"])))
+                            agent=",".join(saved.get("agents", [DEFAULT_AGENT])))
         args = parser.parse_args(argv)
     if args.trials < 1 or args.parallel < 1:
         return fail("--trials and --parallel must be at least 1")
@@ -142,7 +132,7 @@ def cmd_run(argv: list[str]) -> int:
     if not args.resume and (Path(cfg.results_dir) / cfg.run_id).exists():
         return fail(f"run {cfg.run_id!r} already exists; pass --resume to continue it or choose another --run-id")
     try:
-        agents = build_agents(cfg.agents, cfg.model, cfg.base_url, cfg.replay)
+        agents = make_specs(cfg.agents, AgentOptions(model=cfg.model, base_url=cfg.base_url, replay=cfg.replay))
         plan = make_plan(cfg, agents)
     except (ValueError, specs.SpecError, RunError) as e:
         return fail(str(e))
@@ -174,18 +164,16 @@ def cmd_validate(argv: list[str]) -> int:
             results.check_run_id(args.run_id)
         except ValueError as e:
             return fail(str(e))
-    cfg = RunConfig(task=args.task, framework=args.framework, agents=["oracle", "nop"], trials=1,
+    cfg = RunConfig(task=args.task, framework=args.framework, agents=list(VALIDATION_AGENTS), trials=1,
                     parallel=args.parallel, sandbox=args.sandbox, run_id=args.run_id or f"validate-{results.new_run_id()}",
                     measure_throughput=False, results_dir=args.results_dir, specs_root=args.specs_root,
                     gpus=args.gpus)
     if (Path(cfg.results_dir) / cfg.run_id).exists():
         return fail(f"run {cfg.run_id!r} already exists; choose another --run-id")
     try:
-        agents = build_agents(cfg.agents, None, None, None)
-        plan = make_plan(cfg, agents)
+        plan = make_plan(cfg, make_specs(cfg.agents, AgentOptions()))
     except (ValueError, specs.SpecError, RunError) as e:
         return fail(str(e))
-    plan = Plan(trials=plan.trials + wrong_solution_trials(plan), skipped=plan.skipped, frameworks=plan.frameworks)
     console = make_console()
     rows = execute(cfg, plan, console)
     table, all_valid = validation_matrix(rows)
@@ -194,39 +182,31 @@ def cmd_validate(argv: list[str]) -> int:
     return 0 if all_valid else 1
 
 
-def wrong_solution_trials(plan: Plan) -> list[TrialConfig]:
-    """One extra oracle trial per task that ships wrong/*.patch, applying that patch instead of the gold."""
-    extra = []
-    for config in plan.trials:
-        if config.agent_name == "oracle" and config.variant.wrong_patch is not None:
-            extra.append(TrialConfig(**{**config.__dict__, "agent_name": "oracle-wrong", "solution": "wrong"}))
-    return extra
-
-
 def validation_matrix(rows: list[dict]) -> tuple[Table, bool]:
     cells: dict[tuple[str, str], dict[str, dict]] = {}
     for r in rows:
         cells.setdefault((r["task"], r["framework"]), {})[r["agent"]] = r
     table = Table(title="validation")
     spec_errors: list[str] = []
-    for column in ("task", "framework", "oracle (must resolve)", "nop (must fail)", "wrong (must fail)", "valid"):
+    for column in ("task", "framework", f"{ORACLE} (must resolve)", f"{NOP} (must fail)", f"{WRONG} (must fail)",
+                   "valid"):
         table.add_column(column)
     all_valid = True
     for (task, framework), by_agent in sorted(cells.items()):
         def show(agent):
             r = by_agent.get(agent)
             return "-" if r is None else r["status"] + (f": {r['error']['message'][:60]}" if r["error"] else "")
-        gold = by_agent.get("oracle", {}).get("grade")
+        gold = by_agent.get(ORACLE, {}).get("grade")
         never_ran = missing_ids(gold["fail_to_pass"], gold["pass_to_pass"]) if gold else []
         if never_ran:  # on the gold tree every graded id must run: a misspelt or unselected id is a spec error
             spec_errors.append(f"{task} on {framework}: graded id(s) that never ran on the gold solution (fix "
                                f"grading.toml): {', '.join(never_ran[:5])}" + (" ..." if len(never_ran) > 5 else ""))
-        oracle_ok = by_agent.get("oracle", {}).get("status") == "resolved" and not never_ran
-        nop_ok = by_agent.get("nop", {}).get("status") == "unresolved"
-        wrong_ok = "oracle-wrong" not in by_agent or by_agent["oracle-wrong"]["status"] == "unresolved"
+        oracle_ok = by_agent.get(ORACLE, {}).get("status") == "resolved" and not never_ran
+        nop_ok = by_agent.get(NOP, {}).get("status") == "unresolved"
+        wrong_ok = WRONG not in by_agent or by_agent[WRONG]["status"] == "unresolved"
         valid = oracle_ok and nop_ok and wrong_ok
         all_valid &= valid
-        table.add_row(task, framework, show("oracle"), show("nop"), show("oracle-wrong"), "yes" if valid else "NO")
+        table.add_row(task, framework, show(ORACLE), show(NOP), show(WRONG), "yes" if valid else "NO")
     if spec_errors:
         table.caption = "\n".join(spec_errors)
     return table, all_valid

@@ -24,6 +24,7 @@ from rich.live import Live
 from rich.table import Table
 
 from bench import results, specs
+from bench.agents import DEFAULT_AGENT, AgentSpec
 from bench.gpu import GpuAllocator, detect_gpus
 from bench.pricing import load_prices
 from bench.sandbox import docker_unavailable_reason
@@ -39,7 +40,7 @@ class RunError(Exception):
 class RunConfig:
     task: str = "smoke"
     framework: str = "reference"
-    agents: list[str] = field(default_factory=lambda: ["oracle"])
+    agents: list[str] = field(default_factory=lambda: [DEFAULT_AGENT])
     model: str | None = None
     trials: int = 1
     parallel: int = 1
@@ -80,7 +81,9 @@ def isolation_problem(cfg: RunConfig) -> str | None:
     return None
 
 
-def make_plan(cfg: RunConfig, agents: dict) -> Plan:
+def make_plan(cfg: RunConfig, agents: dict[str, AgentSpec]) -> Plan:
+    """Every trial of the run, each holding its agent's spec; a task an agent has nothing for is skipped
+    with the spec's reason (e.g. `wrong` on a task that ships no wrong patch)."""
     problem = isolation_problem(cfg)
     if problem:
         raise RunError(problem)
@@ -109,14 +112,16 @@ def make_plan(cfg: RunConfig, agents: dict) -> Plan:
                 skipped.append(f"skipping {task.id} on {framework.name}: the task has no version for it")
                 continue
             variant = task.variant(framework.name)
-            for agent_name, agent in agents.items():
+            for agent in agents.values():
+                reason = agent.skip_reason(variant)
+                if reason:
+                    skipped.append(f"skipping {agent.name} on {task.id} / {framework.name}: {reason}")
+                    continue
                 for index in range(cfg.trials):
                     trials.append(TrialConfig(
-                        run_id=cfg.run_id, variant=variant, framework=framework, agent_name=agent_name,
-                        agent=agent, model=cfg.model if agent_name == "builtin" else None, index=index,
+                        run_id=cfg.run_id, variant=variant, framework=framework, agent=agent, index=index,
                         results_root=Path(cfg.results_dir), sandbox=cfg.sandbox, isolate=cfg.isolate,
                         prices=prices, gpu_allocator=allocator,
-                        replay_path=Path(cfg.replay) if cfg.replay else None,
                         measure_throughput=cfg.measure_throughput, gpus=cfg.gpus))
     if not trials:
         raise RunError("nothing to run: " + ("; ".join(skipped) or "no task matches"))

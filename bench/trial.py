@@ -15,13 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench import grading, results, throughput, workspace
+from bench.agents.spec import AgentSetupError, AgentSpec, TrialInputs
 from bench.gpu import GpuAllocator, GpuSampler
 from bench.keys import redact, redact_files
 from bench.metrics import trial_metrics
 from bench.pricing import Price
 from bench.sandbox import SandboxError, open_sandbox
 from bench.specs import FrameworkSpec, TaskVariant
-from bench.types import AgentContext, AgentOutcome, Limits, TrajectoryWriter
+from bench.types import Agent, AgentContext, AgentOutcome, Limits, TrajectoryWriter
 
 
 @dataclass
@@ -31,20 +32,24 @@ class TrialConfig:
     run_id: str
     variant: TaskVariant
     framework: FrameworkSpec
-    agent_name: str
-    agent: object  # bench.types.Agent
-    model: str | None
+    agent: AgentSpec  # builds this trial's agent from its inputs
     index: int
     results_root: Path
     sandbox: str = "local"
     isolate: bool = True
     prices: dict[str, Price] = field(default_factory=dict)
     gpu_allocator: GpuAllocator | None = None
-    replay_path: Path | None = None
-    solution: str = "gold"  # oracle: "gold" or "wrong" (the task's plausible-wrong patch, for validation)
     measure_throughput: bool = True
     cache: Path | None = None
     gpus: int | None = None  # GPUs per trial; None: what the task and framework ask for
+
+    @property
+    def agent_name(self) -> str:
+        return self.agent.name
+
+    @property
+    def model(self) -> str | None:
+        return self.agent.model
 
     @property
     def folder(self) -> Path:
@@ -167,15 +172,15 @@ class Trial:
             prepared = workspace.prepared_checkout(variant, framework, cfg.cache)
             work = workspace.create_workspace(variant, framework, scratch / "workspace", cfg.cache)
             self._trees = (prepared, work)
-            patch = self._solution_patch()
+            agent = cfg.agent.build(TrialInputs(variant, framework, cfg.cache))
             self._sandbox = self._open_sandbox(work)
-        except (workspace.WorkspaceError, SandboxError) as e:
+        except (workspace.WorkspaceError, SandboxError, AgentSetupError) as e:
             raise TrialFailed("setup", str(e)) from None
 
         self.phase = "agent"
         self.on_event(self, {"kind": "phase", "phase": "agent"})
         trajectory = _ObservedTrajectory(self.folder / results.FILES["trajectory"], self)
-        outcome = self._run_agent(trajectory, patch)
+        outcome = self._run_agent(trajectory, agent)
         try:
             self._sandbox.check_alive()
             sandbox_problem = None
@@ -214,16 +219,6 @@ class Trial:
             self.result["metrics"].update(measured)
             self.result.setdefault("notes", []).extend(notes)
 
-    def _solution_patch(self) -> str | None:
-        cfg = self.config
-        if cfg.agent_name not in ("oracle", "oracle-wrong"):
-            return None
-        if cfg.solution == "wrong":
-            if cfg.variant.wrong_patch is None:
-                raise TrialFailed("setup", f"task {cfg.variant.task.id!r} on {cfg.framework.name!r} has no wrong/*.patch")
-            return cfg.variant.wrong_patch.read_text()
-        return workspace.gold_patch(cfg.variant, cfg.framework, cfg.cache)
-
     def _open_sandbox(self, workdir: Path):
         cfg = self.config
         sandbox = open_sandbox(cfg.sandbox, workdir, cfg.framework, cfg.variant.task.spec.resources, self._gpus,
@@ -234,17 +229,17 @@ class Trial:
             raise SandboxError("the run was interrupted")
         return sandbox
 
-    def _run_agent(self, trajectory: TrajectoryWriter, patch: str | None) -> AgentOutcome:
+    def _run_agent(self, trajectory: TrajectoryWriter, agent: Agent) -> AgentOutcome:
         cfg = self.config
         spec = cfg.variant.task.spec.limits
         limits = Limits(max_turns=spec.turns, max_tokens=spec.tokens, max_cost_usd=spec.cost_usd,
                         max_wall_s=spec.wall_time_s, command_timeout_s=spec.command_timeout_s)
         ctx = AgentContext(instruction=cfg.variant.task.instruction(cfg.framework.name), sandbox=self._sandbox,
-                           limits=limits, trajectory=trajectory, solution_patch=patch, replay_path=cfg.replay_path)
+                           limits=limits, trajectory=trajectory)
         sampler = GpuSampler(self._gpus).start() if self._gpus else None
         started = time.time()
         try:
-            outcome = cfg.agent.run(ctx)
+            outcome = agent.run(ctx)
         except Exception as e:
             message = f"the agent crashed: {type(e).__name__}: {e}"
             trajectory.append("error", message=redact(message))

@@ -119,17 +119,19 @@ class TrajectoryWriter:
 
 @dataclass
 class AgentContext:
-    """Everything an agent gets for one trial. Keys stay on the host: never put them here."""
+    """What every agent gets for one trial. An input only some agents use (a patch, a recording, a
+    model) goes to that agent's constructor instead (bench/agents/spec.py). Keys stay on the host:
+    never put them here."""
 
     instruction: str
     sandbox: Sandbox
     limits: Limits
     trajectory: TrajectoryWriter
-    solution_patch: str | None = None  # oracle only: the gold diff, applied with `git apply`
-    replay_path: Path | None = None  # replay only: a recorded trajectory.jsonl
 
 
 class Agent(Protocol):
+    """One trial's agent, built for it by its AgentSpec; `run` is called once."""
+
     name: str
 
     def run(self, ctx: AgentContext) -> AgentOutcome: ...

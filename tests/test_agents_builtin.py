@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from bench.agents import make_agent
+from bench.agents import BuiltinAgent, make_spec
 from bench.llm import RetryPolicy
 from bench.metrics import trial_metrics
 from bench.pricing import load_prices
@@ -36,8 +36,8 @@ def run_agent(tmp_path, server, provider, limits=None, **options):
     """One trial of the builtin agent in a real LocalSandbox on a fresh task repo."""
     repo = make_task_repo(tmp_path)
     trajectory = TrajectoryWriter(tmp_path / "out" / "trajectory.jsonl")
-    agent = make_agent("builtin", model=MODELS[provider], base_url=base_url(server, provider),
-                       retry=options.pop("retry", FAST_RETRY), **options)
+    agent = BuiltinAgent(model=MODELS[provider], base_url=base_url(server, provider),
+                         retry=options.pop("retry", FAST_RETRY), **options)
     sandbox = LocalSandbox(repo)
     try:
         ctx = AgentContext(instruction="Fix add() in calc.py so test_calc.py passes.", sandbox=sandbox,
@@ -190,7 +190,7 @@ def test_a_crash_mid_trial_keeps_the_trajectory(tmp_path):
               Reply(tool_calls=[("bash", {"command": "echo never-runs"})], on_serve=sandbox.close)]
     trajectory = TrajectoryWriter(tmp_path / "trajectory.jsonl")
     with FakeLLMServer(script) as server:
-        agent = make_agent("builtin", model=MODELS["anthropic"], base_url=server.url, retry=FAST_RETRY)
+        agent = BuiltinAgent(model=MODELS["anthropic"], base_url=server.url, retry=FAST_RETRY)
         outcome = agent.run(AgentContext("Fix add().", sandbox, Limits(), trajectory))
     events = trajectory.read()
     assert outcome.exit_status == "agent_error"
@@ -231,16 +231,16 @@ def test_keys_never_reach_the_sandbox_the_model_or_the_trajectory(tmp_path, prov
 def test_a_missing_key_fails_before_the_trial(monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY")
     with pytest.raises(ValueError, match="needs OPENAI_API_KEY in the host environment"):
-        make_agent("builtin", model="openai/gpt-5")
+        make_spec("builtin", model="openai/gpt-5")
 
 
 def test_bad_agent_and_model_names_get_one_clear_error():
     with pytest.raises(ValueError, match="unknown agent 'claude'; choose one of: builtin, oracle, nop, replay"):
-        make_agent("claude")
+        make_spec("claude")
     with pytest.raises(ValueError, match="is not 'provider/model'"):
-        make_agent("builtin", model="gpt-5")
+        make_spec("builtin", model="gpt-5")
     with pytest.raises(ValueError, match="needs a model"):
-        make_agent("builtin")
+        make_spec("builtin")
 
 
 def test_a_reply_without_tool_calls_is_nudged_and_bad_tool_arguments_come_back_as_errors(tmp_path):

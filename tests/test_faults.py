@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.agents import AgentSpec
 from bench.run import RunConfig, execute, make_plan
 from bench.types import AgentContext, AgentOutcome
 from conftest import REPO, make_toy_root
@@ -31,7 +32,7 @@ class CrashingAgent:
 def test_agent_crash_is_an_agent_error_and_keeps_earlier_output(toy_root, cache, tmp_path):
     cfg = RunConfig(task="arith/mul", framework="toy", agents=["crashing"], run_id="crash", isolate=False,
                     results_dir=str(tmp_path / "results"), specs_root=str(toy_root))
-    [row] = execute(cfg, make_plan(cfg, {"crashing": CrashingAgent()}))
+    [row] = execute(cfg, make_plan(cfg, {"crashing": AgentSpec("crashing", lambda trial: CrashingAgent())}))
     assert row["status"] == "error" and row["exit_status"] == "agent_error"
     assert row["error"] == {"phase": "agent", "message": "the agent crashed: RuntimeError: boom in the agent loop"}
     folder = tmp_path / "results" / "crash" / "arith__mul" / "toy" / "crashing" / "0"
@@ -46,9 +47,9 @@ def test_grader_timeout_ends_trial_as_grade_error(tmp_path, cache):
     root = make_toy_root(tmp_path / "specs", grading_command="sleep 30; python -m pytest -q tests", grading_timeout_s=1)
     cfg = RunConfig(task="arith/mul", framework="toy", agents=["oracle"], run_id="slow", isolate=False,
                     results_dir=str(tmp_path / "results"), specs_root=str(root))
-    from bench.agents import make_agent
+    from bench.agents import make_spec
 
-    [row] = execute(cfg, make_plan(cfg, {"oracle": make_agent("oracle")}))
+    [row] = execute(cfg, make_plan(cfg, {"oracle": make_spec("oracle")}))
     assert row["status"] == "error" and row["error"]["phase"] == "grade"
     assert row["error"]["message"].startswith("grading timed out after 1s")
     assert row["exit_status"] == "completed", "the agent phase finished; only grading failed"

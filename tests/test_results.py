@@ -7,7 +7,7 @@ import json
 import pytest
 
 from bench import results
-from bench.agents import make_agent
+from bench.agents import make_spec
 from bench.run import RunConfig, execute, make_plan
 
 
@@ -69,7 +69,7 @@ def _config(toy_root, tmp_path, run_id="r", resume=False):
 
 
 def _agents():
-    return {"oracle": make_agent("oracle"), "nop": make_agent("nop")}
+    return {"oracle": make_spec("oracle"), "nop": make_spec("nop")}
 
 
 def test_run_writes_results_and_resume_skips_finished(toy_root, cache, tmp_path):

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from bench.agents import make_agent
+from bench.agents import AgentSpec, make_spec
 from bench.run import RunConfig, execute, make_plan
 from bench.sandbox.docker import DockerSandbox
 from bench.sandbox.errors import SandboxError
@@ -99,7 +99,7 @@ def test_gpu_request_without_nvidia_runtime(docker_client, tmp_path):
 def test_trial_end_to_end_in_docker(docker_client, toy_root, cache, tmp_path):
     cfg = RunConfig(task="arith/mul", framework="toy", agents=["oracle", "nop"], run_id="d", sandbox="docker",
                     results_dir=str(tmp_path / "results"), specs_root=str(toy_root))
-    rows = execute(cfg, make_plan(cfg, {"oracle": make_agent("oracle"), "nop": make_agent("nop")}))
+    rows = execute(cfg, make_plan(cfg, {"oracle": make_spec("oracle"), "nop": make_spec("nop")}))
     assert {r["agent"]: r["status"] for r in rows} == {"oracle": "resolved", "nop": "unresolved"}, rows
     assert not [c for c in docker_client.containers.list(all=True) if c.name.startswith("atebench-")
                 and c.attrs["Config"]["WorkingDir"] == "/workspace" and str(tmp_path) in str(c.attrs["Mounts"])]
@@ -108,7 +108,7 @@ def test_trial_end_to_end_in_docker(docker_client, toy_root, cache, tmp_path):
 def test_smoke_task_on_the_reference_image(docker_client, cache, tmp_path):
     cfg = RunConfig(task="smoke", framework="reference", agents=["oracle"], run_id="ref", sandbox="docker",
                     results_dir=str(tmp_path / "results"))
-    [row] = execute(cfg, make_plan(cfg, {"oracle": make_agent("oracle")}))
+    [row] = execute(cfg, make_plan(cfg, {"oracle": make_spec("oracle")}))
     assert row["status"] == "resolved", row["error"]
     assert row["grade"]["tests_run"] == 5
     assert any(tag.startswith("atebench/reference:") for image in docker_client.images.list() for tag in image.tags)
@@ -157,7 +157,8 @@ class ContainerKillingAgent:
 def test_container_removed_mid_trial_ends_it_as_error(docker_client, toy_root, cache, tmp_path):
     cfg = RunConfig(task="arith/mul", framework="toy", agents=["killer"], run_id="k", sandbox="docker",
                     results_dir=str(tmp_path / "results"), specs_root=str(toy_root))
-    [row] = execute(cfg, make_plan(cfg, {"killer": ContainerKillingAgent(docker_client)}))
+    killer = AgentSpec("killer", lambda trial: ContainerKillingAgent(docker_client))
+    [row] = execute(cfg, make_plan(cfg, {"killer": killer}))
     assert row["status"] == "error" and row["error"]["phase"] == "agent"
     assert "is gone (removed mid-trial)" in row["error"]["message"]
     diff = (tmp_path / "results" / "k" / "arith__mul" / "toy" / "killer" / "0" / "agent.diff").read_text()

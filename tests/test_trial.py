@@ -7,7 +7,7 @@ import json
 import pytest
 
 from bench import throughput
-from bench.agents import make_agent
+from bench.agents import make_spec
 from bench.run import RunConfig, execute, make_plan
 from bench.specs import SpecError, ThroughputSpec, load_task
 from conftest import make_toy_root
@@ -16,7 +16,7 @@ from conftest import make_toy_root
 def _run(root, tmp_path, agent="oracle"):
     cfg = RunConfig(task="arith/mul", framework="toy", agents=[agent], run_id="t", isolate=False,
                     results_dir=str(tmp_path / "results"), specs_root=str(root))
-    [row] = execute(cfg, make_plan(cfg, {agent: make_agent(agent)}))
+    [row] = execute(cfg, make_plan(cfg, {agent: make_spec(agent)}))
     return row
 
 

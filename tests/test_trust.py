@@ -15,7 +15,7 @@ import sys
 import pytest
 
 from bench import grading, keys, run, specs, workspace
-from bench.agents import make_agent
+from bench.agents import AgentSpec, make_spec
 from bench.run import RunConfig, RunError, execute, make_plan
 from bench.sandbox.local import LocalSandbox
 from conftest import REPO, write
@@ -31,7 +31,7 @@ def test_missing_bubblewrap_is_one_clear_error_never_plain_bash(toy_root, tmp_pa
     cfg = RunConfig(task="arith/mul", framework="toy", agents=["nop"], run_id="x", specs_root=str(toy_root),
                     results_dir=str(tmp_path / "r"))
     with pytest.raises(RunError, match="bubblewrap.*apt-get install bubblewrap.*--sandbox docker.*--no-isolate"):
-        make_plan(cfg, {"nop": make_agent("nop")})
+        make_plan(cfg, {"nop": make_spec("nop")})
     assert not (tmp_path / "r").exists()
 
 
@@ -115,7 +115,7 @@ def test_a_fifo_and_a_huge_file_in_the_workspace_do_not_stop_the_trial(toy_root,
 
     cfg = RunConfig(task="arith/mul", framework="toy", agents=["hoarder"], run_id="h", specs_root=str(toy_root),
                     results_dir=str(tmp_path / "r"), measure_throughput=False)
-    [row] = execute(cfg, make_plan(cfg, {"hoarder": Hoarder()}))
+    [row] = execute(cfg, make_plan(cfg, {"hoarder": AgentSpec("hoarder", lambda trial: Hoarder())}))
     assert row["status"] == "unresolved" and row["error"] is None
     diff = (tmp_path / "r" / "h" / "arith__mul" / "toy" / "hoarder" / "0" / "agent.diff").read_text()
     assert "small.txt" in diff and "big.bin" not in diff
@@ -138,7 +138,7 @@ def test_a_missing_bundled_source_is_reported_before_any_trial(toy_root, tmp_pat
     cfg = RunConfig(task="arith/mul", framework="toy", agents=["nop"], run_id="x", specs_root=str(toy_root),
                     results_dir=str(tmp_path / "r"))
     with pytest.raises(RunError, match="bundled source folder .*nowhere does not exist"):
-        make_plan(cfg, {"nop": make_agent("nop")})
+        make_plan(cfg, {"nop": make_spec("nop")})
 
 
 def test_validate_names_graded_ids_that_never_ran_on_the_gold():

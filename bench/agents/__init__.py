@@ -1,22 +1,45 @@
-"""Agents by name. The harness calls `make_agent(name, **options)` and then `agent.run(ctx)`."""
+"""Agents by name. A run holds one `AgentSpec` per name, from `make_spec(name, options)`, checked once
+before any trial; each trial calls `spec.build(TrialInputs(...))` for a fresh agent, then `agent.run(ctx)`.
+
+Nothing outside this folder names an agent: a new agent is a module here plus one line in `AGENTS`
+(docs/agents.md, "Adding an agent").
+"""
 
 from __future__ import annotations
 
-from bench.agents.builtin import BuiltinAgent
-from bench.agents.nop import NopAgent
-from bench.agents.oracle import OracleAgent
-from bench.agents.replay import ReplayAgent
+from bench.agents.builtin import BUILTIN, BuiltinAgent, builtin_spec
+from bench.agents.nop import NOP, NopAgent, nop_spec
+from bench.agents.oracle import ORACLE, WRONG, OracleAgent, oracle_spec, patch_spec, wrong_spec
+from bench.agents.replay import REPLAY, ReplayAgent, replay_spec
+from bench.agents.spec import AgentOptions, AgentSetupError, AgentSpec, TrialInputs
 
-AGENTS = {"builtin": BuiltinAgent, "oracle": OracleAgent, "nop": NopAgent, "replay": ReplayAgent}
+AGENTS = {BUILTIN: builtin_spec, ORACLE: oracle_spec, NOP: nop_spec, REPLAY: replay_spec, WRONG: wrong_spec}
+
+DEFAULT_AGENT = ORACLE
+VALIDATION_AGENTS = (ORACLE, NOP, WRONG)
+"""`validate` is a run of these: the oracle must resolve each task, nop and the wrong solution must not."""
+
+__all__ = ["AGENTS", "DEFAULT_AGENT", "VALIDATION_AGENTS", "ORACLE", "NOP", "WRONG", "AgentOptions", "AgentSetupError",
+           "AgentSpec", "TrialInputs", "BuiltinAgent", "NopAgent", "OracleAgent", "ReplayAgent", "make_spec",
+           "make_specs", "patch_spec"]
 
 
-def make_agent(name: str, **options):
-    """Build the agent called `name` and check it can start (e.g. its API key is set) before any trial.
+def make_spec(name: str, options: AgentOptions | None = None, **fields) -> AgentSpec:
+    """The spec of the agent called `name`, checked (e.g. its API key is set) before any trial.
 
+    `fields` are AgentOptions' fields, for a caller without an AgentOptions (tests, scripts).
     An unknown name gets one error listing the valid ones.
     """
     if name not in AGENTS:
         raise ValueError(f"unknown agent {name!r}; choose one of: {', '.join(AGENTS)}")
-    agent = AGENTS[name](**options)
-    agent.check_ready()
-    return agent
+    spec = AGENTS[name](options or AgentOptions(**fields))
+    spec.check_ready()
+    return spec
+
+
+def make_specs(names: list[str], options: AgentOptions) -> dict[str, AgentSpec]:
+    """Every named agent's spec, checked before any trial; the first unknown name is the one error."""
+    unknown = [n for n in names if n not in AGENTS]
+    if unknown:
+        raise ValueError(f"unknown agent {unknown[0]!r}; choose one of: {', '.join(AGENTS)}")
+    return {name: make_spec(name, options) for name in dict.fromkeys(names)}

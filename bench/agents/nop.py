@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from bench.agents.spec import AgentOptions, AgentSpec
 from bench.types import AgentContext, AgentOutcome
+
+NOP = "nop"
 
 
 class NopAgent:
-    name = "nop"
-
-    def check_ready(self) -> None:
-        """Nothing to check: the no-op agent needs no model and no key."""
+    name = NOP
 
     def run(self, ctx: AgentContext) -> AgentOutcome:
         ctx.trajectory.append("nop", message="no-op agent: left the workspace unchanged")
         return AgentOutcome(exit_status="completed")
+
+
+def nop_spec(options: AgentOptions) -> AgentSpec:
+    return AgentSpec(NOP, lambda trial: NopAgent())

@@ -1,31 +1,38 @@
-"""The oracle agent: applies the task's gold patch. A task counts only if its oracle resolves it."""
+"""The oracle agent: applies a patch it is given. A task counts only if its oracle resolves it.
+
+Three specs build it: `oracle` with the gold patch of each trial's task, `wrong` with the task's
+plausible-wrong patch (tasks/<task>/frameworks/<fw>/wrong/*.patch; validation expects it to fail), and
+`patch_spec` with one fixed patch for every trial (a mutant of the gold).
+"""
 
 from __future__ import annotations
 
 import shlex
 import uuid
 
+from bench import workspace
+from bench.agents.spec import AgentOptions, AgentSetupError, AgentSpec, TrialInputs
+from bench.specs import TaskVariant
 from bench.types import AgentContext, AgentOutcome
+
+ORACLE, WRONG = "oracle", "wrong"
 
 
 class OracleAgent:
-    """Writes `ctx.solution_patch` outside the workspace, `git apply`s it, then deletes it."""
+    """Writes its patch outside the workspace, `git apply`s it, then deletes it."""
 
-    name = "oracle"
+    name = ORACLE
 
-    def __init__(self, timeout_s: float = 300.0):
-        self.timeout_s = timeout_s
-
-    def check_ready(self) -> None:
-        """Nothing to check: the oracle needs no model and no key."""
+    def __init__(self, patch: str | None, timeout_s: float = 300.0):
+        self.patch, self.timeout_s = patch, timeout_s
 
     def run(self, ctx: AgentContext) -> AgentOutcome:
-        if not ctx.solution_patch:
+        if not self.patch:
             message = "oracle agent: this task has no solution; its gold is the diff prepared -> original checkout, or tasks/<task>/frameworks/<fw>/solution.patch (see docs/adding-a-task.md)"
             ctx.trajectory.append("error", message=message)
             return AgentOutcome(exit_status="agent_error", error=message)
         patch_path = f"/tmp/atebench-oracle-{uuid.uuid4().hex}.patch"
-        ctx.sandbox.write_file(patch_path, ctx.solution_patch)
+        ctx.sandbox.write_file(patch_path, self.patch)
         workdir = shlex.quote(ctx.sandbox.workdir)
         quoted = shlex.quote(patch_path)
         try:
@@ -39,3 +46,32 @@ class OracleAgent:
             ctx.trajectory.append("error", message=message)
             return AgentOutcome(exit_status="agent_error", error=message)
         return AgentOutcome(exit_status="completed")
+
+
+def oracle_spec(options: AgentOptions) -> AgentSpec:
+    """The gold patch of each trial's task (computed per task variant; see workspace.gold_patch)."""
+    return AgentSpec(ORACLE, _gold_patch)
+
+
+def _gold_patch(trial: TrialInputs) -> OracleAgent:
+    return OracleAgent(workspace.gold_patch(trial.variant, trial.framework, trial.cache))
+
+
+def _wrong_patch(trial: TrialInputs) -> OracleAgent:
+    if trial.variant.wrong_patch is None:
+        raise AgentSetupError(f"task {trial.variant.task.id!r} on {trial.framework.name!r} has no wrong/*.patch")
+    return OracleAgent(trial.variant.wrong_patch.read_text())
+
+
+def wrong_spec(options: AgentOptions) -> AgentSpec:
+    """The task's plausible-wrong patch; a task that ships none has no `wrong` trial."""
+    return AgentSpec(WRONG, _wrong_patch, skip_reason=_no_wrong_patch)
+
+
+def _no_wrong_patch(variant: TaskVariant) -> str | None:
+    return None if variant.wrong_patch is not None else "the task ships no wrong/*.patch"
+
+
+def patch_spec(name: str, patch: str) -> AgentSpec:
+    """One fixed patch for every trial of this spec, e.g. a mutant of the gold (bench/mutants.py)."""
+    return AgentSpec(name, lambda trial: OracleAgent(patch))

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import json
 import time
+from functools import partial
 from pathlib import Path
 
+from bench.agents.spec import AgentOptions, AgentSpec
 from bench.agents.tools import run_tool
 from bench.llm import ToolCall
 from bench.types import AgentContext, AgentOutcome, TurnUsage
+
+REPLAY = "replay"
 
 
 def load_recording(path: Path) -> list[dict]:
@@ -31,15 +35,13 @@ def load_recording(path: Path) -> list[dict]:
 
 
 class ReplayAgent:
-    name = "replay"
+    """Replays the recording at `recording` (a trajectory.jsonl), read when the trial starts."""
 
-    def __init__(self, replay_path: Path | str | None = None, max_output_chars: int = 10_000):
-        self.replay_path = Path(replay_path) if replay_path else None
+    name = REPLAY
+
+    def __init__(self, recording: Path | str, max_output_chars: int = 10_000):
+        self.recording = Path(recording)
         self.max_output_chars = max_output_chars
-
-    def check_ready(self) -> None:
-        if self.replay_path is not None:
-            load_recording(self.replay_path)
 
     def run(self, ctx: AgentContext) -> AgentOutcome:
         outcome = AgentOutcome(exit_status="completed", started_at=time.time())
@@ -53,9 +55,7 @@ class ReplayAgent:
         return outcome
 
     def _replay(self, ctx: AgentContext, outcome: AgentOutcome) -> None:
-        source = ctx.replay_path or self.replay_path
-        if source is None:
-            raise ValueError("no recording given; set the trial's replay_path to a trajectory.jsonl")
+        source = self.recording
         recorded = load_recording(source)
         outcome.model = next((e.get("model") for e in recorded if e.get("kind") == "system"), None)
         recorded_outputs = {e.get("tool_call_id"): e.get("output") for e in recorded if e.get("kind") == "tool_result"}
@@ -78,3 +78,12 @@ class ReplayAgent:
                                       output=result.output, exit_code=result.exit_code,
                                       duration_s=round(result.duration_s, 3),
                                       matches_recording=result.output == recorded_outputs.get(call["id"]))
+
+
+def replay_spec(options: AgentOptions) -> AgentSpec:
+    """The run's one recording (`--replay TRAJECTORY`), checked once before any trial."""
+    if not options.replay:
+        raise ValueError("the replay agent needs a recording: pass --replay TRAJECTORY (the trajectory.jsonl "
+                         "of an earlier trial)")
+    recording = Path(options.replay)
+    return AgentSpec(REPLAY, lambda trial: ReplayAgent(recording), check_ready=partial(load_recording, recording))
