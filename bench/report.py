@@ -14,8 +14,8 @@ from pathlib import Path
 import pandas as pd
 
 from bench import stats, throughput
+from bench.results import SCHEMA_VERSION, TrialResult
 
-SCHEMA_VERSION = 1
 RESULT_FILE = "result.json"
 
 # metric key -> (label, unit); the order is the order of report columns
@@ -77,6 +77,10 @@ def load_run(run_dir: Path) -> list[dict]:
             raise ReportInputError(
                 f"{path} has schema_version {version!r}; this report reads version {SCHEMA_VERSION}"
             )
+        try:  # every version-1 file reads the same: fields added since (notes, phase_seconds) get their defaults
+            result = TrialResult.from_json(result).to_json()
+        except (ValueError, TypeError) as e:
+            raise ReportInputError(f"{path}: {e}; re-grade or delete that trial") from e
         result["dir"] = str(path.parent)
         trials.append(result)
     found = {Path(t["dir"]).relative_to(run_dir).as_posix() for t in trials}

@@ -1,8 +1,9 @@
-"""Result files (schema version 1): one result.json per trial, one run.json per run.
+"""Result files (schema version 1): one result.json per trial (`TrialResult`), one run.json per run.
 
 Why atomic writes at start and end: a crash or Ctrl-C must never leave a half-written result, and a
 trial that started but never ended must be visible (status "running" or "interrupted") so --resume
-re-runs exactly those.
+re-runs exactly those. Why one dataclass: the trial writes it and run, report and compare read it, so
+its fields are spelled once, here.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import re
 import tempfile
 import time
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -72,15 +74,68 @@ def empty_metrics() -> dict:
     }
 
 
-def new_result(run_id: str, task: str, family: str, framework: str, agent: str, model: str | None,
-               trial: int) -> dict:
-    return {
-        "schema_version": SCHEMA_VERSION, "run_id": run_id, "task": task, "task_family": family,
-        "framework": framework, "agent": agent, "model": model, "trial": trial,
-        "status": "running", "error": None, "exit_status": None,
-        "started_at": now_iso(), "finished_at": None,
-        "metrics": empty_metrics(), "grade": None, "files": dict(FILES),
-    }
+PHASES = ("setup", "agent", "grade", "throughput")  # a trial's phases, in order; `error.phase` names one
+
+
+@dataclass
+class TrialResult:
+    """One trial's result.json. Written when the trial starts (status "running"), after each phase, and
+    when it ends; readers get it as a dict through `to_json`."""
+
+    run_id: str
+    task: str
+    task_family: str
+    framework: str
+    agent: str
+    model: str | None
+    """The LLM the agent called (its spec's model); None for agents without one."""
+    trial: int
+    """The attempt's index within task x framework x agent."""
+    status: str = "running"
+    """One of STATUSES."""
+    error: dict | None = None
+    """{"phase": one of PHASES, "message": ...} for a failed or interrupted trial only; never a remark."""
+    exit_status: str | None = None
+    """Why the agent stopped (bench.types.EXIT_STATUSES); None until it has."""
+    started_at: str = field(default_factory=now_iso)
+    finished_at: str | None = None
+    metrics: dict = field(default_factory=empty_metrics)
+    """bench.metrics.trial_metrics plus the throughput phase's numbers; unmeasured values are null."""
+    grade: dict | None = None
+    """bench.grading.Grade.to_json(); None when the trial never reached grading."""
+    files: dict = field(default_factory=lambda: dict(FILES))
+    notes: list[str] = field(default_factory=list)
+    """What a reader should know that is not an error (a throughput not measured, files left out of the diff)."""
+    phase_seconds: dict[str, float] = field(default_factory=dict)
+    """Wall seconds per phase that ran (setup, agent, grade, throughput): the harness's own overhead."""
+    schema_version: int = SCHEMA_VERSION
+
+    def fail(self, phase: str, message: str) -> None:
+        """The first failure wins: a later phase's error never overwrites the one that ended the trial."""
+        if self.status != "error":
+            self.status, self.error = "error", {"phase": phase, "message": message}
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "TrialResult":
+        """Reads every schema version 1 result, including those written before `notes` and `phase_seconds`
+        existed; a missing identity field or an unknown field is a ValueError naming it."""
+        if not isinstance(data, dict) or data.get("schema_version") != SCHEMA_VERSION:
+            raise ValueError(f"not a schema_version {SCHEMA_VERSION} result")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown field(s) {', '.join(unknown)} in a schema_version {SCHEMA_VERSION} result")
+        missing = [name for name in ("run_id", "task", "task_family", "framework", "agent", "trial") if name not in data]
+        if missing:
+            raise ValueError(f"missing field(s) {', '.join(missing)}")
+        values = dict(data)
+        values.setdefault("model", None)
+        values["notes"] = list(values.get("notes") or [])
+        values["phase_seconds"] = dict(values.get("phase_seconds") or {})
+        return cls(**values)
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
@@ -95,7 +150,8 @@ def write_json_atomic(path: Path, data: dict) -> None:
 
 
 def read_result(folder: Path) -> dict | None:
-    """The trial's result, None when it never started; CorruptResult when the file is not JSON."""
+    """The trial's result (as `TrialResult.to_json`), None when it never started; CorruptResult when the
+    file is not JSON or not a result."""
     path = folder / "result.json"
     if not path.is_file():
         return None
@@ -103,9 +159,10 @@ def read_result(folder: Path) -> dict | None:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CorruptResult(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(data, dict) or data.get("schema_version") != SCHEMA_VERSION:
-        raise CorruptResult(f"{path}: not a schema_version {SCHEMA_VERSION} result")
-    return data
+    try:
+        return TrialResult.from_json(data).to_json()
+    except (ValueError, TypeError) as e:
+        raise CorruptResult(f"{path}: {e}") from None
 
 
 def is_finished(folder: Path, warn=print) -> bool:

@@ -71,7 +71,8 @@ class Trial:
         self.folder = config.folder
         self.on_event = on_event or (lambda trial, event: None)
         self.phase = "setup"
-        self.result: dict = {}
+        self._phase_started: float | None = None  # time.monotonic() when the current phase began
+        self.result: results.TrialResult | None = None
         self._lock = threading.Lock()
         self._frozen = False
         self._sandbox = None  # the agent's sandbox while the agent runs
@@ -85,16 +86,17 @@ class Trial:
     def _save(self) -> None:
         with self._lock:
             if not self._frozen:
-                results.write_json_atomic(self.folder / "result.json", self.result)
+                results.write_json_atomic(self.folder / "result.json", self.result.to_json())
 
     def interrupt(self, cause: str = "SIGINT") -> None:
         """`cause`: the signal's name (SIGINT for Ctrl-C, SIGTERM, SIGHUP)."""
         with self._lock:
-            if self._frozen or not self.result or self.result["status"] != "running":
+            if self._frozen or self.result is None or self.result.status != "running":
                 return
-            self.result.update(status="interrupted", exit_status="interrupted",
-                               error={"phase": self.phase, "message": f"interrupted ({cause}); run again with --resume"})
-            results.write_json_atomic(self.folder / "result.json", self.result)
+            self._end_phase()
+            self.result.status, self.result.exit_status = "interrupted", "interrupted"
+            self.result.error = {"phase": self.phase, "message": f"interrupted ({cause}); run again with --resume"}
+            results.write_json_atomic(self.folder / "result.json", self.result.to_json())
             self._frozen = True
         for sandbox in list(self._open):
             self._close(sandbox)
@@ -119,11 +121,12 @@ class Trial:
 
     # ---- the trial ----
 
-    def run(self) -> dict:
+    def run(self) -> results.TrialResult:
         cfg = self.config
         self._reset_folder()
-        self.result = results.new_result(cfg.run_id, cfg.variant.task.id, cfg.variant.task.family,
-                                         cfg.framework.name, cfg.agent_name, cfg.model, cfg.index)
+        self.result = results.TrialResult(run_id=cfg.run_id, task=cfg.variant.task.id,
+                                          task_family=cfg.variant.task.family, framework=cfg.framework.name,
+                                          agent=cfg.agent_name, model=cfg.model, trial=cfg.index)
         self._save()
         scratch = Path(tempfile.mkdtemp(prefix="atebench-trial-"))
         self.scratch = scratch
@@ -145,11 +148,12 @@ class Trial:
                 cfg.gpu_allocator.release(self._gpus)
                 self._gpus = []
             shutil.rmtree(scratch, ignore_errors=True)
-        self.result["finished_at"] = results.now_iso()
+            self._end_phase()
+        self.result.finished_at = results.now_iso()
         redact_files(self.folder)  # the last sweep: whatever wrote a file of this trial, no secret stays
         self._save()
-        error = self.result["error"]
-        self.on_event(self, {"kind": "finished", "status": self.result["status"],
+        error = self.result.error
+        self.on_event(self, {"kind": "finished", "status": self.result.status,
                              "error": f"{error['phase']}: {error['message']}" if error else None})
         return self.result
 
@@ -161,13 +165,25 @@ class Trial:
         self.folder.mkdir(parents=True, exist_ok=True)
 
     def _fail(self, phase: str, message: str) -> None:
-        if self.result["status"] != "error":
-            self.result.update(status="error", error={"phase": phase, "message": redact(message)})
+        self.result.fail(phase, redact(message))
+
+    def _enter(self, phase: str) -> None:
+        """Start `phase`: close the previous phase's clock, start this one's, tell the progress display
+        (the run announces setup itself, when the trial starts: before any wait for GPUs)."""
+        self._end_phase()
+        self.phase, self._phase_started = phase, time.monotonic()
+        if phase != "setup":
+            self.on_event(self, {"kind": "phase", "phase": phase})
+
+    def _end_phase(self) -> None:
+        if self._phase_started is not None:
+            self.result.phase_seconds[self.phase] = round(time.monotonic() - self._phase_started, 3)
+            self._phase_started = None
 
     def _run_phases(self, scratch: Path) -> None:
         cfg = self.config
         variant, framework = cfg.variant, cfg.framework
-        self.phase = "setup"
+        self._enter("setup")
         try:
             prepared = workspace.prepared_checkout(variant, framework, cfg.cache)
             work = workspace.create_workspace(variant, framework, scratch / "workspace", cfg.cache)
@@ -177,8 +193,7 @@ class Trial:
         except (workspace.WorkspaceError, SandboxError, AgentSetupError) as e:
             raise TrialFailed("setup", str(e)) from None
 
-        self.phase = "agent"
-        self.on_event(self, {"kind": "phase", "phase": "agent"})
+        self._enter("agent")
         trajectory = _ObservedTrajectory(self.folder / results.FILES["trajectory"], self)
         outcome = self._run_agent(trajectory, agent)
         try:
@@ -188,10 +203,10 @@ class Trial:
             sandbox_problem = str(e)
         self._close(self._sandbox)
         self._sandbox = None
-        self.result["exit_status"] = outcome.exit_status
+        self.result.exit_status = outcome.exit_status
         diff = self._record_diff(prepared, work)
         if diff.left_out:
-            self.result.setdefault("notes", []).append(
+            self.result.notes.append(
                 f"left out of agent.diff (over {workspace.MAX_DIFF_FILE_BYTES // 2**20} MiB, past "
                 f"{workspace.MAX_DIFF_TOTAL_BYTES // 2**20} MiB in all, or not a regular file), "
                 f"still graded: {', '.join(diff.left_out[:20])}")
@@ -201,23 +216,21 @@ class Trial:
         if sandbox_problem:
             raise TrialFailed("agent", sandbox_problem)
 
-        self.phase = "grade"
-        self.on_event(self, {"kind": "phase", "phase": "grade"})
+        self._enter("grade")
         grade = grading.grade(variant, work, diff.files, self._open_sandbox,
                               self.folder / results.FILES["grader_log"], baseline=prepared,
                               original=workspace.original_source(framework, cfg.cache), gpus=len(self._gpus))
-        self.result["grade"] = grade.to_json()
+        self.result.grade = grade.to_json()
         if grade.error:
             raise TrialFailed("grade", grade.error)
-        self.result["status"] = "resolved" if grade.resolved else "unresolved"
+        self.result.status = "resolved" if grade.resolved else "unresolved"
         self._save()
 
         if grade.resolved and cfg.measure_throughput:
-            self.phase = "throughput"
-            self.on_event(self, {"kind": "phase", "phase": "throughput"})
+            self._enter("throughput")
             measured, notes = self._throughput(work)
-            self.result["metrics"].update(measured)
-            self.result.setdefault("notes", []).extend(notes)
+            self.result.metrics.update(measured)
+            self.result.notes.extend(notes)
 
     def _open_sandbox(self, workdir: Path):
         cfg = self.config
@@ -249,7 +262,7 @@ class Trial:
             outcome.started_at, outcome.ended_at = started, time.time()
         gpu = sampler.stop() if sampler else None
         metrics = trial_metrics(outcome, trajectory.read(), cfg.prices, gpu)
-        self.result["metrics"].update(metrics)
+        self.result.metrics.update(metrics)
         log = self.folder / results.FILES["agent_log"]
         with open(log, "a") as f:
             f.write(f"exit_status: {outcome.exit_status}\nturns: {len(outcome.turns)}\n"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -12,13 +13,44 @@ from bench.run import RunConfig, execute, make_plan
 
 
 def test_atomic_write_and_read(tmp_path):
-    data = results.new_result("r1", "arith/mul", "arith", "toy", "oracle", None, 0)
+    data = results.TrialResult("r1", "arith/mul", "arith", "toy", "oracle", None, 0).to_json()
     results.write_json_atomic(tmp_path / "result.json", data)
     assert results.read_result(tmp_path) == data
     assert [p.name for p in tmp_path.iterdir()] == ["result.json"], "no temp file may be left behind"
     assert data["status"] == "running" and data["metrics"]["active_gpu_s"] is None
     assert results.trial_path("add-new-model/mixtral", "reference", "builtin", 2).as_posix() == \
         "add-new-model__mixtral/reference/builtin/2"
+
+
+def test_version_1_results_from_before_notes_and_phase_seconds_still_read(tmp_path):
+    """A result.json written before `notes` and `phase_seconds` existed reads with their defaults; a file
+    with an unknown field or without its identity is corrupt, and the error names the file and field."""
+    old = {"schema_version": 1, "run_id": "r0", "task": "arith/mul", "task_family": "arith", "framework": "toy",
+           "agent": "oracle", "model": None, "trial": 0, "status": "resolved", "error": None,
+           "exit_status": "completed", "started_at": "2026-11-01T10:00:00+00:00",
+           "finished_at": "2026-11-01T10:01:00+00:00", "metrics": results.empty_metrics(),
+           "grade": {"resolved": True}, "files": dict(results.FILES)}
+    results.write_json_atomic(tmp_path / "result.json", old)
+    data = results.read_result(tmp_path)
+    assert data == {**old, "notes": [], "phase_seconds": {}}
+    parsed = results.TrialResult.from_json(data)
+    assert parsed.status == "resolved" and parsed.grade == {"resolved": True} and parsed.to_json() == data
+    for broken, field in [({**old, "tokens": 5}, "unknown field(s) tokens"),
+                          ({**old, "schema_version": 2}, "not a schema_version 1 result"),
+                          ({k: v for k, v in old.items() if k != "task"}, "missing field(s) task")]:
+        results.write_json_atomic(tmp_path / "result.json", broken)
+        with pytest.raises(results.CorruptResult, match=re.escape(field)) as caught:
+            results.read_result(tmp_path)
+        assert str(tmp_path / "result.json") in str(caught.value)
+
+
+def test_the_first_failure_is_the_error_and_a_note_is_never_one():
+    result = results.TrialResult("r", "arith/mul", "arith", "toy", "nop", None, 0)
+    result.notes.append("throughput not measured: no benchmark")
+    assert result.error is None and result.status == "running"
+    result.fail("agent", "the agent crashed")
+    result.fail("grade", "grading timed out")
+    assert result.status == "error" and result.error == {"phase": "agent", "message": "the agent crashed"}
 
 
 def test_corrupt_trial_folder_is_kept_aside_whole_and_unfinished(tmp_path):

@@ -39,6 +39,8 @@ def test_throughput_recorded_after_a_resolved_trial(tmp_path, cache):
     # the framework's generic benchmark runs throughput_repeats = 3 times, one sample each
     assert row["metrics"]["throughput_tokens_per_s"] == 1234.5
     assert row["metrics"]["throughput_samples"] == [1234.5] * 3 and row["metrics"]["throughput_runs"] == 3
+    assert list(row["phase_seconds"]) == ["setup", "agent", "grade", "throughput"], "each phase is timed once"
+    assert all(0 <= s < 600 for s in row["phase_seconds"].values())
     assert row["metrics"]["throughput_spread"] == [1234.5, 1234.5]
 
 
@@ -102,7 +104,8 @@ def test_throughput_not_run_for_unresolved(tmp_path, cache):
     root = make_toy_root(tmp_path / "specs")
     _with_throughput(root, "python -c 'print(1/0)'")
     row = _run(root, tmp_path, agent="nop")
-    assert row["status"] == "unresolved" and row["error"] is None and "notes" not in row
+    assert row["status"] == "unresolved" and row["error"] is None and row["notes"] == []
+    assert list(row["phase_seconds"]) == ["setup", "agent", "grade"], "no throughput phase after an unresolved grade"
 
 
 def test_failing_prepare_is_a_setup_error(tmp_path, cache):
