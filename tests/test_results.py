@@ -136,3 +136,18 @@ def test_run_writes_results_and_resume_skips_finished(toy_root, cache, tmp_path)
     assert json.loads((earlier / "result.json.error").read_text())["error"]["message"] == "x"
     assert "+    return a * b" in (earlier / "agent.diff").read_text(), "the earlier attempt's files are kept"
     assert len(rows) == 2, "an attempt kept aside is not a trial of the run"
+
+
+def test_harness_overhead_script_reads_each_phase_of_a_run(toy_root, cache, tmp_path, capsys):
+    from scripts.harness_overhead import main, overhead_rows
+
+    cfg = _config(toy_root, tmp_path, run_id="timed")
+    execute(cfg, make_plan(cfg, _agents()))
+    rows = {r["agent"]: r for r in overhead_rows(tmp_path / "results", "timed")}
+    assert rows["oracle"]["trials"] == 1 and set(rows) == {"oracle", "nop"}
+    assert all(rows["oracle"]["seconds"][p] > 0 for p in ("setup", "agent", "grade"))
+    assert rows["nop"]["seconds"]["throughput"] is None, "the throughput phase never runs after an unresolved trial"
+    assert main(["timed", "--results-dir", str(tmp_path / "results")]) == 0
+    out = capsys.readouterr().out
+    assert "setup s" in out and "throughput s" in out and "arith/mul" in out
+    assert main(["nothing", "--results-dir", str(tmp_path / "results")]) == 2
