@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import re
+import functools
 import glob
 import shutil
 import signal
@@ -49,8 +50,10 @@ def bwrap_available() -> bool:
     return shutil.which("bwrap") is not None
 
 
+@functools.lru_cache(maxsize=4)
 def _unreadable_to_others(roots=MASKED_SCAN) -> tuple[list[str], list[str]]:
-    """(folders, files) under `roots` that the host keeps from ordinary users (no read bit for others)."""
+    """(folders, files) under `roots` that the host keeps from ordinary users (no read bit for others).
+    Walked once per process: a big /opt (a Python install) makes the walk take a second."""
     folders, files = [], []
     for root in roots:
         for dirpath, dirnames, filenames in os.walk(root):
