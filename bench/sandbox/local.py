@@ -186,11 +186,17 @@ class LocalSandbox:
         self._closed = False
         self._file_size_blocks = max(1, int(file_size_gb * 1024 * 1024))  # bash counts ulimit -f in KiB
         self._cgroup = cgroups.create(f"atebench-{self._nonce[:12]}", memory_gb, pids) if self.isolated else None
-        self.limits = {"file_size_gb": file_size_gb, "core_dumps": False,
-                       **(self._cgroup.applied if self._cgroup else {}),
-                       "cgroup_note": self._cgroup.note if self._cgroup else
-                       (cgroups.unavailable_note() if self.isolated else "not isolated: no limits")}
-        self._start()
+        self.limits = {"file_size_gb": file_size_gb, "core_dumps": False, **(self._cgroup.applied if self._cgroup else {})}
+        if not self._cgroup:
+            self.limits["cgroup_note"] = cgroups.unavailable_note() if self.isolated else "not isolated: no limits"
+        try:
+            self._start()
+        except BaseException:
+            if hasattr(self, "_proc"):
+                self._kill_session()
+            self._cgroup.remove() if self._cgroup else None
+            shutil.rmtree(self._control, ignore_errors=True)
+            raise
         for command in setup or []:
             result = self.execute(command, timeout=1800)
             if result.exit_code != 0:
