@@ -22,8 +22,7 @@ class Cgroup:
     """One cgroup per sandbox: a folder per v1 controller, or one folder on the v2 hierarchy."""
 
     folders: list[Path]
-    applied: dict = field(default_factory=dict)
-    note: str = ""
+    applied: dict = field(default_factory=dict)  # the limits set: memory_gb, pids
 
     def wrap(self, argv: list[str]) -> list[str]:
         """`argv` run by a shell that first moves itself into every folder of this cgroup."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import re
+import functools
 import glob
 import shutil
 import signal
@@ -49,8 +50,10 @@ def bwrap_available() -> bool:
     return shutil.which("bwrap") is not None
 
 
+@functools.lru_cache(maxsize=4)
 def _unreadable_to_others(roots=MASKED_SCAN) -> tuple[list[str], list[str]]:
-    """(folders, files) under `roots` that the host keeps from ordinary users (no read bit for others)."""
+    """(folders, files) under `roots` that the host keeps from ordinary users (no read bit for others).
+    Walked once per process: a big /opt (a Python install) makes the walk take a second."""
     folders, files = [], []
     for root in roots:
         for dirpath, dirnames, filenames in os.walk(root):
@@ -183,11 +186,17 @@ class LocalSandbox:
         self._closed = False
         self._file_size_blocks = max(1, int(file_size_gb * 1024 * 1024))  # bash counts ulimit -f in KiB
         self._cgroup = cgroups.create(f"atebench-{self._nonce[:12]}", memory_gb, pids) if self.isolated else None
-        self.limits = {"file_size_gb": file_size_gb, "core_dumps": False,
-                       **(self._cgroup.applied if self._cgroup else {}),
-                       "cgroup_note": self._cgroup.note if self._cgroup else
-                       (cgroups.unavailable_note() if self.isolated else "not isolated: no limits")}
-        self._start()
+        self.limits = {"file_size_gb": file_size_gb, "core_dumps": False, **(self._cgroup.applied if self._cgroup else {})}
+        if not self._cgroup:
+            self.limits["cgroup_note"] = cgroups.unavailable_note() if self.isolated else "not isolated: no limits"
+        try:
+            self._start()
+        except BaseException:
+            if hasattr(self, "_proc"):
+                self._kill_session()
+            self._cgroup.remove() if self._cgroup else None
+            shutil.rmtree(self._control, ignore_errors=True)
+            raise
         for command in setup or []:
             result = self.execute(command, timeout=1800)
             if result.exit_code != 0:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import tempfile
 import traceback
 from dataclasses import dataclass
@@ -187,6 +188,12 @@ def _child(rank: int, world_size: int, port: int, out_dir: str, fn, args, device
         raise
     finally:
         dist.destroy_process_group()
+    # The result is saved and the process group destroyed. Skip the interpreter's teardown, which gloo
+    # sometimes aborts ("terminate called without an active exception"), as reftrain.train does: a rank
+    # that did its work must not read as a dead rank.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def run_distributed(fn, world_size: int, *args, device_type: str = "cpu") -> list:
