@@ -138,15 +138,15 @@ PAIRS = [
     {"num_attention_heads": 8, "num_key_value_heads": 8},
 ]
 
-RANDOM_CASES = 4
+RANDOM_CASES = 12
 """Seeded random combinations of 3-4 single-field values per model, on top of singles and pairs."""
 
 DECODE_PROMPT, DECODE_NEW = 6, 10
 DECODE_LEN = DECODE_PROMPT + DECODE_NEW
 
 # Tolerances, relative to the largest magnitude of the transformers tensor compared (max |a-b| / max |b|).
-# The gold (reftrain's own models) measured over the whole sweep, CPU fp32: logits <= 1.2e-6, gradients
-# <= 3.3e-6 (every parameter), decoding-step logits <= 3.0e-6, router logits and weights <= 1.3e-6, aux
+# The gold (reftrain's own models) measured over the whole sweep, CPU fp32: logits <= 1.4e-6, gradients
+# <= 3.8e-6 (every parameter), decoding-step logits <= 3.0e-6, router logits and weights <= 1.3e-6, aux
 # losses <= 1.6e-7. Each tolerance is ~100x that: room for another summation order, not for a wrong formula.
 LOGITS_RTOL = 1e-4
 DECODE_RTOL = 3e-4
@@ -191,9 +191,9 @@ def applies(model_type: str, overrides: dict) -> bool:
 
 
 def differs(model_type: str, name: str, value) -> bool:
-    """`value` is neither the tiny config's nor transformers' default: the case exercises something new."""
-    tiny = tiny_config(model_type)
-    return value != tiny.get(name, hf_default(model_type, name)) and value != hf_default(model_type, name)
+    """`value` is not what the tiny config uses (its own value, else transformers' default): the case
+    exercises behaviour the tiny config leaves unchecked."""
+    return value != tiny_config(model_type).get(name, hf_default(model_type, name))
 
 
 def single_cases(model_type: str) -> list[dict]:
@@ -372,7 +372,7 @@ def test_every_config_field_is_swept_or_excluded(model_type):
     """Each field of transformers' config class gets a value new to the tiny config somewhere in the
     sweep, or is excluded with a reason: a field transformers adds cannot go unchecked silently."""
     covered = {name for case in sweep(model_type) for name, value in case.items()
-               if differs(model_type, name, value) if name in hf_fields(model_type)}
+               if name in hf_fields(model_type) and differs(model_type, name, value)}
     missing = [n for n in hf_fields(model_type) if n not in covered and n not in EXCLUDED]
     assert not missing, (f"{model_type}: config fields no sweep case changes: {missing}; add values to "
                          "FIELD_VALUES or PAIRS, or a reason to EXCLUDED")
@@ -383,7 +383,7 @@ def test_sweep_is_deterministic_and_reaches_beyond_windows_and_rope_lengths():
     windows = [c["sliding_window"] for m in MODEL_TYPES for c in sweep(m) if c.get("sliding_window")]
     assert windows and max(windows) < DECODE_LEN
     originals = [c["rope_parameters"]["original_max_position_embeddings"] for m in MODEL_TYPES for c in sweep(m)
-                 if "original_max_position_embeddings" in c.get("rope_parameters", {})]
+                 if "original_max_position_embeddings" in (c.get("rope_parameters") or {})]
     assert originals and max(originals) < DECODE_LEN
 
 
