@@ -201,10 +201,12 @@ def changed_python_files(patch: str) -> list[str]:
     return sorted(set(files))
 
 
-def make_mutants(prepared: Path, gold: str, count: int, seed: int, label: str) -> list[Mutant]:
+def make_mutants(prepared: Path, gold: str, count: int, seed: int, label: str,
+                 exclude: frozenset[str] = frozenset()) -> list[Mutant]:
     """`count` mutants (fewer if the gold offers fewer) of `gold` applied to the tree `prepared`.
 
-    Which ones: every candidate edit on the gold's added lines, sorted, then a sample drawn with
+    Which ones: every candidate edit on the gold's added lines, outside the paths in `exclude` (test files
+    the grading restores: a mutant there never reaches the grader), sorted, then a sample drawn with
     random.Random(f"{seed}:{label}"), so the same inputs give the same mutants.
     """
     with tempfile.TemporaryDirectory(prefix="atebench-mutants-") as scratch:
@@ -218,7 +220,7 @@ def make_mutants(prepared: Path, gold: str, count: int, seed: int, label: str) -
         edits: list[Edit] = []
         for rel in changed_python_files(gold):
             path = repo / rel
-            if not path.is_file():
+            if rel in exclude or not path.is_file():
                 continue
             after = path.read_text()
             before = _git("show", f"HEAD:{rel}", cwd=repo) if _tracked(repo, rel) else ""
@@ -261,7 +263,8 @@ def mutants_for(variant: TaskVariant, framework: FrameworkSpec, count: int, seed
     """The mutants of one task's gold on one framework."""
     prepared = workspace.prepared_checkout(variant, framework, cache)
     gold = workspace.gold_patch(variant, framework, cache)
-    return make_mutants(prepared, gold, count, seed, f"{variant.task.id}:{framework.name}")
+    return make_mutants(prepared, gold, count, seed, f"{variant.task.id}:{framework.name}",
+                        frozenset(variant.graded_test_paths()))
 
 
 def mutant_trials(oracle_trials: list, count: int, seed: int) -> tuple[list, dict]:

@@ -101,6 +101,17 @@ def test_mutants_are_deterministic_by_seed_apply_to_the_prepared_tree_and_touch_
         assert m.diff.startswith("--- gold/calc/ops.py") and m.before in m.diff
 
 
+def test_files_the_grading_restores_are_not_mutated(tmp_path, cache):
+    """A mutant in a restored test file never reaches the grader: it would always survive."""
+    root = richer_toy_root(tmp_path)
+    variant = specs.load_task("arith/mul", root).variant("toy")
+    framework = specs.load_framework("toy", root)
+    prepared = workspace.prepared_checkout(variant, framework)
+    gold = workspace.gold_patch(variant, framework)
+    assert mutants.make_mutants(prepared, gold, 5, 0, "toy", exclude=frozenset({"calc/ops.py"})) == []
+    assert len(mutants.make_mutants(prepared, gold, 5, 0, "toy")) == 5
+
+
 def test_validate_with_mutants_grades_each_and_reports_the_survivors(tmp_path, cache):
     root = richer_toy_root(tmp_path)
     results_dir = tmp_path / "results"
