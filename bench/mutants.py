@@ -2,7 +2,8 @@
 
 Why: `validate` proves the gold passes and one shipped wrong patch fails; a grader can still accept many
 wrong solutions. A mutant is the gold with one AST-level edit on a line the gold adds (an operator or a
-comparison flipped, a constant off by one, two arguments swapped, a statement dropped). Each is graded
+comparison flipped, a constant off by one, two arguments swapped, a statement dropped, a collective's
+process group exchanged for another group the file names). Each is graded
 through the normal trial path, the oracle applying the mutant's patch instead of the gold. A surviving
 mutant is equivalent to the gold or a blind spot of the grader; the report lists the survivors' diffs
 for the task author to judge. The same seed, task and gold give the same mutants.
@@ -44,7 +45,7 @@ class Edit:
 
     file: str
     line: int
-    kind: str  # operator | comparison | boolean | negation | constant | swap-args | drop-statement
+    kind: str  # operator | comparison | boolean | negation | constant | swap-args | drop-statement | group
     start: int
     end: int
     text: str
@@ -138,9 +139,15 @@ def candidate_edits(file: str, source: str, lines: set[int]) -> list[Edit]:
         text = replacement if isinstance(replacement, str) else f"({ast.unparse(replacement)})"
         edits.append(Edit(file, node.lineno, kind, where[0], where[1], text))
 
+    groups = sorted({n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute) and n.attr.endswith("_group")})
     for node in ast.walk(tree):
         if id(node) in skipped:
             continue
+        if isinstance(node, ast.keyword) and node.arg == "group" and isinstance(node.value, ast.Attribute) \
+                and node.value.attr in groups:
+            other = [g for g in groups if g != node.value.attr]
+            if other:  # a collective over another process group of the same file
+                add(node.value, "group", ast.Attribute(node.value.value, other[0], ast.Load()))
         if isinstance(node, ast.BinOp) and type(node.op) in BINARY_SWAPS:
             add(node, "operator", ast.BinOp(node.left, BINARY_SWAPS[type(node.op)](), node.right))
         elif isinstance(node, ast.Compare) and len(node.ops) == 1 and type(node.ops[0]) in COMPARE_SWAPS:

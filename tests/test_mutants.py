@@ -85,6 +85,15 @@ def test_edits_stay_on_the_given_lines_and_cover_every_kind():
     assert "    z = (x - 1)\n" in "".join(m for m in mutated if m) and None not in mutated
 
 
+def test_a_collective_gets_another_process_group_of_the_file():
+    source = ("def f(x, mesh):\n"
+              "    dist.all_reduce(x, group=mesh.dp_group)\n"
+              "    return mesh.ep_group\n")
+    edits = [e for e in mutants.candidate_edits("f.py", source, {2}) if e.kind == "group"]
+    assert [mutants.apply_edit(source, e).splitlines()[1] for e in edits] == [
+        "    dist.all_reduce(x, group=(mesh.ep_group))"]
+
+
 def test_mutants_are_deterministic_by_seed_apply_to_the_prepared_tree_and_touch_only_gold_lines(tmp_path, cache):
     root = richer_toy_root(tmp_path)
     first, again, other = toy_mutants(root, 5, 1), toy_mutants(root, 5, 1), toy_mutants(root, 5, 2)
