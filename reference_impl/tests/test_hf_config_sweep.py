@@ -239,8 +239,9 @@ def batch(config: dict, seq: int = 12, seed: int = 1) -> torch.Tensor:
     return ids
 
 
-def record_routing(model) -> list:
-    """Forward hooks on every MoE router (`...mlp.gate`): each call's (logits, dense [T, E] weights)."""
+def record_routing(model) -> tuple[list, list]:
+    """Forward hooks on every MoE router (`...mlp.gate`): each call's (logits, dense [T, E] weights, chosen
+    experts), and the hook handles."""
     records = []
 
     def hook(module, args, output):
