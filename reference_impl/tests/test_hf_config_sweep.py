@@ -6,7 +6,8 @@ padding id), and combinations of them. Each case of the sweep builds transformer
 the same random weights and compares: routing (router logits, chosen experts, their weights), each MoE
 layer's aux loss by value, logits (fast and eager paths), every parameter's gradient in train mode with
 a shared random seed (router jitter draws the same noise), and greedy decoding with and without the KV
-cache (tokens, and every step's logits against transformers' `generate`).
+cache (tokens, and every step's logits against transformers' `generate`). Cases with a key removed from
+the tiny config check the model's defaults against transformers' (DROP).
 
 The field list comes from the transformers config class: a field transformers adds fails
 `test_every_config_field_is_swept_or_excluded` until it gets a value in FIELD_VALUES or a reason in
@@ -138,6 +139,17 @@ PAIRS = [
     {"num_attention_heads": 8, "num_key_value_heads": 8},
 ]
 
+DROP = "<absent>"
+"""An override value that removes the key from the tiny config: the model must fall back to transformers'
+default, which the tiny config (setting every key) never exercises."""
+
+DEFAULTED = ["rms_norm_eps", "rope_theta", "rope_scaling", "sliding_window", "router_jitter_noise",
+             "tie_word_embeddings", "attention_bias", "mlp_bias", "norm_topk_prob", "routed_scaling_factor",
+             "topk_method", "n_group", "topk_group", "first_k_dense_replace", "n_shared_experts",
+             "decoder_sparse_step", "mlp_only_layers", "use_sliding_window", "num_experts_per_tok", "hidden_act",
+             "max_position_embeddings"]
+"""Keys whose transformers default suits a tiny model (no size field with a default of thousands)."""
+
 RANDOM_CASES = 12
 """Seeded random combinations of 3-4 single-field values per model, on top of singles and pairs."""
 
@@ -170,7 +182,8 @@ def make_config(model_type: str, overrides: dict) -> dict:
     if "rope_parameters" in overrides:
         config.pop("rope_scaling", None)
         config.pop("rope_theta", None)
-    return {**config, **overrides}
+    config = {**config, **overrides}
+    return {k: v for k, v in config.items() if v != DROP}
 
 
 def applies(model_type: str, overrides: dict) -> bool:
@@ -181,7 +194,7 @@ def applies(model_type: str, overrides: dict) -> bool:
     config = make_config(model_type, overrides)
     if config.get("topk_method") == "group_limited_greedy":
         experts, groups = config["n_routed_experts"], config.get("n_group") or 0
-        if not groups or experts % groups or config["num_experts_per_tok"] > config["topk_group"] * experts // groups:
+        if not groups or experts % groups or config["num_experts_per_tok"] > (config.get("topk_group") or 0) * experts // groups:
             return False
     if config["num_attention_heads"] % config.get("num_key_value_heads", config["num_attention_heads"]):
         return False
@@ -219,9 +232,16 @@ def random_cases(model_type: str) -> list[dict]:
     return cases
 
 
+def absent_cases(model_type: str) -> list[dict]:
+    """One case per DEFAULTED key the tiny config sets, with the key removed."""
+    tiny = tiny_config(model_type)
+    cases = [{name: DROP} for name in DEFAULTED if name in tiny]
+    return [c for c in cases if applies(model_type, c)]
+
+
 def sweep(model_type: str) -> list[dict]:
     pairs = [p for p in PAIRS if applies(model_type, p)]
-    return single_cases(model_type) + pairs + random_cases(model_type)
+    return single_cases(model_type) + pairs + absent_cases(model_type) + random_cases(model_type)
 
 
 CASES = [pytest.param(m, o, id=f"{m}-{o}") for m in MODEL_TYPES for o in sweep(m)]
@@ -287,7 +307,9 @@ def compare(model_type: str, overrides: dict) -> dict:
     try:
         ours = build_model(config, device="cpu")
     except ValueError as e:
-        refused = [name for name in overrides if name in REFUSABLE and name in str(e)]
+        # Refusable: the REFUSABLE fields, and a removed key transformers has no usable default for (None).
+        refused = [name for name, value in overrides.items() if name in str(e) and (
+            name in REFUSABLE or value == DROP and hf_default(model_type, name) is None)]
         assert refused, f"{overrides}: refused with {e!r}; only {sorted(REFUSABLE)} may be refused, by name"
         return {}
     ours.load_state_dict(hf.state_dict(), strict=True)
@@ -373,7 +395,7 @@ def test_every_config_field_is_swept_or_excluded(model_type):
     """Each field of transformers' config class gets a value new to the tiny config somewhere in the
     sweep, or is excluded with a reason: a field transformers adds cannot go unchecked silently."""
     covered = {name for case in sweep(model_type) for name, value in case.items()
-               if name in hf_fields(model_type) and differs(model_type, name, value)}
+               if name in hf_fields(model_type) and value != DROP and differs(model_type, name, value)}
     missing = [n for n in hf_fields(model_type) if n not in covered and n not in EXCLUDED]
     assert not missing, (f"{model_type}: config fields no sweep case changes: {missing}; add values to "
                          "FIELD_VALUES or PAIRS, or a reason to EXCLUDED")
@@ -381,11 +403,25 @@ def test_every_config_field_is_swept_or_excluded(model_type):
 
 def test_sweep_is_deterministic_and_reaches_beyond_windows_and_rope_lengths():
     assert [sweep(m) for m in MODEL_TYPES] == [sweep(m) for m in MODEL_TYPES]
-    windows = [c["sliding_window"] for m in MODEL_TYPES for c in sweep(m) if c.get("sliding_window")]
+    windows = [c["sliding_window"] for m in MODEL_TYPES for c in sweep(m) if isinstance(c.get("sliding_window"), int)]
     assert windows and max(windows) < DECODE_LEN
     originals = [c["rope_parameters"]["original_max_position_embeddings"] for m in MODEL_TYPES for c in sweep(m)
                  if "original_max_position_embeddings" in (c.get("rope_parameters") or {})]
     assert originals and max(originals) < DECODE_LEN
+
+
+UNRUNNABLE = [{"topk_method": "noaux_tc"}]
+"""Values transformers' model of the same type cannot run: the model must refuse them by name, not fall
+back silently (an unknown routing method routed greedily, say)."""
+
+
+@pytest.mark.parametrize("overrides", UNRUNNABLE, ids=str)
+@pytest.mark.parametrize("model_type", MODEL_TYPES)
+def test_values_transformers_cannot_run_are_refused_by_name(model_type, overrides):
+    if not applies(model_type, overrides):
+        pytest.skip(f"{model_type} has no field {sorted(overrides)}")
+    with pytest.raises(ValueError, match="|".join(overrides)):
+        build_model(make_config(model_type, overrides), device="cpu")
 
 
 @pytest.mark.parametrize("model_type", MODEL_TYPES)
