@@ -42,6 +42,7 @@ class TrialConfig:
     gpu_allocator: GpuAllocator | None = None
     replay_path: Path | None = None
     solution: str = "gold"  # oracle: "gold" or "wrong" (the task's plausible-wrong patch, for validation)
+    patch: str | None = None  # oracle-mutant: the patch it applies instead (bench/mutants.py)
     measure_throughput: bool = True
     cache: Path | None = None
     gpus: int | None = None  # GPUs per trial; None: what the task and framework ask for
@@ -216,6 +217,8 @@ class Trial:
 
     def _solution_patch(self) -> str | None:
         cfg = self.config
+        if cfg.patch is not None:
+            return cfg.patch
         if cfg.agent_name not in ("oracle", "oracle-wrong"):
             return None
         if cfg.solution == "wrong":
