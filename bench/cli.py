@@ -15,10 +15,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from bench import results, specs
-from bench.agents import AGENTS, DEFAULT_AGENT, NOP, ORACLE, VALIDATION_AGENTS, WRONG, AgentOptions, make_specs
+from bench import mutants, results, specs, workspace
+from bench.agents import (AGENTS, DEFAULT_AGENT, MUTANT, NOP, ORACLE, VALIDATION_AGENTS, WRONG, AgentOptions,
+                          make_specs)
 from bench.grading import missing_ids
-from bench.run import (RunConfig, RunError, execute, make_plan, result_table, results_dir_option, resume_command,
+from bench.run import (Plan, RunConfig, RunError, execute, make_plan, result_table, results_dir_option, resume_command,
                        summary_line)
 from bench.sandbox import SANDBOXES
 
@@ -156,6 +157,9 @@ def cmd_validate(argv: list[str]) -> int:
     p.add_argument("--specs-root", help="folder holding tasks/ and frameworks/ (default: this repository)")
     p.add_argument("--gpus", type=int, help="GPUs each trial holds exclusively; its grading adds the task's GPU "
                                             "ladder steps they cover (default: what the task asks for)")
+    p.add_argument("--mutants", type=int, default=0, help="also grade N mutants of each task's gold and report "
+                                                          "the share the hidden tests kill (default: 0)")
+    p.add_argument("--seed", type=int, default=0, help="which mutants --mutants draws (default: 0)")
     args = _parse(p, argv)
     if isinstance(args, int):
         return args
@@ -164,6 +168,8 @@ def cmd_validate(argv: list[str]) -> int:
             results.check_run_id(args.run_id)
         except ValueError as e:
             return fail(str(e))
+    if args.mutants < 0:
+        return fail(f"--mutants must be 0 or more, not {args.mutants}")
     cfg = RunConfig(task=args.task, framework=args.framework, agents=list(VALIDATION_AGENTS), trials=1,
                     parallel=args.parallel, sandbox=args.sandbox, run_id=args.run_id or f"validate-{results.new_run_id()}",
                     measure_throughput=False, results_dir=args.results_dir, specs_root=args.specs_root,
@@ -174,10 +180,23 @@ def cmd_validate(argv: list[str]) -> int:
         plan = make_plan(cfg, make_specs(cfg.agents, AgentOptions()))
     except (ValueError, specs.SpecError, RunError) as e:
         return fail(str(e))
+    mutated, by_task = [], {}
+    if args.mutants:
+        try:
+            mutated, by_task = mutants.mutant_trials([t for t in plan.trials if t.agent_name == ORACLE],
+                                                     args.mutants, args.seed)
+        except workspace.WorkspaceError as e:
+            return fail(str(e))
+    plan = Plan(trials=plan.trials + mutated, skipped=plan.skipped, frameworks=plan.frameworks)
     console = make_console()
     rows = execute(cfg, plan, console)
-    table, all_valid = validation_matrix(rows)
+    table, all_valid = validation_matrix([r for r in rows if r["agent"] != MUTANT])
     console.print(table)
+    if args.mutants:
+        report = mutants.score(rows, by_task)
+        console.print(mutants.score_table(report))
+        console.print(f"survivors' diffs: {mutants.write_report(report, Path(cfg.results_dir) / cfg.run_id)}",
+                      highlight=False)
     console.print("all tasks valid" if all_valid else "some tasks are INVALID (see the matrix)", highlight=False)
     return 0 if all_valid else 1
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from bench.agents.builtin import BUILTIN, BuiltinAgent, builtin_spec
 from bench.agents.nop import NOP, NopAgent, nop_spec
-from bench.agents.oracle import ORACLE, WRONG, OracleAgent, oracle_spec, patch_spec, wrong_spec
+from bench.agents.oracle import MUTANT, ORACLE, WRONG, OracleAgent, mutant_spec, oracle_spec, wrong_spec
 from bench.agents.replay import REPLAY, ReplayAgent, replay_spec
 from bench.agents.spec import AgentOptions, AgentSetupError, AgentSpec, TrialInputs
 
@@ -19,9 +19,9 @@ DEFAULT_AGENT = ORACLE
 VALIDATION_AGENTS = (ORACLE, NOP, WRONG)
 """`validate` is a run of these: the oracle must resolve each task, nop and the wrong solution must not."""
 
-__all__ = ["AGENTS", "DEFAULT_AGENT", "VALIDATION_AGENTS", "ORACLE", "NOP", "WRONG", "AgentOptions", "AgentSetupError",
-           "AgentSpec", "TrialInputs", "BuiltinAgent", "NopAgent", "OracleAgent", "ReplayAgent", "make_spec",
-           "make_specs", "patch_spec"]
+__all__ = ["AGENTS", "DEFAULT_AGENT", "VALIDATION_AGENTS", "ORACLE", "NOP", "WRONG", "MUTANT", "AgentOptions",
+           "AgentSetupError", "AgentSpec", "TrialInputs", "BuiltinAgent", "NopAgent", "OracleAgent", "ReplayAgent",
+           "make_spec", "make_specs", "mutant_spec"]
 
 
 def make_spec(name: str, options: AgentOptions | None = None, **fields) -> AgentSpec:

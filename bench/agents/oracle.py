@@ -2,7 +2,7 @@
 
 Three specs build it: `oracle` with the gold patch of each trial's task, `wrong` with the task's
 plausible-wrong patch (tasks/<task>/frameworks/<fw>/wrong/*.patch; validation expects it to fail), and
-`patch_spec` with one fixed patch for every trial (a mutant of the gold).
+`mutant_spec` with one mutant of the gold (`validate --mutants`, bench/mutants.py).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from bench.agents.spec import AgentOptions, AgentSetupError, AgentSpec, TrialInp
 from bench.specs import TaskVariant
 from bench.types import AgentContext, AgentOutcome
 
-ORACLE, WRONG = "oracle", "wrong"
+ORACLE, WRONG, MUTANT = "oracle", "wrong", "oracle-mutant"
 
 
 class OracleAgent:
@@ -72,6 +72,6 @@ def _no_wrong_patch(variant: TaskVariant) -> str | None:
     return None if variant.wrong_patch is not None else "the task ships no wrong/*.patch"
 
 
-def patch_spec(name: str, patch: str) -> AgentSpec:
-    """One fixed patch for every trial of this spec, e.g. a mutant of the gold (bench/mutants.py)."""
-    return AgentSpec(name, lambda trial: OracleAgent(patch))
+def mutant_spec(patch: str) -> AgentSpec:
+    """One mutant of the gold (bench/mutants.py `validate --mutants`): its patch, on the one trial it has."""
+    return AgentSpec(MUTANT, lambda trial: OracleAgent(patch))

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from reftrain.models import MODELS
-from reftrain.testing import cases_for, grad_distance, run_distributed, ladder_rungs
+from reftrain.testing import LadderCase, cases_for, grad_distance, run_distributed, ladder_rungs
 
 GPU_TOLERANCES = dict(dtype="bfloat16", loss_rtol=2e-2, loss_atol=2e-2, grad_tol=5e-2)
 """bf16 autocast + bf16 FSDP compute vs an fp32 reference: about 3 significant digits per op."""
@@ -41,3 +41,16 @@ def test_grad_distance_detects_scaled_and_unrelated_gradients():
     assert grad_distance(g, g) < 1e-12
     assert grad_distance(g, 0.5 * g) > 1e-2  # an averaged-instead-of-summed gradient fails
     assert grad_distance(g, torch.randn(1000)) > 0.5
+
+
+def test_cpu_ladder_tolerances_are_sized_to_fp32():
+    """fp32 rounding noise passes the CPU ladder; a gradient 0.1% off (a wrong scale, a missed token's
+    share) and a loss 1e-4 off fail (see LadderCase for the measured errors)."""
+    case = LadderCase("qwen3_moe")
+    gen = torch.Generator().manual_seed(0)
+    g = torch.randn(1000, generator=gen, dtype=torch.float64)
+    assert grad_distance(g, g * (1 + 1e-6 * torch.randn(1000, generator=gen, dtype=torch.float64))) < case.grad_tol
+    assert grad_distance(g, g * (1 + 1e-3)) > case.grad_tol
+    loss = torch.tensor([6.25], dtype=torch.float64)
+    assert torch.allclose(loss * (1 + 1e-7), loss, rtol=case.loss_rtol, atol=case.loss_atol)
+    assert not torch.allclose(loss * (1 + 1e-4), loss, rtol=case.loss_rtol, atol=case.loss_atol)

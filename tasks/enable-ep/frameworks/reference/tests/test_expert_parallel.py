@@ -143,6 +143,11 @@ def test_training_with_ep2_follows_the_dp2_loss_curve():
     ep_run = run_distributed(train_records, 2, CONFIG, SMALL + ["--parallel.ep=2"])[0]
     dp_run = run_distributed(train_records, 2, CONFIG, SMALL + ["--parallel.dp=2"])[0]
     assert [r["step"] for r in ep_run] == [1, 2, 3]
+    # fp32 on CPU; the gold measures: losses equal bit for bit, grad norms within 1.7e-8 relative. An aux
+    # loss scaled by dp instead of all data ranks (an error that grows with the ranks) moves step 1's norm
+    # by 2.7e-5, under the old 1e-3. Step 1 (no optimizer step yet) gets ~100x the gold's error; later steps
+    # stay looser, as AdamW turns summation-order noise in near-zero gradients into whole updates.
     for ep_step, dp_step in zip(ep_run, dp_run):
-        assert ep_step["loss"] == pytest.approx(dp_step["loss"], rel=1e-4)
-        assert ep_step["grad_norm"] == pytest.approx(dp_step["grad_norm"], rel=1e-3)
+        first = ep_step["step"] == 1
+        assert ep_step["loss"] == pytest.approx(dp_step["loss"], rel=1e-6 if first else 1e-5)
+        assert ep_step["grad_norm"] == pytest.approx(dp_step["grad_norm"], rel=2e-6 if first else 1e-4)

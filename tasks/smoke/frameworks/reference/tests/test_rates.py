@@ -5,6 +5,7 @@ from bench_utils.rates import format_rate, tokens_per_second
 
 def test_tokens_per_second():
     assert tokens_per_second(1000, 2.0) == 500.0
+    assert tokens_per_second(0, 2.0) == 0.0  # zero tokens is not negative: the boundary of the check
     assert isinstance(tokens_per_second(3, 2), float)
 
 
