@@ -389,13 +389,18 @@ def load_variant(task: Task, framework: str) -> TaskVariant:
                        tests_fingerprint=fingerprint(folder / "tests"))
 
 
-def fingerprint(folder: Path) -> str:
-    """sha256 over every file's path and bytes below `folder` (caches skipped); '' when it does not exist."""
+def fingerprint(folder: Path, skip: tuple[str, ...] = ()) -> str:
+    """sha256 over every file's path and bytes below `folder` ('' when it does not exist). Symlinks count by
+    their target's name, never followed; caches and top-level entries named in `skip` are left out."""
     if not folder.is_dir():
         return ""
     digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
-        digest.update(path.relative_to(folder).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    for path in sorted(p for p in folder.rglob("*") if p.is_symlink() or p.is_file()):
+        rel = path.relative_to(folder)
+        if rel.parts[0] in skip or "__pycache__" in rel.parts or path.suffix == ".pyc":
+            continue
+        content = b"link:" + os.readlink(path).encode() if path.is_symlink() else path.read_bytes()
+        digest.update(rel.as_posix().encode() + b"\0" + content + b"\0")
     return digest.hexdigest()
 
 

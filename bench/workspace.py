@@ -18,7 +18,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.specs import FrameworkSpec, TaskVariant
+from bench.specs import FrameworkSpec, TaskVariant, fingerprint
 
 CLEAN_PATTERNS = (".git", "__pycache__", "*.pyc", ".pytest_cache", "*.egg-info", ".mypy_cache", ".ruff_cache")
 GIT_IDENTITY = ["-c", "user.name=atebench", "-c", "user.email=atebench@localhost", "-c", "commit.gpgsign=false"]
@@ -107,14 +107,7 @@ def remove_caches(tree: Path) -> None:
 
 
 def hash_tree(tree: Path, skip: tuple[str, ...] = ()) -> str:
-    digest = hashlib.sha256()
-    for path in sorted(p for p in tree.rglob("*") if p.is_symlink() or p.is_file()):
-        rel = path.relative_to(tree)
-        if rel.parts[0] in skip or "__pycache__" in rel.parts or path.suffix == ".pyc":
-            continue
-        content = b"link:" + os.readlink(path).encode() if path.is_symlink() else path.read_bytes()
-        digest.update(rel.as_posix().encode() + b"\0" + content + b"\0")
-    return digest.hexdigest()[:16]
+    return fingerprint(tree, skip)[:16]
 
 
 # ---- the framework's original source ---------------------------------------------------------------
