@@ -266,13 +266,26 @@ def _tracked(repo: Path, rel: str) -> bool:
     return done.returncode == 0
 
 
+def is_test_file(rel: str) -> bool:
+    """A file of the framework's own test suite (under a tests/ folder, test_*.py, *_test.py, conftest.py).
+
+    The gold may add tests alongside its change (enable-ep brings back the framework's ep tests); they are
+    not the solution's behaviour, and grading runs the graded set, not the agent's copies, so a mutant
+    there could only ever survive.
+    """
+    parts = rel.split("/")
+    name = parts[-1]
+    return "tests" in parts[:-1] or name == "conftest.py" or name.startswith("test_") or name.endswith("_test.py")
+
+
 def mutants_for(variant: TaskVariant, framework: FrameworkSpec, count: int, seed: int,
                 cache: Path | None = None) -> list[Mutant]:
-    """The mutants of one task's gold on one framework."""
+    """The mutants of one task's gold on one framework: edits of the solution's code, not of test files."""
     prepared = workspace.prepared_checkout(variant, framework, cache)
     gold = workspace.gold_patch(variant, framework, cache)
+    tests = {rel for rel in changed_python_files(gold) if is_test_file(rel)}
     return make_mutants(prepared, gold, count, seed, f"{variant.task.id}:{framework.name}",
-                        frozenset(variant.graded_test_paths()))
+                        frozenset(variant.graded_test_paths()) | tests)
 
 
 def mutant_trials(oracle_trials: list, count: int, seed: int) -> tuple[list, dict]:

@@ -121,6 +121,19 @@ def test_files_the_grading_restores_are_not_mutated(tmp_path, cache):
     assert len(mutants.make_mutants(prepared, gold, 5, 0, "toy")) == 5
 
 
+def test_test_files_the_gold_adds_are_not_mutated(tmp_path, cache):
+    """The gold may bring back the framework's own tests; they are not the solution, so no mutant goes there."""
+    assert [p for p in ("tests/test_x.py", "pkg/tests/helpers.py", "conftest.py", "pkg/test_y.py", "pkg/y_test.py")
+            if not mutants.is_test_file(p)] == []
+    assert [p for p in ("pkg/testing.py", "pkg/ops.py", "contest.py") if mutants.is_test_file(p)] == []
+    root = richer_toy_root(tmp_path)
+    write(root / "toy_src" / "calc" / "test_ops_own.py", "def test_own():\n    assert 1 + 1 == 2\n")
+    prepare = root / "tasks" / "arith" / "mul" / "frameworks" / "toy" / "prepare.py"
+    prepare.write_text(PREPARE + '(Path(sys.argv[1]) / "calc" / "test_ops_own.py").unlink()\n')
+    drawn = toy_mutants(root, 50, 0)
+    assert drawn and all(m.file == "calc/ops.py" for m in drawn)
+
+
 def test_validate_with_mutants_grades_each_and_reports_the_survivors(tmp_path, cache):
     root = richer_toy_root(tmp_path)
     results_dir = tmp_path / "results"
