@@ -235,8 +235,9 @@ def execute(cfg: RunConfig, plan: Plan, console: Console | None = None) -> list[
     trials = [Trial(config, on_event=lambda t, e: progress.event(t, e)) for config in todo]
     progress = Progress(console, trials)
 
-    def run_one(trial: Trial) -> dict:
-        progress.event(trial, {"kind": "phase", "phase": "setup"})
+    def run_one(trial: Trial):
+        if not trial.interrupted:
+            progress.event(trial, {"kind": "phase", "phase": "setup"})
         return trial.run()
 
     previous = _install_interrupt(trials, cfg, console)
@@ -265,7 +266,7 @@ def _install_interrupt(trials: list[Trial], cfg: RunConfig, console: Console) ->
         return {}
 
     def handler(signum, frame):
-        for trial in trials:
+        for trial in trials:  # running ones are marked interrupted; queued ones will not start
             trial.interrupt(signal.Signals(signum).name)
         for trial in trials:
             if trial.scratch is not None:

@@ -75,6 +75,7 @@ class Trial:
         self.result: results.TrialResult | None = None
         self._lock = threading.Lock()
         self._frozen = False
+        self._stopped = False  # set by interrupt(); checked before the trial starts
         self._sandbox = None  # the agent's sandbox while the agent runs
         self._open: list = []  # every sandbox this trial opened and has not closed (agent, grading, throughput)
         self._trees: tuple[Path, Path] | None = None  # (prepared, work) once the workspace exists
@@ -89,8 +90,10 @@ class Trial:
                 results.write_json_atomic(self.folder / "result.json", self.result.to_json())
 
     def interrupt(self, cause: str = "SIGINT") -> None:
-        """`cause`: the signal's name (SIGINT for Ctrl-C, SIGTERM, SIGHUP)."""
+        """`cause`: the signal's name (SIGINT for Ctrl-C, SIGTERM, SIGHUP). A trial not yet started never
+        starts (its folder stays as it was, so --resume runs it); a finished one is left alone."""
         with self._lock:
+            self._stopped = True
             if self._frozen or self.result is None or self.result.status != "running":
                 return
             self._end_phase()
@@ -102,6 +105,10 @@ class Trial:
             self._close(sandbox)
         if self.phase == "agent" and self._trees:
             self._record_diff(*self._trees)  # what the agent had done when it was stopped
+
+    @property
+    def interrupted(self) -> bool:
+        return self._stopped
 
     def _close(self, sandbox) -> None:
         """Close a sandbox and its processes; a failure is logged in agent.log, never silently dropped."""
@@ -121,15 +128,19 @@ class Trial:
 
     # ---- the trial ----
 
-    def run(self) -> results.TrialResult:
+    def run(self) -> results.TrialResult | None:
+        """The trial's result; None when an interrupt came first (nothing was started or written)."""
         cfg = self.config
-        self._reset_folder()
-        self.result = results.TrialResult(run_id=cfg.run_id, task=cfg.variant.task.id,
-                                          task_family=cfg.variant.task.family, framework=cfg.framework.name,
-                                          agent=cfg.agent_name, model=cfg.model, trial=cfg.index)
-        self._save()
-        scratch = Path(tempfile.mkdtemp(prefix="atebench-trial-"))
-        self.scratch = scratch
+        with self._lock:  # an interrupt either sees this trial running, with its scratch, or stops it here
+            if self._stopped:
+                return None
+            self._reset_folder()
+            self.result = results.TrialResult(run_id=cfg.run_id, task=cfg.variant.task.id,
+                                              task_family=cfg.variant.task.family, framework=cfg.framework.name,
+                                              agent=cfg.agent_name, model=cfg.model, trial=cfg.index)
+            results.write_json_atomic(self.folder / "result.json", self.result.to_json())
+            scratch = Path(tempfile.mkdtemp(prefix="atebench-trial-"))
+            self.scratch = scratch
         gpus_needed = cfg.gpus if cfg.gpus is not None else max(cfg.variant.task.spec.resources.gpus,
                                                                  cfg.framework.sandbox.gpus)
         try:

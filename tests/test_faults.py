@@ -14,6 +14,7 @@ import pytest
 
 from bench.agents import AgentSpec
 from bench.run import RunConfig, execute, make_plan
+from bench.trial import Trial
 from bench.types import AgentContext, AgentOutcome
 from conftest import REPO, make_toy_root
 
@@ -41,6 +42,19 @@ def test_agent_crash_is_an_agent_error_and_keeps_earlier_output(toy_root, cache,
     assert "+partial work" in (folder / "agent.diff").read_text()
     assert "RuntimeError: boom" in (folder / "agent.log").read_text()
     assert row["grade"] is None and row["finished_at"] is not None
+
+
+def test_a_trial_the_interrupt_reaches_before_it_starts_never_starts(toy_root, cache, tmp_path):
+    """With --parallel N, queued trials keep starting while the signal handler closes the running ones; each
+    must see the stop and not start (recording nothing, so --resume runs it), never end as an error."""
+    cfg = RunConfig(task="arith/mul", framework="toy", agents=["crashing"], run_id="stop", isolate=False,
+                    results_dir=str(tmp_path / "results"), specs_root=str(toy_root))
+    plan = make_plan(cfg, {"crashing": AgentSpec("crashing", lambda trial: CrashingAgent())})
+    trial = Trial(plan.trials[0])
+    trial.interrupt("SIGTERM")
+    assert trial.interrupted
+    assert trial.run() is None
+    assert not trial.folder.exists() and trial.scratch is None
 
 
 def test_grader_timeout_ends_trial_as_grade_error(tmp_path, cache):

@@ -234,3 +234,18 @@ def test_endless_output_cannot_fill_the_runners_memory(sandbox):
     result = sandbox.execute("yes atebench-flood | head -c 300000000; echo done-flooding", timeout=120)
     assert result.exit_code == 0 and "done-flooding" in result.output
     assert len(result.output) < 200_000 and "characters cut" in result.output
+
+
+def test_math_libraries_get_the_tasks_cpu_share_not_the_hosts_cores(tmp_path):
+    """Parallel trials on a many-core host: each sees resources.cpus threads, or they oversubscribe it."""
+    from bench import specs
+    from bench.sandbox import open_sandbox
+
+    framework = specs.load_framework("reference")
+    sandbox = open_sandbox("local", tmp_path, framework, specs.Resources(cpus=1.5), gpus=[], isolate=bwrap_available())
+    try:
+        probe = sandbox.execute("echo $OMP_NUM_THREADS $MKL_NUM_THREADS $OPENBLAS_NUM_THREADS; "
+                                "python -c 'import torch; print(torch.get_num_threads())'", timeout=120)
+    finally:
+        sandbox.close()
+    assert probe.output.split() == ["1", "1", "1", "1"], probe.output

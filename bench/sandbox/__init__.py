@@ -15,6 +15,7 @@ from bench.sandbox.local import LocalSandbox
 from bench.specs import FrameworkSpec, Resources
 
 SANDBOXES = {"local": LocalSandbox, "docker": DockerSandbox}
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
 def open_sandbox(kind: str, workdir: Path, framework: FrameworkSpec, resources: Resources, gpus: list[int],
@@ -23,6 +24,12 @@ def open_sandbox(kind: str, workdir: Path, framework: FrameworkSpec, resources: 
     if kind not in SANDBOXES:
         raise SandboxError(f"unknown sandbox {kind!r}; choose one of: {', '.join(SANDBOXES)}")
     env = dict(framework.sandbox.env)
+    # Math libraries size their thread pools by the host's cores, not the task's share: ten trials in parallel
+    # on a 16-core host would each start 16 threads and all of them slow to a crawl (docker's CPU quota does not
+    # change what the container's libraries see either). The framework's env may still set its own.
+    threads = str(max(1, int(resources.cpus)))
+    for var in THREAD_VARS:
+        env.setdefault(var, threads)
     if kind == "local":
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in gpus)
         if gpus:
