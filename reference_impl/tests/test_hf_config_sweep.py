@@ -433,8 +433,9 @@ def test_initializer_range_sets_the_init_std(model_type):
     assert all(abs(p.std().item() - 0.05) < 0.25 * 0.05 for p in weights)
 
 
-REQUIRED = {"deepseek_v2": {"num_experts_per_tok": 6}}
-"""Fields transformers leaves None by default but a runnable model needs (the model refuses None by name)."""
+NEEDED_WHEN_NONE = ["num_experts_per_tok"]
+"""Fields a runnable model needs that some transformers config classes leave None by default (the model
+refuses None by name); the test takes them from the tiny config."""
 
 
 @pytest.mark.parametrize("model_type", MODEL_TYPES)
@@ -444,10 +445,11 @@ def test_a_field_left_out_of_config_json_takes_transformers_default(model_type):
     Fields transformers leaves None are derived from others (head_dim = hidden / heads): the sweep's
     parity cases check the derivation; here they are skipped."""
     hf = HF_CLASSES[model_type][0]()
-    ours = build_model({"model_type": model_type, **REQUIRED.get(model_type, {})}, device="meta").config
+    needed = {n: tiny_config(model_type)[n] for n in NEEDED_WHEN_NONE if getattr(hf, n, 0) is None}
+    ours = build_model({"model_type": model_type, **needed}, device="meta").config
     compared, wrong = 0, {}
     for field in dataclasses.fields(ours):
-        if not hasattr(hf, field.name) or getattr(hf, field.name) is None or field.name in REQUIRED.get(model_type, {}):
+        if not hasattr(hf, field.name) or getattr(hf, field.name) is None or field.name in needed:
             continue
         compared += 1
         if getattr(ours, field.name) != getattr(hf, field.name):
