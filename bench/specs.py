@@ -266,11 +266,6 @@ class TaskVariant(BaseModel):
         return path if path.is_file() else None
 
     @property
-    def solve_script(self) -> Path | None:
-        path = self.dir / "solve.sh"
-        return path if path.is_file() else None
-
-    @property
     def wrong_patch(self) -> Path | None:
         patches = sorted((self.dir / "wrong").glob("*.patch")) if (self.dir / "wrong").is_dir() else []
         return patches[0] if patches else None

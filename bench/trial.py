@@ -77,7 +77,7 @@ class Trial:
         self._frozen = False
         self._sandbox = None  # the agent's sandbox while the agent runs
         self._open: list = []  # every sandbox this trial opened and has not closed (agent, grading, throughput)
-        self._trees: tuple[Path, Path] | None = None  # (prepared, work) once the workspace exists
+        self._workspace: workspace.Workspace | None = None  # the trial's trees, once setup made them
         self._gpus: list[int] = []
         self.scratch: Path | None = None  # the trial's temporary folder; an interrupt handler removes it
 
@@ -100,8 +100,8 @@ class Trial:
             self._frozen = True
         for sandbox in list(self._open):
             self._close(sandbox)
-        if self.phase == "agent" and self._trees:
-            self._record_diff(*self._trees)  # what the agent had done when it was stopped
+        if self.phase == "agent" and self._workspace:
+            self._record_diff(self._workspace)  # what the agent had done when it was stopped
 
     def _close(self, sandbox) -> None:
         """Close a sandbox and its processes; a failure is logged in agent.log, never silently dropped."""
@@ -114,8 +114,8 @@ class Trial:
             if sandbox in self._open:
                 self._open.remove(sandbox)
 
-    def _record_diff(self, prepared: Path, work: Path) -> "workspace.TreeDiff":
-        diff = workspace.tree_diff(prepared, work)
+    def _record_diff(self, ws: workspace.Workspace) -> workspace.TreeDiff:
+        diff = workspace.tree_diff(ws.prepared, ws.work)
         (self.folder / results.FILES["diff"]).write_text(redact(diff.patch))
         return diff
 
@@ -185,11 +185,10 @@ class Trial:
         variant, framework = cfg.variant, cfg.framework
         self._enter("setup")
         try:
-            prepared = workspace.prepared_checkout(variant, framework, cfg.cache)
-            work = workspace.create_workspace(variant, framework, scratch / "workspace", cfg.cache)
-            self._trees = (prepared, work)
-            agent = cfg.agent.build(TrialInputs(variant, framework, cfg.cache))
-            self._sandbox = self._open_sandbox(work)
+            ws = workspace.prepare(variant, framework, scratch / "workspace", cfg.cache)
+            self._workspace = ws
+            agent = cfg.agent.build(TrialInputs(variant, framework, ws))
+            self._sandbox = self._open_sandbox(ws.work)
         except (workspace.WorkspaceError, SandboxError, AgentSetupError) as e:
             raise TrialFailed("setup", str(e)) from None
 
@@ -204,7 +203,7 @@ class Trial:
         self._close(self._sandbox)
         self._sandbox = None
         self.result.exit_status = outcome.exit_status
-        diff = self._record_diff(prepared, work)
+        diff = self._record_diff(ws)
         if diff.left_out:
             self.result.notes.append(
                 f"left out of agent.diff (over {workspace.MAX_DIFF_FILE_BYTES // 2**20} MiB, past "
@@ -217,9 +216,9 @@ class Trial:
             raise TrialFailed("agent", sandbox_problem)
 
         self._enter("grade")
-        grade = grading.grade(variant, work, diff.files, self._open_sandbox,
-                              self.folder / results.FILES["grader_log"], baseline=prepared,
-                              original=workspace.original_source(framework, cfg.cache), gpus=len(self._gpus))
+        grade = grading.grade(variant, ws.work, diff.files, self._open_sandbox,
+                              self.folder / results.FILES["grader_log"], baseline=ws.prepared,
+                              original=ws.original, gpus=len(self._gpus))
         self.result.grade = grade.to_json()
         if grade.error:
             raise TrialFailed("grade", grade.error)
@@ -228,7 +227,7 @@ class Trial:
 
         if grade.resolved and cfg.measure_throughput:
             self._enter("throughput")
-            measured, notes = self._throughput(work)
+            measured, notes = self._throughput(ws)
             self.result.metrics.update(measured)
             self.result.notes.extend(notes)
 
@@ -269,7 +268,7 @@ class Trial:
                     f"error: {redact(outcome.error or '')}\n")
         return outcome
 
-    def _throughput(self, work: Path) -> tuple[dict, list[str]]:
+    def _throughput(self, ws: workspace.Workspace) -> tuple[dict, list[str]]:
         """The task's benchmark, `repeats` runs in the trial's sandbox: (metrics, notes).
 
         Nothing measurable, or a failed run, is a note in the result, never a failed trial.
@@ -281,8 +280,8 @@ class Trial:
         command, spec = planned
         try:
             if spec.restore_from_original:
-                throughput.restore_originals(spec, workspace.original_source(cfg.framework, cfg.cache), work)
-            sandbox = self._open_sandbox(work)
+                throughput.restore_originals(spec, ws.original, ws.work)
+            sandbox = self._open_sandbox(ws.work)
         except (FileNotFoundError, workspace.WorkspaceError, SandboxError) as e:
             return {}, [f"throughput not measured: {e}"]
         runs = []
