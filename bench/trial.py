@@ -228,7 +228,7 @@ class Trial:
         if grade.resolved and cfg.measure_throughput:
             self._enter("throughput")
             measured, notes = self._throughput(ws)
-            self.result.metrics.update(measured)
+            self.result.metrics = self.result.metrics.with_throughput(measured)
             self.result.notes.extend(notes)
 
     def _open_sandbox(self, workdir: Path):
@@ -260,8 +260,7 @@ class Trial:
         if outcome.started_at is None:
             outcome.started_at, outcome.ended_at = started, time.time()
         gpu = sampler.stop() if sampler else None
-        metrics = trial_metrics(outcome, trajectory.read(), cfg.prices, gpu)
-        self.result.metrics.update(metrics)
+        self.result.metrics = trial_metrics(outcome, trajectory.read(), cfg.prices, gpu)
         log = self.folder / results.FILES["agent_log"]
         with open(log, "a") as f:
             f.write(f"exit_status: {outcome.exit_status}\nturns: {len(outcome.turns)}\n"

@@ -126,13 +126,13 @@ def test_usage_with_cache_fields_is_summed(tmp_path, provider):
     with FakeLLMServer(script) as server:
         outcome, events, _ = run_agent(tmp_path, server, provider)
     metrics = trial_metrics(outcome, events, load_prices())
-    assert (metrics["input_tokens"], metrics["output_tokens"]) == (1300, 130)
-    assert (metrics["cache_read_tokens"], metrics["cache_write_tokens"]) == (8300, 4300)
+    assert (metrics.input_tokens, metrics.output_tokens) == (1300, 130)
+    assert (metrics.cache_read_tokens, metrics.cache_write_tokens) == (8300, 4300)
     assert [t.context_tokens for t in outcome.turns] == [5000, 4500, 4400]
-    assert metrics["per_turn_context_p50"] == 4500
+    assert metrics.per_turn_context_p50 == 4500
     price = {"anthropic": (1.0, 5.0, 0.10, 1.25), "openai": (1.25, 10.0, 0.125, 0.0)}[provider]
     expected = (1300 * price[0] + 130 * price[1] + 8300 * price[2] + 4300 * price[3]) / 1e6
-    assert metrics["cost_usd"] == pytest.approx(expected)
+    assert metrics.cost_usd == pytest.approx(expected)
     assert sum(e["cost_usd"] for e in events if e["kind"] == "assistant") == pytest.approx(expected)
 
 

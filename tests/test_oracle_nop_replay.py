@@ -100,7 +100,7 @@ def test_replay_reproduces_a_recorded_trial_without_an_llm(context, monkeypatch)
         trial_metrics(original, recorded_ctx.trajectory.read(), prices)
     for key in ("agent_turns", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
                 "per_turn_context_p50", "cost_usd"):
-        assert replayed[key] == recorded[key], key
+        assert getattr(replayed, key) == getattr(recorded, key), key
     results = [e for e in ctx.trajectory.read() if e["kind"] == "tool_result" and e["name"] != "submit"]
     assert len(results) == 2 and all(e["matches_recording"] for e in results)
 
