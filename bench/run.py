@@ -25,7 +25,7 @@ from rich.table import Table
 
 from bench import results, specs
 from bench.agents import DEFAULT_AGENT, AgentSpec
-from bench.gpu import GpuAllocator, detect_gpus
+from bench.gpu import GpuAllocator, detect_gpus, gpus_per_trial
 from bench.metrics import Metrics
 from bench.pricing import load_prices
 from bench.sandbox import docker_unavailable_reason
@@ -67,7 +67,7 @@ class Plan:
 def framework_unavailable(framework: specs.FrameworkSpec, tasks: list[specs.Task], sandbox: str,
                           gpus: list[int], per_trial: int | None = None) -> str | None:
     """Why this host cannot run `framework` for these tasks, or None."""
-    needed = per_trial if per_trial is not None else max([framework.sandbox.gpus] + [t.spec.resources.gpus for t in tasks])
+    needed = max(gpus_per_trial(framework, task.spec if task else None, per_trial) for task in tasks or [None])
     if needed > len(gpus):
         return f"needs {needed} GPU(s), this machine has {len(gpus)}"
     if sandbox == "docker":

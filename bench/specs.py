@@ -112,12 +112,20 @@ class FrameworkSpec(Strict):
 
 # ---- tasks/<id>/task.toml ------------------------------------------------------------------------
 
-class TaskLimits(Strict):
-    turns: int = 100
-    tokens: int = 2_000_000
-    cost_usd: float = 10.0
-    wall_time_s: float = 3600.0
-    command_timeout_s: float = 600.0
+class Limits(Strict):
+    """A trial's budget (task.toml [limits]); the agent gets it as is (AgentContext.limits), and hitting
+    one ends the trial cleanly with that exit status (limit_turns, limit_tokens, limit_cost, limit_time)."""
+
+    turns: int = Field(default=100, ge=1)
+    """Assistant API calls."""
+    tokens: int = Field(default=2_000_000, ge=1)
+    """Input + output + cache tokens, summed over turns."""
+    cost_usd: float = Field(default=10.0, gt=0)
+    """Priced from prices.toml; not enforced for a model without a price."""
+    wall_time_s: float = Field(default=3600.0, gt=0)
+    """The agent's wall time."""
+    command_timeout_s: float = Field(default=600.0, gt=0)
+    """Each command's timeout (capped by the wall time left)."""
 
 
 class Resources(Strict):
@@ -139,7 +147,7 @@ class TaskSpec(Strict):
     family: str | None = None
     """Optional; defaults to the first folder of the id, so `--task add-new-model` selects the family."""
     description: str = ""
-    limits: TaskLimits = TaskLimits()
+    limits: Limits = Limits()
     resources: Resources = Resources()
     grading: TaskGrading = TaskGrading()
     measure_throughput: bool = True

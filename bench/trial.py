@@ -16,13 +16,13 @@ from pathlib import Path
 
 from bench import grading, results, throughput, workspace
 from bench.agents.spec import AgentSetupError, AgentSpec, TrialInputs
-from bench.gpu import GpuAllocator, GpuSampler
+from bench.gpu import GpuAllocator, GpuSampler, gpus_per_trial
 from bench.keys import redact, redact_files
 from bench.metrics import trial_metrics
 from bench.pricing import Price
 from bench.sandbox import SandboxError, open_sandbox
 from bench.specs import FrameworkSpec, TaskVariant
-from bench.types import Agent, AgentContext, AgentOutcome, Limits, TrajectoryWriter
+from bench.types import Agent, AgentContext, AgentOutcome, TrajectoryWriter
 
 
 @dataclass
@@ -130,8 +130,7 @@ class Trial:
         self._save()
         scratch = Path(tempfile.mkdtemp(prefix="atebench-trial-"))
         self.scratch = scratch
-        gpus_needed = cfg.gpus if cfg.gpus is not None else max(cfg.variant.task.spec.resources.gpus,
-                                                                 cfg.framework.sandbox.gpus)
+        gpus_needed = gpus_per_trial(cfg.framework, cfg.variant.task.spec, cfg.gpus)
         try:
             if gpus_needed:
                 if cfg.gpu_allocator is None:
@@ -243,11 +242,8 @@ class Trial:
 
     def _run_agent(self, trajectory: TrajectoryWriter, agent: Agent) -> AgentOutcome:
         cfg = self.config
-        spec = cfg.variant.task.spec.limits
-        limits = Limits(max_turns=spec.turns, max_tokens=spec.tokens, max_cost_usd=spec.cost_usd,
-                        max_wall_s=spec.wall_time_s, command_timeout_s=spec.command_timeout_s)
         ctx = AgentContext(instruction=cfg.variant.task.instruction(cfg.framework.name), sandbox=self._sandbox,
-                           limits=limits, trajectory=trajectory)
+                           limits=cfg.variant.task.spec.limits, trajectory=trajectory)
         sampler = GpuSampler(self._gpus).start() if self._gpus else None
         started = time.time()
         try:

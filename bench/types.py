@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Protocol
 
 from bench.keys import redact_value
+from bench.specs import Limits
 
 
 @dataclass
@@ -38,17 +39,6 @@ class Sandbox(Protocol):
     def write_file(self, path: str, content: str) -> None: ...
 
     def close(self) -> None: ...
-
-
-@dataclass
-class Limits:
-    """Per-trial budget; hitting one ends the trial cleanly with that exit status."""
-
-    max_turns: int = 100
-    max_tokens: int = 2_000_000  # input + output + cache tokens, summed over turns
-    max_cost_usd: float = 10.0
-    max_wall_s: float = 3600.0
-    command_timeout_s: float = 600.0
 
 
 @dataclass
@@ -86,10 +76,10 @@ class AgentOutcome:
 EXIT_STATUSES = {
     "submitted": "the agent called its submit tool",
     "completed": "a non-LLM agent (oracle, nop, replay) finished",
-    "limit_turns": "max_turns reached",
-    "limit_tokens": "max_tokens reached",
-    "limit_cost": "max_cost_usd reached",
-    "limit_time": "max_wall_s reached",
+    "limit_turns": "limits.turns reached",
+    "limit_tokens": "limits.tokens reached",
+    "limit_cost": "limits.cost_usd reached",
+    "limit_time": "limits.wall_time_s reached",
     "agent_error": "the agent crashed or its API failed for good",
     "interrupted": "the run was interrupted (Ctrl-C); the trial is resumable",
 }
@@ -126,6 +116,7 @@ class AgentContext:
     instruction: str
     sandbox: Sandbox
     limits: Limits
+    """The task's [limits] (bench.specs.Limits), as task.toml states them."""
     trajectory: TrajectoryWriter
 
 

@@ -12,8 +12,8 @@ from bench.llm import RetryPolicy
 from bench.metrics import trial_metrics
 from bench.pricing import load_prices
 from bench.sandbox.local import LocalSandbox
-from bench.specs import load_framework
-from bench.types import AgentContext, Limits, TrajectoryWriter
+from bench.specs import Limits, load_framework
+from bench.types import AgentContext, TrajectoryWriter
 from tests.fake_llm import FakeLLMServer, Reply
 from tests.tiny_task import GOLD_PATCH, make_task_repo, task_tests_pass
 
