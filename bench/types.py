@@ -27,6 +27,16 @@ class ExecResult:
     duration_s: float = 0.0
 
 
+def truncate(text: str, limit: int) -> str:
+    """At most about `limit` characters: the head (2/5) and the tail (3/5, where errors usually are) with
+    one marker between them saying how many characters were cut. The one cut for command output: the
+    sandbox cuts what a command printed, the agent's tools cut it again to their own limit."""
+    if len(text) <= limit:
+        return text
+    head, tail = limit * 2 // 5, limit * 3 // 5
+    return f"{text[:head]}\n[... {len(text) - head - tail} characters cut ...]\n{text[-tail:]}"
+
+
 class Sandbox(Protocol):
     """Where an agent's commands run. `workdir` is the workspace as the agent sees it."""
 

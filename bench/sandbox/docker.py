@@ -23,8 +23,8 @@ from docker.types import DeviceRequest
 from bench.sandbox.env import gpu_settings, sandbox_env
 from bench.sandbox.errors import SandboxError
 from bench.sandbox import files
-from bench.sandbox.local import MAX_OUTPUT_CHARS, truncate
-from bench.types import ExecResult
+from bench.sandbox.local import MAX_OUTPUT_CHARS
+from bench.types import ExecResult, truncate
 
 WORKDIR = "/workspace"
 STATE = "/tmp/.atebench"

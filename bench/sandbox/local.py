@@ -33,7 +33,7 @@ from pathlib import Path
 from bench.sandbox import cgroups, files
 from bench.sandbox.env import sandbox_env
 from bench.sandbox.errors import SandboxError
-from bench.types import ExecResult
+from bench.types import ExecResult, truncate
 
 MAX_OUTPUT_CHARS = 50_000
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/etc", "/opt")
@@ -75,13 +75,6 @@ def _unreadable_to_others(roots=MASKED_SCAN) -> tuple[list[str], list[str]]:
                 if stat_lib.S_ISREG(st.st_mode) and not st.st_mode & 0o004:
                     files.append(path)
     return folders, files
-
-
-def truncate(text: str, limit: int = MAX_OUTPUT_CHARS) -> str:
-    if len(text) <= limit:
-        return text
-    head, tail = limit * 2 // 5, limit * 3 // 5
-    return f"{text[:head]}\n[... {len(text) - head - tail} characters cut ...]\n{text[-tail:]}"
 
 
 def session_processes(sid: int) -> list[int]:
