@@ -64,8 +64,9 @@ def token_counter():
 
         encoding = tiktoken.get_encoding("cl100k_base")
         return (lambda text: len(encoding.encode(text, disallowed_special=()))), "tiktoken cl100k_base"
-    except Exception:
-        return (lambda text: -(-len(text) // CHARS_PER_TOKEN)), f"approximation: characters / {CHARS_PER_TOKEN}"
+    except Exception as e:  # not installed, or no network for its encoding file: the output says which
+        return ((lambda text: -(-len(text) // CHARS_PER_TOKEN)),
+                f"approximation: characters / {CHARS_PER_TOKEN} (tiktoken: {type(e).__name__})")
 
 
 def agent_guides(root: Path) -> tuple[list[str], list[str]]:

@@ -115,7 +115,7 @@ def kill_pids(pids: list[int]) -> None:
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
-            pass
+            pass  # already gone, which is what we wanted
 
 
 class _Output:
@@ -254,7 +254,7 @@ class LocalSandbox:
             self._proc.stdin.write(text.encode())
             self._proc.stdin.flush()
         except (BrokenPipeError, OSError):
-            pass
+            pass  # the shell is dead; the wait that follows notices and restarts it
 
     def _wait_for(self, pattern: re.Pattern, timeout: float):
         deadline = time.monotonic() + timeout
@@ -335,7 +335,7 @@ class LocalSandbox:
         try:
             self._proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
-            pass
+            pass  # SIGKILLed already; a zombie the kernel reaps later holds nothing
 
     def read_file(self, path: str) -> str:
         """Read inside the sandbox: only what the agent's shell could read, regular files of bounded size."""
@@ -357,7 +357,7 @@ class LocalSandbox:
             try:
                 stream.close()
             except OSError:
-                pass
+                pass  # the pipe of a killed process: nothing left to flush
         if self._cgroup:
             self._cgroup.remove()
         shutil.rmtree(self._control, ignore_errors=True)
