@@ -379,6 +379,9 @@ def load_variant(task: Task, framework: str) -> TaskVariant:
                         f"(no folder {_rel(folder, root)}); it supports: {', '.join(task.frameworks()) or '(none)'}")
     path = folder / "grading.toml"
     grading = _validate(GradingSpec, _read_toml(path, root), path, root)
+    problems = grading_problems(grading)
+    if problems:
+        raise SpecError("\n".join(f"{_rel(path, root)}: {problem}" for problem in problems))
     if not (folder / "tests").is_dir() and not grading.restore_from_original:
         raise SpecError(f"{_rel(folder / 'tests', root)}: folder not found; put the hidden grader tests there "
                         "(or name the framework's own test files in grading.toml restore_from_original)")
@@ -390,6 +393,24 @@ def load_variant(task: Task, framework: str) -> TaskVariant:
                         "remove throughput.toml or set measure_throughput = true")
     return TaskVariant(task=task, framework=framework, dir=folder, grading=grading, throughput=throughput,
                        tests_fingerprint=fingerprint(folder / "tests"))
+
+
+def grading_problems(grading: GradingSpec) -> list[str]:
+    """Mistakes in a grading.toml that its types let through, one line each with the field and the fix:
+    a blank command, a repeated test id, an id in both fail_to_pass and pass_to_pass."""
+    problems = []
+    if not grading.command.strip():
+        problems.append("field 'command' is empty; write the test command, e.g. \"python -m pytest -q tests\"")
+    for field in ("fail_to_pass", "pass_to_pass", "gpu_fail_to_pass"):
+        ids = getattr(grading, field)  # an empty id is refused earlier, as a path outside the checkout
+        repeated = sorted({test for test in ids if ids.count(test) > 1})
+        if repeated:
+            problems.append(f"field '{field}' lists {', '.join(map(repr, repeated))} more than once; keep one of each")
+    both = sorted(set(grading.fail_to_pass) & set(grading.pass_to_pass))
+    if both:
+        problems.append(f"{', '.join(map(repr, both))} in both 'fail_to_pass' and 'pass_to_pass'; a test fails or "
+                        "passes before the change, so keep it in the list that says which")
+    return problems
 
 
 def fingerprint(folder: Path, skip: tuple[str, ...] = ()) -> str:
