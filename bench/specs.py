@@ -90,12 +90,28 @@ class Commands(Strict):
     """How many times the generic benchmark runs, so the result states its spread."""
 
 
+class ProfileSpec(Strict):
+    """What `runner.py profile` needs to know about the framework's code."""
+
+    entry: str | None = None
+    """The file a training run starts from, relative to the source root (e.g. "reftrain/train.py"): import
+    depths are counted from it. None: profile guesses (train.py, main.py, ... at the top or one level down)."""
+
+    @model_validator(mode="after")
+    def _entry_inside(self):
+        if self.entry is not None and unsafe_path(self.entry):
+            raise ValueError(f"profile.entry {self.entry!r} {unsafe_path(self.entry)}; name a file relative to the "
+                             "source root")
+        return self
+
+
 class FrameworkSpec(Strict):
     name: str
     description: str = ""
     source: Source
     sandbox: SandboxSpec = SandboxSpec()
     commands: Commands = Commands()
+    profile: ProfileSpec = ProfileSpec()
     dir: Path = Field(default=Path("."), exclude=True)
     """The framework folder (filled in by the loader, not written in the file)."""
 
