@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -136,7 +136,3 @@ class Agent(Protocol):
     name: str
 
     def run(self, ctx: AgentContext) -> AgentOutcome: ...
-
-
-def to_jsonable(obj) -> dict:
-    return asdict(obj)
