@@ -107,7 +107,7 @@ class Trial:
         """Close a sandbox and its processes; a failure is logged in agent.log, never silently dropped."""
         try:
             sandbox.close()
-        except Exception as e:  # a container the engine already removed, a dead daemon: log and go on
+        except Exception as e:  # a dead daemon, an engine error, processes that would not die: log and go on
             with open(self.folder / results.FILES["agent_log"], "a") as f:
                 f.write(f"closing the sandbox failed: {type(e).__name__}: {redact(str(e))}\n")
         finally:
@@ -248,7 +248,7 @@ class Trial:
         started = time.time()
         try:
             outcome = agent.run(ctx)
-        except Exception as e:
+        except Exception as e:  # an agent bug ends as agent_error, its traceback in agent.log
             message = f"the agent crashed: {type(e).__name__}: {e}"
             trajectory.append("error", message=redact(message))
             (self.folder / results.FILES["agent_log"]).write_text(redact(traceback.format_exc()))
