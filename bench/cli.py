@@ -63,10 +63,13 @@ def add_trial_options(p: argparse.ArgumentParser, task_default: str) -> None:
     iso.add_argument("--no-isolate", dest="isolate", action="store_false",
                      help="local sandbox: plain bash on this host, for trusted agents only (warned on every run)")
     p.add_argument("--run-id", help="name of the run folder under the results folder (default: a timestamp)")
-    p.add_argument("--results-dir", metavar="DIR", default=str(RESULTS_ROOT), help="where run folders go (default: results/)")
-    p.add_argument("--specs-root", metavar="DIR", help="folder holding tasks/ and frameworks/ (default: this repository)")
-    p.add_argument("--gpus", type=int, metavar="N", help="GPUs each trial holds exclusively; its grading adds the task's GPU "
-                                            "ladder steps they cover (default: what the task asks for)")
+    p.add_argument("--results-dir", metavar="DIR", default=str(RESULTS_ROOT),
+                   help="where run folders go (default: results/)")
+    p.add_argument("--specs-root", metavar="DIR",
+                   help="folder holding tasks/ and frameworks/ (default: this repository)")
+    p.add_argument("--gpus", type=int, metavar="N",
+                   help="GPUs each trial holds exclusively; its grading adds the task's GPU ladder steps they cover "
+                        "(default: what the task asks for)")
 
 
 def _check_trial_options(args: argparse.Namespace) -> str | None:
@@ -177,7 +180,8 @@ def cmd_validate(argv: list[str]) -> int:
     if args.mutants < 0:
         return fail(f"--mutants must be 0 or more, not {args.mutants}")
     cfg = RunConfig(task=args.task, framework=args.framework, agents=list(VALIDATION_AGENTS), trials=1,
-                    parallel=args.parallel, sandbox=args.sandbox, isolate=args.isolate, run_id=args.run_id or f"validate-{results.new_run_id()}",
+                    parallel=args.parallel, sandbox=args.sandbox, isolate=args.isolate,
+                    run_id=args.run_id or f"validate-{results.new_run_id()}",
                     measure_throughput=False, results_dir=args.results_dir, specs_root=args.specs_root,
                     gpus=args.gpus)
     if (Path(cfg.results_dir) / cfg.run_id).exists():

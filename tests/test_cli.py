@@ -171,6 +171,7 @@ def test_run_and_validate_declare_their_shared_options_once():
     shared = argparse.ArgumentParser()
     cli.add_trial_options(shared, task_default="all")
     names = {a.dest for a in shared._actions} - {"help"}
-    assert {"task", "framework", "parallel", "sandbox", "isolate", "run_id", "results_dir", "specs_root", "gpus"} == names
+    assert names == {"task", "framework", "parallel", "sandbox", "isolate", "run_id", "results_dir", "specs_root",
+                     "gpus"}
     assert names <= {a.dest for a in cli.run_parser()._actions}
     assert cli.cmd_validate(["--parallel", "0"]) == 2 and cli.cmd_run(["--gpus", "-1"]) == 2
