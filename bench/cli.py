@@ -43,24 +43,18 @@ def fail(message: str) -> int:
     return 2
 
 
-def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace | int:
+def parse_args(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace | int:
+    """The parsed arguments, or the exit code argparse chose (0 for --help, 2 for a bad option)."""
     try:
         return parser.parse_args(argv)
     except SystemExit as e:
         return int(e.code or 0)
 
 
-def run_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="runner.py [run]",
-                                description="Run agents on tasks x frameworks, grade each trial with hidden tests, "
-                                            "and record everything under results/<run-id>/.")
-    p.add_argument("--task", default="smoke", help="task id, task family, or 'all' (default: smoke)")
+def add_trial_options(p: argparse.ArgumentParser, task_default: str) -> None:
+    """The options `run` and `validate` share: what to run, where, and where results go."""
+    p.add_argument("--task", default=task_default, help=f"task id, task family, or 'all' (default: {task_default})")
     p.add_argument("--framework", default="reference", help="framework name or 'all' (default: reference)")
-    p.add_argument("--agent", default=DEFAULT_AGENT, help=f"agent, or several comma-separated: {', '.join(AGENTS)}")
-    p.add_argument("--model", help="model for the builtin agent, e.g. anthropic/claude-sonnet-4-5")
-    p.add_argument("--base-url", help="LLM API base URL for the builtin agent (default: the provider's)")
-    p.add_argument("--replay", metavar="TRAJECTORY", help="trajectory.jsonl for the replay agent")
-    p.add_argument("--trials", type=int, default=1, metavar="N", help="attempts per task x framework x agent (default: 1)")
     p.add_argument("--parallel", type=int, default=1, metavar="N", help="trials running at once (default: 1)")
     p.add_argument("--sandbox", default="local", choices=list(SANDBOXES), help="where agent commands run")
     iso = p.add_mutually_exclusive_group()
@@ -68,30 +62,57 @@ def run_parser() -> argparse.ArgumentParser:
                      help="local sandbox: run agents inside bubblewrap (the default; it must be installed)")
     iso.add_argument("--no-isolate", dest="isolate", action="store_false",
                      help="local sandbox: plain bash on this host, for trusted agents only (warned on every run)")
+    p.add_argument("--run-id", help="name of the run folder under the results folder (default: a timestamp)")
+    p.add_argument("--results-dir", metavar="DIR", default=str(RESULTS_ROOT),
+                   help="where run folders go (default: results/)")
+    p.add_argument("--specs-root", metavar="DIR",
+                   help="folder holding tasks/ and frameworks/ (default: this repository)")
+    p.add_argument("--gpus", type=int, metavar="N",
+                   help="GPUs each trial holds exclusively; its grading adds the task's GPU ladder steps they cover "
+                        "(default: what the task asks for)")
+
+
+def _check_trial_options(args: argparse.Namespace) -> str | None:
+    """What is wrong with the shared options, or None."""
+    if args.run_id:
+        try:
+            results.check_run_id(args.run_id)
+        except ValueError as e:
+            return str(e)
+    if args.parallel < 1:
+        return "--parallel must be at least 1"
+    if args.gpus is not None and args.gpus < 0:
+        return "--gpus must be 0 or more"
+    return None
+
+
+def run_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="runner.py [run]",
+                                description="Run agents on tasks x frameworks, grade each trial with hidden tests, "
+                                            "and record everything under results/<run-id>/.")
+    add_trial_options(p, task_default="smoke")
+    p.add_argument("--agent", default=DEFAULT_AGENT, help=f"agent, or several comma-separated: {', '.join(AGENTS)}")
+    p.add_argument("--model", help="model for the builtin agent, e.g. anthropic/claude-sonnet-4-5")
+    p.add_argument("--base-url", help="LLM API base URL for the builtin agent (default: the provider's)")
+    p.add_argument("--replay", metavar="TRAJECTORY", help="trajectory.jsonl for the replay agent")
+    p.add_argument("--trials", type=int, default=1, metavar="N", help="attempts per task x framework x agent (default: 1)")
     p.add_argument("--no-throughput", dest="measure_throughput", action="store_false",
                    help="skip the throughput measurement after resolved trials")
-    p.add_argument("--run-id", help="name of the run folder under the results folder (default: a timestamp)")
     p.add_argument("--resume", action="store_true",
                    help="continue --run-id with its recorded arguments: skip finished trials, re-run the rest")
     p.add_argument("--extend", action="store_true",
                    help="with --resume: add trials to the run (another --task, --framework, --agent or more --trials)")
-    p.add_argument("--results-dir", metavar="DIR", default=str(RESULTS_ROOT), help="where run folders go (default: results/)")
-    p.add_argument("--specs-root", metavar="DIR", help="folder holding tasks/ and frameworks/ (default: this repository)")
-    p.add_argument("--gpus", type=int, metavar="N", help="GPUs each trial holds exclusively; its grading adds the task's GPU "
-                                            "ladder steps they cover (default: what the task asks for)")
     return p
 
 
 def cmd_run(argv: list[str]) -> int:
     parser = run_parser()
-    args = _parse(parser, argv)
+    args = parse_args(parser, argv)
     if isinstance(args, int):
         return args
-    if args.run_id:
-        try:
-            results.check_run_id(args.run_id)
-        except ValueError as e:
-            return fail(str(e))
+    problem = _check_trial_options(args)
+    if problem:
+        return fail(problem)
     if args.extend and not args.resume:
         return fail("--extend goes with --resume (it adds trials to an existing run)")
     saved = {}
@@ -109,10 +130,8 @@ def cmd_run(argv: list[str]) -> int:
         parser.set_defaults(**{k: v for k, v in saved.items() if k != "agents"},
                             agent=",".join(saved.get("agents", [DEFAULT_AGENT])))
         args = parser.parse_args(argv)
-    if args.trials < 1 or args.parallel < 1:
-        return fail("--trials and --parallel must be at least 1")
-    if args.gpus is not None and args.gpus < 0:
-        return fail("--gpus must be 0 or more")
+    if args.trials < 1:
+        return fail("--trials must be at least 1")
     cfg = RunConfig(task=args.task, framework=args.framework, agents=args.agent.split(","), model=args.model,
                     trials=args.trials, parallel=args.parallel, sandbox=args.sandbox, isolate=args.isolate,
                     run_id=args.run_id or results.new_run_id(), resume=args.resume, replay=args.replay,
@@ -148,30 +167,21 @@ def cmd_run(argv: list[str]) -> int:
 def cmd_validate(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="runner.py validate",
                                 description="Oracle must resolve, nop and the shipped wrong solution must not.")
-    p.add_argument("--framework", default="reference", help="framework name or 'all'")
-    p.add_argument("--task", default="all", help="task id, family or 'all' (default: all)")
-    p.add_argument("--sandbox", default="local", choices=list(SANDBOXES))
-    p.add_argument("--parallel", type=int, default=1)
-    p.add_argument("--run-id", help="default: validate-<timestamp>")
-    p.add_argument("--results-dir", default=str(RESULTS_ROOT))
-    p.add_argument("--specs-root", help="folder holding tasks/ and frameworks/ (default: this repository)")
-    p.add_argument("--gpus", type=int, help="GPUs each trial holds exclusively; its grading adds the task's GPU "
-                                            "ladder steps they cover (default: what the task asks for)")
+    add_trial_options(p, task_default="all")
     p.add_argument("--mutants", type=int, default=0, help="also grade N mutants of each task's gold and report "
                                                           "the share the hidden tests kill (default: 0)")
     p.add_argument("--seed", type=int, default=0, help="which mutants --mutants draws (default: 0)")
-    args = _parse(p, argv)
+    args = parse_args(p, argv)
     if isinstance(args, int):
         return args
-    if args.run_id:
-        try:
-            results.check_run_id(args.run_id)
-        except ValueError as e:
-            return fail(str(e))
+    problem = _check_trial_options(args)
+    if problem:
+        return fail(problem)
     if args.mutants < 0:
         return fail(f"--mutants must be 0 or more, not {args.mutants}")
     cfg = RunConfig(task=args.task, framework=args.framework, agents=list(VALIDATION_AGENTS), trials=1,
-                    parallel=args.parallel, sandbox=args.sandbox, run_id=args.run_id or f"validate-{results.new_run_id()}",
+                    parallel=args.parallel, sandbox=args.sandbox, isolate=args.isolate,
+                    run_id=args.run_id or f"validate-{results.new_run_id()}",
                     measure_throughput=False, results_dir=args.results_dir, specs_root=args.specs_root,
                     gpus=args.gpus)
     if (Path(cfg.results_dir) / cfg.run_id).exists():
@@ -235,7 +245,7 @@ def cmd_list(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="runner.py list", description="Tasks, frameworks, agents and sandboxes.")
     p.add_argument("--specs-root", type=Path, default=specs.REPO_ROOT,
                    help="folder holding tasks/ and frameworks/ (default: this repository)")
-    args = _parse(p, argv)
+    args = parse_args(p, argv)
     if isinstance(args, int):
         return args
     console = make_console()

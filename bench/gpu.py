@@ -18,7 +18,17 @@ from dataclasses import dataclass, field
 
 import pynvml
 
+from bench.specs import FrameworkSpec, TaskSpec
+
 MIB = 1024 * 1024
+
+
+def gpus_per_trial(framework: FrameworkSpec, task: TaskSpec | None, override: int | None = None) -> int:
+    """The GPUs a trial holds exclusively: `--gpus` when given, else the larger of what the task
+    (resources.gpus) and the framework (sandbox.gpus) ask for. The run's plan and the trial both ask here."""
+    if override is not None:
+        return override
+    return max(framework.sandbox.gpus, task.resources.gpus if task is not None else 0)
 
 
 def _nvml_start() -> bool:

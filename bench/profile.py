@@ -21,14 +21,7 @@ AGENT_GUIDES = ("AGENTS.md", "CLAUDE.md", ".github/copilot-instructions.md")
 SKILL_GLOBS = (".agents/skills/*/SKILL.md", ".claude/skills/*/SKILL.md")
 CHARS_PER_TOKEN = 4
 
-# framework -> the file a training run starts from, relative to its source root
-ENTRY_POINTS = {
-    "reference": "reftrain/train.py",
-    "pithtrain": "pithtrain/train.py",
-    "torchtitan": "torchtitan/train.py",
-    "megatron": "pretrain_gpt.py",
-}
-# tried in order for a plain --path when no --entry is given
+# tried in order when neither --entry nor the framework.toml's [profile] entry names the entry file
 ENTRY_CANDIDATES = ("train.py", "main.py", "__main__.py", "launch.py")
 
 
@@ -64,8 +57,9 @@ def token_counter():
 
         encoding = tiktoken.get_encoding("cl100k_base")
         return (lambda text: len(encoding.encode(text, disallowed_special=()))), "tiktoken cl100k_base"
-    except Exception:
-        return (lambda text: -(-len(text) // CHARS_PER_TOKEN)), f"approximation: characters / {CHARS_PER_TOKEN}"
+    except Exception as e:  # not installed, or no network for its encoding file: the output says which
+        return ((lambda text: -(-len(text) // CHARS_PER_TOKEN)),
+                f"approximation: characters / {CHARS_PER_TOKEN} (tiktoken: {type(e).__name__})")
 
 
 def agent_guides(root: Path) -> tuple[list[str], list[str]]:
@@ -139,13 +133,11 @@ def import_depths(root: Path, entry: Path, files: list[Path] | None = None) -> d
     return depths
 
 
-def find_entry(root: Path, framework: str | None, entry: str | None) -> Path | None:
+def find_entry(root: Path, entry: str | None) -> Path | None:
     if entry is not None:
         if not (root / entry).is_file():
             raise ProfileInputError(f"--entry {entry} is not a file under {root}; give a path relative to it")
         return Path(entry)
-    if framework in ENTRY_POINTS and (root / ENTRY_POINTS[framework]).is_file():
-        return Path(ENTRY_POINTS[framework])
     for name in ENTRY_CANDIDATES:
         for match in sorted(root.glob(name)) + sorted(root.glob(f"*/{name}")):
             return match.relative_to(root)
@@ -213,7 +205,7 @@ def profile_tree(root: Path, framework: str | None = None, entry: str | None = N
     count, counter = token_counter()
     source = [f for f in files if not is_test_file(f)]
     texts = {f: (root / f).read_text(errors="replace") for f in files}
-    entry_path = find_entry(root, framework, entry)
+    entry_path = find_entry(root, entry)
     reached = import_depths(root, entry_path, files) if entry_path else {}
     guides, skills = agent_guides(root)
     return {
@@ -237,14 +229,21 @@ def profile_tree(root: Path, framework: str | None = None, entry: str | None = N
 def profile_framework(name: str, entry: str | None = None, specs_root: Path | None = None) -> dict:
     """Profile of a framework from frameworks/<name>/, with the gold diff of every task it supports.
 
-    Each gold diff is measured against that task's prepared checkout (the tree the agent starts from).
+    The entry file is `entry` (--entry), else the framework.toml's [profile] entry. Each gold diff is
+    measured against that task's prepared checkout (the tree the agent starts from).
     """
     from bench import specs, workspace
 
     root = specs_root or specs.REPO_ROOT
     framework = specs.load_framework(name, root)
     shown = framework.source.path if framework.source.kind == "bundled" else framework.source.url
-    result = profile_tree(workspace.original_source(framework), name, entry, shown_path=shown)
+    source = workspace.original_source(framework)
+    if entry is None and framework.profile.entry is not None:
+        entry = framework.profile.entry
+        if not (source / entry).is_file():
+            raise ProfileInputError(f"frameworks/{name}/framework.toml: [profile] entry {entry!r} is not a file in "
+                                    "the framework's source; fix the path (relative to the source root)")
+    result = profile_tree(source, name, entry, shown_path=shown)
     entry_path = Path(result["entry_point"]) if result["entry_point"] else None
     for task_id in specs.list_tasks(root):
         task = specs.load_task(task_id, root)

@@ -7,24 +7,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 from bench import compare, profile, report, report_html, results, specs, workspace
+from bench.cli import fail, parse_args
 
 RESULTS_ROOT = results.RESULTS_ROOT
-
-
-def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace | int:
-    try:
-        return parser.parse_args(argv)
-    except SystemExit as e:
-        return int(e.code or 0)
-
-
-def _fail(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return 2
 
 
 def cmd_report(argv: list[str]) -> int:
@@ -39,21 +27,21 @@ def cmd_report(argv: list[str]) -> int:
     parser.add_argument("--results-dir", type=Path, default=RESULTS_ROOT, help="where run ids are looked up (default: results/)")
     parser.add_argument("--specs-root", type=Path, default=specs.REPO_ROOT,
                         help="with --compute-profile: folder holding tasks/ and frameworks/ (default: this repository)")
-    args = _parse(parser, argv)
+    args = parse_args(parser, argv)
     if isinstance(args, int):
         return args
     if not 0.0 < args.confidence < 1.0:
-        return _fail(f"--confidence {args.confidence} must be strictly between 0 and 1 (e.g. 0.95)")
+        return fail(f"--confidence {args.confidence} must be strictly between 0 and 1 (e.g. 0.95)")
     for run in args.runs:
         folder = Path(run) if Path(run).is_dir() else args.results_dir / run
         if (folder / "profile.json").is_file() and not (folder / "run.json").is_file():
-            return _fail(f"{folder} is a profile (written by `runner.py profile`), not a run; "
+            return fail(f"{folder} is a profile (written by `runner.py profile`), not a run; "
                          f"show it in a run's report with --profile {folder / 'profile.json'}")
     try:
         run_dirs, trials = report.load_runs(args.runs, args.results_dir)
         profiles, note = _profiles(args, sorted({t["framework"] for t in trials}))
     except (report.ReportInputError, profile.ProfileInputError, specs.SpecError, workspace.WorkspaceError) as e:
-        return _fail(str(e))
+        return fail(str(e))
     out = args.out or run_dirs[0] / "report"
     summaries = report.write_tables(out, run_dirs, trials, args.reference_framework, args.confidence,
                                     profile.markdown(profiles) if profiles else None)
@@ -92,7 +80,7 @@ def cmd_compare(argv: list[str]) -> int:
                         help="comma-separated: turns, active_gpu_s, success, or any result metric key")
     parser.add_argument("--out", type=Path, help="also write the markdown table to this file")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_ROOT, help="where run ids are looked up (default: results/)")
-    args = _parse(parser, argv)
+    args = parse_args(parser, argv)
     if isinstance(args, int):
         return args
     try:
@@ -100,7 +88,7 @@ def cmd_compare(argv: list[str]) -> int:
         cand_dirs, cand = report.load_runs([args.candidate], args.results_dir)
         rows = compare.compare(base, cand, _split_metrics(args.metrics), args.threshold_rel, args.confidence)
     except (report.ReportInputError, compare.CompareInputError) as e:
-        return _fail(str(e))
+        return fail(str(e))
     text = compare.markdown(rows, args.threshold_rel, args.confidence, base_dirs[0].name, cand_dirs[0].name)
     print(text)
     if args.out:
@@ -133,7 +121,7 @@ def cmd_profile(argv: list[str]) -> int:
                                                  "(default: results/profiles/<timestamp>/, apart from the runs)")
     parser.add_argument("--specs-root", type=Path, default=specs.REPO_ROOT,
                         help="folder holding tasks/ and frameworks/ (default: this repository)")
-    args = _parse(parser, argv)
+    args = parse_args(parser, argv)
     if isinstance(args, int):
         return args
     try:
@@ -142,13 +130,13 @@ def cmd_profile(argv: list[str]) -> int:
                                              shown_path=args.path.name)]
         else:
             if args.gold_diff:
-                return _fail("--gold-diff goes with --path; with --framework the tasks' gold solutions are used")
+                return fail("--gold-diff goes with --path; with --framework the tasks' gold solutions are used")
             names = specs.list_frameworks(args.specs_root) if args.framework == "all" else [args.framework]
             if not names:
-                return _fail("no frameworks found under frameworks/ (each needs a framework.toml)")
+                return fail("no frameworks found under frameworks/ (each needs a framework.toml)")
             profiles = [profile.profile_framework(name, args.entry, args.specs_root) for name in names]
     except (profile.ProfileInputError, specs.SpecError, workspace.WorkspaceError) as e:
-        return _fail(str(e))
+        return fail(str(e))
     if args.out is None:
         args.out = RESULTS_ROOT / results.PROFILES_FOLDER / results.new_run_id()
     args.out.mkdir(parents=True, exist_ok=True)

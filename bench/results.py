@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 
+from bench.metrics import Metrics
+
 SCHEMA_VERSION = 1
 RESULTS_ROOT = Path(__file__).resolve().parents[1] / "results"  # the default --results-dir
 PROFILES_FOLDER = "profiles"  # results/profiles/ holds `runner.py profile` output, so it is no run id
@@ -63,24 +65,13 @@ def trial_path(task: str, framework: str, agent: str, trial: int) -> Path:
     return check_relative(Path(task.replace("/", "__")) / framework / agent / str(trial), "trial folder")
 
 
-def empty_metrics() -> dict:
-    """Counts start at 0; anything not measured (no GPU, no price) stays null, never 0."""
-    return {
-        "agent_turns": 0, "session_duration_s": None, "wall_time_s": 0.0, "per_turn_context_p50": None,
-        "input_tokens": 0, "output_tokens": 0, "cache_read_tokens": 0, "cache_write_tokens": 0,
-        "cost_usd": None, "api_errors": 0, "api_retries": 0,
-        "gpu_available": False, "gpus": [], "active_gpu_s": None, "gpu_hours_allocated": None,
-        "throughput_tokens_per_s": None,
-    }
-
-
 PHASES = ("setup", "agent", "grade", "throughput")  # a trial's phases, in order; `error.phase` names one
 
 
 @dataclass
 class TrialResult:
     """One trial's result.json. Written when the trial starts (status "running"), after each phase, and
-    when it ends; readers get it as a dict through `to_json`."""
+    when it ends; `to_json` gives the file's object (metrics included, as Metrics.to_json)."""
 
     run_id: str
     task: str
@@ -99,8 +90,8 @@ class TrialResult:
     """Why the agent stopped (bench.types.EXIT_STATUSES); None until it has."""
     started_at: str = field(default_factory=now_iso)
     finished_at: str | None = None
-    metrics: dict = field(default_factory=empty_metrics)
-    """bench.metrics.trial_metrics plus the throughput phase's numbers; unmeasured values are null."""
+    metrics: Metrics = field(default_factory=Metrics)
+    """The agent phase's numbers (bench.metrics.trial_metrics) plus the throughput phase's; unmeasured is null."""
     grade: dict | None = None
     """bench.grading.Grade.to_json(); None when the trial never reached grading."""
     files: dict = field(default_factory=lambda: dict(FILES))
@@ -120,8 +111,8 @@ class TrialResult:
 
     @classmethod
     def from_json(cls, data: dict) -> "TrialResult":
-        """Reads every schema version 1 result, including those written before `notes` and `phase_seconds`
-        existed; a missing identity field or an unknown field is a ValueError naming it."""
+        """Reads every schema version 1 result, including those written before `notes`, `phase_seconds` and
+        some metrics existed; a missing identity field or an unknown field is a ValueError naming it."""
         if not isinstance(data, dict) or data.get("schema_version") != SCHEMA_VERSION:
             raise ValueError(f"not a schema_version {SCHEMA_VERSION} result")
         known = {f.name for f in fields(cls)}
@@ -135,6 +126,7 @@ class TrialResult:
         values.setdefault("model", None)
         values["notes"] = list(values.get("notes") or [])
         values["phase_seconds"] = dict(values.get("phase_seconds") or {})
+        values["metrics"] = Metrics.from_json(values.get("metrics") or {})
         return cls(**values)
 
 

@@ -25,7 +25,8 @@ from rich.table import Table
 
 from bench import results, specs
 from bench.agents import DEFAULT_AGENT, AgentSpec
-from bench.gpu import GpuAllocator, detect_gpus
+from bench.gpu import GpuAllocator, detect_gpus, gpus_per_trial
+from bench.metrics import Metrics
 from bench.pricing import load_prices
 from bench.sandbox import docker_unavailable_reason
 from bench.sandbox.local import NO_BWRAP, bwrap_available
@@ -66,7 +67,7 @@ class Plan:
 def framework_unavailable(framework: specs.FrameworkSpec, tasks: list[specs.Task], sandbox: str,
                           gpus: list[int], per_trial: int | None = None) -> str | None:
     """Why this host cannot run `framework` for these tasks, or None."""
-    needed = per_trial if per_trial is not None else max([framework.sandbox.gpus] + [t.spec.resources.gpus for t in tasks])
+    needed = max(gpus_per_trial(framework, task.spec if task else None, per_trial) for task in tasks or [None])
     if needed > len(gpus):
         return f"needs {needed} GPU(s), this machine has {len(gpus)}"
     if sandbox == "docker":
@@ -291,12 +292,11 @@ def result_table(rows: list[dict]) -> Table:
         numeric = column == "trial" or column in RESULT_COLUMNS
         table.add_column(column, justify="right" if numeric else "left", overflow="fold")
     for r in rows:
-        m = r["metrics"]
-        tokens = m["input_tokens"] + m["output_tokens"] + m["cache_read_tokens"] + m["cache_write_tokens"]
-        cost = "-" if m["cost_usd"] is None else f"{m['cost_usd']:.2f}"
+        m = Metrics.from_json(r["metrics"])
+        cost = "-" if m.cost_usd is None else f"{m.cost_usd:.2f}"
         status = r["status"] + (f" ({r['error']['phase']})" if r["error"] else "")
-        table.add_row(r["task"], r["framework"], r["agent"], str(r["trial"]), status, str(m["agent_turns"]),
-                      str(tokens), cost, f"{m['wall_time_s']:.1f}", _trial_seconds(r))
+        table.add_row(r["task"], r["framework"], r["agent"], str(r["trial"]), status, str(m.agent_turns),
+                      str(m.total_tokens), cost, f"{m.wall_time_s:.1f}", _trial_seconds(r))
     return table
 
 

@@ -90,12 +90,28 @@ class Commands(Strict):
     """How many times the generic benchmark runs, so the result states its spread."""
 
 
+class ProfileSpec(Strict):
+    """What `runner.py profile` needs to know about the framework's code."""
+
+    entry: str | None = None
+    """The file a training run starts from, relative to the source root (e.g. "reftrain/train.py"): import
+    depths are counted from it. None: profile guesses (train.py, main.py, ... at the top or one level down)."""
+
+    @model_validator(mode="after")
+    def _entry_inside(self):
+        if self.entry is not None and unsafe_path(self.entry):
+            raise ValueError(f"profile.entry {self.entry!r} {unsafe_path(self.entry)}; name a file relative to the "
+                             "source root")
+        return self
+
+
 class FrameworkSpec(Strict):
     name: str
     description: str = ""
     source: Source
     sandbox: SandboxSpec = SandboxSpec()
     commands: Commands = Commands()
+    profile: ProfileSpec = ProfileSpec()
     dir: Path = Field(default=Path("."), exclude=True)
     """The framework folder (filled in by the loader, not written in the file)."""
 
@@ -112,12 +128,20 @@ class FrameworkSpec(Strict):
 
 # ---- tasks/<id>/task.toml ------------------------------------------------------------------------
 
-class TaskLimits(Strict):
-    turns: int = 100
-    tokens: int = 2_000_000
-    cost_usd: float = 10.0
-    wall_time_s: float = 3600.0
-    command_timeout_s: float = 600.0
+class Limits(Strict):
+    """A trial's budget (task.toml [limits]); the agent gets it as is (AgentContext.limits), and hitting
+    one ends the trial cleanly with that exit status (limit_turns, limit_tokens, limit_cost, limit_time)."""
+
+    turns: int = Field(default=100, ge=1)
+    """Assistant API calls."""
+    tokens: int = Field(default=2_000_000, ge=1)
+    """Input + output + cache tokens, summed over turns."""
+    cost_usd: float = Field(default=10.0, gt=0)
+    """Priced from prices.toml; not enforced for a model without a price."""
+    wall_time_s: float = Field(default=3600.0, gt=0)
+    """The agent's wall time."""
+    command_timeout_s: float = Field(default=600.0, gt=0)
+    """Each command's timeout (capped by the wall time left)."""
 
 
 class Resources(Strict):
@@ -139,7 +163,7 @@ class TaskSpec(Strict):
     family: str | None = None
     """Optional; defaults to the first folder of the id, so `--task add-new-model` selects the family."""
     description: str = ""
-    limits: TaskLimits = TaskLimits()
+    limits: Limits = Limits()
     resources: Resources = Resources()
     grading: TaskGrading = TaskGrading()
     measure_throughput: bool = True
@@ -266,11 +290,6 @@ class TaskVariant(BaseModel):
         return path if path.is_file() else None
 
     @property
-    def solve_script(self) -> Path | None:
-        path = self.dir / "solve.sh"
-        return path if path.is_file() else None
-
-    @property
     def wrong_patch(self) -> Path | None:
         patches = sorted((self.dir / "wrong").glob("*.patch")) if (self.dir / "wrong").is_dir() else []
         return patches[0] if patches else None
@@ -376,6 +395,9 @@ def load_variant(task: Task, framework: str) -> TaskVariant:
                         f"(no folder {_rel(folder, root)}); it supports: {', '.join(task.frameworks()) or '(none)'}")
     path = folder / "grading.toml"
     grading = _validate(GradingSpec, _read_toml(path, root), path, root)
+    problems = grading_problems(grading)
+    if problems:
+        raise SpecError("\n".join(f"{_rel(path, root)}: {problem}" for problem in problems))
     if not (folder / "tests").is_dir() and not grading.restore_from_original:
         raise SpecError(f"{_rel(folder / 'tests', root)}: folder not found; put the hidden grader tests there "
                         "(or name the framework's own test files in grading.toml restore_from_original)")
@@ -387,6 +409,24 @@ def load_variant(task: Task, framework: str) -> TaskVariant:
                         "remove throughput.toml or set measure_throughput = true")
     return TaskVariant(task=task, framework=framework, dir=folder, grading=grading, throughput=throughput,
                        tests_fingerprint=fingerprint(folder / "tests"))
+
+
+def grading_problems(grading: GradingSpec) -> list[str]:
+    """Mistakes in a grading.toml that its types let through, one line each with the field and the fix:
+    a blank command, a repeated test id, an id in both fail_to_pass and pass_to_pass."""
+    problems = []
+    if not grading.command.strip():
+        problems.append("field 'command' is empty; write the test command, e.g. \"python -m pytest -q tests\"")
+    for field in ("fail_to_pass", "pass_to_pass", "gpu_fail_to_pass"):
+        ids = getattr(grading, field)  # an empty id is refused earlier, as a path outside the checkout
+        repeated = sorted({test for test in ids if ids.count(test) > 1})
+        if repeated:
+            problems.append(f"field '{field}' lists {', '.join(map(repr, repeated))} more than once; keep one of each")
+    both = sorted(set(grading.fail_to_pass) & set(grading.pass_to_pass))
+    if both:
+        problems.append(f"{', '.join(map(repr, both))} in both 'fail_to_pass' and 'pass_to_pass'; a test fails or "
+                        "passes before the change, so keep it in the list that says which")
+    return problems
 
 
 def fingerprint(folder: Path, skip: tuple[str, ...] = ()) -> str:

@@ -16,13 +16,13 @@ from pathlib import Path
 
 from bench import grading, results, throughput, workspace
 from bench.agents.spec import AgentSetupError, AgentSpec, TrialInputs
-from bench.gpu import GpuAllocator, GpuSampler
+from bench.gpu import GpuAllocator, GpuSampler, gpus_per_trial
 from bench.keys import redact, redact_files
 from bench.metrics import trial_metrics
 from bench.pricing import Price
 from bench.sandbox import SandboxError, open_sandbox
 from bench.specs import FrameworkSpec, TaskVariant
-from bench.types import Agent, AgentContext, AgentOutcome, Limits, TrajectoryWriter
+from bench.types import Agent, AgentContext, AgentOutcome, TrajectoryWriter
 
 
 @dataclass
@@ -78,7 +78,7 @@ class Trial:
         self._stopped = False  # set by interrupt(); checked before the trial starts
         self._sandbox = None  # the agent's sandbox while the agent runs
         self._open: list = []  # every sandbox this trial opened and has not closed (agent, grading, throughput)
-        self._trees: tuple[Path, Path] | None = None  # (prepared, work) once the workspace exists
+        self._workspace: workspace.Workspace | None = None  # the trial's trees, once setup made them
         self._gpus: list[int] = []
         self.scratch: Path | None = None  # the trial's temporary folder; an interrupt handler removes it
 
@@ -103,8 +103,8 @@ class Trial:
             self._frozen = True
         for sandbox in list(self._open):
             self._close(sandbox)
-        if self.phase == "agent" and self._trees:
-            self._record_diff(*self._trees)  # what the agent had done when it was stopped
+        if self.phase == "agent" and self._workspace:
+            self._record_diff(self._workspace)  # what the agent had done when it was stopped
 
     @property
     def interrupted(self) -> bool:
@@ -114,15 +114,15 @@ class Trial:
         """Close a sandbox and its processes; a failure is logged in agent.log, never silently dropped."""
         try:
             sandbox.close()
-        except Exception as e:  # a container the engine already removed, a dead daemon: log and go on
+        except Exception as e:  # a dead daemon, an engine error, processes that would not die: log and go on
             with open(self.folder / results.FILES["agent_log"], "a") as f:
                 f.write(f"closing the sandbox failed: {type(e).__name__}: {redact(str(e))}\n")
         finally:
             if sandbox in self._open:
                 self._open.remove(sandbox)
 
-    def _record_diff(self, prepared: Path, work: Path) -> "workspace.TreeDiff":
-        diff = workspace.tree_diff(prepared, work)
+    def _record_diff(self, ws: workspace.Workspace) -> workspace.TreeDiff:
+        diff = workspace.tree_diff(ws.prepared, ws.work)
         (self.folder / results.FILES["diff"]).write_text(redact(diff.patch))
         return diff
 
@@ -141,8 +141,7 @@ class Trial:
             results.write_json_atomic(self.folder / "result.json", self.result.to_json())
             scratch = Path(tempfile.mkdtemp(prefix="atebench-trial-"))
             self.scratch = scratch
-        gpus_needed = cfg.gpus if cfg.gpus is not None else max(cfg.variant.task.spec.resources.gpus,
-                                                                 cfg.framework.sandbox.gpus)
+        gpus_needed = gpus_per_trial(cfg.framework, cfg.variant.task.spec, cfg.gpus)
         try:
             if gpus_needed:
                 if cfg.gpu_allocator is None:
@@ -196,11 +195,10 @@ class Trial:
         variant, framework = cfg.variant, cfg.framework
         self._enter("setup")
         try:
-            prepared = workspace.prepared_checkout(variant, framework, cfg.cache)
-            work = workspace.create_workspace(variant, framework, scratch / "workspace", cfg.cache)
-            self._trees = (prepared, work)
-            agent = cfg.agent.build(TrialInputs(variant, framework, cfg.cache))
-            self._sandbox = self._open_sandbox(work)
+            ws = workspace.prepare(variant, framework, scratch / "workspace", cfg.cache)
+            self._workspace = ws
+            agent = cfg.agent.build(TrialInputs(variant, framework, ws))
+            self._sandbox = self._open_sandbox(ws.work)
         except (workspace.WorkspaceError, SandboxError, AgentSetupError) as e:
             raise TrialFailed("setup", str(e)) from None
 
@@ -215,7 +213,7 @@ class Trial:
         self._close(self._sandbox)
         self._sandbox = None
         self.result.exit_status = outcome.exit_status
-        diff = self._record_diff(prepared, work)
+        diff = self._record_diff(ws)
         if diff.left_out:
             self.result.notes.append(
                 f"left out of agent.diff (over {workspace.MAX_DIFF_FILE_BYTES // 2**20} MiB, past "
@@ -228,9 +226,9 @@ class Trial:
             raise TrialFailed("agent", sandbox_problem)
 
         self._enter("grade")
-        grade = grading.grade(variant, work, diff.files, self._open_sandbox,
-                              self.folder / results.FILES["grader_log"], baseline=prepared,
-                              original=workspace.original_source(framework, cfg.cache), gpus=len(self._gpus))
+        grade = grading.grade(variant, ws.work, diff.files, self._open_sandbox,
+                              self.folder / results.FILES["grader_log"], baseline=ws.prepared,
+                              original=ws.original, gpus=len(self._gpus))
         self.result.grade = grade.to_json()
         if grade.error:
             raise TrialFailed("grade", grade.error)
@@ -239,8 +237,8 @@ class Trial:
 
         if grade.resolved and cfg.measure_throughput:
             self._enter("throughput")
-            measured, notes = self._throughput(work)
-            self.result.metrics.update(measured)
+            measured, notes = self._throughput(ws)
+            self.result.metrics = self.result.metrics.with_throughput(measured)
             self.result.notes.extend(notes)
 
     def _open_sandbox(self, workdir: Path):
@@ -255,16 +253,13 @@ class Trial:
 
     def _run_agent(self, trajectory: TrajectoryWriter, agent: Agent) -> AgentOutcome:
         cfg = self.config
-        spec = cfg.variant.task.spec.limits
-        limits = Limits(max_turns=spec.turns, max_tokens=spec.tokens, max_cost_usd=spec.cost_usd,
-                        max_wall_s=spec.wall_time_s, command_timeout_s=spec.command_timeout_s)
         ctx = AgentContext(instruction=cfg.variant.task.instruction(cfg.framework.name), sandbox=self._sandbox,
-                           limits=limits, trajectory=trajectory)
+                           limits=cfg.variant.task.spec.limits, trajectory=trajectory)
         sampler = GpuSampler(self._gpus).start() if self._gpus else None
         started = time.time()
         try:
             outcome = agent.run(ctx)
-        except Exception as e:
+        except Exception as e:  # an agent bug ends as agent_error, its traceback in agent.log
             message = f"the agent crashed: {type(e).__name__}: {e}"
             trajectory.append("error", message=redact(message))
             (self.folder / results.FILES["agent_log"]).write_text(redact(traceback.format_exc()))
@@ -272,15 +267,14 @@ class Trial:
         if outcome.started_at is None:
             outcome.started_at, outcome.ended_at = started, time.time()
         gpu = sampler.stop() if sampler else None
-        metrics = trial_metrics(outcome, trajectory.read(), cfg.prices, gpu)
-        self.result.metrics.update(metrics)
+        self.result.metrics = trial_metrics(outcome, trajectory.read(), cfg.prices, gpu)
         log = self.folder / results.FILES["agent_log"]
         with open(log, "a") as f:
             f.write(f"exit_status: {outcome.exit_status}\nturns: {len(outcome.turns)}\n"
                     f"error: {redact(outcome.error or '')}\n")
         return outcome
 
-    def _throughput(self, work: Path) -> tuple[dict, list[str]]:
+    def _throughput(self, ws: workspace.Workspace) -> tuple[dict, list[str]]:
         """The task's benchmark, `repeats` runs in the trial's sandbox: (metrics, notes).
 
         Nothing measurable, or a failed run, is a note in the result, never a failed trial.
@@ -292,8 +286,8 @@ class Trial:
         command, spec = planned
         try:
             if spec.restore_from_original:
-                throughput.restore_originals(spec, workspace.original_source(cfg.framework, cfg.cache), work)
-            sandbox = self._open_sandbox(work)
+                throughput.restore_originals(spec, ws.original, ws.work)
+            sandbox = self._open_sandbox(ws.work)
         except (FileNotFoundError, workspace.WorkspaceError, SandboxError) as e:
             return {}, [f"throughput not measured: {e}"]
         runs = []

@@ -9,11 +9,12 @@ from __future__ import annotations
 import json
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from bench.keys import redact_value
+from bench.specs import Limits
 
 
 @dataclass
@@ -24,6 +25,16 @@ class ExecResult:
     exit_code: int  # -1 when the command was killed by a timeout
     timed_out: bool = False
     duration_s: float = 0.0
+
+
+def truncate(text: str, limit: int) -> str:
+    """At most about `limit` characters: the head (2/5) and the tail (3/5, where errors usually are) with
+    one marker between them saying how many characters were cut. The one cut for command output: the
+    sandbox cuts what a command printed, the agent's tools cut it again to their own limit."""
+    if len(text) <= limit:
+        return text
+    head, tail = limit * 2 // 5, limit * 3 // 5
+    return f"{text[:head]}\n[... {len(text) - head - tail} characters cut ...]\n{text[-tail:]}"
 
 
 class Sandbox(Protocol):
@@ -38,17 +49,6 @@ class Sandbox(Protocol):
     def write_file(self, path: str, content: str) -> None: ...
 
     def close(self) -> None: ...
-
-
-@dataclass
-class Limits:
-    """Per-trial budget; hitting one ends the trial cleanly with that exit status."""
-
-    max_turns: int = 100
-    max_tokens: int = 2_000_000  # input + output + cache tokens, summed over turns
-    max_cost_usd: float = 10.0
-    max_wall_s: float = 3600.0
-    command_timeout_s: float = 600.0
 
 
 @dataclass
@@ -86,10 +86,10 @@ class AgentOutcome:
 EXIT_STATUSES = {
     "submitted": "the agent called its submit tool",
     "completed": "a non-LLM agent (oracle, nop, replay) finished",
-    "limit_turns": "max_turns reached",
-    "limit_tokens": "max_tokens reached",
-    "limit_cost": "max_cost_usd reached",
-    "limit_time": "max_wall_s reached",
+    "limit_turns": "limits.turns reached",
+    "limit_tokens": "limits.tokens reached",
+    "limit_cost": "limits.cost_usd reached",
+    "limit_time": "limits.wall_time_s reached",
     "agent_error": "the agent crashed or its API failed for good",
     "interrupted": "the run was interrupted (Ctrl-C); the trial is resumable",
 }
@@ -126,6 +126,7 @@ class AgentContext:
     instruction: str
     sandbox: Sandbox
     limits: Limits
+    """The task's [limits] (bench.specs.Limits), as task.toml states them."""
     trajectory: TrajectoryWriter
 
 
@@ -135,7 +136,3 @@ class Agent(Protocol):
     name: str
 
     def run(self, ctx: AgentContext) -> AgentOutcome: ...
-
-
-def to_jsonable(obj) -> dict:
-    return asdict(obj)

@@ -145,10 +145,11 @@ def fetch_git_source(url: str, commit: str, dest: Path) -> None:
         raise WorkspaceError(f"checked out {head} from {url} but the spec pins {commit}")
 
 
-def original_source(framework: FrameworkSpec, cache: Path | None = None) -> Path:
-    """A clean copy of the unmodified framework source, cached."""
+def original_source(framework: FrameworkSpec, cache: Path | None = None, version: str | None = None) -> Path:
+    """A clean copy of the unmodified framework source, cached. `version`: source_version(framework) when
+    the caller has it already (hashing a bundled source reads every file)."""
     cache = cache or cache_dir()
-    target = cache / "sources" / f"{framework.name}-{source_version(framework)}"
+    target = cache / "sources" / f"{framework.name}-{version or source_version(framework)}"
     if _verified(target):
         return target
     staging = Path(tempfile.mkdtemp(prefix=f".{framework.name}-", dir=_ensure(cache / "sources")))
@@ -211,18 +212,58 @@ def _verified(target: Path) -> bool:
 
 # ---- preparation -----------------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class Workspace:
+    """One trial's trees, computed once by `prepare`: every later phase (agent, grading, throughput) takes
+    its trees from here instead of re-deriving them (each derivation hashes the source and the cache)."""
+
+    original: Path
+    """The unmodified framework source (cached, read-only): grading and throughput restore files from it."""
+    prepared: Path
+    """The checkout the agent starts from (cached, read-only): the baseline of the diff and of grading."""
+    work: Path
+    """This trial's copy of `prepared`, one baseline commit; the agent changes it."""
+    source_version: str
+    """source_version(framework): the cache key of `original`."""
+    prepared_key: str
+    """prepared_key(...): the cache key of `prepared`."""
+
+
+def prepare(variant: TaskVariant, framework: FrameworkSpec, dest: Path, cache: Path | None = None) -> Workspace:
+    """The trial's trees: the original source, the prepared checkout (both cached) and a fresh working
+    tree at `dest`. Each cache key and each cache check is computed once here."""
+    cache = cache or cache_dir()
+    version = source_version(framework)
+    original = original_source(framework, cache, version)
+    key = prepared_key(variant, framework, version)
+    prepared = _prepared(variant, framework, cache, key, original)
+    return Workspace(original=original, prepared=prepared, work=_working_tree(prepared, dest),
+                     source_version=version, prepared_key=key)
+
+
+def prepared_key(variant: TaskVariant, framework: FrameworkSpec, version: str) -> str:
+    """Changes when the source, the task's preparation (anything in its folder but tests/ and wrong/) or
+    the hidden test paths change."""
+    return hashlib.sha256("\0".join([
+        framework.name, version, hash_tree(variant.dir, skip=("tests", "wrong")),
+        *variant.hidden_test_paths()]).encode()).hexdigest()[:16]
+
+
 def prepared_checkout(variant: TaskVariant, framework: FrameworkSpec, cache: Path | None = None) -> Path:
     """The original source with the task's preparation applied and hidden tests removed, cached."""
     cache = cache or cache_dir()
-    key = hashlib.sha256("\0".join([
-        framework.name, source_version(framework), hash_tree(variant.dir, skip=("tests", "wrong")),
-        *variant.hidden_test_paths()]).encode()).hexdigest()[:16]
+    version = source_version(framework)
+    return _prepared(variant, framework, cache, prepared_key(variant, framework, version), None, version)
+
+
+def _prepared(variant: TaskVariant, framework: FrameworkSpec, cache: Path, key: str, original: Path | None,
+              version: str | None = None) -> Path:
     target = cache / "prepared" / f"{variant.task.id.replace('/', '__')}-{framework.name}-{key}"
     if _verified(target):
         return target
     staging = Path(tempfile.mkdtemp(prefix=".prep-", dir=_ensure(cache / "prepared")))
     tree = staging / "tree"
-    copy_clean(original_source(framework, cache), tree)
+    copy_clean(original or original_source(framework, cache, version), tree)
     run_prepare(variant, tree)
     for rel in variant.hidden_test_paths():
         (tree / rel).unlink(missing_ok=True)
@@ -246,7 +287,11 @@ def run_prepare(variant: TaskVariant, tree: Path) -> None:
 
 def create_workspace(variant: TaskVariant, framework: FrameworkSpec, dest: Path, cache: Path | None = None) -> Path:
     """A fresh copy of the prepared checkout at dest, as a git repo with one baseline commit."""
-    copy_clean(prepared_checkout(variant, framework, cache), dest)
+    return _working_tree(prepared_checkout(variant, framework, cache), dest)
+
+
+def _working_tree(prepared: Path, dest: Path) -> Path:
+    copy_clean(prepared, dest)
     git("init", "-q", "-b", "main", cwd=dest)
     git("add", "-A", cwd=dest)
     git("commit", "-q", "--no-verify", "--allow-empty", "-m", "baseline", cwd=dest)
@@ -281,25 +326,21 @@ def tree_diff(before: Path, after: Path) -> TreeDiff:
 
 
 def gold_patch(variant: TaskVariant, framework: FrameworkSpec, cache: Path | None = None) -> str:
-    """The reference solution: solution.patch, else what solve.sh does, else prepared -> original."""
+    """The reference solution: solution.patch, else the diff prepared -> original (hidden tests left out)."""
     if variant.solution_patch is not None:
         return variant.solution_patch.read_text()
-    prepared = prepared_checkout(variant, framework, cache)
-    if variant.solve_script is not None:
-        with tempfile.TemporaryDirectory(prefix="atebench-solve-") as scratch:
-            tree = Path(scratch) / "tree"
-            copy_clean(prepared, tree)
-            proc = subprocess.run(["bash", str(variant.solve_script)], cwd=tree, capture_output=True, text=True,
-                                  timeout=600)
-            if proc.returncode != 0:
-                raise WorkspaceError(f"{variant.solve_script.name} failed (exit {proc.returncode}): "
-                                     f"{(proc.stdout + proc.stderr)[-4000:]}")
-            return tree_diff(prepared, tree).patch
-    original = copy_without_hidden_tests(variant, original_source(framework, cache))
+    return solution_diff(variant, prepared_checkout(variant, framework, cache), original_source(framework, cache))
+
+
+def solution_diff(variant: TaskVariant, prepared: Path, original: Path) -> str:
+    """gold_patch from trees a trial already holds (its Workspace): solution.patch, else prepared -> original."""
+    if variant.solution_patch is not None:
+        return variant.solution_patch.read_text()
+    tree = copy_without_hidden_tests(variant, original)
     try:
-        return tree_diff(prepared, original).patch
+        return tree_diff(prepared, tree).patch
     finally:
-        shutil.rmtree(original.parent, ignore_errors=True)
+        shutil.rmtree(tree.parent, ignore_errors=True)
 
 
 def copy_without_hidden_tests(variant: TaskVariant, tree: Path) -> Path:

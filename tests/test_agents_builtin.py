@@ -12,7 +12,8 @@ from bench.llm import RetryPolicy
 from bench.metrics import trial_metrics
 from bench.pricing import load_prices
 from bench.sandbox.local import LocalSandbox
-from bench.types import AgentContext, Limits, TrajectoryWriter
+from bench.specs import Limits
+from bench.types import AgentContext, TrajectoryWriter
 from tests.fake_llm import Failure, FakeLLMServer, Malformed, Reply
 from tests.tiny_task import make_task_repo, task_tests_pass
 
@@ -126,13 +127,13 @@ def test_usage_with_cache_fields_is_summed(tmp_path, provider):
     with FakeLLMServer(script) as server:
         outcome, events, _ = run_agent(tmp_path, server, provider)
     metrics = trial_metrics(outcome, events, load_prices())
-    assert (metrics["input_tokens"], metrics["output_tokens"]) == (1300, 130)
-    assert (metrics["cache_read_tokens"], metrics["cache_write_tokens"]) == (8300, 4300)
+    assert (metrics.input_tokens, metrics.output_tokens) == (1300, 130)
+    assert (metrics.cache_read_tokens, metrics.cache_write_tokens) == (8300, 4300)
     assert [t.context_tokens for t in outcome.turns] == [5000, 4500, 4400]
-    assert metrics["per_turn_context_p50"] == 4500
+    assert metrics.per_turn_context_p50 == 4500
     price = {"anthropic": (1.0, 5.0, 0.10, 1.25), "openai": (1.25, 10.0, 0.125, 0.0)}[provider]
     expected = (1300 * price[0] + 130 * price[1] + 8300 * price[2] + 4300 * price[3]) / 1e6
-    assert metrics["cost_usd"] == pytest.approx(expected)
+    assert metrics.cost_usd == pytest.approx(expected)
     assert sum(e["cost_usd"] for e in events if e["kind"] == "assistant") == pytest.approx(expected)
 
 
@@ -140,9 +141,9 @@ LOOP = [Reply(tool_calls=[("bash", {"command": "echo working"})], input_tokens=1
 
 
 @pytest.mark.parametrize("limits, exit_status, turns", [
-    (Limits(max_turns=2), "limit_turns", 2),
-    (Limits(max_tokens=250_000), "limit_tokens", 3),
-    (Limits(max_cost_usd=0.15), "limit_cost", 2),
+    (Limits(turns=2), "limit_turns", 2),
+    (Limits(tokens=250_000), "limit_tokens", 3),
+    (Limits(cost_usd=0.15), "limit_cost", 2),
 ])
 def test_limits_end_the_trial_cleanly(tmp_path, limits, exit_status, turns):
     with FakeLLMServer(LOOP) as server:
@@ -156,7 +157,7 @@ def test_limits_end_the_trial_cleanly(tmp_path, limits, exit_status, turns):
 def test_the_wall_time_limit_cuts_a_long_command_and_ends_the_trial(tmp_path):
     script = [Reply(tool_calls=[("bash", {"command": "sleep 30"})]), Reply(tool_calls=[("submit", {})])]
     with FakeLLMServer(script) as server:
-        outcome, events, _ = run_agent(tmp_path, server, "anthropic", limits=Limits(max_wall_s=1.5))
+        outcome, events, _ = run_agent(tmp_path, server, "anthropic", limits=Limits(wall_time_s=1.5))
     assert outcome.exit_status == "limit_time" and len(outcome.turns) == 1
     result = next(e for e in events if e["kind"] == "tool_result")
     assert result["exit_code"] == -1 and result["duration_s"] < 10
@@ -168,7 +169,7 @@ def test_the_wall_time_limit_cuts_a_slow_llm_reply(tmp_path, provider):
     """The request timeout is the time left, not the configured 600 s: a hanging API cannot outlive the trial."""
     script = [Reply(tool_calls=[("submit", {})], delay_s=20.0)]
     with FakeLLMServer(script) as server:
-        outcome, events, _ = run_agent(tmp_path, server, provider, limits=Limits(max_wall_s=2.0))
+        outcome, events, _ = run_agent(tmp_path, server, provider, limits=Limits(wall_time_s=2.0))
     assert outcome.exit_status == "limit_time" and outcome.error is None
     assert outcome.ended_at - outcome.started_at < 8, "the request must be cut at the trial's deadline"
     assert any(e["kind"] == "limit" and e["exit_status"] == "limit_time" for e in events)
@@ -177,7 +178,7 @@ def test_the_wall_time_limit_cuts_a_slow_llm_reply(tmp_path, provider):
 def test_no_retry_is_started_past_the_deadline(tmp_path):
     script = [Failure(429, "slow down", retry_after_s=30)] + [Reply(tool_calls=[("submit", {})])]
     with FakeLLMServer(script) as server:
-        outcome, events, _ = run_agent(tmp_path, server, "anthropic", limits=Limits(max_wall_s=3.0),
+        outcome, events, _ = run_agent(tmp_path, server, "anthropic", limits=Limits(wall_time_s=3.0),
                                        retry=RetryPolicy(max_retries=3, base_s=0.01, max_s=60))
     assert outcome.exit_status == "limit_time" and outcome.ended_at - outcome.started_at < 5
     errors = [e for e in events if e["kind"] == "api_error"]

@@ -161,3 +161,17 @@ def test_resume_refuses_a_changed_plan_unless_extended(toy_root, tmp_path):
     assert json.loads(run_file.read_text())["previous_args"] == run["previous_args"], "a plain resume changes no argument"
     faster = runner(*base, "--resume", "--parallel", "2", env=env)
     assert faster.returncode == 0 and "0 to run" in faster.stdout, "--parallel may change on resume"
+
+
+def test_run_and_validate_declare_their_shared_options_once():
+    import argparse
+
+    from bench import cli
+
+    shared = argparse.ArgumentParser()
+    cli.add_trial_options(shared, task_default="all")
+    names = {a.dest for a in shared._actions} - {"help"}
+    assert names == {"task", "framework", "parallel", "sandbox", "isolate", "run_id", "results_dir", "specs_root",
+                     "gpus"}
+    assert names <= {a.dest for a in cli.run_parser()._actions}
+    assert cli.cmd_validate(["--parallel", "0"]) == 2 and cli.cmd_run(["--gpus", "-1"]) == 2

@@ -83,3 +83,16 @@ def test_allocator_on_this_machine_offers_what_nvml_sees():
     allocator = GpuAllocator()
     assert allocator.gpus == detect_gpus()
     assert allocator.acquire(0) == []
+
+
+def test_gpus_per_trial_is_the_override_else_the_larger_ask(toy_root):
+    from bench.gpu import gpus_per_trial
+    from bench.specs import load_framework, load_task
+
+    framework, task = load_framework("toy", toy_root), load_task("arith/mul", toy_root).spec
+    assert gpus_per_trial(framework, task) == 0
+    asking = task.model_copy(update={"resources": task.resources.model_copy(update={"gpus": 2})})
+    assert gpus_per_trial(framework, asking) == 2
+    bigger = framework.model_copy(update={"sandbox": framework.sandbox.model_copy(update={"gpus": 4})})
+    assert gpus_per_trial(bigger, asking) == 4 and gpus_per_trial(bigger, None) == 4
+    assert gpus_per_trial(bigger, asking, override=1) == 1 and gpus_per_trial(bigger, asking, override=0) == 0

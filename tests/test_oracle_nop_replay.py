@@ -12,8 +12,8 @@ from bench.llm import RetryPolicy
 from bench.metrics import trial_metrics
 from bench.pricing import load_prices
 from bench.sandbox.local import LocalSandbox
-from bench.specs import load_framework
-from bench.types import AgentContext, Limits, TrajectoryWriter
+from bench.specs import Limits, load_framework
+from bench.types import AgentContext, TrajectoryWriter
 from tests.fake_llm import FakeLLMServer, Reply
 from tests.tiny_task import GOLD_PATCH, make_task_repo, task_tests_pass
 
@@ -100,7 +100,7 @@ def test_replay_reproduces_a_recorded_trial_without_an_llm(context, monkeypatch)
         trial_metrics(original, recorded_ctx.trajectory.read(), prices)
     for key in ("agent_turns", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
                 "per_turn_context_p50", "cost_usd"):
-        assert replayed[key] == recorded[key], key
+        assert getattr(replayed, key) == getattr(recorded, key), key
     results = [e for e in ctx.trajectory.read() if e["kind"] == "tool_result" and e["name"] != "submit"]
     assert len(results) == 2 and all(e["matches_recording"] for e in results)
 
@@ -118,14 +118,15 @@ def test_replay_without_a_recording_is_one_clear_error(context, tmp_path):
 # ---- specs: one per agent name in a run, a fresh agent per trial -----------------------------------------
 
 
-def test_each_trial_gets_a_fresh_agent_built_from_its_own_task(toy_root, cache):
+def test_each_trial_gets_a_fresh_agent_built_from_its_own_task(toy_root, cache, tmp_path):
+    from bench import workspace
     from bench.agents import AgentSetupError, TrialInputs
     from bench.specs import load_task
     from conftest import WRONG_PATCH
 
     variant = load_task("arith/mul", toy_root).variant("toy")
     framework = load_framework("toy", toy_root)
-    inputs = TrialInputs(variant, framework)
+    inputs = TrialInputs(variant, framework, workspace.prepare(variant, framework, tmp_path / "ws"))
     oracle, wrong = make_spec("oracle"), make_spec("wrong")
     first, second = oracle.build(inputs), oracle.build(inputs)
     assert first is not second and isinstance(first, OracleAgent)
@@ -137,7 +138,7 @@ def test_each_trial_gets_a_fresh_agent_built_from_its_own_task(toy_root, cache):
     variant = load_task("arith/mul", toy_root).variant("toy")
     assert wrong.skip_reason(variant) == "the task ships no wrong/*.patch"
     with pytest.raises(AgentSetupError, match="has no wrong/\\*.patch"):
-        wrong.build(TrialInputs(variant, framework))
+        wrong.build(TrialInputs(variant, framework, inputs.workspace))
 
 
 def test_validation_agents_run_as_one_plan_and_wrong_is_skipped_where_no_task_ships_one(toy_root, cache, tmp_path):

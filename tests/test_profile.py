@@ -148,3 +148,14 @@ def test_default_output_is_apart_from_the_runs(tree, tmp_path, monkeypatch, caps
     assert capsys.readouterr().out.strip().endswith(f"-> {out / 'profile.json'}")
     assert cmd_report([str(out)]) == 2
     assert "is a profile (written by `runner.py profile`), not a run" in capsys.readouterr().err
+
+
+def test_the_entry_file_comes_from_framework_toml(toy_root, cache, tmp_path, capsys):
+    """[profile] entry in framework.toml names the entry; --entry overrides it; a wrong path names the file."""
+    fw = toy_root / "frameworks" / "toy" / "framework.toml"
+    fw.write_text(fw.read_text() + '\n[profile]\nentry = "calc/__init__.py"\n')
+    assert profile.profile_framework("toy", specs_root=toy_root)["entry_point"] == "calc/__init__.py"
+    assert profile.profile_framework("toy", "calc/ops.py", specs_root=toy_root)["entry_point"] == "calc/ops.py"
+    fw.write_text(fw.read_text().replace('entry = "calc/__init__.py"', 'entry = "calc/train.py"'))
+    assert cmd_profile(["--framework", "toy", "--specs-root", str(toy_root), "--out", str(tmp_path / "o")]) == 2
+    assert "frameworks/toy/framework.toml: [profile] entry 'calc/train.py' is not a file" in capsys.readouterr().err

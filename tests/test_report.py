@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import stats
+from bench import report, stats
 from bench.report_cli import cmd_report
 
 FIXTURES = Path(__file__).parent / "fixtures" / "runs"
@@ -321,3 +321,16 @@ def test_numbers_never_print_in_exponent_form():
     assert format_number(12694.6, "tokens/s", 7989.4) == "12695"
     assert format_number(12694.6, "tokens/s") == "12.7K"
     assert format_number(417.54, "tokens/s") == "417.5"
+
+
+def test_report_and_compare_name_only_metrics_a_result_has():
+    """The report's columns and compare's aliases are keys of result.json's metrics (bench.metrics.Metrics),
+    so a renamed field fails here, not as an empty column."""
+    from dataclasses import fields
+
+    from bench.compare import ALIASES
+    from bench.metrics import Metrics
+
+    names = {f.name for f in fields(Metrics)}
+    assert set(report.METRICS) <= names and report.GPU_METRICS <= names and report.HIGHER_IS_BETTER <= names
+    assert {key for key in ALIASES.values() if key != "success"} <= names

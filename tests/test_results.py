@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 
-from bench import results
+from bench import report, results
+from bench.metrics import Metrics
 from bench.agents import make_spec
 from bench.run import RunConfig, execute, make_plan
+
+
+# The metrics object of the first schema-1 files, before cost_note and the throughput details were written.
+OLD_METRICS = {"agent_turns": 0, "session_duration_s": None, "wall_time_s": 0.0, "per_turn_context_p50": None,
+               "input_tokens": 0, "output_tokens": 0, "cache_read_tokens": 0, "cache_write_tokens": 0,
+               "cost_usd": None, "api_errors": 0, "api_retries": 0, "gpu_available": False, "gpus": [],
+               "active_gpu_s": None, "gpu_hours_allocated": None, "throughput_tokens_per_s": None}
+FIXTURES = Path(__file__).parent / "fixtures" / "results"
 
 
 def test_atomic_write_and_read(tmp_path):
@@ -28,20 +38,41 @@ def test_version_1_results_from_before_notes_and_phase_seconds_still_read(tmp_pa
     old = {"schema_version": 1, "run_id": "r0", "task": "arith/mul", "task_family": "arith", "framework": "toy",
            "agent": "oracle", "model": None, "trial": 0, "status": "resolved", "error": None,
            "exit_status": "completed", "started_at": "2026-11-01T10:00:00+00:00",
-           "finished_at": "2026-11-01T10:01:00+00:00", "metrics": results.empty_metrics(),
+           "finished_at": "2026-11-01T10:01:00+00:00", "metrics": dict(OLD_METRICS),
            "grade": {"resolved": True}, "files": dict(results.FILES)}
     results.write_json_atomic(tmp_path / "result.json", old)
     data = results.read_result(tmp_path)
-    assert data == {**old, "notes": [], "phase_seconds": {}}
+    added = {"cost_note": None, "throughput_spread": None, "throughput_samples": None, "throughput_runs": None,
+             "throughput_measured": None}
+    assert data == {**old, "metrics": {**OLD_METRICS, **added}, "notes": [], "phase_seconds": {}}
     parsed = results.TrialResult.from_json(data)
     assert parsed.status == "resolved" and parsed.grade == {"resolved": True} and parsed.to_json() == data
     for broken, field in [({**old, "tokens": 5}, "unknown field(s) tokens"),
                           ({**old, "schema_version": 2}, "not a schema_version 1 result"),
-                          ({k: v for k, v in old.items() if k != "task"}, "missing field(s) task")]:
+                          ({k: v for k, v in old.items() if k != "task"}, "missing field(s) task"),
+                          ({**old, "metrics": {**OLD_METRICS, "turns": 3}}, "unknown metric(s) turns")]:
         results.write_json_atomic(tmp_path / "result.json", broken)
         with pytest.raises(results.CorruptResult, match=re.escape(field)) as caught:
             results.read_result(tmp_path)
         assert str(tmp_path / "result.json") in str(caught.value)
+
+
+@pytest.mark.parametrize("name", ["schema1-smoke-oracle.json", "schema1-toy-throughput.json"])
+def test_results_written_before_metrics_were_typed_read_back_unchanged(name, tmp_path):
+    """result.json files written by the harness before `Metrics` existed (a real smoke trial; a toy trial
+    with measured throughput) read into the typed result and write back key for key, value for value."""
+    old = json.loads((FIXTURES / name).read_text())
+    parsed = results.TrialResult.from_json(old)
+    assert isinstance(parsed.metrics, Metrics) and parsed.metrics.to_json() == \
+        {**Metrics().to_json(), **old["metrics"]}, "every old key keeps its name and value"
+    assert parsed.to_json() == {**old, "metrics": parsed.metrics.to_json()}
+    if name == "schema1-toy-throughput.json":
+        assert parsed.metrics.throughput_tokens_per_s == 300.0 and parsed.metrics.throughput_runs == 2
+        assert parsed.metrics.throughput_spread == [290.0, 330.0]
+    run = tmp_path / "old-run" / "t" / "0"
+    results.write_json_atomic(run / "result.json", old)
+    _, [trial] = report.load_runs([str(tmp_path / "old-run")], tmp_path)
+    assert trial["status"] == "resolved" and trial["metrics"]["agent_turns"] == 0
 
 
 def test_the_first_failure_is_the_error_and_a_note_is_never_one():

@@ -249,3 +249,16 @@ def test_math_libraries_get_the_tasks_cpu_share_not_the_hosts_cores(tmp_path):
     finally:
         sandbox.close()
     assert probe.output.split() == ["1", "1", "1", "1"], probe.output
+
+
+def test_one_truncate_keeps_head_and_tail_with_one_marker():
+    """The sandbox and the agent's tools cut output with the same function: one marker, head and tail kept."""
+    from bench.agents import tools
+    from bench.sandbox import docker, local
+    from bench.types import truncate
+
+    assert local.truncate is truncate and tools.truncate is truncate and docker.truncate is truncate
+    text = "H" * 500 + "x" * 10_000 + "T" * 500
+    cut = truncate(text, 1000)
+    assert cut.startswith("H" * 400) and cut.endswith("x" * 100 + "T" * 500) and cut.count("characters cut") == 1
+    assert "[... 10000 characters cut ...]" in cut and truncate("short", 1000) == "short"

@@ -112,7 +112,7 @@ def test_spec_declares_gpu_ladder_hidden_and_restored_tests_and_a_wrong_patch(ta
     v = variant(task_id)
     assert v.task.spec.resources.gpu_ladder == [1, 2, 4]
     assert v.task.spec.grading.timeout_s <= 420, "keep grading short: select a test subset"
-    assert v.solution_patch is None and v.solve_script is None, "the original checkout is the gold solution"
+    assert v.solution_patch is None, "the original checkout is the gold solution"
     assert v.wrong_patch is not None and v.prepare_script is not None
     assert v.grading.tests_target == "grader_tests"
     f2p, p2p = v.grading.fail_to_pass, v.grading.pass_to_pass

@@ -153,3 +153,27 @@ def test_real_tasks_measure_what_the_agent_changed():
         if task_id == "enable-ep":
             assert "--nproc_per_node 2" in spec.command and "--parallel.ep=2" in spec.command
             assert "--parallel.ep=2" in spec.gpu_command and spec.gpu_command_gpus == 2
+
+
+def test_a_sandbox_that_fails_to_close_is_logged_in_the_trial_not_dropped(tmp_path, cache, monkeypatch):
+    from bench import trial as trial_module
+
+    opened = []
+
+    def failing_close(*args, **kwargs):
+        sandbox = trial_module.open_sandbox.__wrapped__(*args, **kwargs)
+        real_close = sandbox.close
+
+        def close():
+            real_close()
+            if len(opened) == 1:  # the agent's sandbox; grading's closes normally
+                raise RuntimeError("the engine lost the container")
+        sandbox.close = close
+        opened.append(sandbox)
+        return sandbox
+    failing_close.__wrapped__ = trial_module.open_sandbox
+    monkeypatch.setattr(trial_module, "open_sandbox", failing_close)
+    row = _run(make_toy_root(tmp_path / "specs"), tmp_path)
+    assert row["status"] == "resolved" and len(opened) == 2
+    log = (tmp_path / "results" / "t" / "arith__mul" / "toy" / "oracle" / "0" / "agent.log").read_text()
+    assert "closing the sandbox failed: RuntimeError: the engine lost the container" in log

@@ -68,3 +68,23 @@ def test_agent_diff_includes_untracked_and_deleted_files(toy_root, cache, tmp_pa
     diff = workspace.tree_diff(prepared, work)
     assert sorted(diff.files) == ["calc/__init__.py", "calc/new.py"]
     assert "+X = 1" in diff.patch and "deleted file" in diff.patch
+
+
+def test_prepare_derives_each_tree_once(toy_root, cache, tmp_path, monkeypatch):
+    """A trial's trees come from one `prepare`: the source is hashed once, each cached tree checked once."""
+    variant, framework = _load(toy_root)
+    workspace.prepare(variant, framework, tmp_path / "warm-up")
+    calls = {"source_version": 0, "hash_tree": 0}
+    for name in calls:
+        original = getattr(workspace, name)
+
+        def counted(*args, _name=name, _original=original, **kwargs):
+            calls[_name] += 1
+            return _original(*args, **kwargs)
+        monkeypatch.setattr(workspace, name, counted)
+    ws = workspace.prepare(variant, framework, tmp_path / "ws")
+    assert calls == {"source_version": 1, "hash_tree": 3}, "source once; task folder, original, prepared once each"
+    assert ws.prepared == workspace.prepared_checkout(variant, framework)
+    assert ws.original == workspace.original_source(framework)
+    assert _git("log", "--format=%s", cwd=ws.work).split() == ["baseline"]
+    assert workspace.solution_diff(variant, ws.prepared, ws.original) == workspace.gold_patch(variant, framework)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 import traceback
-from dataclasses import asdict
 
 from bench.agents.spec import AgentOptions, AgentSpec
 from bench.agents.tools import TOOLS, run_tool
@@ -97,7 +96,7 @@ class BuiltinAgent:
         ctx = self.ctx
         system = SYSTEM_PROMPT.format(workdir=ctx.sandbox.workdir)
         self.record("system", model=self.model, content=system, tools=[t.name for t in TOOLS],
-                    limits=asdict(ctx.limits))
+                    limits=ctx.limits.model_dump())
         self.record("user", content=ctx.instruction)
         self.messages.append({"role": "user", "content": ctx.instruction})
         note = missing_price_note(self.model, self.prices)
@@ -110,7 +109,7 @@ class BuiltinAgent:
     def _step(self, client: LLMClient, system: str) -> None:
         ctx, outcome = self.ctx, self.outcome
         started = time.time()
-        deadline = time.monotonic() + ctx.limits.max_wall_s - (started - outcome.started_at)
+        deadline = time.monotonic() + ctx.limits.wall_time_s - (started - outcome.started_at)
         reply = client.complete(system, self.messages, TOOLS, deadline=deadline)
         u = reply.usage
         outcome.turns.append(TurnUsage(started, time.time(), u.input, u.output, u.cache_read, u.cache_write,
@@ -132,7 +131,7 @@ class BuiltinAgent:
                 self.record("tool_result", turn=n, tool_call_id=call.id, name=call.name, output="submitted",
                             exit_code=0, duration_s=0.0)
                 raise _Exit("submitted")
-            remaining = ctx.limits.max_wall_s - (time.time() - outcome.started_at)
+            remaining = ctx.limits.wall_time_s - (time.time() - outcome.started_at)
             timeout = max(1.0, min(ctx.limits.command_timeout_s, remaining))
             result = run_tool(call, ctx.sandbox, timeout, self.max_output_chars)
             output = redact_value(result.output, self.keys)
@@ -147,14 +146,14 @@ class BuiltinAgent:
         cost = cost_usd(self.model, self.prices, sum(t.input_tokens for t in turns), sum(t.output_tokens for t in turns),
                         sum(t.cache_read_tokens for t in turns), sum(t.cache_write_tokens for t in turns))
         elapsed = time.time() - self.outcome.started_at
-        if len(turns) >= limits.max_turns:
-            raise _Exit("limit_turns", f"{len(turns)} turns reached max_turns={limits.max_turns}")
-        if tokens >= limits.max_tokens:
-            raise _Exit("limit_tokens", f"{tokens} tokens reached max_tokens={limits.max_tokens}")
-        if cost is not None and cost >= limits.max_cost_usd:
-            raise _Exit("limit_cost", f"${cost:.4f} reached max_cost_usd={limits.max_cost_usd}")
-        if elapsed >= limits.max_wall_s:
-            raise _Exit("limit_time", f"{elapsed:.1f} s reached max_wall_s={limits.max_wall_s}")
+        if len(turns) >= limits.turns:
+            raise _Exit("limit_turns", f"{len(turns)} turns reached limits.turns={limits.turns}")
+        if tokens >= limits.tokens:
+            raise _Exit("limit_tokens", f"{tokens} tokens reached limits.tokens={limits.tokens}")
+        if cost is not None and cost >= limits.cost_usd:
+            raise _Exit("limit_cost", f"${cost:.4f} reached limits.cost_usd={limits.cost_usd}")
+        if elapsed >= limits.wall_time_s:
+            raise _Exit("limit_time", f"{elapsed:.1f} s reached limits.wall_time_s={limits.wall_time_s}")
 
 
 def builtin_spec(options: AgentOptions) -> AgentSpec:

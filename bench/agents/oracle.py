@@ -54,7 +54,7 @@ def oracle_spec(options: AgentOptions) -> AgentSpec:
 
 
 def _gold_patch(trial: TrialInputs) -> OracleAgent:
-    return OracleAgent(workspace.gold_patch(trial.variant, trial.framework, trial.cache))
+    return OracleAgent(workspace.solution_diff(trial.variant, trial.workspace.prepared, trial.workspace.original))
 
 
 def _wrong_patch(trial: TrialInputs) -> OracleAgent:

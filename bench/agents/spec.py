@@ -9,11 +9,11 @@ recording) is checked once, before any trial, by `check_ready`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 from bench.specs import FrameworkSpec, TaskVariant
 from bench.types import Agent
+from bench.workspace import Workspace
 
 
 class AgentSetupError(Exception):
@@ -26,7 +26,8 @@ class TrialInputs:
 
     variant: TaskVariant
     framework: FrameworkSpec
-    cache: Path | None = None  # the checkout cache the trial uses (None: the default)
+    workspace: Workspace
+    """The trial's trees (original, prepared, working), made once by the trial's setup."""
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 
 from bench.llm import ToolCall, ToolSpec
-from bench.types import Sandbox
+from bench.types import Sandbox, truncate
 
 BASH = ToolSpec(
     name="bash",
@@ -52,14 +52,6 @@ class ToolResult:
     output: str
     exit_code: int
     duration_s: float
-
-
-def truncate(text: str, limit: int) -> str:
-    """Keep the head and the tail: errors usually sit at the end, context at the start."""
-    if len(text) <= limit:
-        return text
-    head, tail = limit // 2, limit - limit // 2
-    return f"{text[:head]}\n[... {len(text) - head - tail} characters omitted ...]\n{text[-tail:]}"
 
 
 def run_tool(call: ToolCall, sandbox: Sandbox, timeout_s: float, max_output_chars: int) -> ToolResult:

@@ -23,8 +23,8 @@ from docker.types import DeviceRequest
 from bench.sandbox.env import gpu_settings, sandbox_env
 from bench.sandbox.errors import SandboxError
 from bench.sandbox import files
-from bench.sandbox.local import MAX_OUTPUT_CHARS, truncate
-from bench.types import ExecResult
+from bench.sandbox.local import MAX_OUTPUT_CHARS
+from bench.types import ExecResult, truncate
 
 WORKDIR = "/workspace"
 STATE = "/tmp/.atebench"
@@ -128,15 +128,18 @@ class DockerSandbox:
             runner.start()
             runner.join(timeout)
             timed_out = runner.is_alive()
+            kill_problem = None
             if timed_out:
-                self._kill_all()
+                kill_problem = self._kill_all()
                 runner.join(10)
             if "error" in box:
                 self.check_alive()
                 raise SandboxError(f"docker exec failed: {box['error']}")
             output = truncate(box.get("output", b"").decode(errors="replace"), output_limit)
             exit_code = -1 if timed_out else self._exit_code(exec_id)
-            if timed_out:
+            if timed_out and kill_problem:
+                output += f"\n[command timed out after {timeout:g}s; killing its processes failed: {kill_problem}]"
+            elif timed_out:
                 output += f"\n[command timed out after {timeout:g}s; every process it started was killed]"
             return ExecResult(output=output, exit_code=exit_code, timed_out=timed_out,
                               duration_s=time.monotonic() - started)
@@ -151,8 +154,8 @@ class DockerSandbox:
                 if len(output) > 4 * limit + 65536:
                     output = output[:limit] + b"\n[... output cut ...]\n" + output[-2 * limit:]
                 box["output"] = output
-        except Exception as e:  # the container died under us; reported by the caller
-            box["error"] = str(e)
+        except Exception as e:  # any failure of the stream (the container died under us): execute raises it
+            box["error"] = f"{type(e).__name__}: {e}"
 
     def _exit_code(self, exec_id: str) -> int:
         code = self.client.api.exec_inspect(exec_id).get("ExitCode")
@@ -161,12 +164,14 @@ class DockerSandbox:
             return -1
         return code
 
-    def _kill_all(self) -> None:
-        """Kill everything but PID 1 (the keeper loop), so the session continues in a clean container."""
+    def _kill_all(self) -> str | None:
+        """Kill everything but PID 1 (the keeper loop), so the session continues in a clean container;
+        returns why that failed (shown with the timed-out command's output), or None."""
         try:
             self.container.exec_run(["bash", "-c", "kill -9 -1"], environment=self._env)
-        except docker.errors.APIError:
-            pass
+        except docker.errors.APIError as e:
+            return str(e.explanation or e)
+        return None
 
     def _resolve(self, path: str) -> str:
         return path if path.startswith("/") else posixpath.join(WORKDIR, path)
@@ -180,7 +185,8 @@ class DockerSandbox:
         files.write_file(self.execute, self._resolve(path), content)
 
     def close(self) -> None:
+        """Remove the container; any failure but "already gone" is raised, for the trial to log."""
         try:
             self.container.remove(force=True)
-        except docker.errors.APIError:
-            pass
+        except docker.errors.NotFound:
+            pass  # the engine removed it already: nothing is left running

@@ -33,7 +33,7 @@ from pathlib import Path
 from bench.sandbox import cgroups, files
 from bench.sandbox.env import sandbox_env
 from bench.sandbox.errors import SandboxError
-from bench.types import ExecResult
+from bench.types import ExecResult, truncate
 
 MAX_OUTPUT_CHARS = 50_000
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/etc", "/opt")
@@ -77,13 +77,6 @@ def _unreadable_to_others(roots=MASKED_SCAN) -> tuple[list[str], list[str]]:
     return folders, files
 
 
-def truncate(text: str, limit: int = MAX_OUTPUT_CHARS) -> str:
-    if len(text) <= limit:
-        return text
-    head, tail = limit * 2 // 5, limit * 3 // 5
-    return f"{text[:head]}\n[... {len(text) - head - tail} characters cut ...]\n{text[-tail:]}"
-
-
 def session_processes(sid: int) -> list[int]:
     """Every process whose session id is `sid` (orphaned grandchildren included)."""
     pids = []
@@ -122,7 +115,7 @@ def kill_pids(pids: list[int]) -> None:
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
-            pass
+            pass  # already gone, which is what we wanted
 
 
 class _Output:
@@ -261,7 +254,7 @@ class LocalSandbox:
             self._proc.stdin.write(text.encode())
             self._proc.stdin.flush()
         except (BrokenPipeError, OSError):
-            pass
+            pass  # the shell is dead; the wait that follows notices and restarts it
 
     def _wait_for(self, pattern: re.Pattern, timeout: float):
         deadline = time.monotonic() + timeout
@@ -342,7 +335,7 @@ class LocalSandbox:
         try:
             self._proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
-            pass
+            pass  # SIGKILLed already; a zombie the kernel reaps later holds nothing
 
     def read_file(self, path: str) -> str:
         """Read inside the sandbox: only what the agent's shell could read, regular files of bounded size."""
@@ -364,7 +357,7 @@ class LocalSandbox:
             try:
                 stream.close()
             except OSError:
-                pass
+                pass  # the pipe of a killed process: nothing left to flush
         if self._cgroup:
             self._cgroup.remove()
         shutil.rmtree(self._control, ignore_errors=True)
