@@ -28,6 +28,8 @@ RESULTS_ROOT = results.RESULTS_ROOT
 # run.json arguments that --resume --extend may change (they add trial folders) and those that no
 # resume may change (they change how a trial runs, so one run would mix two set-ups).
 EXTENDABLE = ("task", "framework", "agents", "trials")
+# what a validate --resume takes from run.json (everything that decides its trials and how they run)
+VALIDATE_RESUMED = ("task", "framework", "sandbox", "isolate", "specs_root", "gpus", "mutants", "seed")
 FIXED = ("model", "base_url", "replay", "sandbox", "isolate", "measure_throughput", "specs_root", "gpus")
 
 
@@ -125,6 +127,9 @@ def cmd_run(argv: list[str]) -> int:
             return fail(str(e))
         if stored is None:
             return fail(f"no run {args.run_id!r} in {args.results_dir}; check the id (ls {args.results_dir})")
+        if stored["args"].get("command") == "validate":
+            return fail(f"run {args.run_id!r} was made by validate; continue it with `python runner.py validate "
+                        f"--run-id {args.run_id} --resume{results_dir_option(args.results_dir)}`")
         known = {f.name for f in fields(RunConfig)}
         saved = {k: v for k, v in stored["args"].items() if k in known and k not in ("resume", "run_id", "results_dir")}
         parser.set_defaults(**{k: v for k, v in saved.items() if k != "agents"},
@@ -171,21 +176,44 @@ def cmd_validate(argv: list[str]) -> int:
     p.add_argument("--mutants", type=int, default=0, help="also grade N mutants of each task's gold and report "
                                                           "the share the hidden tests kill (default: 0)")
     p.add_argument("--seed", type=int, default=0, help="which mutants --mutants draws (default: 0)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the validate run --run-id with its own arguments (the same tasks, mutants and "
+                        "seed); finished trials are kept, the rest run (--parallel may change)")
     args = parse_args(p, argv)
     if isinstance(args, int):
         return args
     problem = _check_trial_options(args)
     if problem:
         return fail(problem)
+    if args.resume:
+        if not args.run_id:
+            return fail("--resume needs --run-id (the validate run to continue)")
+        try:
+            stored = results.read_run(Path(args.results_dir), args.run_id)
+        except results.RunFileError as e:
+            return fail(str(e))
+        if stored is None:
+            return fail(f"no run {args.run_id!r} in {args.results_dir}; check the id (ls {args.results_dir})")
+        if stored["args"].get("command") != "validate":
+            return fail(f"run {args.run_id!r} was not made by validate; continue it with "
+                        f"`python runner.py --run-id {args.run_id} --resume{results_dir_option(args.results_dir)}`")
+        saved = {k: v for k, v in stored["args"].items() if k in VALIDATE_RESUMED}
+        p.set_defaults(**saved)
+        args = p.parse_args(argv)
+        changed = [f"--{k.replace('_', '-')} {saved[k]!r} -> {getattr(args, k)!r}" for k in saved
+                   if getattr(args, k) != saved[k]]
+        if changed:
+            return fail(f"--resume continues run {args.run_id!r} as it was made ({', '.join(changed)}); drop those "
+                        "options, or start a new --run-id")
     if args.mutants < 0:
         return fail(f"--mutants must be 0 or more, not {args.mutants}")
     cfg = RunConfig(task=args.task, framework=args.framework, agents=list(VALIDATION_AGENTS), trials=1,
                     parallel=args.parallel, sandbox=args.sandbox, isolate=args.isolate,
-                    run_id=args.run_id or f"validate-{results.new_run_id()}",
+                    run_id=args.run_id or f"validate-{results.new_run_id()}", resume=args.resume,
                     measure_throughput=False, results_dir=args.results_dir, specs_root=args.specs_root,
-                    gpus=args.gpus)
-    if (Path(cfg.results_dir) / cfg.run_id).exists():
-        return fail(f"run {cfg.run_id!r} already exists; choose another --run-id")
+                    gpus=args.gpus, command="validate", mutants=args.mutants, seed=args.seed)
+    if not args.resume and (Path(cfg.results_dir) / cfg.run_id).exists():
+        return fail(f"run {cfg.run_id!r} already exists; pass --resume to continue it or choose another --run-id")
     try:
         plan = make_plan(cfg, make_specs(cfg.agents, AgentOptions()))
     except (ValueError, specs.SpecError, RunError) as e:

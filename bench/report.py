@@ -467,6 +467,32 @@ def throughput_markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def mutation_scores(run_dirs: list[Path]) -> list[dict]:
+    """Per task, the grader's mutation score from each `validate --mutants` run (its mutants.json)."""
+    rows = []
+    for run_dir in run_dirs:
+        path = run_dir / "mutants.json"
+        if not path.is_file():
+            continue
+        try:
+            scores = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ReportInputError(f"{path}: not valid JSON ({e}); re-run `runner.py validate --run-id "
+                                   f"{run_dir.name} --resume` to write it again") from None
+        rows += [{"run": run_dir.name, **r, "survived": len(r["survived"]), "errored": len(r["errored"])}
+                 for r in scores]
+    return rows
+
+
+def mutation_markdown(rows: list[dict]) -> str:
+    lines = ["| run | task | framework | mutants | killed | survived | errored | score |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        score = "n/a (no mutable line)" if r["mutants"] == 0 else "n/a" if r["score"] is None else f"{r['score']:.0%}"
+        lines.append(f"| {r['run']} | {r['task']} | {r['framework']} | {r['mutants']} | {r['killed']} | {r['survived']} "
+                     f"| {r['errored']} | {score} |")
+    return "\n".join(lines) + "\n\nThe survivors' diffs are in each run's survivors.md.\n"
+
+
 def markdown_report(run_dirs: list[Path], summaries: dict[str, list[dict]], reference_framework: str,
                     profile_md: str | None) -> str:
     runs = ", ".join(f"`{d.name}`" for d in run_dirs)
@@ -483,6 +509,9 @@ def markdown_report(run_dirs: list[Path], summaries: dict[str, list[dict]], refe
         "## By task family", "", markdown_tables(summaries["family"], "family", reference_framework),
         "## By task", "", markdown_tables(summaries["task"], "task", reference_framework),
     ]
+    mutation = mutation_scores(run_dirs)
+    if mutation:
+        parts += ["## Grader mutation score (validate --mutants)", "", mutation_markdown(mutation)]
     if profile_md:
         parts += ["## Framework profile (static)", "", profile_md]
     return "\n".join(parts)

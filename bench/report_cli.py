@@ -40,13 +40,14 @@ def cmd_report(argv: list[str]) -> int:
     try:
         run_dirs, trials = report.load_runs(args.runs, args.results_dir)
         profiles, note = _profiles(args, sorted({t["framework"] for t in trials}))
+        mutation = report.mutation_scores(run_dirs)
     except (report.ReportInputError, profile.ProfileInputError, specs.SpecError, workspace.WorkspaceError) as e:
         return fail(str(e))
     out = args.out or run_dirs[0] / "report"
     summaries = report.write_tables(out, run_dirs, trials, args.reference_framework, args.confidence,
                                     profile.markdown(profiles) if profiles else None)
     html = report_html.write_html(out, [d.name for d in run_dirs], trials, summaries, args.reference_framework,
-                                  profiles, note)
+                                  profiles, note, mutation)
     print(f"{len(trials)} trials -> {out / 'report.md'}, {html}, {out / 'summary.csv'}, {out / 'summary.json'}")
     return 0
 

@@ -203,8 +203,19 @@ def profile_table(profiles: list[dict]) -> str:
     return html
 
 
+def mutation_table(rows: list[dict]) -> str:
+    body = "".join(
+        f"<tr><td>{escape(r['run'])}</td><td>{escape(r['task'])}</td><td>{escape(r['framework'])}</td>"
+        f"<td>{r['mutants']}</td><td>{r['killed']}</td><td>{r['survived']}</td><td>{r['errored']}</td>"
+        f"<td>{'n/a' if r['score'] is None else format(r['score'], '.0%')}</td></tr>" for r in rows)
+    return scroll("<table><tr><th>Run</th><th>Task</th><th>Framework</th><th>Mutants</th><th>Killed</th>"
+                  f"<th>Survived</th><th>Errored</th><th>Score</th></tr>{body}</table>"
+                  "<p class=\"meta\">The survivors' diffs are in each run's survivors.md.</p>")
+
+
 def report_html(run_names: list[str], trials: list[dict], summaries: dict[str, list[dict]],
-                reference_framework: str, profiles: list[dict] | None, profile_note: str | None) -> str:
+                reference_framework: str, profiles: list[dict] | None, profile_note: str | None,
+                mutation: list[dict] | None = None) -> str:
     frame = trial_frame(trials)
     task_rows = summaries["task"]
     bars = "".join(
@@ -238,6 +249,8 @@ def report_html(run_names: list[str], trials: list[dict], summaries: dict[str, l
         "<h2>Throughput versus agent turns</h2>", f'<div class="fig">{scatter}</div>',
         "<h2>Every trial</h2>", f'<div class="figs">{strips}</div>',
     ]
+    if mutation:
+        parts += ["<h2>Grader mutation score (validate --mutants)</h2>", mutation_table(mutation)]
     if profiles:
         parts += ["<h2>Framework profile (static)</h2>", profile_table(profiles)]
     elif profile_note:
@@ -417,12 +430,13 @@ def _read_events(trial_dir: Path, name: str | None) -> list[dict] | None:
 
 
 def write_html(out_dir: Path, run_names: list[str], trials: list[dict], summaries: dict[str, list[dict]],
-               reference_framework: str, profiles: list[dict] | None = None, profile_note: str | None = None) -> Path:
+               reference_framework: str, profiles: list[dict] | None = None, profile_note: str | None = None,
+               mutation: list[dict] | None = None) -> Path:
     """Writes report.html and trajectories/*.html under out_dir; returns the report path."""
     pages = out_dir / "trajectories"
     pages.mkdir(parents=True, exist_ok=True)
     for trial in trials:
         (pages / trial_page_name(trial)).write_text(trajectory_html(trial))
     path = out_dir / "report.html"
-    path.write_text(report_html(run_names, trials, summaries, reference_framework, profiles, profile_note))
+    path.write_text(report_html(run_names, trials, summaries, reference_framework, profiles, profile_note, mutation))
     return path

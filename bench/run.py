@@ -55,6 +55,9 @@ class RunConfig:
     results_dir: str = "results"
     specs_root: str | None = None  # folder holding tasks/ and frameworks/; None: this repository
     gpus: int | None = None  # GPUs per trial (exclusive); None: what each task and framework ask for
+    command: str = "run"  # the runner.py command that made the run: "run" or "validate" (its resume differs)
+    mutants: int = 0  # validate --mutants: mutants graded per task (run.json keeps it, so a resume draws the same)
+    seed: int = 0  # validate --seed: which mutants
 
 
 @dataclass
@@ -203,7 +206,8 @@ def results_dir_option(results_dir: str | Path) -> str:
 
 
 def resume_command(cfg: RunConfig) -> str:
-    return f"python runner.py --run-id {cfg.run_id} --resume{results_dir_option(cfg.results_dir)}"
+    command = "validate " if cfg.command == "validate" else ""
+    return f"python runner.py {command}--run-id {cfg.run_id} --resume{results_dir_option(cfg.results_dir)}"
 
 
 def execute(cfg: RunConfig, plan: Plan, console: Console | None = None) -> list[dict]:

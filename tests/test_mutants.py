@@ -4,10 +4,12 @@ and `validate --mutants` grading them through real trials on the toy spec tree."
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 
 from bench import mutants, specs, workspace
-from bench.cli import cmd_validate
+from bench.cli import cmd_run, cmd_validate
+from bench.report_cli import cmd_report
 from conftest import make_toy_root, write
 
 # A gold with several mutable lines: the prepare step stubs `mul` out, so every line of it is the gold's.
@@ -134,7 +136,7 @@ def test_test_files_the_gold_adds_are_not_mutated(tmp_path, cache):
     assert drawn and all(m.file == "calc/ops.py" for m in drawn)
 
 
-def test_validate_with_mutants_grades_each_and_reports_the_survivors(tmp_path, cache):
+def test_validate_with_mutants_grades_each_reports_the_survivors_and_resumes(tmp_path, cache, capsys):
     root = richer_toy_root(tmp_path)
     results_dir = tmp_path / "results"
     code = cmd_validate(["--framework", "toy", "--task", "arith/mul", "--specs-root", str(root), "--run-id", "m",
@@ -150,6 +152,26 @@ def test_validate_with_mutants_grades_each_and_reports_the_survivors(tmp_path, c
         assert f"mutant {m['index']}:" in survivors and m["diff"].strip() in survivors
     trials = sorted(p.name for p in (results_dir / "m" / "arith__mul" / "toy" / "oracle-mutant").iterdir())
     assert trials == [str(i) for i in range(6)]
+
+    # Resumable like a run: a mutant that never finished runs again, the same mutants (run.json keeps
+    # --mutants and --seed), finished trials untouched; options that change the run are refused.
+    mutant_dir = results_dir / "m" / "arith__mul" / "toy" / "oracle-mutant"
+    kept = (mutant_dir / "0" / "result.json").read_text()
+    shutil.rmtree(mutant_dir / "2")
+    assert cmd_validate(["--run-id", "m", "--results-dir", str(results_dir), "--resume", "--mutants", "7"]) == 2
+    assert "--mutants 6 -> 7" in capsys.readouterr().err
+    assert cmd_validate(["--run-id", "m", "--results-dir", str(results_dir), "--resume"]) == 0
+    assert "8 already finished, 1 to run" in capsys.readouterr().out
+    assert (mutant_dir / "0" / "result.json").read_text() == kept
+    assert json.loads((results_dir / "m" / "mutants.json").read_text()) == [report]
+    assert cmd_run(["--run-id", "m", "--results-dir", str(results_dir), "--resume"]) == 2
+    assert "made by validate" in capsys.readouterr().err
+
+    # The report shows the score per task.
+    assert cmd_report(["m", "--results-dir", str(results_dir), "--out", str(tmp_path / "report")]) == 0
+    row = f"| m | arith/mul | toy | 6 | {report['killed']} | {len(report['survived'])} | {len(report['errored'])} |"
+    assert row in (tmp_path / "report" / "report.md").read_text()
+    assert "Grader mutation score" in (tmp_path / "report" / "report.html").read_text()
 
 
 def test_negative_mutant_count_is_refused(tmp_path):
