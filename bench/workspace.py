@@ -20,6 +20,7 @@ from pathlib import Path
 
 from bench.specs import FrameworkSpec, TaskVariant, fingerprint
 
+PREPARE_KIT = Path(__file__).with_name("prepare_kit.py")  # imported by prepare.py scripts
 CLEAN_PATTERNS = (".git", "__pycache__", "*.pyc", ".pytest_cache", "*.egg-info", ".mypy_cache", ".ruff_cache")
 GIT_IDENTITY = ["-c", "user.name=atebench", "-c", "user.email=atebench@localhost", "-c", "commit.gpgsign=false"]
 
@@ -242,11 +243,11 @@ def prepare(variant: TaskVariant, framework: FrameworkSpec, dest: Path, cache: P
 
 
 def prepared_key(variant: TaskVariant, framework: FrameworkSpec, version: str) -> str:
-    """Changes when the source, the task's preparation (anything in its folder but tests/ and wrong/) or
-    the hidden test paths change."""
+    """Changes when the source, the task's preparation (anything in its folder but tests/ and wrong/, and
+    bench/prepare_kit.py, which prepare.py imports) or the hidden test paths change."""
     return hashlib.sha256("\0".join([
         framework.name, version, hash_tree(variant.dir, skip=("tests", "wrong")),
-        *variant.hidden_test_paths()]).encode()).hexdigest()[:16]
+        hashlib.sha256(PREPARE_KIT.read_bytes()).hexdigest(), *variant.hidden_test_paths()]).encode()).hexdigest()[:16]
 
 
 def prepared_checkout(variant: TaskVariant, framework: FrameworkSpec, cache: Path | None = None) -> Path:
