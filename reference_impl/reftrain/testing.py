@@ -25,7 +25,7 @@ import torch.multiprocessing as mp
 
 from reftrain.config import PACKAGE_ROOT, Config
 from reftrain.data import Batch
-from reftrain.loss import TokenWeightedCrossEntropy, moe_blocks, set_aux_loss_scale
+from reftrain.loss import IGNORE_INDEX, TokenWeightedCrossEntropy, moe_blocks, set_aux_loss_scale
 from reftrain.models import build_model
 from reftrain.parallel.expert_parallel import is_expert_param
 from reftrain.parallel.mesh import init_mesh
@@ -94,7 +94,9 @@ def random_batch(case: LadderCase, vocab_size: int) -> tuple[torch.Tensor, torch
 
 
 def reference_step(cfg: Config, case: LadderCase, device, inputs, labels):
-    """Eager single-device `reference_forward` over every (data rank, micro-batch): (losses, grads by name)."""
+    """Eager single-device `reference_forward` over every (data rank, micro-batch): (losses, grads by name).
+
+    The loss is normalised by the global count of non-ignored label positions, as the framework documents."""
     hf = cfg.hf_config_dict()
     model = build_model(hf, device="meta")
     model.to_empty(device=device)
@@ -102,7 +104,7 @@ def reference_step(cfg: Config, case: LadderCase, device, inputs, labels):
     blocks = moe_blocks(model)
     set_aux_loss_scale(blocks, case.aux_loss_coef, len(blocks), inputs.shape[0] * inputs.shape[1])
     loss_fn = TokenWeightedCrossEntropy()
-    loss_fn.global_tokens = labels.numel()
+    loss_fn.global_tokens = int((labels != IGNORE_INDEX).sum())
     losses = torch.zeros(inputs.shape[:2], dtype=torch.float64)
     for d in range(inputs.shape[0]):
         for m in range(inputs.shape[1]):
@@ -226,20 +228,27 @@ def run_distributed(fn, world_size: int, *args, device_type: str = "cpu") -> lis
     return [o["result"] for o in outcomes]
 
 
-def ladder_rungs(cases: list[LadderCase]) -> list[dict]:
-    """Runs several rungs of one world size in the same processes (one start-up instead of many).
+def each_case(check, cases: list[LadderCase]) -> list[dict]:
+    """Runs `check(case)` for several cases of one world size in the same processes (one start-up instead of
+    many): `run_distributed(each_case, world_size, check, cases)`.
 
-    A rung's mismatches do not stop the others (every rank stays in lockstep); all are reported at the end.
+    A case's mismatches (AssertionError) do not stop the others, so every rank stays in lockstep through the
+    collectives; all are reported together at the end.
     """
     results, failures = [], []
     for case in cases:
         try:
-            results.append(ladder_rank(case))
+            results.append(check(case))
         except AssertionError as e:
             failures.append(str(e))
     if failures:
         raise AssertionError("\n".join(failures))
     return results
+
+
+def ladder_rungs(cases: list[LadderCase]) -> list[dict]:
+    """Several ladder rungs of one world size: `run_distributed(ladder_rungs, world_size, cases)`."""
+    return each_case(ladder_rank, cases)
 
 
 CPU_LAYOUTS = {1: [(1, 1, 1)], 2: [(2, 1, 1), (1, 1, 2), (1, 2, 1)], 4: [(2, 1, 2), (1, 2, 2), (2, 2, 1)]}
