@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import socket
-import sys
 import tempfile
 import traceback
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ import torch.multiprocessing as mp
 
 from reftrain.config import PACKAGE_ROOT, Config
 from reftrain.data import Batch
+from reftrain.launch import run_then_exit
 from reftrain.loss import IGNORE_INDEX, TokenWeightedCrossEntropy, moe_blocks, set_aux_loss_scale
 from reftrain.models import build_model
 from reftrain.parallel.expert_parallel import is_expert_param
@@ -189,6 +189,10 @@ def _child(rank: int, world_size: int, port: int, out_dir: str, fn, args, device
     if device_type == "cuda":
         torch.cuda.set_device(rank)
     dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
+    run_then_exit(_save_result, rank, out_dir, fn, args)
+
+
+def _save_result(rank: int, out_dir: str, fn, args) -> None:
     try:
         result = fn(*args)
         torch.save({"ok": True, "result": result}, Path(out_dir) / f"rank{rank}.pt")
@@ -196,14 +200,6 @@ def _child(rank: int, world_size: int, port: int, out_dir: str, fn, args, device
     except BaseException as e:
         torch.save({"ok": False, "error": f"{e}\n{traceback.format_exc()}"}, Path(out_dir) / f"rank{rank}.pt")
         raise
-    finally:
-        dist.destroy_process_group()
-    # The result is saved and the process group destroyed. Skip the interpreter's teardown, which gloo
-    # sometimes aborts ("terminate called without an active exception"), as reftrain.train does: a rank
-    # that did its work must not read as a dead rank.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
 
 
 def run_distributed(fn, world_size: int, *args, device_type: str = "cpu") -> list:
