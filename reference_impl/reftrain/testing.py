@@ -224,6 +224,11 @@ def run_distributed(fn, world_size: int, *args, device_type: str = "cpu") -> lis
     return [o["result"] for o in outcomes]
 
 
+def ladder_rungs(cases: list[LadderCase]) -> list[dict]:
+    """Several ladder rungs of one world size: `run_distributed(ladder_rungs, world_size, cases)`."""
+    return each_case(ladder_rank, cases)
+
+
 def each_case(check, cases: list[LadderCase]) -> list[dict]:
     """Runs `check(case)` for several cases of one world size in the same processes (one start-up instead of
     many): `run_distributed(each_case, world_size, check, cases)`.
@@ -240,11 +245,6 @@ def each_case(check, cases: list[LadderCase]) -> list[dict]:
     if failures:
         raise AssertionError("\n".join(failures))
     return results
-
-
-def ladder_rungs(cases: list[LadderCase]) -> list[dict]:
-    """Several ladder rungs of one world size: `run_distributed(ladder_rungs, world_size, cases)`."""
-    return each_case(ladder_rank, cases)
 
 
 CPU_LAYOUTS = {1: [(1, 1, 1)], 2: [(2, 1, 1), (1, 1, 2), (1, 2, 1)], 4: [(2, 1, 2), (1, 2, 2), (2, 2, 1)]}
