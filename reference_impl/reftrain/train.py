@@ -229,7 +229,7 @@ def train(cfg: Config) -> list[dict]:
         record = train_step(run, step)
         records.append(record)
         done = step + 1 == cfg.training.steps
-        if is_logger and ((step + 1) % cfg.log_interval == 0 or done):
+        if is_logger and ((step + 1) % cfg.training.log_interval == 0 or done):
             print(f"step {record['step']:5d} | loss {record['loss']:.4f} | aux {record['aux']:.4f} "
                   f"| grad_norm {record['grad_norm']:.3f} | lr {record['lr']:.2e} "
                   f"| tokens/s {record['tokens_per_s']:.0f} | peak_mem {record['peak_mem_gb']:.2f} GB", flush=True)
