@@ -26,6 +26,7 @@ import torch
 import torch.distributed as dist
 
 from reftrain.config import ConfigError, Config, load_config
+from reftrain.launch import run_then_exit
 from reftrain.models import build_model
 from reftrain.moe import GroupedExperts
 from reftrain.train import setup, train_step
@@ -147,14 +148,7 @@ def main(argv: list[str] | None = None) -> None:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
 
 
 if __name__ == "__main__":
-    main()
-    # As in reftrain.train: skip the interpreter's teardown, which gloo with ep > 1 sometimes aborts.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    run_then_exit(main)

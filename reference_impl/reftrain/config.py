@@ -45,6 +45,8 @@ class ParallelConfig:
 @dataclass
 class TrainingConfig:
     steps: int = 100
+    log_interval: int = 1
+    """Print a step line every N steps (and at the last step)."""
     lr: float = 3e-3
     min_lr: float = 3e-4
     """Learning rate reached at the last step by cosine decay."""
@@ -100,7 +102,6 @@ class Config:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     data: DataConfig = field(default_factory=DataConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
-    log_interval: int = 1
     source: str = "<defaults>"
     """The TOML file this came from (for error messages)."""
 
@@ -134,7 +135,9 @@ class Config:
         return dataclasses.asdict(self)
 
 
-SECTIONS = {f.name: f.type for f in dataclasses.fields(Config) if f.name not in ("log_interval", "source")}
+SECTIONS = {f.name: f.type for f in dataclasses.fields(Config) if f.name != "source"}
+MOVED = {"log_interval": "training"}
+"""Former top-level keys -> the section that holds them now (an old config gets one error naming the fix)."""
 
 
 def _type_name(tp) -> str:
@@ -189,9 +192,11 @@ def _coerce(value, tp, where: str):
 
 
 def _set(cfg: Config, section: str, key: str, value, source: str):
-    if section == "log_interval" and key is None:
-        cfg.log_interval = _coerce(value, int, f"{source}: log_interval")
-        return
+    if section in MOVED and key is None:
+        new = MOVED[section]
+        fix = (f"use --{new}.{section}={value}" if source.startswith("--")
+               else f"move `{section} = {value}` under [{new}]")
+        raise ConfigError(f"{source}: {section} is no longer a top-level key, it is {new}.{section}; {fix}")
     if section not in SECTIONS:
         raise ConfigError(f"{source}: unknown section [{section}]; valid sections: {', '.join(SECTIONS)}")
     obj = getattr(cfg, section)
@@ -252,9 +257,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"{path}: invalid TOML ({e}); fix the syntax") from None
         cfg.source = str(path.resolve())
         for section, body in table.items():
-            if section == "log_interval":
-                _set(cfg, section, None, body, str(path))
-            elif isinstance(body, dict):
+            if isinstance(body, dict):
                 for key, value in body.items():
                     if key == "overrides" and isinstance(value, dict) and section == "model":
                         cfg.model.overrides.update(value)
@@ -275,7 +278,8 @@ def check_values(cfg: Config) -> None:
     positive = {"parallel.pp": cfg.parallel.pp, "parallel.dp": cfg.parallel.dp, "parallel.ep": cfg.parallel.ep,
                 "training.steps": cfg.training.steps, "data.seq_len": cfg.data.seq_len,
                 "data.global_batch_size": cfg.data.global_batch_size,
-                "data.micro_batch_size": cfg.data.micro_batch_size, "log_interval": cfg.log_interval}
+                "data.micro_batch_size": cfg.data.micro_batch_size,
+                "training.log_interval": cfg.training.log_interval}
     for name, value in positive.items():
         if value < 1:
             raise ConfigError(f"{src}: {name} = {value} must be >= 1")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import socket
-import sys
 import tempfile
 import traceback
 from dataclasses import dataclass
@@ -25,7 +24,8 @@ import torch.multiprocessing as mp
 
 from reftrain.config import PACKAGE_ROOT, Config
 from reftrain.data import Batch
-from reftrain.loss import TokenWeightedCrossEntropy, moe_blocks, set_aux_loss_scale
+from reftrain.launch import run_then_exit
+from reftrain.loss import IGNORE_INDEX, TokenWeightedCrossEntropy, moe_blocks, set_aux_loss_scale
 from reftrain.models import build_model
 from reftrain.parallel.expert_parallel import is_expert_param
 from reftrain.parallel.mesh import init_mesh
@@ -94,7 +94,9 @@ def random_batch(case: LadderCase, vocab_size: int) -> tuple[torch.Tensor, torch
 
 
 def reference_step(cfg: Config, case: LadderCase, device, inputs, labels):
-    """Eager single-device `reference_forward` over every (data rank, micro-batch): (losses, grads by name)."""
+    """Eager single-device `reference_forward` over every (data rank, micro-batch): (losses, grads by name).
+
+    The loss is normalised by the global count of non-ignored label positions, as the framework documents."""
     hf = cfg.hf_config_dict()
     model = build_model(hf, device="meta")
     model.to_empty(device=device)
@@ -102,7 +104,7 @@ def reference_step(cfg: Config, case: LadderCase, device, inputs, labels):
     blocks = moe_blocks(model)
     set_aux_loss_scale(blocks, case.aux_loss_coef, len(blocks), inputs.shape[0] * inputs.shape[1])
     loss_fn = TokenWeightedCrossEntropy()
-    loss_fn.global_tokens = labels.numel()
+    loss_fn.global_tokens = int((labels != IGNORE_INDEX).sum())
     losses = torch.zeros(inputs.shape[:2], dtype=torch.float64)
     for d in range(inputs.shape[0]):
         for m in range(inputs.shape[1]):
@@ -187,6 +189,10 @@ def _child(rank: int, world_size: int, port: int, out_dir: str, fn, args, device
     if device_type == "cuda":
         torch.cuda.set_device(rank)
     dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
+    run_then_exit(_save_result, rank, out_dir, fn, args)
+
+
+def _save_result(rank: int, out_dir: str, fn, args) -> None:
     try:
         result = fn(*args)
         torch.save({"ok": True, "result": result}, Path(out_dir) / f"rank{rank}.pt")
@@ -194,14 +200,6 @@ def _child(rank: int, world_size: int, port: int, out_dir: str, fn, args, device
     except BaseException as e:
         torch.save({"ok": False, "error": f"{e}\n{traceback.format_exc()}"}, Path(out_dir) / f"rank{rank}.pt")
         raise
-    finally:
-        dist.destroy_process_group()
-    # The result is saved and the process group destroyed. Skip the interpreter's teardown, which gloo
-    # sometimes aborts ("terminate called without an active exception"), as reftrain.train does: a rank
-    # that did its work must not read as a dead rank.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
 
 
 def run_distributed(fn, world_size: int, *args, device_type: str = "cpu") -> list:
@@ -227,14 +225,21 @@ def run_distributed(fn, world_size: int, *args, device_type: str = "cpu") -> lis
 
 
 def ladder_rungs(cases: list[LadderCase]) -> list[dict]:
-    """Runs several rungs of one world size in the same processes (one start-up instead of many).
+    """Several ladder rungs of one world size: `run_distributed(ladder_rungs, world_size, cases)`."""
+    return each_case(ladder_rank, cases)
 
-    A rung's mismatches do not stop the others (every rank stays in lockstep); all are reported at the end.
+
+def each_case(check, cases: list[LadderCase]) -> list[dict]:
+    """Runs `check(case)` for several cases of one world size in the same processes (one start-up instead of
+    many): `run_distributed(each_case, world_size, check, cases)`.
+
+    A case's mismatches (AssertionError) do not stop the others, so every rank stays in lockstep through the
+    collectives; all are reported together at the end.
     """
     results, failures = [], []
     for case in cases:
         try:
-            results.append(ladder_rank(case))
+            results.append(check(case))
         except AssertionError as e:
             failures.append(str(e))
     if failures:

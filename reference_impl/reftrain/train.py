@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import resource
 import sys
 import time
@@ -22,6 +21,7 @@ from torch import nn
 from reftrain import checkpoint
 from reftrain.config import Config, ConfigError, cli, validate
 from reftrain.data import Batch, PackedLoader
+from reftrain.launch import run_then_exit
 from reftrain.loss import TokenWeightedCrossEntropy, count_tokens, moe_blocks, set_aux_loss_scale, token_loss_sum
 from reftrain.models import build_model
 from reftrain.optim import build_optimizer, clip_grads, lr_at
@@ -229,7 +229,7 @@ def train(cfg: Config) -> list[dict]:
         record = train_step(run, step)
         records.append(record)
         done = step + 1 == cfg.training.steps
-        if is_logger and ((step + 1) % cfg.log_interval == 0 or done):
+        if is_logger and ((step + 1) % cfg.training.log_interval == 0 or done):
             print(f"step {record['step']:5d} | loss {record['loss']:.4f} | aux {record['aux']:.4f} "
                   f"| grad_norm {record['grad_norm']:.3f} | lr {record['lr']:.2e} "
                   f"| tokens/s {record['tokens_per_s']:.0f} | peak_mem {record['peak_mem_gb']:.2f} GB", flush=True)
@@ -245,15 +245,7 @@ def main(argv: list[str] | None = None) -> None:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
 
 
 if __name__ == "__main__":
-    main()
-    # Everything is written and the process group is destroyed. Skip the interpreter's teardown: with
-    # gloo and ep > 1 it sometimes aborts there ("terminate called without an active exception").
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    run_then_exit(main)

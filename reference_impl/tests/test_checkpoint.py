@@ -10,7 +10,7 @@ from reftrain.testing import run_distributed, train_records
 
 CONFIG = str(PACKAGE_ROOT / "examples" / "tiny_qwen3_moe.toml")
 SMALL = ["--training.steps=4", "--training.warmup_steps=1", "--data.seq_len=32", "--data.global_batch_size=4",
-         "--data.micro_batch_size=1", "--log_interval=100"]
+         "--data.micro_batch_size=1", "--training.log_interval=100"]
 
 
 def losses(records):

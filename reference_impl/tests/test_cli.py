@@ -10,7 +10,7 @@ from reftrain.bench import attention_dims
 from reftrain.config import PACKAGE_ROOT, load_config
 
 CONFIG = "examples/tiny_qwen3_moe.toml"
-SMALL = ["--training.steps=3", "--data.seq_len=32", "--log_interval=1"]
+SMALL = ["--training.steps=3", "--data.seq_len=32", "--training.log_interval=1"]
 STEP_LINE = re.compile(r"^step +(\d+) \| loss ([\d.]+) \| aux ([\d.]+) \| grad_norm ([\d.]+) \| lr ([\d.e+-]+) "
                        r"\| tokens/s (\d+) \| peak_mem ([\d.]+) GB$")
 

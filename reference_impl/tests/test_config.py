@@ -19,9 +19,10 @@ def test_example_loads_with_its_values():
 def test_cli_overrides_both_spellings_and_nested_model_overrides():
     cfg = load_config(CONFIG, ["--training.steps=20", "--parallel.ep", "2", "--training.betas=0.8,0.9",
                                "--model.overrides.num_hidden_layers=2", "--training.compile=true",
-                               "--data.paths=a.txt,b.jsonl", "--log_interval=5"])
+                               "--data.paths=a.txt,b.jsonl", "--training.log_interval=5"])
     assert cfg.training.steps == 20 and cfg.parallel.ep == 2 and cfg.training.betas == (0.8, 0.9)
-    assert cfg.training.compile is True and cfg.data.paths == ["a.txt", "b.jsonl"] and cfg.log_interval == 5
+    assert cfg.training.compile is True and cfg.data.paths == ["a.txt", "b.jsonl"]
+    assert cfg.training.log_interval == 5
     assert cfg.hf_config_dict()["num_hidden_layers"] == 2
 
 
@@ -33,6 +34,9 @@ def test_cli_overrides_both_spellings_and_nested_model_overrides():
     (["--training.betas=0.9"], "must be a list of 2 values"),
     (["--parallel.pp_schedule=zigzag"], "parallel.pp_schedule = 'zigzag' is not one of 1F1B, GPipe"),
     (["--parallel.dp=0"], "parallel.dp = 0 must be >= 1"),
+    (["--training.log_interval=0"], "training.log_interval = 0 must be >= 1"),
+    (["--log_interval=5"], "--log_interval: log_interval is no longer a top-level key, it is training.log_interval; "
+                           "use --training.log_interval=5"),
     (["--data.source=files"], "needs data.paths"),
     (["--training.min_lr=1.0"], "exceeds training.lr"),
     (["--checkpoint.resume=true"], "checkpoint.resume = true needs checkpoint.dir"),
@@ -75,6 +79,15 @@ def test_bad_toml_key_in_file(tmp_path):
     bad.write_text('[training]\nstep = 3\n')
     with pytest.raises(ConfigError, match=r"bad.toml: unknown key 'step' in \[training\]; valid keys: steps"):
         load_config(bad)
+
+
+def test_old_top_level_log_interval_in_file_names_its_new_place(tmp_path):
+    old = tmp_path / "old.toml"
+    old.write_text(CONFIG.read_text().replace("[model]", "log_interval = 7\n\n[model]", 1))
+    with pytest.raises(ConfigError) as e:
+        load_config(old)
+    assert str(e.value) == (f"{old}: log_interval is no longer a top-level key, it is training.log_interval; "
+                            "move `log_interval = 7` under [training]")
 
 
 def test_cli_prints_one_error_line_and_exits_2():

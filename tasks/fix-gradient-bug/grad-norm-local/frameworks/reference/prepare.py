@@ -1,7 +1,8 @@
 """Injects a silent bug: the gradient norm used for clipping is computed from this rank's gradients only.
 
 The injection asserts its anchor text, so a refactor of reftrain fails preparation loudly instead of
-producing a task without a bug. Usage: python prepare.py <checkout>
+producing a task without a bug. The framework's padded-batch layout test, which grades the task, is
+removed from the checkout (grading.toml restores it from the original). Usage: python prepare.py <checkout>
 """
 
 import sys
@@ -19,6 +20,20 @@ def edit(rel: str, old: str, new: str) -> None:
     path.write_text(text.replace(old, new))
 
 
+def remove(rel: str) -> None:
+    if not (root / rel).is_file():
+        sys.exit(f"prepare: {rel} not found; reftrain changed, update this prepare.py")
+    (root / rel).unlink()
+
+
 edit("reftrain/optim.py",
      "    if dist.is_initialized() and dist.get_world_size() > 1:\n        dist.all_reduce(sq)\n",
      "")
+remove("tests/test_gradients_across_layouts.py")
+
+HIDDEN = "test_gradients_across_layouts"
+leaks = [str(p.relative_to(root)) for p in sorted(root.rglob("*"))
+         if p.is_file() and p.suffix in (".py", ".toml", ".md") and HIDDEN in p.read_text()]
+if leaks:
+    sys.exit(f"prepare: the checkout still names the hidden test {HIDDEN} in: {', '.join(leaks)}; "
+             "extend this prepare.py")

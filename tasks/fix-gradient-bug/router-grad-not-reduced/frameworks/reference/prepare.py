@@ -1,7 +1,8 @@
 """Injects a silent bug: MoE router weights are left out of FSDP, so their gradients are never reduced over data ranks.
 
 The injection asserts its anchor text, so a refactor of reftrain fails preparation loudly instead of
-producing a task without a bug. Usage: python prepare.py <checkout>
+producing a task without a bug. The framework's padded-batch layout test, which grades the task, is
+removed from the checkout (grading.toml restores it from the original). Usage: python prepare.py <checkout>
 """
 
 import sys
@@ -19,6 +20,12 @@ def edit(rel: str, old: str, new: str) -> None:
     path.write_text(text.replace(old, new))
 
 
+def remove(rel: str) -> None:
+    if not (root / rel).is_file():
+        sys.exit(f"prepare: {rel} not found; reftrain changed, update this prepare.py")
+    (root / rel).unlink()
+
+
 edit("reftrain/parallel/fsdp.py",
      "    for layer in model.model.layers.values():\n",
      "    # Routers are tiny and read by every token: keep them replicated instead of sharded.\n"
@@ -30,3 +37,11 @@ edit("reftrain/parallel/fsdp.py",
 edit("reftrain/parallel/fsdp.py",
      "    fully_shard(model, mesh=mesh.dp_ep_mesh, mp_policy=policy, reshard_after_forward=False)\n",
      "    fully_shard(model, mesh=mesh.dp_ep_mesh, mp_policy=policy, reshard_after_forward=False, ignored_params=routers)\n")
+remove("tests/test_gradients_across_layouts.py")
+
+HIDDEN = "test_gradients_across_layouts"
+leaks = [str(p.relative_to(root)) for p in sorted(root.rglob("*"))
+         if p.is_file() and p.suffix in (".py", ".toml", ".md") and HIDDEN in p.read_text()]
+if leaks:
+    sys.exit(f"prepare: the checkout still names the hidden test {HIDDEN} in: {', '.join(leaks)}; "
+             "extend this prepare.py")

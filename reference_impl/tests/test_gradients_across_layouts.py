@@ -1,6 +1,6 @@
-"""Per-parameter gradients, loss and gradient norm of parallel layouts vs one device (hidden grader tests).
+"""Per-parameter gradients, loss and gradient norm of parallel layouts vs one device, on padded batches.
 
-Why beyond the framework's ladder: silent gradient bugs hide where the ladder's data is too regular.
+Why beyond the ladder (test_ladder.py): silent gradient bugs hide where the ladder's data is too regular.
 Here labels carry padding (ignored positions) in different amounts on every data rank and micro-batch,
 so a loss normalised per rank or per micro-batch shows; and after the backward the gradient norm and
 clipping are checked, so a norm computed on one rank's shard shows. The eager single-device reference
@@ -14,11 +14,12 @@ import torch
 import torch.distributed as dist
 
 from reftrain.data import Batch
-from reftrain.loss import IGNORE_INDEX, TokenWeightedCrossEntropy, moe_blocks, set_aux_loss_scale
-from reftrain.models import build_model
+from reftrain.loss import IGNORE_INDEX
+from reftrain.models import MODELS
 from reftrain.optim import clip_grads, global_grad_norm
 from reftrain.parallel.mesh import init_mesh
-from reftrain.testing import LadderCase, full_grad, grad_distance, random_batch, run_distributed
+from reftrain.testing import (LadderCase, each_case, full_grad, grad_distance, random_batch, reference_step,
+                              run_distributed)
 
 LAYOUTS = {"dp2": (1, 2, 1), "ep2": (1, 1, 2), "pp2": (2, 1, 1)}
 CPU_TOLERANCES = dict(loss_rtol=1e-5, loss_atol=1e-6, grad_tol=4e-9)
@@ -41,35 +42,18 @@ def padded_batch(case: LadderCase, vocab_size: int):
     return inputs, labels
 
 
-def reference(case: LadderCase, device, inputs, labels):
-    """Eager single-device losses and gradients over every (data rank, micro-batch)."""
-    model = build_model(case.config().hf_config_dict(), device="meta")
-    model.to_empty(device=device)
-    model.init_weights(case.seed)
-    blocks = moe_blocks(model)
-    set_aux_loss_scale(blocks, case.aux_loss_coef, len(blocks), inputs.shape[0] * inputs.shape[1])
-    loss_fn = TokenWeightedCrossEntropy()
-    loss_fn.global_tokens = int((labels != IGNORE_INDEX).sum())
-    losses = torch.zeros(inputs.shape[:2], dtype=torch.float64)
-    for d in range(inputs.shape[0]):
-        for m in range(inputs.shape[1]):
-            loss = loss_fn(model.reference_forward(inputs[d, m].to(device)), labels[d, m].to(device))
-            loss.backward()
-            losses[d, m] = loss.item()
-    return losses, {n: p.grad.detach() for n, p in model.named_parameters()}
-
-
 def layout_rank(case: LadderCase) -> dict:
     """One rank: forward/backward on padded data, then compare losses, gradients, norm and clipping."""
     from reftrain.train import build_parallel_model, forward_backward
 
     device = torch.device("cuda", torch.cuda.current_device()) if case.device == "cuda" else torch.device("cpu")
     mesh = init_mesh(case.pp, case.dp, case.ep, device.type)
-    pm = build_parallel_model(case.config(), mesh, device)
-    inputs, labels = padded_batch(case, case.config().hf_config_dict()["vocab_size"])
+    cfg = case.config()
+    pm = build_parallel_model(cfg, mesh, device)
+    inputs, labels = padded_batch(case, cfg.hf_config_dict()["vocab_size"])
     r = mesh.data_rank
     losses = forward_backward(pm, Batch(inputs=inputs[r], labels=labels[r]))
-    ref_losses, ref_grads = reference(case, device, inputs, labels)
+    ref_losses, ref_grads = reference_step(cfg, case, device, inputs, labels)
     problems = []
     if pm.is_last_stage:
         got = torch.stack(losses).double()
@@ -100,25 +84,13 @@ def layout_rank(case: LadderCase) -> dict:
     return {"case": case.name, "norm": norm}
 
 
-def layouts_rank(cases: list[LadderCase]) -> list[dict]:
-    results, failures = [], []
-    for case in cases:
-        try:
-            results.append(layout_rank(case))
-        except AssertionError as e:
-            failures.append(str(e))
-    if failures:
-        raise AssertionError("\n".join(failures))
-    return results
-
-
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("layout", sorted(LAYOUTS))
-@pytest.mark.parametrize("model_type", ["qwen3_moe", "deepseek_v2"])
+@pytest.mark.parametrize("model_type", sorted(MODELS))
 def test_padded_batch_gradients_norm_and_clipping_match_one_device(model_type, layout):
     pp, dp, ep = LAYOUTS[layout]
     case = LadderCase(model_type, pp=pp, dp=dp, ep=ep, **CPU_TOLERANCES)
-    results = run_distributed(layouts_rank, case.world_size, [case])
+    results = run_distributed(each_case, case.world_size, layout_rank, [case])
     norms = [r[0]["norm"] for r in results]
     assert max(norms) - min(norms) <= 1e-9 * max(norms), f"ranks disagree on the gradient norm: {norms}"
 
@@ -130,8 +102,8 @@ def test_padded_batch_gradients_norm_and_clipping_match_one_device_gpu(world_siz
     if torch.cuda.device_count() < world_size:
         pytest.skip(f"needs {world_size} GPUs, {torch.cuda.device_count()} visible")
     cases = [LadderCase(model_type, pp=pp, dp=dp, ep=ep, device="cuda", **GPU_TOLERANCES)
-             for model_type in ("qwen3_moe", "deepseek_v2") for pp, dp, ep in GPU_LAYOUTS[world_size]]
-    results = run_distributed(layouts_rank, world_size, cases, device_type="cuda")
+             for model_type in sorted(MODELS) for pp, dp, ep in GPU_LAYOUTS[world_size]]
+    results = run_distributed(each_case, world_size, layout_rank, cases, device_type="cuda")
     assert {r["case"] for per_rank in results for r in per_rank} == {c.name for c in cases}
 
 
