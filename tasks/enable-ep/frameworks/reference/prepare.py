@@ -63,6 +63,7 @@ ck.edit("tests/test_parallel.py", '"""Expert parallelism really partitions the e
 ck.drop_functions("tests/test_cli.py", ["test_torchrun_trains_with_expert_parallelism"])
 ck.drop_functions("tests/test_config.py", ["test_valid_layout_passes"])
 ck.remove("tests/test_checkpoint.py")  # every checkpoint test starts from an ep = 2 run
+ck.remove("tests/test_gradients_across_layouts.py")  # its ep2 cases grade the task (restored at grading)
 
 # Command lines in docs and example comments that launch ep > 1 runs (prose mentioning ep stays).
 ck.drop_lines(sorted([*root.rglob("*.md"), *(root / "examples").glob("*.toml")]),
