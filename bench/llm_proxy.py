@@ -349,3 +349,24 @@ while True:
     threading.Thread(target=serve, args=(conn, path), daemon=True).start()
 '''
 """Written into the sandbox and run with its python3 before the agent starts (`python3 fwd.py PORT SOCKET`)."""
+
+SANDBOX_RUN_DIR = "/run/atebench"
+"""Where the proxy's folder (its socket and the forwarder) appears inside the sandbox, read-only."""
+SOCKET_NAME = "llm.sock"
+FORWARDER_NAME = "fwd.py"
+
+
+def write_forwarder(run_dir: Path) -> None:
+    """The forwarder next to the proxy's socket, so one read-only bind brings both into the sandbox."""
+    (Path(run_dir) / FORWARDER_NAME).write_text(FORWARDER)
+
+
+def relay_prelude(port: int, run_dir: str = SANDBOX_RUN_DIR, wait_s: float = 10.0) -> str:
+    """Shell lines that start the forwarder on 127.0.0.1:`port` and wait until it listens. They must run in
+    the same process tree as the agent: each spawned sandbox process has its own network namespace."""
+    tries = int(wait_s / 0.05)
+    return (f"python3 {run_dir}/{FORWARDER_NAME} {port} {run_dir}/{SOCKET_NAME} > /tmp/atebench-fwd.log 2>&1 &\n"
+            f"for _ in $(seq {tries}); do grep -q listening /tmp/atebench-fwd.log 2>/dev/null && break; "
+            f"sleep 0.05; done\n"
+            f"grep -q listening /tmp/atebench-fwd.log || {{ echo 'atebench: the LLM forwarder did not start:'; "
+            f"cat /tmp/atebench-fwd.log; exit 98; }}\n")

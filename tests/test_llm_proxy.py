@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -13,7 +14,9 @@ import anthropic
 import openai
 import pytest
 
-from bench.llm_proxy import FORWARDER, LLMProxy
+from bench.llm_proxy import FORWARDER, SANDBOX_RUN_DIR, LLMProxy, relay_prelude, write_forwarder
+from bench.sandbox.errors import SandboxError
+from bench.sandbox.local import Bind, LocalSandbox, bwrap_available, descendants
 from tests.fake_llm import Failure, FakeLLMServer, Reply
 
 HOST_KEY = "host-only-test-key-4c2e9a71"
@@ -210,3 +213,85 @@ def test_the_forwarder_relays_an_sdk_stream_to_the_proxy(proxy_for, tmp_path):
         assert server.requests[0].headers["x-api-key"] == HOST_KEY
     assert message.content[0].text == "through the relay"
     assert (proxy.records[0].usage.input, proxy.records[0].usage.output) == (77, 6)
+
+
+# --- through the sandbox wall (bubblewrap: own user, PID, net, IPC, UTS, cgroup namespaces) ---
+
+needs_bwrap = pytest.mark.skipif(not bwrap_available(), reason="bubblewrap (bwrap) is not installed")
+
+CLIENT = '''
+import json, sys, urllib.request, urllib.error
+def post(url):
+    req = urllib.request.Request(url + "/v1/messages", data=json.dumps({"model": "m", "stream": True}).encode(),
+                                 headers={"x-api-key": "atebench-placeholder", "content-type": "application/json"})
+    try:
+        return urllib.request.urlopen(req, timeout=5).read().decode()
+    except (urllib.error.URLError, OSError) as e:
+        return "unreachable: " + type(e).__name__
+print("RELAY", post("http://127.0.0.1:" + sys.argv[1])[:60].replace("\\n", " "))
+print("DIRECT", post(sys.argv[2]))
+'''
+
+
+@needs_bwrap
+def test_a_bind_mounted_proxy_socket_is_the_sandboxs_only_way_out(tmp_path, proxy_for):
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    (workdir / "client.py").write_text(CLIENT)
+    with FakeLLMServer([Reply(text="inside", output_tokens=9)]) as server:
+        proxy = proxy_for(server)
+        write_forwarder(proxy.socket_path.parent)
+        sandbox = LocalSandbox(workdir)
+        try:
+            result = sandbox.spawn(relay_prelude(18080) + f"python3 client.py 18080 {server.url}",
+                                   binds=[Bind(str(proxy.socket_path.parent), SANDBOX_RUN_DIR)])
+            assert result.wait(30) == 0, result.output_path.read_text()
+            output = result.output_path.read_text()
+        finally:
+            sandbox.close()
+        assert [r.headers["x-api-key"] for r in server.requests] == [HOST_KEY]
+    assert "RELAY event: message_start" in output, output
+    assert "DIRECT unreachable" in output  # the upstream's own address is not reachable from inside
+    assert proxy.records[0].usage.output == 9 and proxy.records[0].client_credential == ["x-api-key"]
+
+
+@needs_bwrap
+def test_spawned_processes_stream_output_and_do_not_outlive_close(tmp_path):
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    (tools / "hello.sh").write_text("echo hello from a read-only bind\n")
+    sandbox = LocalSandbox(workdir)
+    try:
+        spawned = sandbox.spawn("bash /opt-cli/hello.sh; touch /opt-cli/x 2>/dev/null || echo read-only; "
+                                "setsid sleep 300 & sleep 0.2; echo started; sleep 300",
+                                binds=[Bind(str(tools), "/opt-cli")], output_path=tmp_path / "out.log")
+        deadline = time.monotonic() + 10
+        while b"started" not in (tmp_path / "out.log").read_bytes() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert spawned.poll() is None  # still running, its output already readable
+        pids = [spawned._proc.pid, *descendants(spawned._proc.pid)]
+        assert len(pids) >= 3
+    finally:
+        sandbox.close()
+    assert (tmp_path / "out.log").read_text().splitlines() == ["hello from a read-only bind", "read-only", "started"]
+    time.sleep(0.2)
+    assert [pid for pid in pids if os.path.exists(f"/proc/{pid}") and "Z" not in _state(pid)] == []
+
+
+def test_a_missing_bind_source_is_one_clear_error(tmp_path):
+    sandbox = LocalSandbox(tmp_path, isolate=bwrap_available())
+    try:
+        with pytest.raises(SandboxError, match="no such host path"):
+            sandbox.spawn("true", binds=[Bind(str(tmp_path / "absent"), "/x")])
+    finally:
+        sandbox.close()
+
+
+def _state(pid: int) -> str:
+    try:
+        stat = open(f"/proc/{pid}/stat").read()
+    except OSError:
+        return "Z"
+    return stat[stat.rfind(")") + 2]
