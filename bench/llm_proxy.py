@@ -59,12 +59,21 @@ class CallRecord:
     retry_after: str | None = None
     error: str | None = None
     """Why the call failed: the upstream's error excerpt for a non-2xx status, or what broke on the way."""
+    tool_calls: int = 0
+    """Tool calls in the reply (tool_use blocks, function_call items)."""
     client_credential: list[str] = field(default_factory=list)
     """The names of the credential headers the sandbox sent (dropped); never their values."""
+    refused: str | None = None
+    """Why the harness did not forward this call (a limit was reached); such a call is no API error."""
 
     @property
     def ok(self) -> bool:
         return self.status is not None and 200 <= self.status < 300 and self.error is None
+
+    @property
+    def failed(self) -> bool:
+        """An API error: an error status or a broken call, not a call the harness refused."""
+        return not self.ok and self.refused is None
 
 
 def usage_from_anthropic(usage: dict, into: CallUsage) -> None:
@@ -99,6 +108,7 @@ class UsageReader:
         self.buffer = b""
         self.usage: CallUsage | None = None
         self.model: str | None = None
+        self.tool_calls = 0
 
     def feed(self, chunk: bytes) -> None:
         self.buffer += chunk
@@ -123,6 +133,11 @@ class UsageReader:
             return
         if isinstance(body, dict) and isinstance(body.get("usage"), dict):
             self.model = body.get("model") or self.model
+            blocks = body.get("content") if self.anthropic else body.get("output")
+            self.tool_calls = sum(1 for b in blocks or [] if isinstance(b, dict)
+                                  and b.get("type") in ("tool_use", "function_call", "custom_tool_call"))
+            if not blocks and body.get("choices"):
+                self.tool_calls = len(((body["choices"][0] or {}).get("message") or {}).get("tool_calls") or [])
             if self.anthropic:
                 self.usage = CallUsage()
                 usage_from_anthropic(body["usage"], self.usage)
@@ -136,6 +151,11 @@ class UsageReader:
             self.model = message.get("model") or self.model
             self.usage = CallUsage()
             usage_from_anthropic(message.get("usage") or {}, self.usage)
+        elif kind == "content_block_start" and (event.get("content_block") or {}).get("type") == "tool_use":
+            self.tool_calls += 1
+        elif kind == "response.output_item.done" and (event.get("item") or {}).get("type") in (
+                "function_call", "custom_tool_call", "local_shell_call"):
+            self.tool_calls += 1
         elif kind == "message_delta" and self.usage is not None:
             usage_from_anthropic(event.get("usage") or {}, self.usage)
         elif kind in ("response.completed", "response.incomplete", "response.failed"):
@@ -155,10 +175,13 @@ class LLMProxy:
     """Listens on `socket_path`, forwards every request to `upstream` (a base URL, e.g.
     https://api.anthropic.com or http://127.0.0.1:PORT) with `inject` as its only credential headers,
     and appends one JSON line per call to `records_path`. `on_record(record)` runs after each call
-    (the harness counts turns and tokens there, to enforce limits)."""
+    (the harness counts turns and tokens there). `admit(record)`, asked before a call is forwarded,
+    returns None to let it through or the reason to refuse it (a limit is reached): the call is answered
+    400 and recorded as refused, and the harness ends the agent."""
 
     def __init__(self, socket_path: Path | str, upstream: str, inject: dict[str, str], records_path: Path | str,
-                 on_record: Callable[[CallRecord], None] | None = None, timeout_s: float = 600.0):
+                 on_record: Callable[[CallRecord], None] | None = None,
+                 admit: Callable[[CallRecord], str | None] | None = None, timeout_s: float = 600.0):
         parts = urlsplit(upstream)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"the LLM proxy's upstream must be an http(s) base URL, got {upstream!r}")
@@ -168,6 +191,7 @@ class LLMProxy:
         self.socket_path = Path(socket_path)
         self.records_path = Path(records_path)
         self.on_record = on_record
+        self.admit = admit
         self.timeout_s = timeout_s
         self.records: list[CallRecord] = []
         self._lock = threading.Lock()
@@ -245,6 +269,12 @@ def _handler_for(proxy: LLMProxy):
                     record.client_credential.append(lower)
                 elif lower not in HOP_BY_HOP and lower != "accept-encoding":
                     headers[name] = value
+            refusal = proxy.admit(record) if proxy.admit else None
+            if refusal:
+                record.refused = refusal
+                self._reply_error(400, f"atebench: {refusal}")
+                proxy._finish(record)
+                return
             headers.update(proxy.inject)
             headers["accept-encoding"] = "identity"
             headers["host"] = proxy.upstream.netloc
@@ -305,12 +335,14 @@ def _handler_for(proxy: LLMProxy):
                 self.close_connection = True
             reader.finish()
             record.usage = reader.usage
+            record.tool_calls = reader.tool_calls
             record.model = record.model or reader.model
             if not 200 <= response.status < 300 and record.error is None:
                 record.error = reader.buffer[:ERROR_EXCERPT_CHARS].decode(errors="replace")
 
         def _reply_error(self, status: int, message: str) -> None:
-            data = json.dumps({"type": "error", "error": {"type": "api_error", "message": message}}).encode()
+            kind = "invalid_request_error" if status == 400 else "api_error"
+            data = json.dumps({"type": "error", "error": {"type": kind, "message": message}}).encode()
             self.send_response_only(status)
             self.send_header("content-type", "application/json")
             self.send_header("content-length", str(len(data)))

@@ -295,3 +295,14 @@ def _state(pid: int) -> str:
     except OSError:
         return "Z"
     return stat[stat.rfind(")") + 2]
+
+
+def test_admit_refuses_a_call_without_forwarding_it(proxy_for):
+    with FakeLLMServer([Reply(tool_calls=[EDIT, EDIT], output_tokens=3), Reply(output_tokens=4)]) as server:
+        proxy = proxy_for(server, admit=lambda record: "limits.turns=1 reached" if proxy.records[0].ok else None)
+        first = post(proxy, "/v1/messages", {"model": "m", "stream": True})
+        second = post(proxy, "/v1/messages", {"model": "m", "stream": True})
+        assert len(server.requests) == 1
+    assert first[0] == 200 and second[0] == 400 and b"limits.turns=1 reached" in second[2]
+    assert proxy.records[0].tool_calls == 2
+    assert (proxy.records[1].refused, proxy.records[1].failed) == ("limits.turns=1 reached", False)
