@@ -17,6 +17,8 @@ import pytest
 from bench.agents.claude_code import ClaudeCodeAgent
 from bench.agents.claude_code import package as claude_code_package
 from bench.agents.cli_agent import PLACEHOLDER_KEY, CLIUnavailable
+from bench.agents.codex import CodexAgent
+from bench.agents.codex import package as codex_package
 from bench.metrics import trial_metrics
 from bench.pricing import load_prices
 from bench.sandbox.local import LocalSandbox, bwrap_available
@@ -28,6 +30,9 @@ from tests.tiny_task import make_task_repo, task_tests_pass
 
 HOST_KEY = f"sk-ant-host-secret-{uuid.uuid4().hex}"
 MODEL = "anthropic/claude-haiku-4-5"
+OPENAI_HOST_KEY = f"sk-proj-host-secret-{uuid.uuid4().hex}"
+CODEX_MODEL = "openai/atebench-test-model"
+"""A slug Codex does not know: it offers its fallback tools (exec_command), which the script uses."""
 
 
 @pytest.fixture(scope="module")
@@ -40,9 +45,20 @@ def claude_code():
         pytest.skip(f"CLAUDE CODE TESTS SKIPPED: {e}")
 
 
+@pytest.fixture(scope="module")
+def codex():
+    if not bwrap_available():
+        pytest.skip("CODEX TESTS SKIPPED: bubblewrap (bwrap) is not installed")
+    try:
+        return codex_package().ensure_installed()
+    except CLIUnavailable as e:
+        pytest.skip(f"CODEX TESTS SKIPPED: {e}")
+
+
 @pytest.fixture(autouse=True)
 def host_key(monkeypatch):
     monkeypatch.setenv("ANTHROPIC_API_KEY", HOST_KEY)
+    monkeypatch.setenv("OPENAI_API_KEY", OPENAI_HOST_KEY)
 
 
 def fix_calc(repo: Path) -> list:
@@ -57,11 +73,11 @@ def fix_calc(repo: Path) -> list:
             Reply(text="Fixed add.", input_tokens=1500, output_tokens=53)]
 
 
-def run_claude(tmp_path, server, limits=None):
+def run_claude(tmp_path, server, limits=None, agent=None):
     repo = make_task_repo(tmp_path)
     trajectory = TrajectoryWriter(tmp_path / "trial" / "trajectory.jsonl")
     sandbox = LocalSandbox(repo)
-    agent = ClaudeCodeAgent(MODEL, base_url=server.url)
+    agent = agent or ClaudeCodeAgent(MODEL, base_url=server.url)
     try:
         outcome = agent.run(AgentContext("Fix add in calc.py.", sandbox, limits or Limits(turns=10), trajectory))
     finally:
@@ -188,4 +204,59 @@ def test_runner_resolves_smoke_with_claude_code_and_the_proxy_metrics(claude_cod
     assert HOST_KEY not in bodies
     assert HOST_KEY not in all_text(results) + all_text(tmp_path / "cache")
     assert (trial / "llm_calls.jsonl").is_file() and (trial / "claude-code.stdout.jsonl").is_file()
+    assert cli_processes() == []
+
+
+def test_codex_fixes_a_task_metered_by_the_proxy(codex, tmp_path):
+    script = [Reply(text="", tool_calls=[("exec_command", {"cmd": "env > env.txt; python3 -m pytest -q test_calc.py"})],
+                    input_tokens=3000, output_tokens=30, cache_read_tokens=1000),
+              [Failure(500, "overloaded"),
+               Reply(tool_calls=[("exec_command", {"cmd": "sed -i 's/a - b/a + b/' calc.py"})], input_tokens=400,
+                     output_tokens=31, cache_read_tokens=3900)],
+              Reply(text="Fixed add.", input_tokens=500, output_tokens=32, cache_read_tokens=4300)]
+    with FakeLLMServer(script, by_step=True) as server:
+        repo, outcome, events = run_claude(tmp_path, server, agent=CodexAgent(CODEX_MODEL, base_url=server.url + "/v1"))
+        served, requests = server.served_replies(), server.requests
+    assert outcome.exit_status == "submitted", (outcome.error, events[-4:])
+    assert task_tests_pass(repo)
+    assert [(t.input_tokens, t.output_tokens, t.cache_read_tokens) for t in outcome.turns] == \
+        [(r.input_tokens, r.output_tokens, r.cache_read_tokens) for r in served]
+    assert (outcome.api_errors, outcome.api_retries) == (1, 1)
+    assert all(r.path == "/v1/responses" for r in requests)
+    assert {r.headers.get("authorization") for r in requests} == {f"Bearer {OPENAI_HOST_KEY}"}
+    sandbox_env = (repo / "env.txt").read_text()
+    assert OPENAI_HOST_KEY not in sandbox_env and f"ATEBENCH_LLM_KEY={PLACEHOLDER_KEY}" in sandbox_env
+    assert OPENAI_HOST_KEY not in all_text(tmp_path / "trial") + all_text(repo)
+    assert sum(e["kind"] == "tool_result" for e in events) == 2
+    assert list((tmp_path / "trial" / "transcripts").rglob("rollout-*.jsonl")), "the CLI's own rollout"
+    assert cli_processes() == []
+
+
+def test_runner_resolves_smoke_with_codex(codex, tmp_path):
+    script = [Reply(tool_calls=[("exec_command", {"cmd": "env; cat bench_utils/rates.py"})], input_tokens=2500,
+                    output_tokens=20, cache_read_tokens=700),
+              Reply(tool_calls=[("exec_command", {"cmd": SMOKE_FIX})], input_tokens=300, output_tokens=110,
+                    cache_read_tokens=3100),
+              Reply(text="Implemented tokens_per_second.", input_tokens=200, output_tokens=12, cache_read_tokens=3500)]
+    results = tmp_path / "results"
+    env = {**os.environ, "OPENAI_API_KEY": OPENAI_HOST_KEY, "ATEBENCH_CACHE": str(tmp_path / "cache"),
+           "ATEBENCH_CLI_CACHE": str(codex.parent)}
+    with FakeLLMServer(script, by_step=True) as server:
+        done = subprocess.run([sys.executable, str(REPO / "runner.py"), "--task", "smoke", "--framework", "reference",
+                               "--agent", "codex", "--model", CODEX_MODEL, "--base-url", server.url + "/v1",
+                               "--run-id", "cx", "--results-dir", str(results), "--no-throughput"],
+                              capture_output=True, text=True, timeout=300, env=env, cwd=REPO)
+        served, bodies = server.served_replies(), json.dumps([r.body for r in server.requests])
+        credentials = {r.headers.get("authorization") for r in server.requests}
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads((results / "cx" / "smoke" / "reference" / "codex" / "0" / "result.json").read_text())
+    assert (result["status"], result["exit_status"]) == ("resolved", "submitted"), result
+    metrics = result["metrics"]
+    assert metrics["agent_turns"] == len(served) == 3
+    assert metrics["input_tokens"] == sum(r.input_tokens for r in served)
+    assert metrics["output_tokens"] == sum(r.output_tokens for r in served)
+    assert metrics["cache_read_tokens"] == sum(r.cache_read_tokens for r in served)
+    assert credentials == {f"Bearer {OPENAI_HOST_KEY}"}
+    assert "ATEBENCH_LLM_KEY=" + PLACEHOLDER_KEY in bodies and OPENAI_HOST_KEY not in bodies
+    assert OPENAI_HOST_KEY not in all_text(results) + all_text(tmp_path / "cache")
     assert cli_processes() == []
