@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.agents import make_spec
 from bench.agents.claude_code import ClaudeCodeAgent
 from bench.agents.claude_code import package as claude_code_package
 from bench.agents.cli_agent import PLACEHOLDER_KEY, CLIUnavailable
@@ -260,3 +261,33 @@ def test_runner_resolves_smoke_with_codex(codex, tmp_path):
     assert "ATEBENCH_LLM_KEY=" + PLACEHOLDER_KEY in bodies and OPENAI_HOST_KEY not in bodies
     assert OPENAI_HOST_KEY not in all_text(results) + all_text(tmp_path / "cache")
     assert cli_processes() == []
+
+
+# --- specs: one clear error before anything starts ---
+
+@pytest.mark.parametrize(("agent", "model", "message"), [
+    ("claude-code", None, "the claude-code agent needs a model"),
+    ("claude-code", "openai/gpt-5", "the claude-code agent speaks the Anthropic API"),
+    ("codex", None, "the codex agent needs a model"),
+    ("codex", "anthropic/claude-haiku-4-5", "the codex agent speaks the OpenAI Responses API"),
+])
+def test_cli_specs_name_the_flag_to_fix(agent, model, message):
+    with pytest.raises(ValueError, match=message):
+        make_spec(agent, model=model)
+
+
+@pytest.mark.parametrize(("agent", "model", "variable"), [("claude-code", MODEL, "ANTHROPIC_API_KEY"),
+                                                          ("codex", CODEX_MODEL, "OPENAI_API_KEY")])
+def test_cli_specs_check_the_key_before_installing(agent, model, variable, monkeypatch, tmp_path):
+    monkeypatch.delenv(variable)
+    monkeypatch.setenv("ATEBENCH_CLI_CACHE", str(tmp_path))
+    with pytest.raises(ValueError, match=variable):
+        make_spec(agent, model=model)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_without_npm_the_install_is_one_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setenv("ATEBENCH_CLI_CACHE", str(tmp_path))
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with pytest.raises(CLIUnavailable, match="npm, which is not on PATH: install Node.js and npm"):
+        make_spec("claude-code", model=MODEL)
