@@ -114,7 +114,9 @@ def test_claude_code_fixes_a_task_metered_by_the_proxy(claude_code, tmp_path):
     # The trajectory holds the CLI's tool calls and results; the transcript was copied out.
     calls = [c["name"] for e in events if e["kind"] == "assistant" for c in e["tool_calls"]]
     assert calls == ["Bash", "Read", "Edit"]
-    assert sum(e["kind"] == "tool_result" for e in events) == 3
+    results = [e for e in events if e["kind"] == "tool_result"]
+    assert len(results) == 3
+    assert "1 failed" in results[0]["output"], "commands see the sandbox's PATH (its Python, with pytest)"
     assert list((tmp_path / "trial" / "transcripts").rglob("*.jsonl")), "the CLI's own transcript"
     assert cli_processes() == []
     metrics = trial_metrics(outcome, events, load_prices())
@@ -228,7 +230,9 @@ def test_codex_fixes_a_task_metered_by_the_proxy(codex, tmp_path):
     sandbox_env = (repo / "env.txt").read_text()
     assert OPENAI_HOST_KEY not in sandbox_env and f"ATEBENCH_LLM_KEY={PLACEHOLDER_KEY}" in sandbox_env
     assert OPENAI_HOST_KEY not in all_text(tmp_path / "trial") + all_text(repo)
-    assert sum(e["kind"] == "tool_result" for e in events) == 2
+    results = [e for e in events if e["kind"] == "tool_result"]
+    assert len(results) == 2
+    assert "1 failed" in results[0]["output"], "commands see the sandbox's PATH (its Python, with pytest)"
     assert list((tmp_path / "trial" / "transcripts").rglob("rollout-*.jsonl")), "the CLI's own rollout"
     assert cli_processes() == []
 

@@ -65,6 +65,8 @@ class CodexAgent(CLIAgent):
             f"model = {_toml(self.api_model)}\n"
             'model_provider = "atebench"\n'
             "check_for_update_on_startup = false\n"
+            # `bash -lc` would run /etc/profile, whose PATH drops the sandbox's (the framework's Python first).
+            "allow_login_shell = false\n"
             "[analytics]\nenabled = false\n"
             "[feedback]\nenabled = false\n"
             "[features]\nplugins = false\n"
