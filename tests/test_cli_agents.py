@@ -65,8 +65,8 @@ def host_key(monkeypatch):
 def fix_calc(repo: Path) -> list:
     """Claude Code's own tools, one step per tool result: run, read, edit, finish."""
     calc = str(repo / "calc.py")
-    return [Reply(text="Let me look.", tool_calls=[("Bash", {"command": "python3 -m pytest -q test_calc.py; env > env.txt",
-                                                            "description": "run the test"})],
+    look = {"command": "python3 -m pytest -q test_calc.py; env > env.txt", "description": "run the test"}
+    return [Reply(text="Let me look.", tool_calls=[("Bash", look)],
                   input_tokens=1200, output_tokens=50, cache_read_tokens=300, cache_write_tokens=40),
             Reply(tool_calls=[("Read", {"file_path": calc})], input_tokens=1300, output_tokens=51),
             Reply(tool_calls=[("Edit", {"file_path": calc, "old_string": "a - b", "new_string": "a + b"})],
@@ -142,7 +142,8 @@ def test_claude_code_retries_are_counted_and_a_turn_limit_ends_it(claude_code, t
 
 def test_the_wall_time_limit_ends_a_slow_claude_code(claude_code, tmp_path):
     script = fix_calc(tmp_path / "repo")
-    script[1] = Reply(tool_calls=[("Bash", {"command": "python3 -c \"import time; time.sleep(60)\"", "description": "wait"})])
+    slow = {"command": "python3 -c 'import time; time.sleep(60)'", "description": "wait"}
+    script[1] = Reply(tool_calls=[("Bash", slow)])
     with FakeLLMServer(script, by_step=True) as server:
         started = time.monotonic()
         _, outcome, events = run_claude(tmp_path, server, Limits(turns=10, wall_time_s=4))
@@ -171,7 +172,8 @@ path = pathlib.Path("bench_utils/rates.py")
 body = ('    if seconds <= 0:\\n        raise ValueError(f"seconds must be positive, got {seconds}")\\n'
         '    if tokens < 0:\\n        raise ValueError(f"tokens must not be negative, got {tokens}")\\n'
         '    return float(tokens) / seconds')
-path.write_text(path.read_text().replace('    raise NotImplementedError("tokens_per_second is not implemented yet")', body))
+stub = '    raise NotImplementedError("tokens_per_second is not implemented yet")'
+path.write_text(path.read_text().replace(stub, body))
 PY'''
 
 

@@ -21,6 +21,7 @@ from tests.fake_llm import Failure, FakeLLMServer, Reply
 
 HOST_KEY = "host-only-test-key-4c2e9a71"
 PLACEHOLDER = "atebench-placeholder"
+HI = [{"role": "user", "content": "hi"}]
 EDIT = ("Edit", {"file_path": "/w/a.py", "old_string": "x = 1", "new_string": "x = 2"})
 
 
@@ -70,7 +71,7 @@ def test_anthropic_stream_is_what_the_sdk_expects():
                     cache_write_tokens=5)]
     with FakeLLMServer(script) as server:
         client = anthropic.Anthropic(api_key="test-key", base_url=server.url, max_retries=0)
-        with client.messages.stream(model="claude-x", max_tokens=100, messages=[{"role": "user", "content": "hi"}]) as s:
+        with client.messages.stream(model="claude-x", max_tokens=100, messages=HI) as s:
             events = [e.type for e in s]
             message = s.get_final_message()
     assert events[0] == "message_start" and events[-1] == "message_stop"
@@ -205,7 +206,7 @@ def test_the_forwarder_relays_an_sdk_stream_to_the_proxy(proxy_for, tmp_path):
         try:
             port = int(relay.stdout.readline().split()[-1])
             client = anthropic.Anthropic(api_key=PLACEHOLDER, base_url=f"http://127.0.0.1:{port}", max_retries=0)
-            with client.messages.stream(model="claude-x", max_tokens=10, messages=[{"role": "user", "content": "hi"}]) as s:
+            with client.messages.stream(model="claude-x", max_tokens=10, messages=HI) as s:
                 message = s.get_final_message()
         finally:
             relay.kill()

@@ -77,7 +77,8 @@ class ClaudeCodeAgent(CLIAgent):
                     if isinstance(output, list):
                         output = "".join(part.get("text", "") for part in output if isinstance(part, dict))
                     self.record("tool_result", tool_call_id=block.get("tool_use_id"),
-                                output=truncate(str(output or ""), MAX_EVENT_CHARS), is_error=bool(block.get("is_error")))
+                                output=truncate(str(output or ""), MAX_EVENT_CHARS),
+                                is_error=bool(block.get("is_error")))
         elif kind == "result":
             self.result_line = line
             self.record("cli_result", subtype=line.get("subtype"), is_error=line.get("is_error"),

@@ -213,7 +213,8 @@ class CLIAgent:
                                   trial_dir / "llm_calls.jsonl", on_record=self._on_record, admit=self._admit).start()
             binary = f"{CLI_DIR_INSIDE}/{self.package.binary}"
             command = self.command(binary, ctx.instruction)
-            self.record("system", model=self.model, agent=self.name, cli=f"{self.package.package}@{self.package.version}",
+            self.record("system", model=self.model, agent=self.name,
+                        cli=f"{self.package.package}@{self.package.version}",
                         command=command.replace(ctx.instruction, "<instruction>"), limits=ctx.limits.model_dump())
             self.record("user", content=ctx.instruction)
             from bench.sandbox.local import (

@@ -343,8 +343,8 @@ def _responses_events(response: dict) -> list[tuple[str, dict]]:
             events.append(("response.output_item.added", {
                 "type": "response.output_item.added", "sequence_number": next(seq), "output_index": index,
                 "item": {**item, "status": "in_progress", "arguments": ""}}))
-        events.append(("response.output_item.done", {"type": "response.output_item.done",
-                                                      "sequence_number": next(seq), "output_index": index, "item": item}))
+        events.append(("response.output_item.done", {"type": "response.output_item.done", "sequence_number": next(seq),
+                                                      "output_index": index, "item": item}))
     events.append(("response.completed", {"type": "response.completed", "sequence_number": next(seq),
                                           "response": response}))
     return events
