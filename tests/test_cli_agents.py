@@ -297,3 +297,27 @@ def test_without_npm_the_install_is_one_clear_error(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     with pytest.raises(CLIUnavailable, match="npm, which is not on PATH: install Node.js and npm"):
         make_spec("claude-code", model=MODEL)
+
+
+def test_a_token_limit_ends_claude_code_before_the_next_call(claude_code, tmp_path):
+    with FakeLLMServer(fix_calc(tmp_path / "repo"), by_step=True) as server:
+        _, outcome, events = run_claude(tmp_path, server, Limits(turns=10, tokens=1500))
+        forwarded = len(server.requests)
+    assert outcome.exit_status == "limit_tokens", outcome.error
+    assert len(outcome.turns) == forwarded == 1  # 1200 + 50 + 300 + 40 tokens reach 1500: the second call is refused
+    assert any(e["kind"] == "limit" and "limits.tokens=1500" in e["message"] for e in events)
+    assert cli_processes() == []
+
+
+def test_an_unisolated_sandbox_is_refused_with_the_reason(tmp_path):
+    with FakeLLMServer([]) as server:
+        repo = make_task_repo(tmp_path)
+        sandbox = LocalSandbox(repo, isolate=False)
+        try:
+            outcome = ClaudeCodeAgent(MODEL, base_url=server.url).run(
+                AgentContext("Fix add.", sandbox, Limits(), TrajectoryWriter(tmp_path / "trial" / "trajectory.jsonl")))
+        finally:
+            sandbox.close()
+        assert server.requests == []
+    assert outcome.exit_status == "agent_error"
+    assert "runs only in the isolated local sandbox" in outcome.error
