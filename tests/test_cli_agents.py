@@ -24,7 +24,7 @@ from bench.metrics import trial_metrics
 from bench.pricing import load_prices
 from bench.sandbox.local import LocalSandbox, bwrap_available
 from bench.specs import Limits
-from bench.types import AgentContext, TrajectoryWriter
+from bench.types import AgentContext, AgentOutcome, TrajectoryWriter, TurnUsage
 from conftest import REPO
 from tests.fake_llm import Failure, FakeLLMServer, Reply
 from tests.tiny_task import make_task_repo, task_tests_pass
@@ -119,6 +119,7 @@ def test_claude_code_fixes_a_task_metered_by_the_proxy(claude_code, tmp_path):
     assert "1 failed" in results[0]["output"], "commands see the sandbox's PATH (its Python, with pytest)"
     assert list((tmp_path / "trial" / "transcripts").rglob("*.jsonl")), "the CLI's own transcript"
     assert cli_processes() == []
+    assert not [e for e in events if e["kind"] == "note" and "differ" in e["message"]], "the CLI agrees with the proxy"
     metrics = trial_metrics(outcome, events, load_prices())
     assert metrics.agent_turns == 4 and metrics.output_tokens == 50 + 51 + 52 + 53
     print(f"claude-code session: {took:.1f} s")
@@ -235,6 +236,7 @@ def test_codex_fixes_a_task_metered_by_the_proxy(codex, tmp_path):
     results = [e for e in events if e["kind"] == "tool_result"]
     assert len(results) == 2
     assert "1 failed" in results[0]["output"], "commands see the sandbox's PATH (its Python, with pytest)"
+    assert not [e for e in events if e["kind"] == "note" and "differ" in e["message"]], "the CLI agrees with the proxy"
     assert list((tmp_path / "trial" / "transcripts").rglob("rollout-*.jsonl")), "the CLI's own rollout"
     assert cli_processes() == []
 
@@ -321,3 +323,14 @@ def test_an_unisolated_sandbox_is_refused_with_the_reason(tmp_path):
         assert server.requests == []
     assert outcome.exit_status == "agent_error"
     assert "runs only in the isolated local sandbox" in outcome.error
+
+
+def test_a_cli_that_disagrees_with_the_proxy_gets_a_note(tmp_path):
+    agent = ClaudeCodeAgent(MODEL)
+    agent.ctx = AgentContext("x", None, Limits(), TrajectoryWriter(tmp_path / "trajectory.jsonl"))
+    agent.result_line = {"usage": {"input_tokens": 10, "output_tokens": 1, "cache_read_input_tokens": 0,
+                                   "cache_creation_input_tokens": 0}}
+    outcome = AgentOutcome("submitted", turns=[TurnUsage(0, 1, input_tokens=10, output_tokens=7)])
+    agent._cross_check(outcome)
+    (note,) = agent.ctx.trajectory.read()
+    assert "differ from the proxy's" in note["message"] and "'output': (1, 7)" in note["message"]

@@ -89,6 +89,15 @@ class ClaudeCodeAgent(CLIAgent):
                         tools=line.get("tools"), cwd=line.get("cwd"))
 
 
+    def cli_totals(self) -> dict[str, int] | None:
+        usage = (self.result_line or {}).get("usage")
+        if not isinstance(usage, dict):
+            return None
+        return {"input": usage.get("input_tokens") or 0, "output": usage.get("output_tokens") or 0,
+                "cache_read": usage.get("cache_read_input_tokens") or 0,
+                "cache_write": usage.get("cache_creation_input_tokens") or 0}
+
+
 def claude_code_spec(options: AgentOptions) -> AgentSpec:
     """`--model anthropic/<model>` (the CLI gets `<model>`), `--base-url` the Anthropic API; the CLI is
     installed on first use, and the key checked, before any trial."""

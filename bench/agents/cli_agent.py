@@ -186,6 +186,11 @@ class CLIAgent:
     transcript_dir = ""
     """Below the CLI's home: where its own transcript files (*.jsonl) are, copied into the trial folder."""
 
+    def cli_totals(self) -> dict[str, int] | None:
+        """The CLI's own token totals for the session (input, output, cache_read, cache_write in atebench's
+        convention), when its log has them: cross-checked against the proxy, never used as metrics."""
+        return None
+
     # --- the run ---
 
     def record(self, kind: str, **data) -> None:
@@ -248,6 +253,7 @@ class CLIAgent:
             if self.proxy is not None:
                 self.proxy.close()
                 self._count(outcome)
+                self._cross_check(outcome)
             copied = copy_regular_files(scratch / "home" / self.transcript_dir, trial_dir / "transcripts", ".jsonl") \
                 if (scratch / "home" / self.transcript_dir).is_dir() else []
             if copied:
@@ -335,6 +341,20 @@ class CLIAgent:
         if record.failed:
             self.record("api_error", status=record.status, message=truncate(record.error or "", 2000),
                         retry_after=record.retry_after)
+
+    def _cross_check(self, outcome: AgentOutcome) -> None:
+        """A difference between the CLI's own totals and the proxy's is a note: the proxy's numbers stand."""
+        cli = self.cli_totals()
+        if cli is None:
+            return
+        turns = outcome.turns
+        proxy = {"input": sum(t.input_tokens for t in turns), "output": sum(t.output_tokens for t in turns),
+                 "cache_read": sum(t.cache_read_tokens for t in turns),
+                 "cache_write": sum(t.cache_write_tokens for t in turns)}
+        differ = {k: (cli[k], proxy[k]) for k in proxy if k in cli and cli[k] != proxy[k]}
+        if differ:
+            self.record("note", message=f"{self.name}'s own token totals differ from the proxy's (cli, proxy): "
+                                        f"{differ}; the metrics use the proxy's")
 
     def _count(self, outcome: AgentOutcome) -> None:
         """Turns, tokens and API errors from the proxy's records: the one source of truth."""

@@ -54,6 +54,7 @@ class CodexAgent(CLIAgent):
         self.api_model = api_model
         self.package = package(version)
         self.transcript_dir = ".codex/sessions"
+        self.usage_line: dict | None = None
 
     def inject(self, key: str) -> dict[str, str]:
         return {"authorization": f"Bearer {key}"} if key else {}
@@ -96,12 +97,25 @@ class CodexAgent(CLIAgent):
             self.record("assistant", content=truncate(str(item.get("text") or ""), MAX_EVENT_CHARS), tool_calls=[])
         elif kind == "item.completed" and item.get("type") == "file_change":
             self.record("cli_file_change", changes=item.get("changes"))
-        elif kind in ("turn.completed", "turn.failed", "error") or item.get("type") == "error":
+        elif kind == "turn.completed":
+            self.usage_line = line.get("usage") if isinstance(line.get("usage"), dict) else None
+            self.record("cli_turn_completed", usage=self.usage_line)
+        elif kind in ("turn.failed", "error") or item.get("type") == "error":
             if kind == "turn.failed":
                 self.result_line = {"is_error": True, "message": str((line.get("error") or {}).get("message"))}
             self.record("cli_" + kind.replace(".", "_"), **{k: v for k, v in line.items() if k != "type"})
         elif kind == "thread.started":
             self.record("cli_init", thread_id=line.get("thread_id"))
+
+
+    def cli_totals(self) -> dict[str, int] | None:
+        """`turn.completed` sums the task's calls; its input includes the cached tokens, as OpenAI's does."""
+        usage = self.usage_line
+        if usage is None:
+            return None
+        cache_read, cache_write = usage.get("cached_input_tokens") or 0, usage.get("cache_write_input_tokens") or 0
+        return {"input": (usage.get("input_tokens") or 0) - cache_read - cache_write,
+                "output": usage.get("output_tokens") or 0, "cache_read": cache_read, "cache_write": cache_write}
 
 
 def codex_spec(options: AgentOptions) -> AgentSpec:
