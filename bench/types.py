@@ -84,7 +84,7 @@ class AgentOutcome:
 
 
 EXIT_STATUSES = {
-    "submitted": "the agent called its submit tool",
+    "submitted": "the agent declared the task done (the builtin agent's submit tool; a CLI agent exiting 0)",
     "completed": "a non-LLM agent (oracle, nop, replay) finished",
     "limit_turns": "limits.turns reached",
     "limit_tokens": "limits.tokens reached",

@@ -8,19 +8,22 @@ Nothing outside this folder names an agent: a new agent is a module here plus on
 from __future__ import annotations
 
 from bench.agents.builtin import BUILTIN, BuiltinAgent, builtin_spec
+from bench.agents.claude_code import CLAUDE_CODE, ClaudeCodeAgent, claude_code_spec
+from bench.agents.codex import CODEX, CodexAgent, codex_spec
 from bench.agents.nop import NOP, NopAgent, nop_spec
 from bench.agents.oracle import MUTANT, ORACLE, WRONG, OracleAgent, mutant_spec, oracle_spec, wrong_spec
 from bench.agents.replay import REPLAY, ReplayAgent, replay_spec
 from bench.agents.spec import AgentOptions, AgentSetupError, AgentSpec, TrialInputs
 
-AGENTS = {BUILTIN: builtin_spec, ORACLE: oracle_spec, NOP: nop_spec, REPLAY: replay_spec, WRONG: wrong_spec}
+AGENTS = {BUILTIN: builtin_spec, ORACLE: oracle_spec, NOP: nop_spec, REPLAY: replay_spec, WRONG: wrong_spec,
+          CLAUDE_CODE: claude_code_spec, CODEX: codex_spec}
 
 DEFAULT_AGENT = ORACLE
 VALIDATION_AGENTS = (ORACLE, NOP, WRONG)
 """`validate` is a run of these: the oracle must resolve each task, nop and the wrong solution must not."""
 
 __all__ = ["AGENTS", "DEFAULT_AGENT", "VALIDATION_AGENTS", "ORACLE", "NOP", "WRONG", "MUTANT", "AgentOptions",
-           "AgentSetupError", "AgentSpec", "TrialInputs", "BuiltinAgent", "NopAgent", "OracleAgent", "ReplayAgent",
+           "AgentSetupError", "AgentSpec", "TrialInputs", "BuiltinAgent", "ClaudeCodeAgent", "CodexAgent", "NopAgent", "OracleAgent", "ReplayAgent",
            "make_spec", "make_specs", "mutant_spec"]
 
 

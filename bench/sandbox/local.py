@@ -28,6 +28,7 @@ import tempfile
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 from bench.sandbox import cgroups, files
@@ -147,6 +148,40 @@ def _read_into(proc: subprocess.Popen, out: _Output) -> None:
             out.cond.notify_all()
 
 
+@dataclass(frozen=True)
+class Bind:
+    """A host folder shown inside a spawned process's sandbox at `inside` (read-only unless `writable`):
+    e.g. an installed CLI, or the folder of the host proxy's socket."""
+
+    host: str
+    inside: str
+    writable: bool = False
+
+
+class Spawned:
+    """A long-running process started by `LocalSandbox.spawn`; its stdout and stderr go to `output_path`
+    on the host as they are printed, for the harness to tail."""
+
+    def __init__(self, proc: subprocess.Popen, output_path: Path):
+        self._proc = proc
+        self.output_path = output_path
+
+    def poll(self) -> int | None:
+        return self._proc.poll()
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        """The exit code, or None if it still runs after `timeout` seconds."""
+        try:
+            return self._proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def kill(self) -> None:
+        """The process and everything it started (its own session and PID namespace)."""
+        kill_pids(list(set(session_processes(self._proc.pid)) | set(descendants(self._proc.pid)) | {self._proc.pid}))
+        self.wait(5)
+
+
 class LocalSandbox:
     """Persistent bash in `workdir`, inside bubblewrap unless `isolate=False` (plain host bash, trusted code only).
 
@@ -177,6 +212,7 @@ class LocalSandbox:
         self._cwd = self.workdir
         self._counter = 0
         self._closed = False
+        self._spawned: list[Spawned] = []
         self._file_size_blocks = max(1, int(file_size_gb * 1024 * 1024))  # bash counts ulimit -f in KiB
         self._cgroup = cgroups.create(f"atebench-{self._nonce[:12]}", memory_gb, pids) if self.isolated else None
         self.limits = {"file_size_gb": file_size_gb, "core_dumps": False, **(self._cgroup.applied if self._cgroup else {})}
@@ -197,8 +233,8 @@ class LocalSandbox:
                 raise SandboxError(f"sandbox setup command {command!r} failed (exit {result.exit_code}): "
                                    f"{result.output[-2000:]}")
 
-    def _argv(self) -> list[str]:
-        shell = ["bash", "--noprofile", "--norc"]
+    def _argv(self, binds: tuple[Bind, ...] = (), command: str | None = None) -> list[str]:
+        shell = ["bash", "--noprofile", "--norc"] + (["-c", command] if command is not None else [])
         if not self.isolated:
             return shell
         # The private /tmp comes first: binds made after it (the Python install, the workspace) stay visible
@@ -227,8 +263,10 @@ class LocalSandbox:
             if os.path.isdir("/sys"):
                 argv += ["--ro-bind", "/sys", "/sys"]  # NVML and the CUDA driver read PCI topology there
         argv += ["--ro-bind", str(self._control / "cmd"), str(self._control / "cmd"),
-                 "--bind", self.workdir, self.workdir, "--chdir", self._cwd]
-        return argv + shell
+                 "--bind", self.workdir, self.workdir]
+        for bind in binds:
+            argv += ["--bind" if bind.writable else "--ro-bind", bind.host, bind.inside]
+        return argv + ["--chdir", self.workdir if command is not None else self._cwd] + shell
 
     def _start(self) -> None:
         argv = self._argv()
@@ -337,6 +375,37 @@ class LocalSandbox:
         except subprocess.TimeoutExpired:
             pass  # SIGKILLed already; a zombie the kernel reaps later holds nothing
 
+    def spawn(self, command: str, binds: list[Bind] | tuple[Bind, ...] = (), env: dict[str, str] | None = None,
+              output_path: Path | None = None) -> Spawned:
+        """Start `command` (bash) as a long-running process behind the same wall as the shell (same /tmp,
+        workspace, limits), in the workspace, with `binds` added; it runs until it exits, `Spawned.kill`,
+        or `close`. Output goes to a host file (`output_path`, by default one in the sandbox's control
+        folder, removed at close), not through `execute`.
+
+        `env` is added to the sandbox's environment, with secret-looking names dropped as everywhere; a
+        value the command needs under such a name goes on its command line."""
+        self.check_alive()
+        if binds and not self.isolated:
+            raise SandboxError("binds need the isolated local sandbox (bubblewrap); this one runs plain host "
+                               "processes (--no-isolate)")
+        for bind in binds:
+            if not os.path.exists(bind.host):
+                raise SandboxError(f"cannot show {bind.host} in the sandbox at {bind.inside}: no such host path")
+        limits = f"ulimit -c 0; ulimit -f {self._file_size_blocks}; " if self.isolated else ""
+        argv = self._argv(tuple(binds), limits + command)
+        if self._cgroup:
+            argv = self._cgroup.wrap(argv)
+        if output_path is None:
+            (self._control / "spawn").mkdir(exist_ok=True)
+            output_path = self._control / "spawn" / f"{len(self._spawned) + 1}.log"
+        with open(output_path, "wb") as out:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                    cwd=self.workdir, env=sandbox_env({**self._env, **(env or {})}, host={}),
+                                    start_new_session=True)
+        spawned = Spawned(proc, output_path)
+        self._spawned.append(spawned)
+        return spawned
+
     def read_file(self, path: str) -> str:
         """Read inside the sandbox: only what the agent's shell could read, regular files of bounded size."""
         return files.read_file(self.execute, self._absolute(path))
@@ -352,6 +421,8 @@ class LocalSandbox:
         if self._closed:
             return
         self._closed = True
+        for spawned in self._spawned:
+            spawned.kill()
         self._kill_session()
         for stream in (self._proc.stdin, self._proc.stdout):
             try:

@@ -1,0 +1,336 @@
+"""The installed CLI agents (Claude Code, Codex) for real, inside bubblewrap, against the fake LLM server
+through the metering proxy. The pinned CLIs are installed on first use (npm; `.ci/run` does it ahead);
+without npm or the package these tests skip and say why."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from bench.agents import make_spec
+from bench.agents.claude_code import ClaudeCodeAgent
+from bench.agents.claude_code import package as claude_code_package
+from bench.agents.cli_agent import PLACEHOLDER_KEY, CLIUnavailable
+from bench.agents.codex import CodexAgent
+from bench.agents.codex import package as codex_package
+from bench.metrics import trial_metrics
+from bench.pricing import load_prices
+from bench.sandbox.local import LocalSandbox, bwrap_available
+from bench.specs import Limits
+from bench.types import AgentContext, AgentOutcome, TrajectoryWriter, TurnUsage
+from conftest import REPO
+from tests.fake_llm import Failure, FakeLLMServer, Reply
+from tests.tiny_task import make_task_repo, task_tests_pass
+
+HOST_KEY = f"sk-ant-host-secret-{uuid.uuid4().hex}"
+MODEL = "anthropic/claude-haiku-4-5"
+OPENAI_HOST_KEY = f"sk-proj-host-secret-{uuid.uuid4().hex}"
+CODEX_MODEL = "openai/atebench-test-model"
+"""A slug Codex does not know: it offers its fallback tools (exec_command), which the script uses."""
+
+
+@pytest.fixture(scope="module")
+def claude_code():
+    if not bwrap_available():
+        pytest.skip("CLAUDE CODE TESTS SKIPPED: bubblewrap (bwrap) is not installed")
+    try:
+        return claude_code_package().ensure_installed()
+    except CLIUnavailable as e:
+        pytest.skip(f"CLAUDE CODE TESTS SKIPPED: {e}")
+
+
+@pytest.fixture(scope="module")
+def codex():
+    if not bwrap_available():
+        pytest.skip("CODEX TESTS SKIPPED: bubblewrap (bwrap) is not installed")
+    try:
+        return codex_package().ensure_installed()
+    except CLIUnavailable as e:
+        pytest.skip(f"CODEX TESTS SKIPPED: {e}")
+
+
+@pytest.fixture(autouse=True)
+def host_key(monkeypatch):
+    monkeypatch.setenv("ANTHROPIC_API_KEY", HOST_KEY)
+    monkeypatch.setenv("OPENAI_API_KEY", OPENAI_HOST_KEY)
+
+
+def fix_calc(repo: Path) -> list:
+    """Claude Code's own tools, one step per tool result: run, read, edit, finish."""
+    calc = str(repo / "calc.py")
+    look = {"command": "python3 -m pytest -q test_calc.py; env > env.txt", "description": "run the test"}
+    return [Reply(text="Let me look.", tool_calls=[("Bash", look)],
+                  input_tokens=1200, output_tokens=50, cache_read_tokens=300, cache_write_tokens=40),
+            Reply(tool_calls=[("Read", {"file_path": calc})], input_tokens=1300, output_tokens=51),
+            Reply(tool_calls=[("Edit", {"file_path": calc, "old_string": "a - b", "new_string": "a + b"})],
+                  input_tokens=1400, output_tokens=52, cache_read_tokens=900),
+            Reply(text="Fixed add.", input_tokens=1500, output_tokens=53)]
+
+
+def run_claude(tmp_path, server, limits=None, agent=None):
+    repo = make_task_repo(tmp_path)
+    trajectory = TrajectoryWriter(tmp_path / "trial" / "trajectory.jsonl")
+    sandbox = LocalSandbox(repo)
+    agent = agent or ClaudeCodeAgent(MODEL, base_url=server.url)
+    try:
+        outcome = agent.run(AgentContext("Fix add in calc.py.", sandbox, limits or Limits(turns=10), trajectory))
+    finally:
+        sandbox.close()
+    return repo, outcome, trajectory.read()
+
+
+def all_text(folder: Path) -> str:
+    return "\n".join(p.read_text(errors="replace") for p in folder.rglob("*") if p.is_file())
+
+
+def test_claude_code_fixes_a_task_metered_by_the_proxy(claude_code, tmp_path):
+    with FakeLLMServer(fix_calc(tmp_path / "repo"), by_step=True) as server:
+        started = time.monotonic()
+        repo, outcome, events = run_claude(tmp_path, server)
+        took = time.monotonic() - started
+        served = server.served_replies()
+        requests = server.requests
+    assert outcome.exit_status == "submitted", (outcome.error, events[-3:])
+    assert task_tests_pass(repo)
+    # The proxy's records are the metrics, and they equal what the server served.
+    assert [(t.input_tokens, t.output_tokens, t.cache_read_tokens, t.cache_write_tokens) for t in outcome.turns] == \
+        [(r.input_tokens, r.output_tokens, r.cache_read_tokens, r.cache_write_tokens) for r in served]
+    assert [t.tool_calls for t in outcome.turns] == [1, 1, 1, 0]
+    assert (outcome.api_errors, outcome.api_retries) == (0, 0)
+    # The key: only the proxy's, upstream; never inside.
+    assert {r.headers.get("x-api-key") for r in requests} == {HOST_KEY}
+    assert all(r.path == "/v1/messages" and r.body.get("stream") for r in requests)
+    sandbox_env = (repo / "env.txt").read_text()
+    assert HOST_KEY not in sandbox_env and f"ANTHROPIC_API_KEY={PLACEHOLDER_KEY}" in sandbox_env
+    assert "IS_SANDBOX=1" in sandbox_env
+    assert HOST_KEY not in all_text(tmp_path / "trial") + all_text(repo)
+    # The trajectory holds the CLI's tool calls and results; the transcript was copied out.
+    calls = [c["name"] for e in events if e["kind"] == "assistant" for c in e["tool_calls"]]
+    assert calls == ["Bash", "Read", "Edit"]
+    results = [e for e in events if e["kind"] == "tool_result"]
+    assert len(results) == 3
+    assert "1 failed" in results[0]["output"], "commands see the sandbox's PATH (its Python, with pytest)"
+    assert list((tmp_path / "trial" / "transcripts").rglob("*.jsonl")), "the CLI's own transcript"
+    assert cli_processes() == []
+    assert not [e for e in events if e["kind"] == "note" and "differ" in e["message"]], "the CLI agrees with the proxy"
+    metrics = trial_metrics(outcome, events, load_prices())
+    assert metrics.agent_turns == 4 and metrics.output_tokens == 50 + 51 + 52 + 53
+    print(f"claude-code session: {took:.1f} s")
+
+
+def test_claude_code_retries_are_counted_and_a_turn_limit_ends_it(claude_code, tmp_path):
+    script = fix_calc(tmp_path / "repo")
+    script[0] = [Failure(429, "slow down", retry_after_s=0.1), Failure(500), script[0]]
+    with FakeLLMServer(script, by_step=True) as server:
+        repo, outcome, events = run_claude(tmp_path, server, Limits(turns=2))
+        forwarded = len(server.requests)
+    assert outcome.exit_status == "limit_turns", (outcome.error, events[-3:])
+    assert (len(outcome.turns), outcome.api_errors, outcome.api_retries) == (2, 2, 2)
+    assert forwarded == 4, "the third turn's call is refused by the proxy, never forwarded"
+    kinds = [e["kind"] for e in events]
+    assert kinds[-1] == "exit" and "limit" in kinds
+    assert sum(e["kind"] == "api_error" for e in events) == 2
+    assert not task_tests_pass(repo)
+    assert cli_processes() == [], "the killed CLI left processes behind"
+
+
+def test_the_wall_time_limit_ends_a_slow_claude_code(claude_code, tmp_path):
+    script = fix_calc(tmp_path / "repo")
+    slow = {"command": "python3 -c 'import time; time.sleep(60)'", "description": "wait"}
+    script[1] = Reply(tool_calls=[("Bash", slow)])
+    with FakeLLMServer(script, by_step=True) as server:
+        started = time.monotonic()
+        _, outcome, events = run_claude(tmp_path, server, Limits(turns=10, wall_time_s=4))
+    assert outcome.exit_status == "limit_time"
+    assert time.monotonic() - started < 15
+    assert len(outcome.turns) == 2
+    assert cli_processes() == []
+
+
+def cli_processes() -> list[str]:
+    """Processes of a CLI agent or its forwarder still alive on this host."""
+    found = []
+    for pid in (p for p in os.listdir("/proc") if p.isdigit()):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if "/atebench-cli/" in cmdline or "/run/atebench/fwd.py" in cmdline:
+            found.append(f"{pid}: {cmdline[:120]}")
+    return found
+
+
+SMOKE_FIX = '''python3 - <<'PY'
+import pathlib
+path = pathlib.Path("bench_utils/rates.py")
+body = ('    if seconds <= 0:\\n        raise ValueError(f"seconds must be positive, got {seconds}")\\n'
+        '    if tokens < 0:\\n        raise ValueError(f"tokens must not be negative, got {tokens}")\\n'
+        '    return float(tokens) / seconds')
+stub = '    raise NotImplementedError("tokens_per_second is not implemented yet")'
+path.write_text(path.read_text().replace(stub, body))
+PY'''
+
+
+def test_runner_resolves_smoke_with_claude_code_and_the_proxy_metrics(claude_code, tmp_path):
+    script = [Reply(tool_calls=[("Bash", {"command": "env; cat bench_utils/rates.py", "description": "look"})],
+                    input_tokens=2000, output_tokens=40, cache_write_tokens=500),
+              Reply(tool_calls=[("Bash", {"command": SMOKE_FIX, "description": "implement"})],
+                    input_tokens=300, output_tokens=120, cache_read_tokens=2500),
+              Reply(text="Implemented tokens_per_second.", input_tokens=200, output_tokens=15, cache_read_tokens=2800)]
+    results = tmp_path / "results"
+    env = {**os.environ, "ANTHROPIC_API_KEY": HOST_KEY, "ATEBENCH_CACHE": str(tmp_path / "cache"),
+           "ATEBENCH_CLI_CACHE": str(claude_code.parent)}
+    with FakeLLMServer(script, by_step=True) as server:
+        done = subprocess.run([sys.executable, str(REPO / "runner.py"), "--task", "smoke", "--framework", "reference",
+                               "--agent", "claude-code", "--model", MODEL, "--base-url", server.url, "--run-id", "cc",
+                               "--results-dir", str(results), "--no-throughput"],
+                              capture_output=True, text=True, timeout=300, env=env, cwd=REPO)
+        served, bodies = server.served_replies(), json.dumps([r.body for r in server.requests])
+        credentials = {r.headers.get("x-api-key") for r in server.requests}
+    assert done.returncode == 0, done.stdout + done.stderr
+    trial = results / "cc" / "smoke" / "reference" / "claude-code" / "0"
+    result = json.loads((trial / "result.json").read_text())
+    assert (result["status"], result["exit_status"]) == ("resolved", "submitted"), result
+    metrics = result["metrics"]
+    assert metrics["agent_turns"] == len(served) == 3
+    for field, attr in (("input_tokens", "input_tokens"), ("output_tokens", "output_tokens"),
+                        ("cache_read_tokens", "cache_read_tokens"), ("cache_write_tokens", "cache_write_tokens")):
+        assert metrics[field] == sum(getattr(r, attr) for r in served), field
+    assert metrics["cost_usd"] is not None and metrics["cost_usd"] > 0
+    # The planted host key: only upstream, as the proxy's; nowhere in the sandbox, the trial or the model's input.
+    assert credentials == {HOST_KEY}
+    assert "ANTHROPIC_API_KEY=" + PLACEHOLDER_KEY in bodies, "the CLI's env, as the model saw it"
+    assert HOST_KEY not in bodies
+    assert HOST_KEY not in all_text(results) + all_text(tmp_path / "cache")
+    assert (trial / "llm_calls.jsonl").is_file() and (trial / "claude-code.stdout.jsonl").is_file()
+    assert cli_processes() == []
+
+
+def test_codex_fixes_a_task_metered_by_the_proxy(codex, tmp_path):
+    script = [Reply(text="", tool_calls=[("exec_command", {"cmd": "env > env.txt; python3 -m pytest -q test_calc.py"})],
+                    input_tokens=3000, output_tokens=30, cache_read_tokens=1000),
+              [Failure(500, "overloaded"),
+               Reply(tool_calls=[("exec_command", {"cmd": "sed -i 's/a - b/a + b/' calc.py"})], input_tokens=400,
+                     output_tokens=31, cache_read_tokens=3900)],
+              Reply(text="Fixed add.", input_tokens=500, output_tokens=32, cache_read_tokens=4300)]
+    with FakeLLMServer(script, by_step=True) as server:
+        repo, outcome, events = run_claude(tmp_path, server, agent=CodexAgent(CODEX_MODEL, base_url=server.url + "/v1"))
+        served, requests = server.served_replies(), server.requests
+    assert outcome.exit_status == "submitted", (outcome.error, events[-4:])
+    assert task_tests_pass(repo)
+    assert [(t.input_tokens, t.output_tokens, t.cache_read_tokens) for t in outcome.turns] == \
+        [(r.input_tokens, r.output_tokens, r.cache_read_tokens) for r in served]
+    assert (outcome.api_errors, outcome.api_retries) == (1, 1)
+    assert all(r.path == "/v1/responses" for r in requests)
+    assert {r.headers.get("authorization") for r in requests} == {f"Bearer {OPENAI_HOST_KEY}"}
+    sandbox_env = (repo / "env.txt").read_text()
+    assert OPENAI_HOST_KEY not in sandbox_env and f"ATEBENCH_LLM_KEY={PLACEHOLDER_KEY}" in sandbox_env
+    assert OPENAI_HOST_KEY not in all_text(tmp_path / "trial") + all_text(repo)
+    results = [e for e in events if e["kind"] == "tool_result"]
+    assert len(results) == 2
+    assert "1 failed" in results[0]["output"], "commands see the sandbox's PATH (its Python, with pytest)"
+    assert not [e for e in events if e["kind"] == "note" and "differ" in e["message"]], "the CLI agrees with the proxy"
+    assert list((tmp_path / "trial" / "transcripts").rglob("rollout-*.jsonl")), "the CLI's own rollout"
+    assert cli_processes() == []
+
+
+def test_runner_resolves_smoke_with_codex(codex, tmp_path):
+    script = [Reply(tool_calls=[("exec_command", {"cmd": "env; cat bench_utils/rates.py"})], input_tokens=2500,
+                    output_tokens=20, cache_read_tokens=700),
+              Reply(tool_calls=[("exec_command", {"cmd": SMOKE_FIX})], input_tokens=300, output_tokens=110,
+                    cache_read_tokens=3100),
+              Reply(text="Implemented tokens_per_second.", input_tokens=200, output_tokens=12, cache_read_tokens=3500)]
+    results = tmp_path / "results"
+    env = {**os.environ, "OPENAI_API_KEY": OPENAI_HOST_KEY, "ATEBENCH_CACHE": str(tmp_path / "cache"),
+           "ATEBENCH_CLI_CACHE": str(codex.parent)}
+    with FakeLLMServer(script, by_step=True) as server:
+        done = subprocess.run([sys.executable, str(REPO / "runner.py"), "--task", "smoke", "--framework", "reference",
+                               "--agent", "codex", "--model", CODEX_MODEL, "--base-url", server.url + "/v1",
+                               "--run-id", "cx", "--results-dir", str(results), "--no-throughput"],
+                              capture_output=True, text=True, timeout=300, env=env, cwd=REPO)
+        served, bodies = server.served_replies(), json.dumps([r.body for r in server.requests])
+        credentials = {r.headers.get("authorization") for r in server.requests}
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads((results / "cx" / "smoke" / "reference" / "codex" / "0" / "result.json").read_text())
+    assert (result["status"], result["exit_status"]) == ("resolved", "submitted"), result
+    metrics = result["metrics"]
+    assert metrics["agent_turns"] == len(served) == 3
+    assert metrics["input_tokens"] == sum(r.input_tokens for r in served)
+    assert metrics["output_tokens"] == sum(r.output_tokens for r in served)
+    assert metrics["cache_read_tokens"] == sum(r.cache_read_tokens for r in served)
+    assert credentials == {f"Bearer {OPENAI_HOST_KEY}"}
+    assert "ATEBENCH_LLM_KEY=" + PLACEHOLDER_KEY in bodies and OPENAI_HOST_KEY not in bodies
+    assert OPENAI_HOST_KEY not in all_text(results) + all_text(tmp_path / "cache")
+    assert cli_processes() == []
+
+
+# --- specs: one clear error before anything starts ---
+
+@pytest.mark.parametrize(("agent", "model", "message"), [
+    ("claude-code", None, "the claude-code agent needs a model"),
+    ("claude-code", "openai/gpt-5", "the claude-code agent speaks the Anthropic API"),
+    ("codex", None, "the codex agent needs a model"),
+    ("codex", "anthropic/claude-haiku-4-5", "the codex agent speaks the OpenAI Responses API"),
+])
+def test_cli_specs_name_the_flag_to_fix(agent, model, message):
+    with pytest.raises(ValueError, match=message):
+        make_spec(agent, model=model)
+
+
+@pytest.mark.parametrize(("agent", "model", "variable"), [("claude-code", MODEL, "ANTHROPIC_API_KEY"),
+                                                          ("codex", CODEX_MODEL, "OPENAI_API_KEY")])
+def test_cli_specs_check_the_key_before_installing(agent, model, variable, monkeypatch, tmp_path):
+    monkeypatch.delenv(variable)
+    monkeypatch.setenv("ATEBENCH_CLI_CACHE", str(tmp_path))
+    with pytest.raises(ValueError, match=variable):
+        make_spec(agent, model=model)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_without_npm_the_install_is_one_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setenv("ATEBENCH_CLI_CACHE", str(tmp_path))
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with pytest.raises(CLIUnavailable, match="npm, which is not on PATH: install Node.js and npm"):
+        make_spec("claude-code", model=MODEL)
+
+
+def test_a_token_limit_ends_claude_code_before_the_next_call(claude_code, tmp_path):
+    with FakeLLMServer(fix_calc(tmp_path / "repo"), by_step=True) as server:
+        _, outcome, events = run_claude(tmp_path, server, Limits(turns=10, tokens=1500))
+        forwarded = len(server.requests)
+    assert outcome.exit_status == "limit_tokens", outcome.error
+    assert len(outcome.turns) == forwarded == 1  # 1200 + 50 + 300 + 40 tokens reach 1500: the second call is refused
+    assert any(e["kind"] == "limit" and "limits.tokens=1500" in e["message"] for e in events)
+    assert cli_processes() == []
+
+
+def test_an_unisolated_sandbox_is_refused_with_the_reason(tmp_path):
+    with FakeLLMServer([]) as server:
+        repo = make_task_repo(tmp_path)
+        sandbox = LocalSandbox(repo, isolate=False)
+        try:
+            outcome = ClaudeCodeAgent(MODEL, base_url=server.url).run(
+                AgentContext("Fix add.", sandbox, Limits(), TrajectoryWriter(tmp_path / "trial" / "trajectory.jsonl")))
+        finally:
+            sandbox.close()
+        assert server.requests == []
+    assert outcome.exit_status == "agent_error"
+    assert "runs only in the isolated local sandbox" in outcome.error
+
+
+def test_a_cli_that_disagrees_with_the_proxy_gets_a_note(tmp_path):
+    agent = ClaudeCodeAgent(MODEL)
+    agent.ctx = AgentContext("x", None, Limits(), TrajectoryWriter(tmp_path / "trajectory.jsonl"))
+    agent.result_line = {"usage": {"input_tokens": 10, "output_tokens": 1, "cache_read_input_tokens": 0,
+                                   "cache_creation_input_tokens": 0}}
+    outcome = AgentOutcome("submitted", turns=[TurnUsage(0, 1, input_tokens=10, output_tokens=7)])
+    agent._cross_check(outcome)
+    (note,) = agent.ctx.trajectory.read()
+    assert "differ from the proxy's" in note["message"] and "'output': (1, 7)" in note["message"]

@@ -1,0 +1,309 @@
+"""The fake server's streaming (checked by the official SDKs) and the metering proxy against it."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import anthropic
+import openai
+import pytest
+
+from bench.llm_proxy import FORWARDER, SANDBOX_RUN_DIR, LLMProxy, relay_prelude, write_forwarder
+from bench.sandbox.errors import SandboxError
+from bench.sandbox.local import Bind, LocalSandbox, bwrap_available, descendants
+from tests.fake_llm import Failure, FakeLLMServer, Reply
+
+HOST_KEY = "host-only-test-key-4c2e9a71"
+PLACEHOLDER = "atebench-placeholder"
+HI = [{"role": "user", "content": "hi"}]
+EDIT = ("Edit", {"file_path": "/w/a.py", "old_string": "x = 1", "new_string": "x = 2"})
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """http.client over the proxy's unix socket, as the in-sandbox forwarder connects."""
+
+    def __init__(self, path: str):
+        super().__init__("localhost", timeout=10)
+        self.socket_path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.connect(self.socket_path)
+
+
+def post(proxy: LLMProxy, path: str, body: dict, headers: dict | None = None) -> tuple[int, dict, bytes, list[int]]:
+    """(status, headers, body, chunk sizes as read) of one call through the proxy."""
+    conn = UnixHTTPConnection(str(proxy.socket_path))
+    conn.request("POST", path, body=json.dumps(body), headers={"content-type": "application/json", **(headers or {})})
+    response = conn.getresponse()
+    chunks = []
+    while chunk := response.read1(65536):
+        chunks.append(chunk)
+    conn.close()
+    return response.status, {k.lower(): v for k, v in response.getheaders()}, b"".join(chunks), [len(c) for c in chunks]
+
+
+@pytest.fixture
+def proxy_for(tmp_path):
+    proxies = []
+
+    def make(server: FakeLLMServer, inject: dict | None = None, **options) -> LLMProxy:
+        proxy = LLMProxy(tmp_path / "run" / "llm.sock", server.url, inject or {"x-api-key": HOST_KEY},
+                         tmp_path / "calls.jsonl", **options).start()
+        proxies.append(proxy)
+        return proxy
+
+    yield make
+    for proxy in proxies:
+        proxy.close()
+
+
+# --- the fake server's streams, read by the official SDKs ---
+
+def test_anthropic_stream_is_what_the_sdk_expects():
+    script = [Reply(text="let me edit", tool_calls=[EDIT], input_tokens=120, output_tokens=33, cache_read_tokens=7,
+                    cache_write_tokens=5)]
+    with FakeLLMServer(script) as server:
+        client = anthropic.Anthropic(api_key="test-key", base_url=server.url, max_retries=0)
+        with client.messages.stream(model="claude-x", max_tokens=100, messages=HI) as s:
+            events = [e.type for e in s]
+            message = s.get_final_message()
+    assert events[0] == "message_start" and events[-1] == "message_stop"
+    assert "input_json" in events  # the tool's arguments arrived as partial JSON
+    assert message.content[0].text == "let me edit"
+    assert message.content[1].name == "Edit" and message.content[1].input == EDIT[1]
+    assert message.stop_reason == "tool_use"
+    assert (message.usage.input_tokens, message.usage.output_tokens) == (120, 33)
+    assert (message.usage.cache_read_input_tokens, message.usage.cache_creation_input_tokens) == (7, 5)
+
+
+def test_responses_stream_is_what_the_sdk_expects():
+    script = [Reply(tool_calls=[("exec_command", {"cmd": "ls"})], input_tokens=90, output_tokens=12,
+                    cache_read_tokens=30), Reply(text="done", output_tokens=4)]
+    with FakeLLMServer(script) as server:
+        client = openai.OpenAI(api_key="test-key", base_url=server.url + "/v1", max_retries=0)
+        events = list(client.responses.create(model="gpt-x", input="hi", stream=True))
+        final = client.responses.create(model="gpt-x", input="hi", stream=True)
+        last = [e for e in final][-1].response
+    assert events[0].type == "response.created" and events[-1].type == "response.completed"
+    call = events[-1].response.output[0]
+    assert (call.type, call.name, json.loads(call.arguments)) == ("function_call", "exec_command", {"cmd": "ls"})
+    usage = events[-1].response.usage
+    assert (usage.input_tokens, usage.input_tokens_details.cached_tokens, usage.output_tokens) == (120, 30, 12)
+    assert last.output_text == "done"
+
+
+def test_non_streaming_requests_are_served_as_before():
+    with FakeLLMServer([Reply(text="plain", input_tokens=11, output_tokens=3)]) as server:
+        client = anthropic.Anthropic(api_key="test-key", base_url=server.url, max_retries=0)
+        message = client.messages.create(model="m", max_tokens=10, messages=[{"role": "user", "content": "hi"}])
+    assert message.content[0].text == "plain" and message.usage.output_tokens == 3
+
+
+def test_step_mode_chooses_by_tool_results_so_a_retry_does_not_shift_the_script():
+    script = [[Failure(429, retry_after_s=0), Reply(tool_calls=[("Bash", {"command": "ls"})])], Reply(text="end")]
+    with FakeLLMServer(script, by_step=True) as server:
+        client = anthropic.Anthropic(api_key="test-key", base_url=server.url, max_retries=2)
+        first = client.messages.create(model="m", max_tokens=10, messages=[{"role": "user", "content": "go"}])
+        tool_id = first.content[0].id
+        second = client.messages.create(model="m", max_tokens=10, messages=[
+            {"role": "user", "content": "go"}, {"role": "assistant", "content": first.content},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": tool_id, "content": "a.py"}]}])
+        assert server.remaining() == 0
+    assert first.content[0].name == "Bash" and second.content[0].text == "end"
+    assert [type(item).__name__ for _, item in server.served] == ["Failure", "Reply", "Reply"]
+
+
+# --- the proxy ---
+
+def test_proxy_relays_the_stream_unchanged_and_records_its_usage(proxy_for):
+    script = [Reply(text="editing", tool_calls=[EDIT], input_tokens=200, output_tokens=41, cache_read_tokens=1000,
+                    cache_write_tokens=64), Reply(text="done", input_tokens=9, output_tokens=2)]
+    with FakeLLMServer(script) as server:
+        proxy = proxy_for(server)
+        results = [post(proxy, "/v1/messages?beta=true", {"model": "claude-x", "stream": True, "messages": []},
+                        {"x-api-key": PLACEHOLDER, "accept-encoding": "gzip, br"}) for _ in script]
+        sent = server.sent_bodies
+        seen = server.requests
+    for (status, headers, body, chunk_sizes), upstream in zip(results, sent):
+        assert status == 200 and headers["content-type"].startswith("text/event-stream")
+        assert body == upstream  # byte for byte
+        assert len(chunk_sizes) > 3  # relayed as it came, not buffered into one piece
+    assert [r.headers["x-api-key"] for r in seen] == [HOST_KEY, HOST_KEY]
+    assert all(r.headers.get("accept-encoding") == "identity" for r in seen)
+    assert PLACEHOLDER not in json.dumps([r.headers for r in seen])
+    records = [json.loads(line) for line in proxy.records_path.read_text().splitlines()]
+    assert [r["usage"] for r in records] == [
+        {"input": 200, "output": 41, "cache_read": 1000, "cache_write": 64},
+        {"input": 9, "output": 2, "cache_read": 0, "cache_write": 0}]
+    assert [(r["status"], r["model"], r["stream"], r["path"]) for r in records] == \
+        [(200, "claude-x", True, "/v1/messages?beta=true")] * 2
+    assert records[0]["client_credential"] == ["x-api-key"]
+    assert all(r["started"] <= r["first_byte"] <= r["ended"] for r in records)
+
+
+def test_proxy_normalises_openai_usage_and_injects_a_bearer_key(proxy_for):
+    script = [Reply(tool_calls=[("exec_command", {"cmd": "ls"})], input_tokens=50, output_tokens=8,
+                    cache_read_tokens=400)]
+    with FakeLLMServer(script) as server:
+        proxy = proxy_for(server, inject={"authorization": f"Bearer {HOST_KEY}"})
+        status, _, body, _ = post(proxy, "/v1/responses", {"model": "gpt-x", "stream": True, "input": []},
+                                  {"authorization": f"Bearer {PLACEHOLDER}"})
+        auth = server.requests[0].headers["authorization"]
+        assert body == server.sent_bodies[0]
+    assert status == 200 and auth == f"Bearer {HOST_KEY}"
+    (record,) = proxy.records
+    assert record.usage.input == 50 and record.usage.cache_read == 400 and record.usage.output == 8
+    assert record.client_credential == ["authorization"]
+
+
+def test_proxy_passes_errors_through_and_records_each_attempt(proxy_for):
+    script = [Failure(429, "slow down", retry_after_s=2), Failure(529, "overloaded"), Reply(text="ok", output_tokens=5)]
+    with FakeLLMServer(script) as server:
+        proxy = proxy_for(server)
+        results = [post(proxy, "/v1/messages", {"model": "m", "stream": True}) for _ in script]
+    assert [r[0] for r in results] == [429, 529, 200]
+    assert results[0][1]["retry-after"] == "2" and b"slow down" in results[0][2]
+    assert [(r.status, r.ok, r.retry_after) for r in proxy.records] == [(429, False, "2"), (529, False, None),
+                                                                        (200, True, None)]
+    assert "slow down" in proxy.records[0].error and proxy.records[0].usage is None
+    assert proxy.records[2].usage.output == 5
+
+
+def test_an_unreachable_upstream_is_a_502_record(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    with LLMProxy(tmp_path / "llm.sock", f"http://127.0.0.1:{port}", {"x-api-key": HOST_KEY},
+                  tmp_path / "calls.jsonl") as proxy:
+        status, _, body, _ = post(proxy, "/v1/messages", {"model": "m"})
+    assert status == 502 and b"upstream unreachable" in body
+    assert proxy.records[0].status == 502 and "upstream unreachable" in proxy.records[0].error
+
+
+def test_on_record_sees_every_call(proxy_for):
+    seen = []
+    with FakeLLMServer([Reply(output_tokens=3), Reply(output_tokens=4)]) as server:
+        proxy = proxy_for(server, on_record=lambda r: seen.append(r.usage.output))
+        for _ in range(2):
+            post(proxy, "/v1/messages", {"model": "m", "stream": True})
+    assert seen == [3, 4]
+
+
+def test_the_forwarder_relays_an_sdk_stream_to_the_proxy(proxy_for, tmp_path):
+    script = [Reply(text="through the relay", input_tokens=77, output_tokens=6)]
+    (tmp_path / "fwd.py").write_text(FORWARDER)
+    with FakeLLMServer(script) as server:
+        proxy = proxy_for(server)
+        relay = subprocess.Popen([sys.executable, str(tmp_path / "fwd.py"), "0", str(proxy.socket_path)],
+                                 stdout=subprocess.PIPE, text=True)
+        try:
+            port = int(relay.stdout.readline().split()[-1])
+            client = anthropic.Anthropic(api_key=PLACEHOLDER, base_url=f"http://127.0.0.1:{port}", max_retries=0)
+            with client.messages.stream(model="claude-x", max_tokens=10, messages=HI) as s:
+                message = s.get_final_message()
+        finally:
+            relay.kill()
+            relay.wait()
+        assert server.requests[0].headers["x-api-key"] == HOST_KEY
+    assert message.content[0].text == "through the relay"
+    assert (proxy.records[0].usage.input, proxy.records[0].usage.output) == (77, 6)
+
+
+# --- through the sandbox wall (bubblewrap: own user, PID, net, IPC, UTS, cgroup namespaces) ---
+
+needs_bwrap = pytest.mark.skipif(not bwrap_available(), reason="bubblewrap (bwrap) is not installed")
+
+CLIENT = '''
+import json, sys, urllib.request, urllib.error
+def post(url):
+    req = urllib.request.Request(url + "/v1/messages", data=json.dumps({"model": "m", "stream": True}).encode(),
+                                 headers={"x-api-key": "atebench-placeholder", "content-type": "application/json"})
+    try:
+        return urllib.request.urlopen(req, timeout=5).read().decode()
+    except (urllib.error.URLError, OSError) as e:
+        return "unreachable: " + type(e).__name__
+print("RELAY", post("http://127.0.0.1:" + sys.argv[1])[:60].replace("\\n", " "))
+print("DIRECT", post(sys.argv[2]))
+'''
+
+
+@needs_bwrap
+def test_a_bind_mounted_proxy_socket_is_the_sandboxs_only_way_out(tmp_path, proxy_for):
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    (workdir / "client.py").write_text(CLIENT)
+    with FakeLLMServer([Reply(text="inside", output_tokens=9)]) as server:
+        proxy = proxy_for(server)
+        write_forwarder(proxy.socket_path.parent)
+        sandbox = LocalSandbox(workdir)
+        try:
+            result = sandbox.spawn(relay_prelude(18080) + f"python3 client.py 18080 {server.url}",
+                                   binds=[Bind(str(proxy.socket_path.parent), SANDBOX_RUN_DIR)])
+            assert result.wait(30) == 0, result.output_path.read_text()
+            output = result.output_path.read_text()
+        finally:
+            sandbox.close()
+        assert [r.headers["x-api-key"] for r in server.requests] == [HOST_KEY]
+    assert "RELAY event: message_start" in output, output
+    assert "DIRECT unreachable" in output  # the upstream's own address is not reachable from inside
+    assert proxy.records[0].usage.output == 9 and proxy.records[0].client_credential == ["x-api-key"]
+
+
+@needs_bwrap
+def test_spawned_processes_stream_output_and_do_not_outlive_close(tmp_path):
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    (tools / "hello.sh").write_text("echo hello from a read-only bind\n")
+    sandbox = LocalSandbox(workdir)
+    try:
+        spawned = sandbox.spawn("bash /opt-cli/hello.sh; touch /opt-cli/x 2>/dev/null || echo read-only; "
+                                "setsid sleep 300 & sleep 0.2; echo started; sleep 300",
+                                binds=[Bind(str(tools), "/opt-cli")], output_path=tmp_path / "out.log")
+        deadline = time.monotonic() + 10
+        while b"started" not in (tmp_path / "out.log").read_bytes() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert spawned.poll() is None  # still running, its output already readable
+        pids = [spawned._proc.pid, *descendants(spawned._proc.pid)]
+        assert len(pids) >= 3
+    finally:
+        sandbox.close()
+    assert (tmp_path / "out.log").read_text().splitlines() == ["hello from a read-only bind", "read-only", "started"]
+    time.sleep(0.2)
+    assert [pid for pid in pids if os.path.exists(f"/proc/{pid}") and "Z" not in _state(pid)] == []
+
+
+def test_a_missing_bind_source_is_one_clear_error(tmp_path):
+    sandbox = LocalSandbox(tmp_path, isolate=bwrap_available())
+    try:
+        with pytest.raises(SandboxError, match="no such host path"):
+            sandbox.spawn("true", binds=[Bind(str(tmp_path / "absent"), "/x")])
+    finally:
+        sandbox.close()
+
+
+def _state(pid: int) -> str:
+    try:
+        stat = open(f"/proc/{pid}/stat").read()
+    except OSError:
+        return "Z"
+    return stat[stat.rfind(")") + 2]
+
+
+def test_admit_refuses_a_call_without_forwarding_it(proxy_for):
+    with FakeLLMServer([Reply(tool_calls=[EDIT, EDIT], output_tokens=3), Reply(output_tokens=4)]) as server:
+        proxy = proxy_for(server, admit=lambda record: "limits.turns=1 reached" if proxy.records[0].ok else None)
+        first = post(proxy, "/v1/messages", {"model": "m", "stream": True})
+        second = post(proxy, "/v1/messages", {"model": "m", "stream": True})
+        assert len(server.requests) == 1
+    assert first[0] == 200 and second[0] == 400 and b"limits.turns=1 reached" in second[2]
+    assert proxy.records[0].tool_calls == 2
+    assert (proxy.records[1].refused, proxy.records[1].failed) == ("limits.turns=1 reached", False)
