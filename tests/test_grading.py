@@ -106,7 +106,10 @@ def test_modified_test_file_patterns(path, flagged):
     assert (grading.modified_test_files([path], []) == [path]) is flagged
 
 
-OWN_SUITE = "from calc.ops import add, mul\n\n\ndef test_add_own():\n    assert add(2, 3) == 5\n\n\ndef test_mul_own():\n    assert mul(2, 3) == 6\n"
+OWN_SUITE = (
+    "from calc.ops import add, mul\n\n\ndef test_add_own():\n    assert add(2, 3) == 5\n\n\n"
+    "def test_mul_own():\n    assert mul(2, 3) == 6\n"
+)
 
 
 def _own_suite_root(tmp_path: Path) -> Path:

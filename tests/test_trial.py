@@ -49,10 +49,9 @@ def test_variant_throughput_wins_and_pools_samples(tmp_path, cache):
     median and range, and the benchmark's own words say what was measured."""
     root = make_toy_root(tmp_path / "specs")
     _with_throughput(root, "python -c 'print(1/0)'")
-    _variant_throughput(root, """
-command = "python -c 'import json; print(json.dumps({\\"tokens_per_s\\": 300, \\"tokens_per_s_samples\\": [290, 300, 330], \\"model_type\\": \\"toy\\", \\"layout\\": \\"ep=2\\"}))'"
-repeats = 2
-""")
+    line = {"tokens_per_s": 300, "tokens_per_s_samples": [290, 300, 330], "model_type": "toy", "layout": "ep=2"}
+    command = f"python -c 'import json; print(json.dumps({json.dumps(line)}))'"
+    _variant_throughput(root, f"command = {json.dumps(command)}\nrepeats = 2\n")
     row = _run(root, tmp_path)
     assert row["status"] == "resolved" and row["error"] is None and row["notes"] == []
     m = row["metrics"]

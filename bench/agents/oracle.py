@@ -28,7 +28,10 @@ class OracleAgent:
 
     def run(self, ctx: AgentContext) -> AgentOutcome:
         if not self.patch:
-            message = "oracle agent: this task has no solution; its gold is the diff prepared -> original checkout, or tasks/<task>/frameworks/<fw>/solution.patch (see docs/adding-a-task.md)"
+            message = (
+                "oracle agent: this task has no solution; its gold is the diff prepared -> original checkout, "
+                "or tasks/<task>/frameworks/<fw>/solution.patch (see docs/adding-a-task.md)"
+            )
             ctx.trajectory.append("error", message=message)
             return AgentOutcome(exit_status="agent_error", error=message)
         patch_path = f"/tmp/atebench-oracle-{uuid.uuid4().hex}.patch"
@@ -42,7 +45,10 @@ class OracleAgent:
         ctx.trajectory.append("oracle", command=f"git apply {patch_path}", output=result.output,
                               exit_code=result.exit_code, duration_s=result.duration_s)
         if result.exit_code != 0:
-            message = f"oracle agent: the solution patch does not apply (git apply exit {result.exit_code}): {result.output.strip()[-2000:]}"
+            message = (
+                f"oracle agent: the solution patch does not apply (git apply exit {result.exit_code}): "
+                f"{result.output.strip()[-2000:]}"
+            )
             ctx.trajectory.append("error", message=message)
             return AgentOutcome(exit_status="agent_error", error=message)
         return AgentOutcome(exit_status="completed")
