@@ -185,9 +185,9 @@ def test_one_trial_has_no_confidence_interval(built):
     assert "[+100%, +100%]" not in md
     assert "Post-task throughput (tokens/s)" in md and "1020 tokens/s (n=1)" in md
     # results with one number per trial state no spread, so nothing is said about differences between trials
-    row = "| add-new-model/{} | reference | builtin/test-model | - | {} tokens/s | {} |"
-    assert row.format("qwen3", 1020, "no spread (1 sample) | one measured trial") in md
-    assert row.format("mixtral", 1050, "1000–1100 (3 samples) | no spread recorded") in md
+    line = "| add-new-model/{} | reference | builtin/test-model | - | {} tokens/s | {} |"
+    assert line.format("qwen3", 1020, "no spread (1 sample) | one measured trial") in md
+    assert line.format("mixtral", 1050, "1000–1100 (3 samples) | no spread recorded") in md
 
 
 def test_pass_at_k_only_over_one_task(built):
