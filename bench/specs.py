@@ -48,9 +48,17 @@ class Source(Strict):
     """git: the full 40-hex commit to check out; pinned so every trial sees the same code."""
     override_env: str | None = None
     """Environment variable naming a local folder (bundled) or local clone/mirror (git) to use instead."""
+    sdist: str | None = None
+    """git: pip requirement of the same release's source distribution, used when the URL does not answer
+    and no override is set (bench/sources.py); it must match `manifest` file by file or it is refused."""
+    manifest: str | None = None
+    """git with sdist: file in the framework folder, sha256 per path of the git tree at `commit`."""
 
     @model_validator(mode="after")
     def _kind_fields(self):
+        if (self.sdist is None) != (self.manifest is None) or (self.sdist and self.kind != "git"):
+            raise ValueError("source.sdist and source.manifest go together, with kind = 'git': the sdist is only "
+                             "trusted after checking it against the manifest made from the git tree")
         if self.kind == "bundled" and not self.path:
             raise ValueError("source.kind = 'bundled' needs source.path (a folder relative to the repo root)")
         if self.kind == "bundled" and unsafe_path(self.path):
