@@ -25,6 +25,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -303,3 +304,32 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main(sys.argv[1:]))
+
+
+# ---- wrong solutions of frameworks whose code this repository must not hold ------------------------
+
+ON_GOLD_SUFFIX = ".on-gold.patch"
+"""A wrong/*.on-gold.patch is a small edit of the GOLD tree, not a patch on the prepared tree: a full wrong
+solution would carry the framework's removed code, which this repository does not hold."""
+
+
+def wrong_solution(variant, framework, cache: Path | None = None) -> str:
+    """The task's wrong solution as a patch on the prepared tree (what the `wrong` agent applies)."""
+    path = variant.wrong_patch
+    if not path.name.endswith(ON_GOLD_SUFFIX):
+        return path.read_text()
+    from bench import workspace
+
+    prepared = workspace.prepared_checkout(variant, framework, cache)
+    with tempfile.TemporaryDirectory(prefix="atebench-wrong-") as scratch:
+        tree = Path(scratch) / "tree"
+        workspace.copy_clean(prepared, tree)
+        _git("init", "-q", cwd=tree)  # so git apply works on this tree, never on a repository around it
+        for name, patch in (("gold", workspace.gold_patch(variant, framework, cache)), (path.name, path.read_text())):
+            (Path(scratch) / "edit.patch").write_text(patch)
+            proc = subprocess.run(["git", "apply", "--whitespace=nowarn", str(Path(scratch) / "edit.patch")], cwd=tree,
+                                  capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise SourceError(f"{variant.dir.name}: {name} does not apply to the prepared tree plus gold: "
+                                  f"{proc.stderr.strip()[-1500:]}; remake {path.name} against the gold tree")
+        return workspace.tree_diff(prepared, tree).patch

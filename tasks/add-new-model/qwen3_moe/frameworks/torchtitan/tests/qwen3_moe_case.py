@@ -1,0 +1,128 @@
+"""The small Qwen3-MoE the checks share: the `debugmodel_moe` flavor shrunk to CPU size through the
+fields every qwen3 flavor has, and its transformers twin.
+
+Why shrink the agent's flavor instead of writing our own args: the flavor's MoE settings (routing, score
+function, normalisation, shared experts) are what the task is about, so they are kept as the agent wrote
+them; only sizes change.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+import titan_cpu
+
+titan_cpu.install()
+
+from torchtitan.models.moe import MoEArgs  # noqa: E402
+from torchtitan.protocols.train_spec import get_train_spec  # noqa: E402
+
+EXPERTS, TOP_K, LAYERS = 8, 2, 2
+BATCH, SEQ = 4, 32
+SIZES = dict(n_layers=LAYERS, dim=64, n_heads=4, n_kv_heads=2, head_dim=16, vocab_size=256, hidden_dim=96,
+             max_seq_len=64)
+
+
+def spec():
+    return get_train_spec("qwen3")
+
+
+def moe_field(args) -> str:
+    """The name of the flavor's one MoEArgs field (the framework's shared MoE settings)."""
+    names = [f.name for f in dataclasses.fields(args) if isinstance(getattr(args, f.name), MoEArgs)]
+    assert len(names) == 1, f"expected one torchtitan.models.moe.MoEArgs field in the qwen3 args, found {names}"
+    return names[0]
+
+
+def tiny_args(flavor: str = "debugmodel_moe", grouped_mm: bool = False):
+    """grouped_mm off: torch._grouped_mm on CPU is not fp32-exact (6e-5 relative on every gradient and 6e-3
+    on the router's against transformers), while the experts' for-loop path is (7e-7)."""
+    base = spec().model_args[flavor]
+    args = dataclasses.replace(base, **SIZES)
+    name = moe_field(args)
+    moe = dataclasses.replace(getattr(args, name), num_experts=EXPERTS, top_k=TOP_K)
+    moe = dataclasses.replace(moe, use_grouped_mm=grouped_mm)
+    return dataclasses.replace(args, **{name: moe})
+
+
+def build(args, seed: int = 0):
+    torch.manual_seed(seed)
+    with torch.device("meta"):
+        model = spec().model_cls(args)
+    model.to_empty(device="cpu")
+    with torch.no_grad():
+        model.init_weights(buffer_device=torch.device("cpu"))
+    return model.float()
+
+
+def adapter(args):
+    return spec().state_dict_adapter(args, None)
+
+
+def expert_hidden(args, model) -> int:
+    """The experts' hidden size, read through the adapter (HF gate_proj is [hidden, dim])."""
+    hf = adapter(args).to_hf({k: v.detach() for k, v in model.state_dict().items()})
+    key = "model.layers.0.mlp.experts.0.gate_proj.weight"
+    assert key in hf, f"to_hf gave no {key}; the adapter must write the Hub's per-expert layout"
+    return hf[key].shape[0]
+
+
+def hf_config(args, moe_hidden: int):
+    from transformers import Qwen3MoeConfig
+
+    return Qwen3MoeConfig(
+        vocab_size=args.vocab_size, hidden_size=args.dim, intermediate_size=args.hidden_dim,
+        moe_intermediate_size=moe_hidden, num_hidden_layers=args.n_layers, num_attention_heads=args.n_heads,
+        num_key_value_heads=args.n_kv_heads, head_dim=args.head_dim, num_experts=EXPERTS,
+        num_experts_per_tok=TOP_K, norm_topk_prob=True, decoder_sparse_step=1, mlp_only_layers=[],
+        rms_norm_eps=args.norm_eps, rope_theta=args.rope_theta, max_position_embeddings=args.max_seq_len,
+        tie_word_embeddings=args.enable_weight_tying, attention_bias=False, router_aux_loss_coef=0.0,
+        attn_implementation="eager")
+
+
+def hf_model(config, seed: int = 1):
+    from transformers import Qwen3MoeForCausalLM
+
+    torch.manual_seed(seed)
+    model = Qwen3MoeForCausalLM(config).float()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.05)
+    return model
+
+
+def hub_layout(state: dict, experts: int) -> dict:
+    """transformers >= 5 keeps experts fused (gate_up_proj [E, 2I, D], down_proj [E, D, I]); checkpoints on
+    the Hub keep one tensor per expert and projection. This returns the Hub layout."""
+    out = {}
+    for key, value in state.items():
+        if key.endswith("mlp.experts.gate_up_proj"):
+            prefix = key[: -len("gate_up_proj")]
+            gate, up = value.chunk(2, dim=1)
+            for e in range(experts):
+                out[f"{prefix}{e}.gate_proj.weight"] = gate[e]
+                out[f"{prefix}{e}.up_proj.weight"] = up[e]
+        elif key.endswith("mlp.experts.down_proj"):
+            prefix = key[: -len("down_proj")]
+            for e in range(experts):
+                out[f"{prefix}{e}.down_proj.weight"] = value[e]
+        else:
+            out[key] = value
+    return out
+
+
+def batch(vocab: int, seed: int = 2):
+    g = torch.Generator().manual_seed(seed)
+    tokens = torch.randint(0, vocab, (BATCH, SEQ), generator=g)
+    labels = torch.randint(0, vocab, (BATCH, SEQ), generator=g)
+    return tokens, labels
+
+
+def ce_sum(logits, labels):
+    return torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), reduction="sum")
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()

@@ -1,0 +1,65 @@
+"""One training step of the tiny Qwen3-MoE under a TorchTitan layout on 2 gloo processes (CPU shims on),
+through the model's own parallelize_fn; rank 0 writes loss, full gradients, per-rank clip norms and the
+per-rank expert rows. Usage (torchrun, 2 processes): qwen3_moe_layout.py ep2|dp2 <folder with in.pt>
+
+Loss convention is TorchTitan's: local cross-entropy sum over the global token count, FSDP division off.
+"""
+
+import sys
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+import qwen3_moe_case as case
+from torchtitan.config import JobConfig
+from torchtitan.distributed import ParallelDims
+from torchtitan.distributed import utils as dist_utils
+
+
+def full(tensor):
+    return tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor
+
+
+def main(layout: str, folder: Path) -> None:
+    dist.init_process_group("gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    data = torch.load(folder / "in.pt")
+    args = case.tiny_args()
+    model = case.build(args, seed=3)
+    model.load_state_dict(data["state"])
+    ep = {"ep2": 2, "dp2": 1}[layout]
+    dims = ParallelDims(dp_replicate=1, dp_shard=-1, cp=1, tp=1, pp=1, ep=ep, etp=1, world_size=world)
+    job = JobConfig()
+    job.training.seq_len = case.SEQ
+    job.training.mixed_precision_param = "float32"
+    job.training.mixed_precision_reduce = "float32"
+    job.activation_checkpoint.mode = "none"
+    job.parallelism.expert_parallel_degree = ep
+    model = case.spec().parallelize_fn(model, dims, job)
+
+    tokens, labels = data["tokens"], data["labels"]
+    rows = tokens.shape[0] // world
+    mine = slice(rank * rows, (rank + 1) * rows)
+    loss = case.ce_sum(model(tokens[mine]), labels[mine]) / labels.numel()
+    loss.backward()
+    grads = {name: full(p.grad).detach().clone() for name, p in model.named_parameters() if p.grad is not None}
+    norm = dist_utils.clip_grad_norm_([p for p in model.parameters()], 1.0, foreach=True, pp_mesh=None,
+                                      ep_enabled=dims.ep_enabled)
+    experts = [p for n, p in model.named_parameters() if n.startswith("layers.0.") and n.endswith("experts.w1")]
+    local_rows = experts[0].to_local().shape[0] if experts and hasattr(experts[0], "to_local") else -1
+
+    total = loss.detach().clone()
+    dist.all_reduce(total)
+    norms, expert_rows = [None] * world, [None] * world
+    dist.all_gather_object(norms, full(norm).item())
+    dist.all_gather_object(expert_rows, local_rows)
+    if rank == 0:
+        torch.save({"loss": total.item(), "grads": grads, "norms": norms, "expert_rows": expert_rows},
+                   folder / "out.pt")
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], Path(sys.argv[2]))
