@@ -71,12 +71,21 @@ def route(framework) -> str:
         raise SourceError(f"{ROUTE_ENV}={forced!r}: use 'sdist' (force the offline route), 'git' or leave it unset")
     has_sdist = bool(framework.source.sdist)
     if forced == "sdist" and has_sdist:  # a framework without an sdist has no offline route to rehearse
+        _announce(framework.name, f"{ROUTE_ENV}=sdist", framework.source.sdist)
         return "sdist"
     if framework.override_path() is not None:
         return "override"
     if forced == "git" or not has_sdist or url_answers(framework.source.url):
         return "git"
+    _announce(framework.name, f"{framework.source.url} does not answer and no override is set", framework.source.sdist)
     return "sdist"
+
+
+@functools.lru_cache(maxsize=None)
+def _announce(name: str, why: str, sdist: str) -> None:
+    """Once per process: the sdist route lacks the git-only files, and what needs them skips."""
+    print(f"[atebench] {name}: {why}; using the sdist {sdist}, checked against its manifest. It lacks the "
+          "git-only files (tests/, scripts/, train configs): whatever needs them skips and says so", file=sys.stderr)
 
 
 def version_suffix(framework) -> str:
@@ -284,14 +293,16 @@ def missing_from(framework, tree: Path) -> list[str]:
     return sorted(rel for rel in expected if not (tree / rel).exists())
 
 
-def summarise(paths: list[str], depth: int = 1) -> str:
-    """'tests/ (120), scripts/ (9), …' : the top folders of a path list, with counts."""
+def summarise(paths: list[str], depth: int = 1, shown: int = 6) -> str:
+    """'tests/ (38), scripts/ (12), … and 9 more' : the top folders of a path list, with counts."""
     counts: dict[str, int] = {}
     for path in paths:
         parts = path.split("/")
         key = "/".join(parts[:depth]) + ("/" if len(parts) > depth else "")
         counts[key] = counts.get(key, 0) + 1
-    return ", ".join(f"{key} ({n})" for key, n in sorted(counts.items(), key=lambda kv: -kv[1])) or "none"
+    ranked = sorted(counts.items(), key=lambda kv: -kv[1])
+    text = ", ".join(f"{key} ({n})" for key, n in ranked[:shown]) or "none"
+    return text + (f" and {len(ranked) - shown} more" if len(ranked) > shown else "")
 
 
 def main(argv: list[str]) -> int:
