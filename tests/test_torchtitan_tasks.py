@@ -76,3 +76,28 @@ def test_validate_oracle_resolves_nop_and_wrong_fail(task_id, original, tmp_path
     proc = subprocess.run([sys.executable, "runner.py", "validate", "--framework", "torchtitan", "--task", task_id,
                            "--results-dir", str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0 and "all tasks valid" in proc.stdout, (proc.stdout + proc.stderr)[-4000:]
+
+
+@pytest.mark.parametrize("task_id", TASKS)
+def test_shared_support_files_are_graded_beside_the_hidden_tests(task_id):
+    v = variant(task_id)
+    placed = v.support_files()
+    assert placed and all(source.is_file() for source in placed.values())
+    assert set(placed) <= set(v.hidden_test_paths())
+    assert not set(placed.values()) & set(v.tests_dir.rglob("*")), "a support file copied into the task's tests/"
+
+
+def test_a_missing_support_file_is_named(tmp_path):
+    task = tmp_path / "tasks" / "t"
+    (task / "frameworks" / "fw" / "tests").mkdir(parents=True)
+    (tmp_path / "frameworks" / "fw").mkdir(parents=True)
+    (task / "task.toml").write_text('description = "t"\n')
+    (task / "instruction.md").write_text("x {framework}\n")
+    (task / "frameworks" / "fw" / "grading.toml").write_text(
+        'command = "pytest"\nfail_to_pass = ["grader_tests/test_a.py::test_a"]\nsupport = ["grader_support/h.py"]\n')
+    with pytest.raises(specs.SpecError, match="support names 'grader_support/h.py', which is not a file"):
+        specs.load_task("t", tmp_path).variant("fw")
+    (tmp_path / "frameworks" / "fw" / "grader_support").mkdir()
+    (tmp_path / "frameworks" / "fw" / "grader_support" / "h.py").write_text("")
+    assert specs.load_task("t", tmp_path).variant("fw").support_files() == {
+        "tests/h.py": tmp_path / "frameworks" / "fw" / "grader_support" / "h.py"}

@@ -126,3 +126,49 @@ def ce_sum(logits, labels):
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
+
+
+# ---- one device vs a layout on 2 gloo processes ----------------------------------------------------------
+
+MAX_NORM = 0.1  # below the tiny model's gradient norm (about 0.7), so clipping is active
+
+
+def one_device(seed: int = 3) -> dict:
+    """The reference step: full batch on one device; loss = CE sum / token count, clipped at MAX_NORM."""
+    args = tiny_args()
+    model = build(args, seed=seed)
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    tokens, labels = batch(args.vocab_size, seed=seed + 1)
+    loss = ce_sum(model(tokens), labels) / labels.numel()
+    loss.backward()
+    grads = {n: p.grad.detach().clone() for n, p in model.named_parameters()}
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), MAX_NORM).item()
+    clipped = {n: p.grad.detach().clone() for n, p in model.named_parameters()}
+    return {"state": state, "tokens": tokens, "labels": labels, "loss": loss.item(), "grads": grads, "norm": norm,
+            "clipped": clipped}
+
+
+def run_layout(layout: str, reference: dict, folder) -> dict:
+    """titan_layout.py under torchrun with 2 processes, on the reference's weights and batch; its results.
+    Raises AssertionError with the run's output when it fails."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    here, folder = Path(__file__).resolve().parent, Path(folder)
+    torch.save({k: reference[k] for k in ("state", "tokens", "labels")}, folder / "in.pt")
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(Path.cwd()), str(here), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                           str(here / "titan_layout.py"), layout, str(folder), str(MAX_NORM)],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0 and (folder / "out.pt").is_file(), \
+        f"{layout} run failed (exit {proc.returncode}):\n{(proc.stdout + proc.stderr)[-4000:]}"
+    return torch.load(folder / "out.pt")
+
+
+def worst(got: dict, want: dict) -> tuple[float, str]:
+    """The largest relative difference over tensors of the same names, and its name."""
+    assert set(got) == set(want), (sorted(set(want) - set(got))[:5], sorted(set(got) - set(want))[:5])
+    return max((rel(got[n], w), n) for n, w in want.items())

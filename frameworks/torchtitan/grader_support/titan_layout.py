@@ -1,6 +1,7 @@
-"""One training step of the tiny Qwen3-MoE under a TorchTitan layout on 2 gloo processes (CPU shims on),
-through the model's own parallelize_fn; rank 0 writes loss, full gradients, per-rank clip norms and the
-per-rank expert rows. Usage (torchrun, 2 processes): qwen3_moe_layout.py ep2|dp2 <folder with in.pt>
+"""One training step of the tiny Qwen3-MoE (titan_case.py) under a TorchTitan layout on 2 gloo processes
+(CPU shims on), through the model's own parallelize_fn and TorchTitan's clip_grad_norm_; rank 0 writes the
+loss, full gradients before and after clipping, per-rank clip norms and per-rank expert rows.
+Usage (torchrun, 2 processes): titan_layout.py ep2|dp2 <folder with in.pt> <max_norm>
 
 Loss convention is TorchTitan's: local cross-entropy sum over the global token count, FSDP division off.
 """
@@ -11,7 +12,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-import qwen3_moe_case as case
+import titan_case as case
 from torchtitan.config import JobConfig
 from torchtitan.distributed import ParallelDims
 from torchtitan.distributed import utils as dist_utils
@@ -21,7 +22,7 @@ def full(tensor):
     return tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor
 
 
-def main(layout: str, folder: Path) -> None:
+def main(layout: str, folder: Path, max_norm: float) -> None:
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     data = torch.load(folder / "in.pt")
@@ -44,8 +45,9 @@ def main(layout: str, folder: Path) -> None:
     loss = case.ce_sum(model(tokens[mine]), labels[mine]) / labels.numel()
     loss.backward()
     grads = {name: full(p.grad).detach().clone() for name, p in model.named_parameters() if p.grad is not None}
-    norm = dist_utils.clip_grad_norm_([p for p in model.parameters()], 1.0, foreach=True, pp_mesh=None,
+    norm = dist_utils.clip_grad_norm_([p for p in model.parameters()], max_norm, foreach=True, pp_mesh=None,
                                       ep_enabled=dims.ep_enabled)
+    clipped = {name: full(p.grad).detach().clone() for name, p in model.named_parameters() if p.grad is not None}
     experts = [p for n, p in model.named_parameters() if n.startswith("layers.0.") and n.endswith("experts.w1")]
     local_rows = experts[0].to_local().shape[0] if experts and hasattr(experts[0], "to_local") else -1
 
@@ -55,11 +57,12 @@ def main(layout: str, folder: Path) -> None:
     dist.all_gather_object(norms, full(norm).item())
     dist.all_gather_object(expert_rows, local_rows)
     if rank == 0:
-        torch.save({"loss": total.item(), "grads": grads, "norms": norms, "expert_rows": expert_rows},
+        torch.save({"loss": total.item(), "grads": grads, "clipped": clipped, "norms": norms,
+                    "expert_rows": expert_rows},
                    folder / "out.pt")
     dist.barrier()
     dist.destroy_process_group()
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], Path(sys.argv[2]))
+    main(sys.argv[1], Path(sys.argv[2]), float(sys.argv[3]))
