@@ -172,3 +172,64 @@ def worst(got: dict, want: dict) -> tuple[float, str]:
     """The largest relative difference over tensors of the same names, and its name."""
     assert set(got) == set(want), (sorted(set(want) - set(got))[:5], sorted(set(got) - set(want))[:5])
     return max((rel(got[n], w), n) for n, w in want.items())
+
+
+# ---- inputs for TorchTitan's own trainer (titan_train.py) -------------------------------------------------
+
+def trainer_inputs(folder) -> tuple[str, str]:
+    """A word-level tokenizer (fits the tiny vocabulary) and a c4-style train.jsonl in `folder`; returns
+    (hf_assets_path, dataset_path). Made here because the git-only tests/assets are absent on the sdist route."""
+    import json
+    from pathlib import Path
+
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    folder = Path(folder)
+    words = [f"w{i}" for i in range(200)]
+    vocab = {tok: i for i, tok in enumerate(["<unk>", "<bos>", "<eos>", *words])}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    (folder / "tokenizer").mkdir(parents=True)
+    tokenizer.save(str(folder / "tokenizer" / "tokenizer.json"))
+    (folder / "tokenizer" / "tokenizer_config.json").write_text(json.dumps({"bos_token": "<bos>", "eos_token": "<eos>"}))
+    (folder / "data").mkdir()
+    g = torch.Generator().manual_seed(7)
+    with open(folder / "data" / "train.jsonl", "w") as f:
+        for _ in range(64):
+            ids = torch.randint(0, len(words), (int(torch.randint(20, 120, (1,), generator=g)),), generator=g)
+            f.write(json.dumps({"text": " ".join(words[i] for i in ids)}) + "\n")
+    return str(folder / "tokenizer"), str(folder / "data")
+
+
+def trainer_args(assets: str, data: str, dump: str, steps: int = 3) -> list[str]:
+    return ["--model.name", "qwen3", "--model.flavor", "atebench_tiny", "--model.hf_assets_path", assets,
+            "--training.dataset", "c4_test", "--training.dataset_path", data, "--training.local_batch_size", "2",
+            "--training.seq_len", str(SEQ), "--training.steps", str(steps), "--training.mixed_precision_param",
+            "float32", "--activation_checkpoint.mode", "none", "--metrics.log_freq", "1",
+            "--metrics.disable_color_printing", "--debug.seed", "42", "--debug.deterministic", "--job.dump_folder",
+            dump, "--checkpoint.enable", "--lr_scheduler.warmup_steps", "1"]
+
+
+def run_trainer(nproc: int, args: list[str], extra: list[str] = ()) -> list[tuple[int, float, float]]:
+    """torchrun of titan_train.py; (step, loss, grad_norm) of every logged step. AssertionError with the
+    output when it fails."""
+    import os
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import tempfile
+
+    here = Path(__file__).resolve().parent
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_DATASETS_CACHE": tempfile.mkdtemp(prefix="hf-datasets-"),
+           "HF_HUB_OFFLINE": "1",
+           "PYTHONPATH": os.pathsep.join([str(Path.cwd()), str(here), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+                           str(nproc), str(here / "titan_train.py"), *args, *extra],
+                          capture_output=True, text=True, env=env, timeout=600)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"trainer failed (exit {proc.returncode}):\n{out[-5000:]}"
+    rows = re.findall(r"\[rank0\].*?step:\s*(\d+)\s+loss:\s*([\d.]+)\s+grad_norm:\s*([\d.]+)", out) or \
+        re.findall(r"step:\s*(\d+)\s+loss:\s*([\d.]+)\s+grad_norm:\s*([\d.]+)", out)
+    return sorted({(int(s), float(l), float(g)) for s, l, g in rows})

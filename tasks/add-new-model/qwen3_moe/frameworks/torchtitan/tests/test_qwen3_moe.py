@@ -145,6 +145,19 @@ def test_dp2_clip_norm_and_clipped_gradients_equal_one_device(dp2, reference):
     _check_clipping(dp2, reference)
 
 
+# ---- TorchTitan's own trainer: 3 steps at world 2, ep=2 vs dp=2 from one seed checkpoint -------------------
+
+def test_trainer_runs_with_ep2_and_dp2_log_the_same_losses_and_grad_norms(tmp_path):
+    assets, data = case.trainer_inputs(tmp_path)
+    args = case.trainer_args(assets, data, str(tmp_path / "dump"))
+    case.run_trainer(1, args, ["--checkpoint.create_seed_checkpoint"])
+    assert (tmp_path / "dump" / "checkpoint" / "step-0").is_dir(), "no seed checkpoint was written"
+    ep2 = case.run_trainer(2, args, ["--checkpoint.load_only", "--parallelism.expert_parallel_degree", "2"])
+    dp2 = case.run_trainer(2, args, ["--checkpoint.load_only"])
+    assert [step for step, *_ in ep2] == [1, 2, 3]
+    assert ep2 == dp2
+
+
 # ---- the dense qwen3 the checkout already had must still work ------------------------------------------
 
 def test_dense_qwen3_still_matches_transformers():
