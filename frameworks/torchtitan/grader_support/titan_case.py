@@ -148,9 +148,10 @@ def one_device(seed: int = 3) -> dict:
             "clipped": clipped}
 
 
-def run_layout(layout: str, reference: dict, folder) -> dict:
-    """titan_layout.py under torchrun with 2 processes, on the reference's weights and batch; its results.
-    Raises AssertionError with the run's output when it fails."""
+def run_layout(layout: str, reference: dict, folder, step: bool = False) -> dict:
+    """titan_layout.py under torchrun (2 processes; 1 for layout "one"), on the reference's weights and batch;
+    its results. step: also one step of the MoE load-balancing optimizer. AssertionError with the run's
+    output when it fails."""
     import os
     import subprocess
     import sys
@@ -160,8 +161,9 @@ def run_layout(layout: str, reference: dict, folder) -> dict:
     torch.save({k: reference[k] for k in ("state", "tokens", "labels")}, folder / "in.pt")
     env = {**os.environ, "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join([str(Path.cwd()), str(here), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                           str(here / "titan_layout.py"), layout, str(folder), str(MAX_NORM)],
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+                           "1" if layout == "one" else "2", str(here / "titan_layout.py"), layout, str(folder),
+                           str(MAX_NORM), *(["step"] if step else [])],
                           capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0 and (folder / "out.pt").is_file(), \
         f"{layout} run failed (exit {proc.returncode}):\n{(proc.stdout + proc.stderr)[-4000:]}"
