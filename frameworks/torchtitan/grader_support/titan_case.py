@@ -212,9 +212,10 @@ def trainer_args(assets: str, data: str, dump: str, steps: int = 3) -> list[str]
             dump, "--checkpoint.enable", "--lr_scheduler.warmup_steps", "1"]
 
 
-def run_trainer(nproc: int, args: list[str], extra: list[str] = ()) -> list[tuple[int, float, float]]:
-    """torchrun of titan_train.py; (step, loss, grad_norm) of every logged step. AssertionError with the
-    output when it fails."""
+def run_trainer(nproc: int, args: list[str], extra: list[str] = (), padded: bool = False) -> list[tuple[int, float, float]]:
+    """torchrun of titan_train.py; (step, loss, grad_norm) of every logged step. padded: the trainer trains on
+    titan_train.padded_batches (one global batch, unevenly padded). AssertionError with the output when it
+    fails."""
     import os
     import re
     import subprocess
@@ -225,7 +226,7 @@ def run_trainer(nproc: int, args: list[str], extra: list[str] = ()) -> list[tupl
 
     here = Path(__file__).resolve().parent
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_DATASETS_CACHE": tempfile.mkdtemp(prefix="hf-datasets-"),
-           "HF_HUB_OFFLINE": "1",
+           "HF_HUB_OFFLINE": "1", "ATEBENCH_PADDED_BATCHES": "1" if padded else "0",
            "PYTHONPATH": os.pathsep.join([str(Path.cwd()), str(here), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
                            str(nproc), str(here / "titan_train.py"), *args, *extra],
