@@ -228,6 +228,8 @@ def grade(variant: TaskVariant, final_tree: Path, changed: list[str], open_sandb
         tampering = find_tampering(tree, baseline, changed, variant.graded_test_paths())
         if variant.tests_dir.is_dir():
             place_tree(variant.tests_dir, tree, variant.grading.tests_target)
+        for rel, source in variant.support_files().items():  # shared helpers (grading.toml support)
+            place_file(source, tree, rel)
         restore_original_tests(variant, original, tree)
         guard = f"_atebench_guard_{uuid.uuid4().hex[:12]}"
         (tree / f"{guard}.py").write_text(GUARD)

@@ -48,9 +48,17 @@ class Source(Strict):
     """git: the full 40-hex commit to check out; pinned so every trial sees the same code."""
     override_env: str | None = None
     """Environment variable naming a local folder (bundled) or local clone/mirror (git) to use instead."""
+    sdist: str | None = None
+    """git: pip requirement of the same release's source distribution, used when the URL does not answer
+    and no override is set (bench/sources.py); it must match `manifest` file by file or it is refused."""
+    manifest: str | None = None
+    """git with sdist: file in the framework folder, sha256 per path of the git tree at `commit`."""
 
     @model_validator(mode="after")
     def _kind_fields(self):
+        if (self.sdist is None) != (self.manifest is None) or (self.sdist and self.kind != "git"):
+            raise ValueError("source.sdist and source.manifest go together, with kind = 'git': the sdist is only "
+                             "trusted after checking it against the manifest made from the git tree")
         if self.kind == "bundled" and not self.path:
             raise ValueError("source.kind = 'bundled' needs source.path (a folder relative to the repo root)")
         if self.kind == "bundled" and unsafe_path(self.path):
@@ -192,10 +200,13 @@ class GradingSpec(Strict):
     restore_from_original: list[str] = []
     """Files of the framework's own test suite (paths in its checkout) copied from the ORIGINAL, unprepared
     source over the graded tree: the framework's own tests grade the task, and tasks/ keeps no copy of them."""
+    support: list[str] = []
+    """Files of frameworks/<fw>/ (paths relative to that folder) placed beside the hidden tests, at
+    <tests_target>/<file name>: helpers that several tasks of one framework share (e.g. CPU shims), kept once."""
 
     @model_validator(mode="after")
     def _paths_stay_inside(self):
-        named = [("tests_target", self.tests_target)]
+        named = [("tests_target", self.tests_target)] + [("support", p) for p in self.support]
         named += [("restore_from_original", p) for p in self.restore_from_original]
         for field in ("fail_to_pass", "pass_to_pass", "gpu_fail_to_pass"):
             named += [(field, test.split("::")[0]) for test in getattr(self, field)]
@@ -272,6 +283,8 @@ class TaskVariant(BaseModel):
     """Content hash of the hidden tests when the spec was loaded; grading refuses tests changed since."""
     throughput: ThroughputSpec | None = None
     """From the variant's optional throughput.toml."""
+    framework_dir: Path | None = None
+    """frameworks/<fw>/ of the specs root: where grading.toml `support` files live."""
 
     @property
     def tests_dir(self) -> Path:
@@ -299,13 +312,17 @@ class TaskVariant(BaseModel):
         return sorted({*self.hidden_test_paths(), *self.grading.restore_from_original})
 
     def hidden_test_paths(self) -> list[str]:
-        """Paths the hidden tests occupy in the graded tree, relative to its root."""
-        if not self.tests_dir.is_dir():
-            return []
-        return sorted(
+        """Paths the hidden tests (and their support files) occupy in the graded tree, relative to its root."""
+        found = sorted(
             f"{self.grading.tests_target.rstrip('/')}/{p.relative_to(self.tests_dir).as_posix()}"
             for p in self.tests_dir.rglob("*") if p.is_file() and "__pycache__" not in p.parts
-        )
+        ) if self.tests_dir.is_dir() else []
+        return sorted({*found, *self.support_files()})
+
+    def support_files(self) -> dict[str, Path]:
+        """grading.toml `support`: {path in the graded tree: file under frameworks/<fw>/}."""
+        return {f"{self.grading.tests_target.rstrip('/')}/{PurePosixPath(rel).name}": self.framework_dir / rel
+                for rel in self.grading.support}
 
 
 # ---- loading -------------------------------------------------------------------------------------
@@ -407,8 +424,13 @@ def load_variant(task: Task, framework: str) -> TaskVariant:
     if throughput is not None and not task.spec.measure_throughput:
         raise SpecError(f"{_rel(throughput_path, root)}: the task's task.toml says measure_throughput = false; "
                         "remove throughput.toml or set measure_throughput = true")
+    framework_dir = root / "frameworks" / framework
+    for rel in grading.support:
+        if not (framework_dir / rel).is_file():
+            raise SpecError(f"{_rel(path, root)}: support names {rel!r}, which is not a file under "
+                            f"{_rel(framework_dir, root)}; fix the path")
     return TaskVariant(task=task, framework=framework, dir=folder, grading=grading, throughput=throughput,
-                       tests_fingerprint=fingerprint(folder / "tests"))
+                       tests_fingerprint=fingerprint(folder / "tests"), framework_dir=framework_dir)
 
 
 def grading_problems(grading: GradingSpec) -> list[str]:

@@ -18,6 +18,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench import sources
 from bench.specs import FrameworkSpec, TaskVariant, fingerprint
 
 PREPARE_KIT = Path(__file__).with_name("prepare_kit.py")  # imported by prepare.py scripts
@@ -126,7 +127,7 @@ def bundled_files(folder: Path) -> list[Path]:
 def source_version(framework: FrameworkSpec) -> str:
     """A short id that changes whenever the framework's source changes."""
     if framework.source.kind == "git":
-        return framework.source.commit[:12]
+        return framework.source.commit[:12] + sources.version_suffix(framework)
     folder = framework.bundled_path()
     digest = hashlib.sha256()
     for rel in sorted(bundled_files(folder)):
@@ -156,8 +157,7 @@ def original_source(framework: FrameworkSpec, cache: Path | None = None, version
     staging = Path(tempfile.mkdtemp(prefix=f".{framework.name}-", dir=_ensure(cache / "sources")))
     tree = staging / "tree"
     if framework.source.kind == "git":
-        origin = framework.override_path() or framework.source.url
-        fetch_git_source(str(origin), framework.source.commit, tree)
+        sources.fetch_tree(framework, tree, fetch_git_source)
         remove_caches(tree)
     else:
         folder = framework.bundled_path()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import shlex
 import uuid
 
-from bench import workspace
+from bench import sources, workspace
 from bench.agents.spec import AgentOptions, AgentSetupError, AgentSpec, TrialInputs
 from bench.specs import TaskVariant
 from bench.types import AgentContext, AgentOutcome
@@ -66,7 +66,7 @@ def _gold_patch(trial: TrialInputs) -> OracleAgent:
 def _wrong_patch(trial: TrialInputs) -> OracleAgent:
     if trial.variant.wrong_patch is None:
         raise AgentSetupError(f"task {trial.variant.task.id!r} on {trial.framework.name!r} has no wrong/*.patch")
-    return OracleAgent(trial.variant.wrong_patch.read_text())
+    return OracleAgent(sources.wrong_solution(trial.variant, trial.framework, trial.cache))
 
 
 def wrong_spec(options: AgentOptions) -> AgentSpec:

@@ -1,0 +1,238 @@
+"""The small Qwen3-MoE the checks share: the `debugmodel_moe` flavor shrunk to CPU size through the
+fields every qwen3 flavor has, and its transformers twin.
+
+Why shrink the agent's flavor instead of writing our own args: the flavor's MoE settings (routing, score
+function, normalisation, shared experts) are what the task is about, so they are kept as the agent wrote
+them; only sizes change.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+import titan_cpu
+
+titan_cpu.install()
+
+from torchtitan.models.moe import MoEArgs  # noqa: E402
+from torchtitan.protocols.train_spec import get_train_spec  # noqa: E402
+
+EXPERTS, TOP_K, LAYERS = 8, 2, 2
+BATCH, SEQ = 4, 32
+SIZES = dict(n_layers=LAYERS, dim=64, n_heads=4, n_kv_heads=2, head_dim=16, vocab_size=256, hidden_dim=96,
+             max_seq_len=64)
+
+
+def spec():
+    return get_train_spec("qwen3")
+
+
+def moe_field(args) -> str:
+    """The name of the flavor's one MoEArgs field (the framework's shared MoE settings)."""
+    names = [f.name for f in dataclasses.fields(args) if isinstance(getattr(args, f.name), MoEArgs)]
+    assert len(names) == 1, f"expected one torchtitan.models.moe.MoEArgs field in the qwen3 args, found {names}"
+    return names[0]
+
+
+def tiny_args(flavor: str = "debugmodel_moe", grouped_mm: bool = False):
+    """grouped_mm off: torch._grouped_mm on CPU is not fp32-exact (6e-5 relative on every gradient and 6e-3
+    on the router's against transformers), while the experts' for-loop path is (7e-7)."""
+    base = spec().model_args[flavor]
+    args = dataclasses.replace(base, **SIZES)
+    name = moe_field(args)
+    moe = dataclasses.replace(getattr(args, name), num_experts=EXPERTS, top_k=TOP_K)
+    moe = dataclasses.replace(moe, use_grouped_mm=grouped_mm)
+    return dataclasses.replace(args, **{name: moe})
+
+
+def build(args, seed: int = 0):
+    torch.manual_seed(seed)
+    with torch.device("meta"):
+        model = spec().model_cls(args)
+    model.to_empty(device="cpu")
+    with torch.no_grad():
+        model.init_weights(buffer_device=torch.device("cpu"))
+    return model.float()
+
+
+def adapter(args):
+    return spec().state_dict_adapter(args, None)
+
+
+def expert_hidden(args, model) -> int:
+    """The experts' hidden size, read through the adapter (HF gate_proj is [hidden, dim])."""
+    hf = adapter(args).to_hf({k: v.detach() for k, v in model.state_dict().items()})
+    key = "model.layers.0.mlp.experts.0.gate_proj.weight"
+    assert key in hf, f"to_hf gave no {key}; the adapter must write the Hub's per-expert layout"
+    return hf[key].shape[0]
+
+
+def hf_config(args, moe_hidden: int):
+    from transformers import Qwen3MoeConfig
+
+    return Qwen3MoeConfig(
+        vocab_size=args.vocab_size, hidden_size=args.dim, intermediate_size=args.hidden_dim,
+        moe_intermediate_size=moe_hidden, num_hidden_layers=args.n_layers, num_attention_heads=args.n_heads,
+        num_key_value_heads=args.n_kv_heads, head_dim=args.head_dim, num_experts=EXPERTS,
+        num_experts_per_tok=TOP_K, norm_topk_prob=True, decoder_sparse_step=1, mlp_only_layers=[],
+        rms_norm_eps=args.norm_eps, rope_theta=args.rope_theta, max_position_embeddings=args.max_seq_len,
+        tie_word_embeddings=args.enable_weight_tying, attention_bias=False, router_aux_loss_coef=0.0,
+        attn_implementation="eager")
+
+
+def hf_model(config, seed: int = 1):
+    from transformers import Qwen3MoeForCausalLM
+
+    torch.manual_seed(seed)
+    model = Qwen3MoeForCausalLM(config).float()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.05)
+    return model
+
+
+def hub_layout(state: dict, experts: int) -> dict:
+    """transformers >= 5 keeps experts fused (gate_up_proj [E, 2I, D], down_proj [E, D, I]); checkpoints on
+    the Hub keep one tensor per expert and projection. This returns the Hub layout."""
+    out = {}
+    for key, value in state.items():
+        if key.endswith("mlp.experts.gate_up_proj"):
+            prefix = key[: -len("gate_up_proj")]
+            gate, up = value.chunk(2, dim=1)
+            for e in range(experts):
+                out[f"{prefix}{e}.gate_proj.weight"] = gate[e]
+                out[f"{prefix}{e}.up_proj.weight"] = up[e]
+        elif key.endswith("mlp.experts.down_proj"):
+            prefix = key[: -len("down_proj")]
+            for e in range(experts):
+                out[f"{prefix}{e}.down_proj.weight"] = value[e]
+        else:
+            out[key] = value
+    return out
+
+
+def batch(vocab: int, seed: int = 2):
+    g = torch.Generator().manual_seed(seed)
+    tokens = torch.randint(0, vocab, (BATCH, SEQ), generator=g)
+    labels = torch.randint(0, vocab, (BATCH, SEQ), generator=g)
+    return tokens, labels
+
+
+def ce_sum(logits, labels):
+    return torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), reduction="sum")
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
+
+
+# ---- one device vs a layout on 2 gloo processes ----------------------------------------------------------
+
+MAX_NORM = 0.1  # below the tiny model's gradient norm (about 0.7), so clipping is active
+
+
+def one_device(seed: int = 3) -> dict:
+    """The reference step: full batch on one device; loss = CE sum / token count, clipped at MAX_NORM."""
+    args = tiny_args()
+    model = build(args, seed=seed)
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    tokens, labels = batch(args.vocab_size, seed=seed + 1)
+    loss = ce_sum(model(tokens), labels) / labels.numel()
+    loss.backward()
+    grads = {n: p.grad.detach().clone() for n, p in model.named_parameters()}
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), MAX_NORM).item()
+    clipped = {n: p.grad.detach().clone() for n, p in model.named_parameters()}
+    return {"state": state, "tokens": tokens, "labels": labels, "loss": loss.item(), "grads": grads, "norm": norm,
+            "clipped": clipped}
+
+
+def run_layout(layout: str, reference: dict, folder, step: bool = False) -> dict:
+    """titan_layout.py under torchrun (2 processes; 1 for layout "one"), on the reference's weights and batch;
+    its results. step: also one step of the MoE load-balancing optimizer. AssertionError with the run's
+    output when it fails."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    here, folder = Path(__file__).resolve().parent, Path(folder)
+    torch.save({k: reference[k] for k in ("state", "tokens", "labels")}, folder / "in.pt")
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(Path.cwd()), str(here), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+                           "1" if layout == "one" else "2", str(here / "titan_layout.py"), layout, str(folder),
+                           str(MAX_NORM), *(["step"] if step else [])],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0 and (folder / "out.pt").is_file(), \
+        f"{layout} run failed (exit {proc.returncode}):\n{(proc.stdout + proc.stderr)[-4000:]}"
+    return torch.load(folder / "out.pt")
+
+
+def worst(got: dict, want: dict) -> tuple[float, str]:
+    """The largest relative difference over tensors of the same names, and its name."""
+    assert set(got) == set(want), (sorted(set(want) - set(got))[:5], sorted(set(got) - set(want))[:5])
+    return max((rel(got[n], w), n) for n, w in want.items())
+
+
+# ---- inputs for TorchTitan's own trainer (titan_train.py) -------------------------------------------------
+
+def trainer_inputs(folder) -> tuple[str, str]:
+    """A word-level tokenizer (fits the tiny vocabulary) and a c4-style train.jsonl in `folder`; returns
+    (hf_assets_path, dataset_path). Made here because the git-only tests/assets are absent on the sdist route."""
+    import json
+    from pathlib import Path
+
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    folder = Path(folder)
+    words = [f"w{i}" for i in range(200)]
+    vocab = {tok: i for i, tok in enumerate(["<unk>", "<bos>", "<eos>", *words])}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    (folder / "tokenizer").mkdir(parents=True)
+    tokenizer.save(str(folder / "tokenizer" / "tokenizer.json"))
+    (folder / "tokenizer" / "tokenizer_config.json").write_text(json.dumps({"bos_token": "<bos>", "eos_token": "<eos>"}))
+    (folder / "data").mkdir()
+    g = torch.Generator().manual_seed(7)
+    with open(folder / "data" / "train.jsonl", "w") as f:
+        for _ in range(64):
+            ids = torch.randint(0, len(words), (int(torch.randint(20, 120, (1,), generator=g)),), generator=g)
+            f.write(json.dumps({"text": " ".join(words[i] for i in ids)}) + "\n")
+    return str(folder / "tokenizer"), str(folder / "data")
+
+
+def trainer_args(assets: str, data: str, dump: str, steps: int = 3) -> list[str]:
+    return ["--model.name", "qwen3", "--model.flavor", "atebench_tiny", "--model.hf_assets_path", assets,
+            "--training.dataset", "c4_test", "--training.dataset_path", data, "--training.local_batch_size", "2",
+            "--training.seq_len", str(SEQ), "--training.steps", str(steps), "--training.mixed_precision_param",
+            "float32", "--activation_checkpoint.mode", "none", "--metrics.log_freq", "1",
+            "--metrics.disable_color_printing", "--debug.seed", "42", "--debug.deterministic", "--job.dump_folder",
+            dump, "--checkpoint.enable", "--lr_scheduler.warmup_steps", "1"]
+
+
+def run_trainer(nproc: int, args: list[str], extra: list[str] = (), padded: bool = False) -> list[tuple[int, float, float]]:
+    """torchrun of titan_train.py; (step, loss, grad_norm) of every logged step. padded: the trainer trains on
+    titan_train.padded_batches (one global batch, unevenly padded). AssertionError with the output when it
+    fails."""
+    import os
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import tempfile
+
+    here = Path(__file__).resolve().parent
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_DATASETS_CACHE": tempfile.mkdtemp(prefix="hf-datasets-"),
+           "HF_HUB_OFFLINE": "1", "ATEBENCH_PADDED_BATCHES": "1" if padded else "0",
+           "PYTHONPATH": os.pathsep.join([str(Path.cwd()), str(here), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+                           str(nproc), str(here / "titan_train.py"), *args, *extra],
+                          capture_output=True, text=True, env=env, timeout=600)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"trainer failed (exit {proc.returncode}):\n{out[-5000:]}"
+    rows = re.findall(r"\[rank0\].*?step:\s*(\d+)\s+loss:\s*([\d.]+)\s+grad_norm:\s*([\d.]+)", out) or \
+        re.findall(r"step:\s*(\d+)\s+loss:\s*([\d.]+)\s+grad_norm:\s*([\d.]+)", out)
+    return sorted({(int(s), float(l), float(g)) for s, l, g in rows})

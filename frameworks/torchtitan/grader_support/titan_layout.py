@@ -1,0 +1,80 @@
+"""One training step of the tiny Qwen3-MoE (titan_case.py) under a TorchTitan layout on 2 gloo processes
+(CPU shims on), through the model's own parallelize_fn and TorchTitan's clip_grad_norm_; rank 0 writes the
+loss, full gradients before and after clipping, per-rank clip norms and per-rank expert rows.
+With a 4th argument "step", it then takes one step of TorchTitan's MoE load-balancing optimizer
+(build_optimizers_with_moe_load_balancing) and writes each rank's expert biases too.
+Usage (torchrun): titan_layout.py ep2|dp2|one <folder with in.pt> <max_norm> [step]
+
+Loss convention is TorchTitan's: local cross-entropy sum over the global token count, FSDP division off.
+"""
+
+import sys
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+import titan_case as case
+from torchtitan.config import JobConfig
+from torchtitan.distributed import ParallelDims
+from torchtitan.distributed import utils as dist_utils
+
+
+def full(tensor):
+    return tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor
+
+
+def main(layout: str, folder: Path, max_norm: float, step: bool) -> None:
+    dist.init_process_group("gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    data = torch.load(folder / "in.pt")
+    args = case.tiny_args()
+    model = case.build(args, seed=3)
+    model.load_state_dict(data["state"])
+    ep = {"ep2": 2, "dp2": 1, "one": 1}[layout]
+    dims = ParallelDims(dp_replicate=1, dp_shard=-1, cp=1, tp=1, pp=1, ep=ep, etp=1, world_size=world)
+    job = JobConfig()
+    job.training.seq_len = case.SEQ
+    job.training.mixed_precision_param = "float32"
+    job.training.mixed_precision_reduce = "float32"
+    job.activation_checkpoint.mode = "none"
+    job.parallelism.expert_parallel_degree = ep
+    model = case.spec().parallelize_fn(model, dims, job)
+
+    tokens, labels = data["tokens"], data["labels"]
+    rows = tokens.shape[0] // world
+    mine = slice(rank * rows, (rank + 1) * rows)
+    loss = case.ce_sum(model(tokens[mine]), labels[mine]) / labels.numel()
+    loss.backward()
+    grads = {name: full(p.grad).detach().clone() for name, p in model.named_parameters() if p.grad is not None}
+    norm = dist_utils.clip_grad_norm_([p for p in model.parameters()], max_norm, foreach=True, pp_mesh=None,
+                                      ep_enabled=dims.ep_enabled)
+    clipped = {name: full(p.grad).detach().clone() for name, p in model.named_parameters() if p.grad is not None}
+    experts = [p for n, p in model.named_parameters() if n.startswith("layers.0.") and n.endswith("experts.w1")]
+    local_rows = experts[0].to_local().shape[0] if experts and hasattr(experts[0], "to_local") else -1
+
+    biases = {}
+    if step:
+        from torchtitan.components.optimizer import build_optimizers_with_moe_load_balancing
+
+        optimizers = build_optimizers_with_moe_load_balancing([model], job.optimizer, dims)
+        optimizers.step()
+        biases = {n: full(b).detach().clone() for n, b in model.named_buffers() if n.endswith("expert_bias")}
+
+    total = loss.detach().clone()
+    dist.all_reduce(total)
+    norms, expert_rows = [None] * world, [None] * world
+    dist.all_gather_object(norms, full(norm).item())
+    dist.all_gather_object(expert_rows, local_rows)
+    bias_per_rank = [None] * world
+    dist.all_gather_object(bias_per_rank, biases)
+    if rank == 0:
+        torch.save({"loss": total.item(), "grads": grads, "clipped": clipped, "norms": norms,
+                    "expert_rows": expert_rows, "expert_bias": bias_per_rank},
+                   folder / "out.pt")
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], Path(sys.argv[2]), float(sys.argv[3]), sys.argv[4:] == ["step"])

@@ -1,0 +1,26 @@
+"""Injects a silent bug into TorchTitan v0.2.2: with expert parallelism, the norm used for clipping (and
+logged) takes the expert-parallel gradients as this rank's local shards, so each rank computes its own,
+smaller norm. Gold = the pristine tree.
+
+The injection asserts its anchor text, so a different TorchTitan fails preparation loudly instead of
+producing a task without a bug. Usage: python prepare.py <checkout>
+"""
+
+import sys
+from pathlib import Path
+
+root = Path(sys.argv[1])
+
+
+def edit(rel: str, old: str, new: str) -> None:
+    path = root / rel
+    text = path.read_text()
+    if text.count(old) != 1:
+        sys.exit(f"prepare: expected exactly one of these in {rel}, found {text.count(old)}:\n{old}\n"
+                 "TorchTitan changed; update this prepare.py")
+    path.write_text(text.replace(old, new))
+
+
+edit("torchtitan/distributed/utils.py",
+     "            ep_params.append(p)\n            ep_grads.append(p.grad)\n",
+     "            ep_params.append(p)\n            ep_grads.append(p.grad.to_local())\n")
