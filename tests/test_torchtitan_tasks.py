@@ -46,7 +46,7 @@ def test_there_is_a_torchtitan_task():
 @pytest.mark.parametrize("task_id", TASKS)
 def test_spec_grades_hidden_tests_only_and_ships_a_wrong_edit_of_the_gold(task_id):
     v = variant(task_id)
-    assert v.prepare_script is not None and v.solution_patch is None and v.solve_script is None
+    assert v.prepare_script is not None and v.solution_patch is None
     assert v.wrong_patch is not None and v.wrong_patch.name.endswith(sources.ON_GOLD_SUFFIX), \
         "TorchTitan's code is not kept here: a wrong solution is a small edit of the gold (*.on-gold.patch)"
     assert v.grading.tests_target == "grader_tests" and v.grading.fail_to_pass
