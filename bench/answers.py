@@ -199,7 +199,7 @@ def render_template(text: str, tree: Path, source_file: Path) -> str:
     return TEMPLATE.sub(cite, text)
 
 
-def _value_text(value: str | int | float) -> str:
+def _value_text(value: str | float) -> str:
     return repr(value) if isinstance(value, float) else str(value)
 
 
@@ -216,7 +216,7 @@ def gold_answer(key: AnswerKey, resolved: dict[str, list[Span]]) -> str:
 
 # ---- judging ---------------------------------------------------------------------------------------
 
-def states_value(statement: str, value: str | int | float) -> bool:
+def states_value(statement: str, value: str | float) -> bool:
     """A number matches in any notation (1e-6 = 1e-06 = 0.000001); a string as a whole word, any case."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         numbers = []
@@ -270,7 +270,8 @@ def grade(variant: TaskVariant, events: list[dict], changed: list[str], baseline
     try:
         resolved = resolve_key(key, baseline, variant.answer_key_path)
     except SpecError as e:
-        return Grade(resolved=False, error=f"the answer key does not resolve: {e}")
+        log_path.write_text(redact(f"answer key error: {e}\n"))
+        return Grade(resolved=False, error=f"the answer key does not resolve (see grader.log): {e}")
     answer = final_answer(events)
     problems, log = [], []
     if changed:
