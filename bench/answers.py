@@ -29,6 +29,7 @@ FINAL_ANSWER = re.compile(r"<final_answer>(.*?)</final_answer>", re.DOTALL)
 CITATION = re.compile(r"(?<![\w.~/-])(?P<path>(?:\.?/)?(?:[\w.-]+/)*[\w-][\w.-]*\.[A-Za-z]\w*)"
                       r":(?P<start>\d+)(?:\s*[-\u2013]\s*(?P<end>\d+))?(?![\d\w])")
 NUMBER = re.compile(r"(?<![\w.])[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?(?![\w.]*\w)")
+THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
 ABSENT = re.compile(r"\babsent\b", re.IGNORECASE)
 # A statement starts at a blank line or a list item ("- ", "* ", "1. ").
 ITEM = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+")
@@ -217,10 +218,11 @@ def gold_answer(key: AnswerKey, resolved: dict[str, list[Span]]) -> str:
 # ---- judging ---------------------------------------------------------------------------------------
 
 def states_value(statement: str, value: str | float) -> bool:
-    """A number matches in any notation (1e-6 = 1e-06 = 0.000001); a string as a whole word, any case."""
+    """A number matches in any notation (1e-6 = 1e-06 = 0.000001, 1e6 = 1,000,000); a string as a whole word,
+    any case."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         numbers = []
-        for token in NUMBER.findall(statement):
+        for token in NUMBER.findall(THOUSANDS.sub("", statement)):
             try:
                 numbers.append(float(token))
             except ValueError:

@@ -175,6 +175,17 @@ def test_a_missing_value_fails_and_numbers_match_in_any_notation(tmp_path, tree,
     assert not grade.resolved
 
 
+def test_a_markdown_answer_as_agents_write_it(tmp_path, tree, variant):
+    text = """## Findings
+
+1. **eps**: `Norm.__init__` stores `eps`, whose default is the module constant
+   `EPS = 1e-06` (`pkg/norm.py:9-10`, `pkg/norm.py:3`).
+2. **forward** returns x unchanged (`pkg/norm.py:12-14`)."""
+    grade, _ = run(variant, tree, tmp_path, text)
+    assert grade.resolved, grade.facts
+    assert answers.states_value("rope_theta is 1,000,000 here", 1e6) and not answers.states_value("1,000", 1e6)
+
+
 def test_values_must_be_in_the_citing_statement_not_elsewhere(tmp_path, tree, variant):
     text = "- The value is 1e-6 and the name EPS.\n- eps is set here: pkg/norm.py:9\n- forward: pkg/norm.py:13"
     grade, _ = run(variant, tree, tmp_path, text)
