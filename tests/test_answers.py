@@ -285,3 +285,57 @@ def test_shipped_keys_resolve_gold_passes_and_wrong_fails(tmp_path, task_id):
     wrong = answers.render_template(variant.wrong_answer.read_text(), source, variant.wrong_answer)
     grade = answers.grade(variant, [{"kind": "assistant", "content": wrong}], [], source, tmp_path / "w")
     assert not grade.resolved and not grade.answer_problems  # wrong for its facts, not for a broken citation
+
+
+# ---- through the harness: trial, oracle, nop, wrong, an agent that edits ----
+
+class _AnswerAndEdit:
+    """Says the gold answer but also edits a file: a Q&A trial must not resolve."""
+
+    name = "editor"
+
+    def __init__(self, answer: str):
+        self.answer = answer
+
+    def run(self, ctx):
+        from bench.types import AgentOutcome
+
+        ctx.sandbox.write_file(f"{ctx.sandbox.workdir}/calc/ops.py", "def mul(a, b):\n    return a * b\n")
+        ctx.trajectory.append("assistant", content=self.answer, tool_calls=[])
+        return AgentOutcome(exit_status="completed")
+
+
+def test_qa_trials_through_the_harness(tmp_path, cache):
+    import json
+
+    from conftest import make_toy_root
+
+    from bench.agents import AgentSpec, make_spec
+    from bench.run import RunConfig, execute, make_plan
+
+    root = make_toy_root(tmp_path / "specs")
+    task = root / "tasks" / "qa" / "mul"
+    (task / "frameworks" / "toy" / "wrong").mkdir(parents=True)
+    (task / "task.toml").write_text('measure_throughput = false\n[grading]\nkind = "answer"\n')
+    (task / "instruction.md").write_text("Where does {framework} multiply?\n")
+    (task / "frameworks" / "toy" / "answer_key.toml").write_text(
+        '[[facts]]\nid = "mul"\nclaim = "mul returns a * b."\nregions = [{ path = "calc/ops.py", symbol = "mul" }]\n'
+        'values = ["a * b"]\n')
+    (task / "frameworks" / "toy" / "wrong" / "answer.md").write_text(
+        "<final_answer>\n- add returns a * b: {{calc/ops.py::add}}\n</final_answer>\n")
+    gold = "<final_answer>\n- mul returns a * b: calc/ops.py:5-6\n</final_answer>"
+    agents = {name: make_spec(name) for name in ("oracle", "nop", "wrong")}
+    agents["editor"] = AgentSpec("editor", lambda trial: _AnswerAndEdit(gold))
+    cfg = RunConfig(task="qa", framework="toy", agents=list(agents), run_id="qa", isolate=False,
+                    results_dir=str(tmp_path / "results"), specs_root=str(root))
+    rows = {row["agent"]: row for row in execute(cfg, make_plan(cfg, agents))}
+    assert {a: r["status"] for a, r in rows.items()} == {"oracle": "resolved", "nop": "unresolved",
+                                                         "wrong": "unresolved", "editor": "unresolved"}
+    assert rows["oracle"]["grade"]["facts"] == {"mul": "found"}
+    assert rows["wrong"]["grade"]["facts"]["mul"].startswith("no statement cites inside its region(s): calc/ops.py:5-6")
+    assert rows["editor"]["grade"]["facts"] == {"mul": "found"}
+    assert "read-only" in rows["editor"]["grade"]["answer_problems"][0]
+    saved = json.loads((tmp_path / "results" / "qa" / "qa__mul" / "toy" / "oracle" / "0" / "result.json").read_text())
+    assert saved["grade"]["facts"] == {"mul": "found"}
+    log = (tmp_path / "results" / "qa" / "qa__mul" / "toy" / "wrong" / "0" / "grader.log").read_text()
+    assert "fact mul: no statement cites" in log and "add returns a * b: calc/ops.py:1-2" in log
