@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+from conftest import make_toy_root
 
 from bench import answers, specs
+from bench.agents import AgentSpec, make_spec
 from bench.answers import Citation
+from bench.run import RunConfig, execute, make_plan
+from bench.types import AgentOutcome
 
 MODULE = '''"""A module the keys point into."""
 
@@ -298,21 +303,12 @@ class _AnswerAndEdit:
         self.answer = answer
 
     def run(self, ctx):
-        from bench.types import AgentOutcome
-
         ctx.sandbox.write_file(f"{ctx.sandbox.workdir}/calc/ops.py", "def mul(a, b):\n    return a * b\n")
         ctx.trajectory.append("assistant", content=self.answer, tool_calls=[])
         return AgentOutcome(exit_status="completed")
 
 
 def test_qa_trials_through_the_harness(tmp_path, cache):
-    import json
-
-    from conftest import make_toy_root
-
-    from bench.agents import AgentSpec, make_spec
-    from bench.run import RunConfig, execute, make_plan
-
     root = make_toy_root(tmp_path / "specs")
     task = root / "tasks" / "qa" / "mul"
     (task / "frameworks" / "toy" / "wrong").mkdir(parents=True)
