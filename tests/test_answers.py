@@ -335,3 +335,24 @@ def test_qa_trials_through_the_harness(tmp_path, cache):
     assert saved["grade"]["facts"] == {"mul": "found"}
     log = (tmp_path / "results" / "qa" / "qa__mul" / "toy" / "wrong" / "0" / "grader.log").read_text()
     assert "fact mul: no statement cites" in log and "add returns a * b: calc/ops.py:1-2" in log
+
+
+@pytest.mark.parametrize("task_id", [t for t in specs.list_tasks() if t.startswith("qa/")])
+def test_every_fact_of_a_shipped_key_decides(tmp_path, task_id):
+    """The gold without any one fact's statement, or with that citation moved just above its region, fails."""
+    variant = specs.load_task(task_id).variant("reference")
+    source = specs.REPO_ROOT / "reference_impl"
+    resolved = answers.resolve_key(variant.answer_key, source, variant.answer_key_path)
+    gold = answers.gold_answer(variant.answer_key, resolved).splitlines()
+    for i, fact in enumerate(variant.answer_key.facts, start=1):  # line 0 is the opening tag
+        dropped = "\n".join(gold[:i] + gold[i + 1:])
+        grade = answers.grade(variant, [{"kind": "assistant", "content": dropped}], [], source, tmp_path / "log")
+        assert not grade.resolved and grade.facts[fact.id] != "found", fact.id
+        span = resolved[fact.id][0]
+        if any(s.path == span.path and s.start <= span.start - 1 <= s.end for s in resolved[fact.id]):
+            continue  # the line above is inside another region of the same fact
+        moved = gold[i].replace(f"{span.path}:{span.start}.", f"{span.path}:{span.start - 1}.")
+        assert moved != gold[i]
+        shifted = "\n".join(gold[:i] + [moved] + gold[i + 1:])
+        grade = answers.grade(variant, [{"kind": "assistant", "content": shifted}], [], source, tmp_path / "log")
+        assert not grade.resolved and grade.facts[fact.id] != "found", fact.id
