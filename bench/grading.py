@@ -82,6 +82,8 @@ class Grade:
     modified_test_files: list[str] = field(default_factory=list)
     test_infrastructure_changes: list[str] = field(default_factory=list)  # what grading undid, and how
     tampering: list[str] = field(default_factory=list)  # "path: line" the agent added that reaches into pytest
+    facts: dict[str, str] = field(default_factory=dict)  # tasks graded by answer: fact id -> "found" or why not
+    answer_problems: list[str] = field(default_factory=list)  # what fails a whole answer (bench/answers.py)
     error: str | None = None
 
     def to_json(self) -> dict:

@@ -162,6 +162,9 @@ class Resources(Strict):
 
 
 class TaskGrading(Strict):
+    kind: Literal["tests", "answer"] = "tests"
+    """tests: hidden tests judge the agent's tree (each variant has grading.toml). answer: the agent's final
+    answer is judged against the variant's answer_key.toml (read-only Q&A tasks; bench/answers.py)."""
     timeout_s: float = 600.0
 
 
@@ -214,6 +217,56 @@ class GradingSpec(Strict):
             problem = unsafe_path(path)
             if problem:
                 raise ValueError(f"{field}: {path!r} {problem}; name a path relative to the checkout's root")
+        return self
+
+
+class Region(Strict):
+    """A place in the framework's source named by symbol, so a key survives reformatting; resolved with `ast`
+    to its lines in the checkout at grade time (bench/answers.py)."""
+
+    path: str
+    """The Python file, relative to the checkout's root (e.g. "reftrain/optim.py")."""
+    symbol: str
+    """A dotted name in that file: a function, class or method ("RMSNorm.forward"), or an assignment at
+    module or class level ("Qwen3MoeConfig.rms_norm_eps")."""
+
+    @model_validator(mode="after")
+    def _path_inside(self):
+        if unsafe_path(self.path) or not self.path.endswith(".py"):
+            raise ValueError(f"path {self.path!r} must be a .py file relative to the checkout's root")
+        if not all(part.isidentifier() for part in self.symbol.split(".")):
+            raise ValueError(f"symbol {self.symbol!r} is not a dotted Python name like 'RMSNorm.forward'")
+        return self
+
+
+class Fact(Strict):
+    """One thing a correct answer must establish, with the source regions that support it."""
+
+    id: str = Field(pattern=r"^[a-z0-9_]+$")
+    """Names the fact in the grade and the grader's log."""
+    claim: str = Field(min_length=1)
+    """The fact in one sentence; the gold answer states it."""
+    regions: list[Region] = Field(min_length=1)
+    """A citation inside any one of these counts."""
+    values: list[str | int | float] = []
+    """Values the citing statement must also state (a number matches in any notation: 1e-6 = 1e-06)."""
+    absent: bool = False
+    """The thing does not exist: only a statement saying "absent" that cites where it would have to be counts."""
+    required: bool = True
+    """False: reported in the grade, but the verdict does not depend on it."""
+
+
+class AnswerKey(Strict):
+    """tasks/<id>/frameworks/<fw>/answer_key.toml: what a correct answer to a Q&A task establishes."""
+
+    facts: list[Fact] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_ids(self):
+        ids = [f.id for f in self.facts]
+        repeated = sorted({i for i in ids if ids.count(i) > 1})
+        if repeated:
+            raise ValueError(f"fact ids {', '.join(repeated)} appear more than once; give each fact its own id")
         return self
 
 
@@ -278,7 +331,10 @@ class TaskVariant(BaseModel):
     task: Task
     framework: str
     dir: Path
-    grading: GradingSpec
+    grading: GradingSpec | None = None
+    """The hidden tests' grading.toml; None for a task graded by answer."""
+    answer_key: AnswerKey | None = None
+    """The answer_key.toml of a task graded by answer (task.toml [grading] kind = "answer")."""
     tests_fingerprint: str = ""
     """Content hash of the hidden tests when the spec was loaded; grading refuses tests changed since."""
     throughput: ThroughputSpec | None = None
@@ -307,12 +363,25 @@ class TaskVariant(BaseModel):
         patches = sorted((self.dir / "wrong").glob("*.patch")) if (self.dir / "wrong").is_dir() else []
         return patches[0] if patches else None
 
+    @property
+    def wrong_answer(self) -> Path | None:
+        """wrong/answer.md: a plausible wrong answer to a Q&A task (its `{{path::symbol}}` are resolved)."""
+        path = self.dir / "wrong" / "answer.md"
+        return path if path.is_file() else None
+
+    @property
+    def answer_key_path(self) -> Path:
+        return self.dir / "answer_key.toml"
+
     def graded_test_paths(self) -> list[str]:
         """Every test path the grader puts into the graded tree: hidden tests and restored originals."""
-        return sorted({*self.hidden_test_paths(), *self.grading.restore_from_original})
+        restored = self.grading.restore_from_original if self.grading else []
+        return sorted({*self.hidden_test_paths(), *restored})
 
     def hidden_test_paths(self) -> list[str]:
         """Paths the hidden tests (and their support files) occupy in the graded tree, relative to its root."""
+        if self.grading is None:
+            return []
         found = sorted(
             f"{self.grading.tests_target.rstrip('/')}/{p.relative_to(self.tests_dir).as_posix()}"
             for p in self.tests_dir.rglob("*") if p.is_file() and "__pycache__" not in p.parts
@@ -321,6 +390,8 @@ class TaskVariant(BaseModel):
 
     def support_files(self) -> dict[str, Path]:
         """grading.toml `support`: {path in the graded tree: file under frameworks/<fw>/}."""
+        if self.grading is None:
+            return {}
         return {f"{self.grading.tests_target.rstrip('/')}/{PurePosixPath(rel).name}": self.framework_dir / rel
                 for rel in self.grading.support}
 
@@ -410,6 +481,11 @@ def load_variant(task: Task, framework: str) -> TaskVariant:
     if not folder.is_dir():
         raise SpecError(f"task {task.id!r} has no version for framework {framework!r} "
                         f"(no folder {_rel(folder, root)}); it supports: {', '.join(task.frameworks()) or '(none)'}")
+    if task.spec.grading.kind == "answer":
+        return _load_answer_variant(task, framework, folder, root)
+    if (folder / "answer_key.toml").is_file():
+        raise SpecError(f"{_rel(folder / 'answer_key.toml', root)}: an answer key, but {_rel(task.dir / 'task.toml', root)} "
+                        "does not say [grading] kind = \"answer\"; add that or remove the key")
     path = folder / "grading.toml"
     grading = _validate(GradingSpec, _read_toml(path, root), path, root)
     problems = grading_problems(grading)
@@ -431,6 +507,18 @@ def load_variant(task: Task, framework: str) -> TaskVariant:
                             f"{_rel(framework_dir, root)}; fix the path")
     return TaskVariant(task=task, framework=framework, dir=folder, grading=grading, throughput=throughput,
                        tests_fingerprint=fingerprint(folder / "tests"), framework_dir=framework_dir)
+
+
+def _load_answer_variant(task: Task, framework: str, folder: Path, root: Path) -> TaskVariant:
+    """A Q&A variant: its answer key instead of grading.toml and hidden tests (which it must not have)."""
+    for name in ("grading.toml", "tests", "solution.patch", "prepare.py", "prepare.sh"):
+        if (folder / name).exists():
+            raise SpecError(f"{_rel(folder / name, root)}: a task graded by answer (task.toml [grading] kind = "
+                            f"\"answer\") has no {name}; remove it (the gold answer is rendered from answer_key.toml)")
+    path = folder / "answer_key.toml"
+    key = _validate(AnswerKey, _read_toml(path, root), path, root)
+    return TaskVariant(task=task, framework=framework, dir=folder, answer_key=key,
+                       framework_dir=root / "frameworks" / framework)
 
 
 def grading_problems(grading: GradingSpec) -> list[str]:

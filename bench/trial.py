@@ -14,7 +14,7 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench import grading, results, throughput, workspace
+from bench import answers, grading, results, throughput, workspace
 from bench.agents.spec import AgentSetupError, AgentSpec, TrialInputs
 from bench.gpu import GpuAllocator, GpuSampler, gpus_per_trial
 from bench.keys import redact, redact_files
@@ -210,6 +210,7 @@ class Trial:
             sandbox_problem = None
         except SandboxError as e:
             sandbox_problem = str(e)
+        workdir = self._sandbox.workdir  # the path the agent saw: its absolute citations are under it
         self._close(self._sandbox)
         self._sandbox = None
         self.result.exit_status = outcome.exit_status
@@ -226,9 +227,13 @@ class Trial:
             raise TrialFailed("agent", sandbox_problem)
 
         self._enter("grade")
-        grade = grading.grade(variant, ws.work, diff.files, self._open_sandbox,
-                              self.folder / results.FILES["grader_log"], baseline=ws.prepared,
-                              original=ws.original, gpus=len(self._gpus))
+        if variant.answer_key is not None:  # a Q&A task: the agent's answer, not its tree, is graded
+            grade = answers.grade(variant, trajectory.read(), diff.files, ws.prepared,
+                                  self.folder / results.FILES["grader_log"], workdir=workdir)
+        else:
+            grade = grading.grade(variant, ws.work, diff.files, self._open_sandbox,
+                                  self.folder / results.FILES["grader_log"], baseline=ws.prepared,
+                                  original=ws.original, gpus=len(self._gpus))
         self.result.grade = grade.to_json()
         if grade.error:
             raise TrialFailed("grade", grade.error)

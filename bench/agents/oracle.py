@@ -1,7 +1,9 @@
-"""The oracle agent: applies a patch it is given. A task counts only if its oracle resolves it.
+"""The oracle agent: applies a patch it is given, or says an answer it is given (Q&A tasks). A task
+counts only if its oracle resolves it.
 
-Three specs build it: `oracle` with the gold patch of each trial's task, `wrong` with the task's
-plausible-wrong patch (tasks/<task>/frameworks/<fw>/wrong/*.patch; validation expects it to fail), and
+Three specs build it: `oracle` with the gold of each trial's task (its patch, or for a task graded by
+answer the answer rendered from its key), `wrong` with the task's plausible-wrong solution
+(tasks/<task>/frameworks/<fw>/wrong/*.patch, or wrong/answer.md; validation expects it to fail), and
 `mutant_spec` with one mutant of the gold (`validate --mutants`, bench/mutants.py).
 """
 
@@ -10,23 +12,27 @@ from __future__ import annotations
 import shlex
 import uuid
 
-from bench import sources, workspace
+from bench import answers, sources, workspace
 from bench.agents.spec import AgentOptions, AgentSetupError, AgentSpec, TrialInputs
-from bench.specs import TaskVariant
+from bench.specs import SpecError, TaskVariant
 from bench.types import AgentContext, AgentOutcome
 
 ORACLE, WRONG, MUTANT = "oracle", "wrong", "oracle-mutant"
 
 
 class OracleAgent:
-    """Writes its patch outside the workspace, `git apply`s it, then deletes it."""
+    """Writes its patch outside the workspace, `git apply`s it, then deletes it; or, given an answer,
+    writes it as its one message, where the grader reads every agent's answer."""
 
     name = ORACLE
 
-    def __init__(self, patch: str | None, timeout_s: float = 300.0):
-        self.patch, self.timeout_s = patch, timeout_s
+    def __init__(self, patch: str | None, timeout_s: float = 300.0, answer: str | None = None):
+        self.patch, self.timeout_s, self.answer = patch, timeout_s, answer
 
     def run(self, ctx: AgentContext) -> AgentOutcome:
+        if self.answer is not None:
+            ctx.trajectory.append("assistant", content=self.answer, tool_calls=[])
+            return AgentOutcome(exit_status="completed")
         if not self.patch:
             message = (
                 "oracle agent: this task has no solution; its gold is the diff prepared -> original checkout, "
@@ -60,21 +66,40 @@ def oracle_spec(options: AgentOptions) -> AgentSpec:
 
 
 def _gold_patch(trial: TrialInputs) -> OracleAgent:
+    variant = trial.variant
+    if variant.answer_key is not None:
+        try:
+            resolved = answers.resolve_key(variant.answer_key, trial.workspace.prepared, variant.answer_key_path)
+        except SpecError as e:
+            raise AgentSetupError(str(e)) from None
+        return OracleAgent(None, answer=answers.gold_answer(variant.answer_key, resolved))
     return OracleAgent(workspace.solution_diff(trial.variant, trial.workspace.prepared, trial.workspace.original))
 
 
 def _wrong_patch(trial: TrialInputs) -> OracleAgent:
+    variant = trial.variant
+    if variant.answer_key is not None:
+        if variant.wrong_answer is None:
+            raise AgentSetupError(f"task {variant.task.id!r} on {trial.framework.name!r} has no wrong/answer.md")
+        try:
+            text = answers.render_template(variant.wrong_answer.read_text(), trial.workspace.prepared,
+                                           variant.wrong_answer)
+        except SpecError as e:
+            raise AgentSetupError(str(e)) from None
+        return OracleAgent(None, answer=text)
     if trial.variant.wrong_patch is None:
         raise AgentSetupError(f"task {trial.variant.task.id!r} on {trial.framework.name!r} has no wrong/*.patch")
     return OracleAgent(sources.wrong_solution(trial.variant, trial.framework, trial.cache))
 
 
 def wrong_spec(options: AgentOptions) -> AgentSpec:
-    """The task's plausible-wrong patch; a task that ships none has no `wrong` trial."""
+    """The task's plausible-wrong patch (or answer); a task that ships none has no `wrong` trial."""
     return AgentSpec(WRONG, _wrong_patch, skip_reason=_no_wrong_patch)
 
 
 def _no_wrong_patch(variant: TaskVariant) -> str | None:
+    if variant.answer_key is not None:
+        return None if variant.wrong_answer is not None else "the task ships no wrong/answer.md"
     return None if variant.wrong_patch is not None else "the task ships no wrong/*.patch"
 
 
