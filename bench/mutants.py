@@ -280,7 +280,10 @@ def is_test_file(rel: str) -> bool:
 
 def mutants_for(variant: TaskVariant, framework: FrameworkSpec, count: int, seed: int,
                 cache: Path | None = None) -> list[Mutant]:
-    """The mutants of one task's gold on one framework: edits of the solution's code, not of test files."""
+    """The mutants of one task's gold on one framework: edits of the solution's code, not of test files.
+    A task graded by its answer (Q&A) has no gold patch: none."""
+    if variant.answer_key is not None:
+        return []
     prepared = workspace.prepared_checkout(variant, framework, cache)
     gold = workspace.gold_patch(variant, framework, cache)
     tests = {rel for rel in changed_python_files(gold) if is_test_file(rel)}

@@ -487,7 +487,7 @@ def mutation_scores(run_dirs: list[Path]) -> list[dict]:
 def mutation_markdown(rows: list[dict]) -> str:
     lines = ["| run | task | framework | mutants | killed | survived | errored | score |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        score = "n/a (no mutable line)" if r["mutants"] == 0 else "n/a" if r["score"] is None else f"{r['score']:.0%}"
+        score = "n/a (nothing to mutate)" if r["mutants"] == 0 else "n/a" if r["score"] is None else f"{r['score']:.0%}"
         lines.append(f"| {r['run']} | {r['task']} | {r['framework']} | {r['mutants']} | {r['killed']} | {r['survived']} "
                      f"| {r['errored']} | {score} |")
     return "\n".join(lines) + "\n\nThe survivors' diffs are in each run's survivors.md.\n"

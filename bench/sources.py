@@ -324,19 +324,19 @@ ON_GOLD_SUFFIX = ".on-gold.patch"
 solution would carry the framework's removed code, which this repository does not hold."""
 
 
-def wrong_solution(variant, framework, cache: Path | None = None) -> str:
-    """The task's wrong solution as a patch on the prepared tree (what the `wrong` agent applies)."""
+def wrong_solution(variant, prepared: Path, original: Path) -> str:
+    """The task's wrong solution as a patch on the prepared tree (what the `wrong` agent applies); `prepared`
+    and `original` are the trial's trees (its Workspace)."""
     path = variant.wrong_patch
     if not path.name.endswith(ON_GOLD_SUFFIX):
         return path.read_text()
     from bench import workspace
 
-    prepared = workspace.prepared_checkout(variant, framework, cache)
     with tempfile.TemporaryDirectory(prefix="atebench-wrong-") as scratch:
         tree = Path(scratch) / "tree"
         workspace.copy_clean(prepared, tree)
         _git("init", "-q", cwd=tree)  # so git apply works on this tree, never on a repository around it
-        for name, patch in (("gold", workspace.gold_patch(variant, framework, cache)), (path.name, path.read_text())):
+        for name, patch in (("gold", workspace.solution_diff(variant, prepared, original)), (path.name, path.read_text())):
             (Path(scratch) / "edit.patch").write_text(patch)
             proc = subprocess.run(["git", "apply", "--whitespace=nowarn", str(Path(scratch) / "edit.patch")], cwd=tree,
                                   capture_output=True, text=True)

@@ -61,7 +61,7 @@ def test_prepared_tree_has_no_hidden_tests_and_the_wrong_edit_applies(task_id, f
     v = variant(task_id)
     prepared = workspace.prepared_checkout(v, framework, cache)
     assert not (prepared / "grader_tests").exists()
-    patch = sources.wrong_solution(v, framework, cache)
+    patch = sources.wrong_solution(v, prepared, workspace.original_source(framework, cache))
     assert patch.strip() and "grader_tests/" not in patch
     gold = workspace.gold_patch(v, framework, cache)
     assert gold.strip() and "grader_tests/" not in gold and gold != patch

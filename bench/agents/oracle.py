@@ -89,7 +89,7 @@ def _wrong_patch(trial: TrialInputs) -> OracleAgent:
         return OracleAgent(None, answer=text)
     if trial.variant.wrong_patch is None:
         raise AgentSetupError(f"task {trial.variant.task.id!r} on {trial.framework.name!r} has no wrong/*.patch")
-    return OracleAgent(sources.wrong_solution(trial.variant, trial.framework, trial.cache))
+    return OracleAgent(sources.wrong_solution(trial.variant, trial.workspace.prepared, trial.workspace.original))
 
 
 def wrong_spec(options: AgentOptions) -> AgentSpec:
