@@ -12,6 +12,7 @@ import math
 import pytest
 import torch
 import torch.distributed as dist
+from torch.distributed.fsdp import FSDPModule
 
 from reftrain.data import Batch
 from reftrain.loss import IGNORE_INDEX
@@ -59,6 +60,11 @@ def layout_rank(case: LadderCase) -> dict:
         got = torch.stack(losses).double()
         if not torch.allclose(got.cpu(), ref_losses[r], rtol=case.loss_rtol, atol=case.loss_atol):
             problems.append(f"micro-batch losses {got.tolist()} != reference {ref_losses[r].tolist()}")
+
+    if mesh.dp * mesh.ep > 1:  # per-layer units: one layer's parameters gathered at a time, not the whole model
+        whole = [name for name, layer in pm.model.model.layers.items() if not isinstance(layer, FSDPModule)]
+        if whole or not isinstance(pm.model, FSDPModule):
+            problems.append(f"decoder layers not sharded as their own FSDP units: {whole or 'the root'}")
 
     params = [p for p in pm.model.parameters() if p.requires_grad]
     ref_norm = math.sqrt(sum(float(g.double().pow(2).sum()) for g in ref_grads.values()))
@@ -113,3 +119,16 @@ def test_padding_really_varies_between_ranks_and_micro_batches():
     _, labels = padded_batch(case, 512)
     counts = {int((labels[d, m] != IGNORE_INDEX).sum()) for d in range(2) for m in range(2)}
     assert len(counts) == 4
+
+
+def test_the_norm_without_a_process_group_is_the_plain_global_norm():
+    """One process without torch.distributed (a notebook, a unit test, a single-GPU script) clips too."""
+    assert not dist.is_initialized()
+    generator = torch.Generator().manual_seed(0)
+    params = [torch.nn.Parameter(torch.zeros(shape)) for shape in ((5, 3), (7,), (2, 2, 2))]
+    for p in params:
+        p.grad = torch.randn(p.shape, generator=generator)
+    want = torch.cat([p.grad.flatten() for p in params]).double().norm()
+    assert float(global_grad_norm(params)) == pytest.approx(float(want), rel=1e-6)
+    assert clip_grads(params, float(want) / 4) == pytest.approx(float(want), rel=1e-6)
+    assert float(global_grad_norm(params)) == pytest.approx(float(want) / 4, rel=1e-5)
