@@ -45,8 +45,10 @@ def usage() -> str:
     run = cli.run_parser()
     run.usage, run.description = argparse.SUPPRESS, None
     options = run.format_help().strip().removeprefix("options:").strip("\n")
-    return (f"{USAGE}\ncommands (`python runner.py COMMAND --help` shows each one's options):\n{commands}\n\n"
-            f"options of run:\n{options}\n")
+    return (
+        f"{USAGE}\ncommands (`python runner.py COMMAND --help` shows each one's options):\n{commands}\n\n"
+        f"options of run:\n{options}\n"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,8 +26,10 @@ from bench.specs import REPO_ROOT, AnswerKey, Fact, SpecError, TaskVariant
 FINAL_ANSWER = re.compile(r"<final_answer>(.*?)</final_answer>", re.DOTALL)
 # path:line or path:start-end; the path has a file extension, may start with "./" or "/" (an absolute
 # path under the workspace), and is not glued to a longer word ("http://host:80" has no extension).
-CITATION = re.compile(r"(?<![\w.~/-])(?P<path>(?:\.?/)?(?:[\w.-]+/)*[\w-][\w.-]*\.[A-Za-z]\w*)"
-                      r":(?P<start>\d+)(?:\s*[-\u2013]\s*(?P<end>\d+))?(?![\d\w])")
+CITATION = re.compile(
+    r"(?<![\w.~/-])(?P<path>(?:\.?/)?(?:[\w.-]+/)*[\w-][\w.-]*\.[A-Za-z]\w*)"
+    r":(?P<start>\d+)(?:\s*[-\u2013]\s*(?P<end>\d+))?(?![\d\w])"
+)
 NUMBER = re.compile(r"(?<![\w.])[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?(?![\w.]*\w)")
 THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
 ABSENT = re.compile(r"\babsent\b", re.IGNORECASE)
@@ -64,6 +66,7 @@ class Span:
 
 # ---- reading the answer ----------------------------------------------------------------------------
 
+
 def final_answer(events: list[dict]) -> str | None:
     """The last `<final_answer>` block the agent wrote: in a message, in a tool call's arguments (the
     builtin agent's `submit` summary), or in a CLI's final result."""
@@ -99,7 +102,7 @@ def statements(answer: str) -> list[str]:
 def checkout_path(cited: str, workdir: str | None) -> str | None:
     """The cited path relative to the checkout's root, or None when it points outside it."""
     if workdir and cited.startswith(workdir.rstrip("/") + "/"):
-        cited = cited[len(workdir.rstrip("/")) + 1:]
+        cited = cited[len(workdir.rstrip("/")) + 1 :]
     cited = cited.removeprefix("./")
     if cited.startswith("/") or ".." in cited.split("/"):
         return None
@@ -121,6 +124,7 @@ def citation_problem(citation: Citation, tree: Path, workdir: str | None) -> str
 
 
 # ---- resolving the key -----------------------------------------------------------------------------
+
 
 def _statements_in(body: list[ast.stmt]):
     """The statements of one level (module or class body), looking into if/try/with blocks at that level."""
@@ -150,7 +154,7 @@ def symbol_lines(source: str, symbol: str) -> tuple[int, int] | str:
     scopes: list[ast.AST] = [module]
     for depth, part in enumerate(symbol.split(".")):
         found = [n for scope in scopes for n in _statements_in(getattr(scope, "body", [])) if _defines(n, part)]
-        prefix = ".".join(symbol.split(".")[:depth + 1])
+        prefix = ".".join(symbol.split(".")[: depth + 1])
         if not found:
             return f"no function, class or assignment named {prefix!r}"
         if len(found) > 1:
@@ -190,6 +194,7 @@ def resolve_key(key: AnswerKey, tree: Path, key_file: Path) -> dict[str, list[Sp
 def render_template(text: str, tree: Path, source_file: Path) -> str:
     """`{{path::Symbol}}` -> `path:first-last` in `tree` (wrong answers cite real places, whatever the
     formatting); an unresolvable one is a SpecError naming the file."""
+
     def cite(match: re.Match) -> str:
         path, symbol = match[1], match[2]
         file = tree / path
@@ -197,6 +202,7 @@ def render_template(text: str, tree: Path, source_file: Path) -> str:
         if isinstance(lines, str):
             raise SpecError(f"{_shown(source_file)}: {{{{{path}::{symbol}}}}}: {lines}; fix the reference")
         return str(Citation(path, *lines))
+
     return TEMPLATE.sub(cite, text)
 
 
@@ -216,6 +222,7 @@ def gold_answer(key: AnswerKey, resolved: dict[str, list[Span]]) -> str:
 
 
 # ---- judging ---------------------------------------------------------------------------------------
+
 
 def states_value(statement: str, value: str | float) -> bool:
     """A number matches in any notation (1e-6 = 1e-06 = 0.000001, 1e6 = 1,000,000); a string as a whole word,
@@ -254,8 +261,13 @@ def judge_fact(fact: Fact, spans: list[Span], parts: list[str], workdir: str | N
         says_absent = ABSENT.search(text) is not None
         if not missing and says_absent == fact.absent:
             return True, f"found: cited {', '.join(map(str, hits))}"
-        why = (f"does not state {', '.join(missing)}" if missing else
-               "does not say 'absent'" if fact.absent else "says 'absent', but the key says it exists")
+        why = (
+            f"does not state {', '.join(missing)}"
+            if missing
+            else "does not say 'absent'"
+            if fact.absent
+            else "says 'absent', but the key says it exists"
+        )
         near.append(f"{', '.join(map(str, hits))} {why}")
     regions = "; ".join(map(str, spans))
     if near:
@@ -263,8 +275,14 @@ def judge_fact(fact: Fact, spans: list[Span], parts: list[str], workdir: str | N
     return False, f"no statement cites inside its region(s): {regions}"
 
 
-def grade(variant: TaskVariant, events: list[dict], changed: list[str], baseline: Path, log_path: Path,
-          workdir: str | None = None) -> Grade:
+def grade(
+    variant: TaskVariant,
+    events: list[dict],
+    changed: list[str],
+    baseline: Path,
+    log_path: Path,
+    workdir: str | None = None,
+) -> Grade:
     """Judge the agent's final answer in `events` against the variant's key, resolved in `baseline` (the
     checkout the agent started from). `changed` is the workspace diff's files (must be empty); `workdir` is
     the workspace path the agent saw, so absolute citations under it count as repository paths."""
@@ -291,10 +309,17 @@ def grade(variant: TaskVariant, events: list[dict], changed: list[str], baseline
         log.append(f"fact {fact.id}{'' if fact.required else ' (not required)'}: {why}")
     missed = [f.id for f in key.facts if f.required and facts[f.id] != "found"]
     resolved_ok = not problems and not missed
-    verdict = "resolved" if resolved_ok else f"unresolved ({len(problems)} answer problem(s), required facts missing: " \
-                                               f"{', '.join(missed) or 'none'})"
-    log_path.write_text(redact(
-        f"answer graded against {_shown(variant.answer_key_path)}\n"
-        + "".join(f"problem: {p}\n" for p in problems) + "\n".join(log)
-        + f"\nverdict: {verdict}\n\n--- final answer ---\n{answer}\n"))
+    verdict = (
+        "resolved"
+        if resolved_ok
+        else f"unresolved ({len(problems)} answer problem(s), required facts missing: {', '.join(missed) or 'none'})"
+    )
+    log_path.write_text(
+        redact(
+            f"answer graded against {_shown(variant.answer_key_path)}\n"
+            + "".join(f"problem: {p}\n" for p in problems)
+            + "\n".join(log)
+            + f"\nverdict: {verdict}\n\n--- final answer ---\n{answer}\n"
+        )
+    )
     return Grade(resolved=resolved_ok, facts=facts, answer_problems=problems)

@@ -16,11 +16,19 @@ from rich.console import Console
 from rich.table import Table
 
 from bench import mutants, results, specs, workspace
-from bench.agents import (AGENTS, DEFAULT_AGENT, MUTANT, NOP, ORACLE, VALIDATION_AGENTS, WRONG, AgentOptions,
-                          make_specs)
+from bench.agents import AGENTS, DEFAULT_AGENT, MUTANT, NOP, ORACLE, VALIDATION_AGENTS, WRONG, AgentOptions, make_specs
 from bench.grading import missing_ids
-from bench.run import (Plan, RunConfig, RunError, execute, make_plan, result_table, results_dir_option, resume_command,
-                       summary_line)
+from bench.run import (
+    Plan,
+    RunConfig,
+    RunError,
+    execute,
+    make_plan,
+    result_table,
+    results_dir_option,
+    resume_command,
+    summary_line,
+)
 from bench.sandbox import SANDBOXES
 
 RESULTS_ROOT = results.RESULTS_ROOT
@@ -60,18 +68,33 @@ def add_trial_options(p: argparse.ArgumentParser, task_default: str) -> None:
     p.add_argument("--parallel", type=int, default=1, metavar="N", help="trials running at once (default: 1)")
     p.add_argument("--sandbox", default="local", choices=list(SANDBOXES), help="where agent commands run")
     iso = p.add_mutually_exclusive_group()
-    iso.add_argument("--isolate", dest="isolate", action="store_true", default=True,
-                     help="local sandbox: run agents inside bubblewrap (the default; it must be installed)")
-    iso.add_argument("--no-isolate", dest="isolate", action="store_false",
-                     help="local sandbox: plain bash on this host, for trusted agents only (warned on every run)")
+    iso.add_argument(
+        "--isolate",
+        dest="isolate",
+        action="store_true",
+        default=True,
+        help="local sandbox: run agents inside bubblewrap (the default; it must be installed)",
+    )
+    iso.add_argument(
+        "--no-isolate",
+        dest="isolate",
+        action="store_false",
+        help="local sandbox: plain bash on this host, for trusted agents only (warned on every run)",
+    )
     p.add_argument("--run-id", help="name of the run folder under the results folder (default: a timestamp)")
-    p.add_argument("--results-dir", metavar="DIR", default=str(RESULTS_ROOT),
-                   help="where run folders go (default: results/)")
-    p.add_argument("--specs-root", metavar="DIR",
-                   help="folder holding tasks/ and frameworks/ (default: this repository)")
-    p.add_argument("--gpus", type=int, metavar="N",
-                   help="GPUs each trial holds exclusively; its grading adds the task's GPU ladder steps they cover "
-                        "(default: what the task asks for)")
+    p.add_argument(
+        "--results-dir", metavar="DIR", default=str(RESULTS_ROOT), help="where run folders go (default: results/)"
+    )
+    p.add_argument(
+        "--specs-root", metavar="DIR", help="folder holding tasks/ and frameworks/ (default: this repository)"
+    )
+    p.add_argument(
+        "--gpus",
+        type=int,
+        metavar="N",
+        help="GPUs each trial holds exclusively; its grading adds the task's GPU ladder steps they cover "
+        "(default: what the task asks for)",
+    )
 
 
 def _check_trial_options(args: argparse.Namespace) -> str | None:
@@ -89,21 +112,35 @@ def _check_trial_options(args: argparse.Namespace) -> str | None:
 
 
 def run_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="runner.py [run]",
-                                description="Run agents on tasks x frameworks, grade each trial with hidden tests, "
-                                            "and record everything under results/<run-id>/.")
+    p = argparse.ArgumentParser(
+        prog="runner.py [run]",
+        description="Run agents on tasks x frameworks, grade each trial with hidden tests, "
+        "and record everything under results/<run-id>/.",
+    )
     add_trial_options(p, task_default="smoke")
     p.add_argument("--agent", default=DEFAULT_AGENT, help=f"agent, or several comma-separated: {', '.join(AGENTS)}")
     p.add_argument("--model", help="model for the builtin agent, e.g. anthropic/claude-sonnet-4-5")
     p.add_argument("--base-url", help="LLM API base URL for the builtin agent (default: the provider's)")
     p.add_argument("--replay", metavar="TRAJECTORY", help="trajectory.jsonl for the replay agent")
-    p.add_argument("--trials", type=int, default=1, metavar="N", help="attempts per task x framework x agent (default: 1)")
-    p.add_argument("--no-throughput", dest="measure_throughput", action="store_false",
-                   help="skip the throughput measurement after resolved trials")
-    p.add_argument("--resume", action="store_true",
-                   help="continue --run-id with its recorded arguments: skip finished trials, re-run the rest")
-    p.add_argument("--extend", action="store_true",
-                   help="with --resume: add trials to the run (another --task, --framework, --agent or more --trials)")
+    p.add_argument(
+        "--trials", type=int, default=1, metavar="N", help="attempts per task x framework x agent (default: 1)"
+    )
+    p.add_argument(
+        "--no-throughput",
+        dest="measure_throughput",
+        action="store_false",
+        help="skip the throughput measurement after resolved trials",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue --run-id with its recorded arguments: skip finished trials, re-run the rest",
+    )
+    p.add_argument(
+        "--extend",
+        action="store_true",
+        help="with --resume: add trials to the run (another --task, --framework, --agent or more --trials)",
+    )
     return p
 
 
@@ -128,32 +165,52 @@ def cmd_run(argv: list[str]) -> int:
         if stored is None:
             return fail(f"no run {args.run_id!r} in {args.results_dir}; check the id (ls {args.results_dir})")
         if stored["args"].get("command") == "validate":
-            return fail(f"run {args.run_id!r} was made by validate; continue it with `python runner.py validate "
-                        f"--run-id {args.run_id} --resume{results_dir_option(args.results_dir)}`")
+            return fail(
+                f"run {args.run_id!r} was made by validate; continue it with `python runner.py validate "
+                f"--run-id {args.run_id} --resume{results_dir_option(args.results_dir)}`"
+            )
         known = {f.name for f in fields(RunConfig)}
         saved = {k: v for k, v in stored["args"].items() if k in known and k not in ("resume", "run_id", "results_dir")}
-        parser.set_defaults(**{k: v for k, v in saved.items() if k != "agents"},
-                            agent=",".join(saved.get("agents", [DEFAULT_AGENT])))
+        parser.set_defaults(
+            **{k: v for k, v in saved.items() if k != "agents"}, agent=",".join(saved.get("agents", [DEFAULT_AGENT]))
+        )
         args = parser.parse_args(argv)
     if args.trials < 1:
         return fail("--trials must be at least 1")
-    cfg = RunConfig(task=args.task, framework=args.framework, agents=args.agent.split(","), model=args.model,
-                    trials=args.trials, parallel=args.parallel, sandbox=args.sandbox, isolate=args.isolate,
-                    run_id=args.run_id or results.new_run_id(), resume=args.resume, replay=args.replay,
-                    base_url=args.base_url, measure_throughput=args.measure_throughput,
-                    results_dir=args.results_dir, specs_root=args.specs_root, gpus=args.gpus)
+    cfg = RunConfig(
+        task=args.task,
+        framework=args.framework,
+        agents=args.agent.split(","),
+        model=args.model,
+        trials=args.trials,
+        parallel=args.parallel,
+        sandbox=args.sandbox,
+        isolate=args.isolate,
+        run_id=args.run_id or results.new_run_id(),
+        resume=args.resume,
+        replay=args.replay,
+        base_url=args.base_url,
+        measure_throughput=args.measure_throughput,
+        results_dir=args.results_dir,
+        specs_root=args.specs_root,
+        gpus=args.gpus,
+    )
     changed = {k: (saved[k], getattr(cfg, k)) for k in EXTENDABLE + FIXED if k in saved and saved[k] != getattr(cfg, k)}
     if changed:
         shown = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changed.items())
         fixed = [k for k in changed if k in FIXED]
         if fixed:
-            return fail(f"--resume cannot change how run {cfg.run_id!r} runs its trials ({shown}); "
-                        f"`{resume_command(cfg)}` alone continues it with its own "
-                        "arguments, or start a new --run-id")
+            return fail(
+                f"--resume cannot change how run {cfg.run_id!r} runs its trials ({shown}); "
+                f"`{resume_command(cfg)}` alone continues it with its own "
+                "arguments, or start a new --run-id"
+            )
         if not args.extend:
-            return fail(f"--resume with arguments that change run {cfg.run_id!r}'s plan ({shown}); "
-                        f"`{resume_command(cfg)}` alone continues it with its own "
-                        "arguments; add --extend to add these trials to the run")
+            return fail(
+                f"--resume with arguments that change run {cfg.run_id!r}'s plan ({shown}); "
+                f"`{resume_command(cfg)}` alone continues it with its own "
+                "arguments; add --extend to add these trials to the run"
+            )
     if not args.resume and (Path(cfg.results_dir) / cfg.run_id).exists():
         return fail(f"run {cfg.run_id!r} already exists; pass --resume to continue it or choose another --run-id")
     try:
@@ -170,15 +227,23 @@ def cmd_run(argv: list[str]) -> int:
 
 
 def cmd_validate(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="runner.py validate",
-                                description="Oracle must resolve, nop and the shipped wrong solution must not.")
+    p = argparse.ArgumentParser(
+        prog="runner.py validate", description="Oracle must resolve, nop and the shipped wrong solution must not."
+    )
     add_trial_options(p, task_default="all")
-    p.add_argument("--mutants", type=int, default=0, help="also grade N mutants of each task's gold and report "
-                                                          "the share the hidden tests kill (default: 0)")
+    p.add_argument(
+        "--mutants",
+        type=int,
+        default=0,
+        help="also grade N mutants of each task's gold and report the share the hidden tests kill (default: 0)",
+    )
     p.add_argument("--seed", type=int, default=0, help="which mutants --mutants draws (default: 0)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the validate run --run-id with its own arguments (the same tasks, mutants and "
-                        "seed); finished trials are kept, the rest run (--parallel may change)")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the validate run --run-id with its own arguments (the same tasks, mutants and "
+        "seed); finished trials are kept, the rest run (--parallel may change)",
+    )
     args = parse_args(p, argv)
     if isinstance(args, int):
         return args
@@ -195,23 +260,43 @@ def cmd_validate(argv: list[str]) -> int:
         if stored is None:
             return fail(f"no run {args.run_id!r} in {args.results_dir}; check the id (ls {args.results_dir})")
         if stored["args"].get("command") != "validate":
-            return fail(f"run {args.run_id!r} was not made by validate; continue it with "
-                        f"`python runner.py --run-id {args.run_id} --resume{results_dir_option(args.results_dir)}`")
+            return fail(
+                f"run {args.run_id!r} was not made by validate; continue it with "
+                f"`python runner.py --run-id {args.run_id} --resume{results_dir_option(args.results_dir)}`"
+            )
         saved = {k: v for k, v in stored["args"].items() if k in VALIDATE_RESUMED}
         p.set_defaults(**saved)
         args = p.parse_args(argv)
-        changed = [f"--{k.replace('_', '-')} {saved[k]!r} -> {getattr(args, k)!r}" for k in saved
-                   if getattr(args, k) != saved[k]]
+        changed = [
+            f"--{k.replace('_', '-')} {saved[k]!r} -> {getattr(args, k)!r}"
+            for k in saved
+            if getattr(args, k) != saved[k]
+        ]
         if changed:
-            return fail(f"--resume continues run {args.run_id!r} as it was made ({', '.join(changed)}); drop those "
-                        "options, or start a new --run-id")
+            return fail(
+                f"--resume continues run {args.run_id!r} as it was made ({', '.join(changed)}); drop those "
+                "options, or start a new --run-id"
+            )
     if args.mutants < 0:
         return fail(f"--mutants must be 0 or more, not {args.mutants}")
-    cfg = RunConfig(task=args.task, framework=args.framework, agents=list(VALIDATION_AGENTS), trials=1,
-                    parallel=args.parallel, sandbox=args.sandbox, isolate=args.isolate,
-                    run_id=args.run_id or f"validate-{results.new_run_id()}", resume=args.resume,
-                    measure_throughput=False, results_dir=args.results_dir, specs_root=args.specs_root,
-                    gpus=args.gpus, command="validate", mutants=args.mutants, seed=args.seed)
+    cfg = RunConfig(
+        task=args.task,
+        framework=args.framework,
+        agents=list(VALIDATION_AGENTS),
+        trials=1,
+        parallel=args.parallel,
+        sandbox=args.sandbox,
+        isolate=args.isolate,
+        run_id=args.run_id or f"validate-{results.new_run_id()}",
+        resume=args.resume,
+        measure_throughput=False,
+        results_dir=args.results_dir,
+        specs_root=args.specs_root,
+        gpus=args.gpus,
+        command="validate",
+        mutants=args.mutants,
+        seed=args.seed,
+    )
     if not args.resume and (Path(cfg.results_dir) / cfg.run_id).exists():
         return fail(f"run {cfg.run_id!r} already exists; pass --resume to continue it or choose another --run-id")
     try:
@@ -221,8 +306,9 @@ def cmd_validate(argv: list[str]) -> int:
     mutated, by_task = [], {}
     if args.mutants:
         try:
-            mutated, by_task = mutants.mutant_trials([t for t in plan.trials if t.agent_name == ORACLE],
-                                                     args.mutants, args.seed)
+            mutated, by_task = mutants.mutant_trials(
+                [t for t in plan.trials if t.agent_name == ORACLE], args.mutants, args.seed
+            )
         except workspace.WorkspaceError as e:
             return fail(str(e))
     plan = Plan(trials=plan.trials + mutated, skipped=plan.skipped, frameworks=plan.frameworks)
@@ -233,8 +319,9 @@ def cmd_validate(argv: list[str]) -> int:
     if args.mutants:
         report = mutants.score(rows, by_task)
         console.print(mutants.score_table(report))
-        console.print(f"survivors' diffs: {mutants.write_report(report, Path(cfg.results_dir) / cfg.run_id)}",
-                      highlight=False)
+        console.print(
+            f"survivors' diffs: {mutants.write_report(report, Path(cfg.results_dir) / cfg.run_id)}", highlight=False
+        )
     console.print("all tasks valid" if all_valid else "some tasks are INVALID (see the matrix)", highlight=False)
     return 0 if all_valid else 1
 
@@ -245,19 +332,29 @@ def validation_matrix(rows: list[dict]) -> tuple[Table, bool]:
         cells.setdefault((r["task"], r["framework"]), {})[r["agent"]] = r
     table = Table(title="validation")
     spec_errors: list[str] = []
-    for column in ("task", "framework", f"{ORACLE} (must resolve)", f"{NOP} (must fail)", f"{WRONG} (must fail)",
-                   "valid"):
+    for column in (
+        "task",
+        "framework",
+        f"{ORACLE} (must resolve)",
+        f"{NOP} (must fail)",
+        f"{WRONG} (must fail)",
+        "valid",
+    ):
         table.add_column(column)
     all_valid = True
     for (task, framework), by_agent in sorted(cells.items()):
+
         def show(agent):
             r = by_agent.get(agent)
             return "-" if r is None else r["status"] + (f": {r['error']['message'][:60]}" if r["error"] else "")
+
         gold = by_agent.get(ORACLE, {}).get("grade")
         never_ran = missing_ids(gold["fail_to_pass"], gold["pass_to_pass"]) if gold else []
         if never_ran:  # on the gold tree every graded id must run: a misspelt or unselected id is a spec error
-            spec_errors.append(f"{task} on {framework}: graded id(s) that never ran on the gold solution (fix "
-                               f"grading.toml): {', '.join(never_ran[:5])}" + (" ..." if len(never_ran) > 5 else ""))
+            spec_errors.append(
+                f"{task} on {framework}: graded id(s) that never ran on the gold solution (fix "
+                f"grading.toml): {', '.join(never_ran[:5])}" + (" ..." if len(never_ran) > 5 else "")
+            )
         oracle_ok = by_agent.get(ORACLE, {}).get("status") == "resolved" and not never_ran
         nop_ok = by_agent.get(NOP, {}).get("status") == "unresolved"
         wrong_ok = WRONG not in by_agent or by_agent[WRONG]["status"] == "unresolved"
@@ -271,8 +368,12 @@ def validation_matrix(rows: list[dict]) -> tuple[Table, bool]:
 
 def cmd_list(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="runner.py list", description="Tasks, frameworks, agents and sandboxes.")
-    p.add_argument("--specs-root", type=Path, default=specs.REPO_ROOT,
-                   help="folder holding tasks/ and frameworks/ (default: this repository)")
+    p.add_argument(
+        "--specs-root",
+        type=Path,
+        default=specs.REPO_ROOT,
+        help="folder holding tasks/ and frameworks/ (default: this repository)",
+    )
     args = parse_args(p, argv)
     if isinstance(args, int):
         return args

@@ -64,7 +64,9 @@ def _pct(x: float) -> str:
     return f"−{abs(change)}%" if change < 0 else f"+{change}%"
 
 
-def compare_success(group: tuple, base: list[dict], cand: list[dict], threshold: float, confidence: float) -> Comparison:
+def compare_success(
+    group: tuple, base: list[dict], cand: list[dict], threshold: float, confidence: float
+) -> Comparison:
     finished_b = [t for t in base if t["status"] in FINISHED]
     finished_c = [t for t in cand if t["status"] in FINISHED]
     if not finished_b or not finished_c:
@@ -85,12 +87,14 @@ def compare_success(group: tuple, base: list[dict], cand: list[dict], threshold:
         verdict = "improved"
     else:
         verdict = "ok"
-    return Comparison(group, "success", shown_b, shown_c, f"{_pct(relative)} (Fisher p={p_value:.3g})",
-                      1.0 - p_value, verdict)
+    return Comparison(
+        group, "success", shown_b, shown_c, f"{_pct(relative)} (Fisher p={p_value:.3g})", 1.0 - p_value, verdict
+    )
 
 
-def compare_metric(group: tuple, key: str, base: list[dict], cand: list[dict], threshold: float,
-                   confidence: float) -> Comparison:
+def compare_metric(
+    group: tuple, key: str, base: list[dict], cand: list[dict], threshold: float, confidence: float
+) -> Comparison:
     vb, vc = _values(base, key), _values(cand, key)
     name = "turns" if key == "agent_turns" else key
     if not vb or not vc:
@@ -113,8 +117,13 @@ def compare_metric(group: tuple, key: str, base: list[dict], cand: list[dict], t
     return Comparison(group, name, f"{mb:.4g}", f"{mc:.4g}", change, p_worse, verdict)
 
 
-def compare(baseline: list[dict], candidate: list[dict], metrics: list[str] = DEFAULT_METRICS,
-            threshold_rel: float = 0.2, confidence: float = 0.95) -> list[Comparison]:
+def compare(
+    baseline: list[dict],
+    candidate: list[dict],
+    metrics: list[str] = DEFAULT_METRICS,
+    threshold_rel: float = 0.2,
+    confidence: float = 0.95,
+) -> list[Comparison]:
     """Every requested metric for every group of the baseline; the candidate must cover them all."""
     if threshold_rel < 0:
         raise CompareInputError(f"--threshold-rel {threshold_rel} must be >= 0 (0.2 means 20% worse)")
@@ -137,7 +146,9 @@ def compare(baseline: list[dict], candidate: list[dict], metrics: list[str] = DE
             if key == "success":
                 rows.append(compare_success(group, base_groups[group], cand_groups[group], threshold_rel, confidence))
             else:
-                rows.append(compare_metric(group, key, base_groups[group], cand_groups[group], threshold_rel, confidence))
+                rows.append(
+                    compare_metric(group, key, base_groups[group], cand_groups[group], threshold_rel, confidence)
+                )
     for group in sorted(set(cand_groups) - set(base_groups)):
         rows.append(Comparison(group, "-", "-", f"{len(cand_groups[group])} trials", "-", None, "new (no baseline)"))
     return rows
@@ -146,13 +157,14 @@ def compare(baseline: list[dict], candidate: list[dict], metrics: list[str] = DE
 def markdown(rows: list[Comparison], threshold_rel: float, confidence: float, baseline: str, candidate: str) -> str:
     """A short table a reviewer can paste into a PR comment."""
     regressions = sum(r.verdict == "REGRESSION" for r in rows)
-    headline = (f"**{regressions} regression{'s' if regressions != 1 else ''}**" if regressions
-                else "**No regression**")
+    headline = f"**{regressions} regression{'s' if regressions != 1 else ''}**" if regressions else "**No regression**"
     lines = [
-        f"### atebench gate: `{candidate}` vs `{baseline}`", "",
+        f"### atebench gate: `{candidate}` vs `{baseline}`",
+        "",
         f"{headline} in {len(rows)} comparisons (a regression: worse by more than {threshold_rel:.0%} "
         f"with confidence ≥ {confidence:.0%}; confidence is the bootstrap share of worse draws, or 1 − Fisher p "
-        "for success).", "",
+        "for success).",
+        "",
         f"| Task | Framework | Agent / model | Metric | Baseline | Candidate | Change [{confidence:.0%} CI] "
         f"| Confidence worse > {threshold_rel:.0%} | Verdict |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -161,6 +173,8 @@ def markdown(rows: list[Comparison], threshold_rel: float, confidence: float, ba
         task, framework, agent, model = r.group
         p = "-" if r.p_worse is None else f"{r.p_worse:.2f}"
         verdict = f"**{r.verdict}**" if r.verdict == "REGRESSION" else r.verdict
-        lines.append(f"| {task} | {framework} | {agent}/{model} | {r.metric} | {r.baseline} | {r.candidate} "
-                     f"| {r.change} | {p} | {verdict} |")
+        lines.append(
+            f"| {task} | {framework} | {agent}/{model} | {r.metric} | {r.baseline} | {r.candidate} "
+            f"| {r.change} | {p} | {verdict} |"
+        )
     return "\n".join(lines) + "\n"

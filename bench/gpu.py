@@ -63,8 +63,10 @@ class GpuAllocator:
 
     def acquire(self, n: int, timeout_s: float | None = None) -> list[int]:
         if n > len(self.gpus):
-            raise ValueError(f"a trial needs {n} GPU(s) but this machine offers {len(self.gpus)} {self.gpus}; "
-                             "run it on a machine with more GPUs or lower the task's gpus")
+            raise ValueError(
+                f"a trial needs {n} GPU(s) but this machine offers {len(self.gpus)} {self.gpus}; "
+                "run it on a machine with more GPUs or lower the task's gpus"
+            )
         with self._cond:
             if not self._cond.wait_for(lambda: len(self._free) >= n, timeout=timeout_s):
                 raise TimeoutError(f"no {n} free GPU(s) within {timeout_s} s; free now: {sorted(self._free)}")
@@ -136,8 +138,13 @@ class GpuSampler:
         self._thread.join()
         self._sample()
         pynvml.nvmlShutdown()
-        return GpuReport(available=True, gpus=self.gpus, active_gpu_s=round(self._active_s, 3),
-                         gpu_hours_allocated=len(self.gpus) * wall / 3600, samples=self._samples)
+        return GpuReport(
+            available=True,
+            gpus=self.gpus,
+            active_gpu_s=round(self._active_s, 3),
+            gpu_hours_allocated=len(self.gpus) * wall / 3600,
+            samples=self._samples,
+        )
 
     def __enter__(self) -> GpuSampler:
         return self.start()

@@ -35,13 +35,23 @@ from bench.workspace import copy_clean, place_file, place_tree
 JUNIT_FILE = ".atebench-junit.xml"
 TEST_FILE_PATTERNS = ("test_*.py", "*_test.py", "conftest.py", "tests/*", "*/tests/*")
 # Files that configure how pytest or Python start, by name or suffix; restored to the starting checkout.
-TEST_INFRA_NAMES = ("conftest.py", "pytest.ini", ".pytest.ini", "tox.ini", "setup.cfg", "pyproject.toml",
-                    "sitecustomize.py", "usercustomize.py")
+TEST_INFRA_NAMES = (
+    "conftest.py",
+    "pytest.ini",
+    ".pytest.ini",
+    "tox.ini",
+    "setup.cfg",
+    "pyproject.toml",
+    "sitecustomize.py",
+    "usercustomize.py",
+)
 TEST_INFRA_SUFFIXES = (".pth", ".dist-info", ".egg-info", ".egg-link")
 # Added lines in non-test files that reach into the test runner or its report.
-TAMPERING = re.compile(r"\b_pytest\b|\bpytest_(?:runtest|collect|configure|sessionfinish|report|make|"
-                       r"terminal|load_initial|plugin|addoption|cmdline|unconfigure)\w*|junit|"
-                       r"PYTEST_ADDOPTS|PYTEST_PLUGINS|sys\.modules\[\s*['\"]pytest|" + re.escape(JUNIT_FILE))
+TAMPERING = re.compile(
+    r"\b_pytest\b|\bpytest_(?:runtest|collect|configure|sessionfinish|report|make|"
+    r"terminal|load_initial|plugin|addoption|cmdline|unconfigure)\w*|junit|"
+    r"PYTEST_ADDOPTS|PYTEST_PLUGINS|sys\.modules\[\s*['\"]pytest|" + re.escape(JUNIT_FILE)
+)
 # A harness plugin, put into the graded tree under a fresh name: once pytest has written its report, the
 # process ends at once, so exit handlers the code under test registered (atexit, finalizers) cannot
 # rewrite the report afterwards. Whatever it left running dies with the grading sandbox.
@@ -102,8 +112,15 @@ def parse_junit(xml_text: str) -> list[TestOutcome]:
     outcomes = []
     for case in root.iter("testcase"):
         tags = {child.tag for child in case}
-        outcome = ("error" if "error" in tags else "failed" if "failure" in tags
-                   else "skipped" if "skipped" in tags else "passed")
+        outcome = (
+            "error"
+            if "error" in tags
+            else "failed"
+            if "failure" in tags
+            else "skipped"
+            if "skipped" in tags
+            else "passed"
+        )
         name = f"{case.get('classname', '')}::{case.get('name', '')}"
         outcomes.append(TestOutcome(name=name, outcome=outcome, duration_s=float(case.get("time") or 0.0)))
     return outcomes
@@ -130,8 +147,12 @@ def missing_ids(fail_to_pass: dict[str, str], pass_to_pass: dict[str, str]) -> l
 def modified_test_files(changed: list[str], hidden: list[str]) -> list[str]:
     """Changed paths that are test files: the hidden tests' paths or anything named like a test."""
     hidden_set = set(hidden)
-    return sorted(p for p in changed if p in hidden_set
-                  or any(fnmatch.fnmatch(p, pat) or fnmatch.fnmatch(Path(p).name, pat) for pat in TEST_FILE_PATTERNS))
+    return sorted(
+        p
+        for p in changed
+        if p in hidden_set
+        or any(fnmatch.fnmatch(p, pat) or fnmatch.fnmatch(Path(p).name, pat) for pat in TEST_FILE_PATTERNS)
+    )
 
 
 def restore_original_tests(variant: TaskVariant, original: Path | None, tree: Path) -> None:
@@ -142,15 +163,20 @@ def restore_original_tests(variant: TaskVariant, original: Path | None, tree: Pa
     for rel in paths:
         source = original / rel
         if not source.is_file():
-            raise FileNotFoundError(f"{variant.dir.name}/grading.toml: restore_from_original names {rel!r}, which the "
-                                    f"framework's original checkout does not have; fix the path")
+            raise FileNotFoundError(
+                f"{variant.dir.name}/grading.toml: restore_from_original names {rel!r}, which the "
+                f"framework's original checkout does not have; fix the path"
+            )
         place_file(source, tree, rel)
 
 
 def _is_test_infra(rel: str) -> bool:
     name = rel.rsplit("/", 1)[-1]
-    return name in TEST_INFRA_NAMES or name.endswith(TEST_INFRA_SUFFIXES) or any(
-        part.endswith(TEST_INFRA_SUFFIXES) for part in rel.split("/")[:-1])
+    return (
+        name in TEST_INFRA_NAMES
+        or name.endswith(TEST_INFRA_SUFFIXES)
+        or any(part.endswith(TEST_INFRA_SUFFIXES) for part in rel.split("/")[:-1])
+    )
 
 
 def restore_test_infrastructure(tree: Path, baseline: Path) -> list[str]:
@@ -177,13 +203,20 @@ def remove_shadowing_modules(tree: Path, baseline: Path) -> list[str]:
     package (e.g. a `pytest.py` at the root, imported instead of pytest when the root is on the path)."""
     removed = []
     for entry in sorted(tree.iterdir()):
-        name = entry.name.split(".")[0] if entry.is_file() and entry.suffix in (".py", ".so", ".pyc") else \
-            entry.name if entry.is_dir() and (entry / "__init__.py").exists() else None
+        name = (
+            entry.name.split(".")[0]
+            if entry.is_file() and entry.suffix in (".py", ".so", ".pyc")
+            else entry.name
+            if entry.is_dir() and (entry / "__init__.py").exists()
+            else None
+        )
         if not name or (baseline / entry.name).exists():
             continue
         if name in sys.stdlib_module_names or importlib.util.find_spec(name) is not None:
             shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
-            removed.append(f"{entry.name}: added by the agent, shadows the installed module {name!r}; removed for grading")
+            removed.append(
+                f"{entry.name}: added by the agent, shadows the installed module {name!r}; removed for grading"
+            )
     return removed
 
 
@@ -192,8 +225,12 @@ def find_tampering(tree: Path, baseline: Path, changed: list[str], hidden: list[
     hits = []
     for rel in changed:
         path = tree / rel
-        if not rel.endswith(".py") or rel in modified_test_files([rel], hidden) or path.is_symlink() \
-                or not path.is_file():
+        if (
+            not rel.endswith(".py")
+            or rel in modified_test_files([rel], hidden)
+            or path.is_symlink()
+            or not path.is_file()
+        ):
             continue
         before = set((baseline / rel).read_text(errors="replace").splitlines()) if (baseline / rel).is_file() else set()
         for line in path.read_text(errors="replace").splitlines():
@@ -208,8 +245,16 @@ def gpu_ladder_ids(variant: TaskVariant, gpus: int) -> list[str]:
     return [test.format(n=n) for n in steps for test in variant.grading.gpu_fail_to_pass]
 
 
-def grade(variant: TaskVariant, final_tree: Path, changed: list[str], open_sandbox: Callable[[Path], Sandbox],
-          log_path: Path, baseline: Path, original: Path | None = None, gpus: int = 0) -> Grade:
+def grade(
+    variant: TaskVariant,
+    final_tree: Path,
+    changed: list[str],
+    open_sandbox: Callable[[Path], Sandbox],
+    log_path: Path,
+    baseline: Path,
+    original: Path | None = None,
+    gpus: int = 0,
+) -> Grade:
     """Copy final_tree, undo test-infrastructure changes, put the hidden tests in, run the grading command in
     a fresh sandbox, judge.
 
@@ -219,9 +264,12 @@ def grade(variant: TaskVariant, final_tree: Path, changed: list[str], open_sandb
     modified = modified_test_files(changed, variant.graded_test_paths())
     timeout = variant.task.spec.grading.timeout_s
     if fingerprint(variant.tests_dir) != variant.tests_fingerprint:
-        return Grade(resolved=False, modified_test_files=modified,
-                     error=f"the hidden tests in {variant.tests_dir} changed on disk after the run started; "
-                           "grading refuses them (see docs/harness.md, threat model)")
+        return Grade(
+            resolved=False,
+            modified_test_files=modified,
+            error=f"the hidden tests in {variant.tests_dir} changed on disk after the run started; "
+            "grading refuses them (see docs/harness.md, threat model)",
+        )
     with tempfile.TemporaryDirectory(prefix="atebench-grade-") as scratch:
         tree = Path(scratch) / "tree"
         copy_clean(final_tree, tree)
@@ -242,17 +290,24 @@ def grade(variant: TaskVariant, final_tree: Path, changed: list[str], open_sandb
             result = sandbox.execute(GRADING_PRELUDE + guard_path + command, timeout=timeout)
         finally:
             sandbox.close()  # kills whatever the code under test left running before the report is read
-        log_path.write_text(redact(f"$ {command}\n[exit {result.exit_code}, {result.duration_s:.1f}s"
-                                   f"{', timed out' if result.timed_out else ''}]\n{result.output}"))
-        base = Grade(resolved=False, modified_test_files=modified, test_infrastructure_changes=undone,
-                     tampering=tampering)
+        log_path.write_text(
+            redact(
+                f"$ {command}\n[exit {result.exit_code}, {result.duration_s:.1f}s"
+                f"{', timed out' if result.timed_out else ''}]\n{result.output}"
+            )
+        )
+        base = Grade(
+            resolved=False, modified_test_files=modified, test_infrastructure_changes=undone, tampering=tampering
+        )
         if result.timed_out:
             base.error = f"grading timed out after {timeout:g}s (task.toml grading.timeout_s); see grader.log"
             return base
         junit = tree / JUNIT_FILE
         if not junit.is_file() or junit.is_symlink():
-            base.error = (f"the grading command wrote no JUnit XML (exit {result.exit_code}); it must run pytest "
-                          "and accept --junitxml; see grader.log")
+            base.error = (
+                f"the grading command wrote no JUnit XML (exit {result.exit_code}); it must run pytest "
+                "and accept --junitxml; see grader.log"
+            )
             return base
         try:
             outcomes = parse_junit(junit.read_text())
@@ -260,11 +315,13 @@ def grade(variant: TaskVariant, final_tree: Path, changed: list[str], open_sandb
             base.error = f"unreadable JUnit XML: {e}"
             return base
     if not outcomes:
-        base.error = (f"no tests were executed (exit {result.exit_code}); a run without tests is not a pass; "
-                      "see grader.log")
+        base.error = (
+            f"no tests were executed (exit {result.exit_code}); a run without tests is not a pass; see grader.log"
+        )
         return base
-    judged = verdict(outcomes, [*variant.grading.fail_to_pass, *gpu_ladder_ids(variant, gpus)],
-                     variant.grading.pass_to_pass)
+    judged = verdict(
+        outcomes, [*variant.grading.fail_to_pass, *gpu_ladder_ids(variant, gpus)], variant.grading.pass_to_pass
+    )
     judged.modified_test_files, judged.test_infrastructure_changes, judged.tampering = modified, undone, tampering
     if tampering:
         judged.resolved = False

@@ -78,8 +78,9 @@ class LLMClient(Protocol):
     api_errors: int
     api_retries: int
 
-    def complete(self, system: str, messages: list[dict], tools: list[ToolSpec],
-                 deadline: float | None = None) -> LLMReply: ...
+    def complete(
+        self, system: str, messages: list[dict], tools: list[ToolSpec], deadline: float | None = None
+    ) -> LLMReply: ...
 
 
 @dataclass
@@ -130,13 +131,33 @@ class _Retrier:
             delay = self.policy.delay_s(attempt, retry_after) if will_retry else 0.0
             if will_retry and deadline is not None and time.monotonic() + delay >= deadline:
                 if self.on_api_error:
-                    self.on_api_error({"provider": self.provider, "status": status, "message": redact(message),
-                                       "attempt": attempt + 1, "will_retry": False, "retry_in_s": 0.0})
-                raise DeadlineExceeded(redact(f"{self.provider} API failed ({message}) and the trial's wall-time "
-                                              "limit leaves no time to retry"))
+                    self.on_api_error(
+                        {
+                            "provider": self.provider,
+                            "status": status,
+                            "message": redact(message),
+                            "attempt": attempt + 1,
+                            "will_retry": False,
+                            "retry_in_s": 0.0,
+                        }
+                    )
+                raise DeadlineExceeded(
+                    redact(
+                        f"{self.provider} API failed ({message}) and the trial's wall-time "
+                        "limit leaves no time to retry"
+                    )
+                )
             if self.on_api_error:
-                self.on_api_error({"provider": self.provider, "status": status, "message": redact(message),
-                                   "attempt": attempt + 1, "will_retry": will_retry, "retry_in_s": round(delay, 3)})
+                self.on_api_error(
+                    {
+                        "provider": self.provider,
+                        "status": status,
+                        "message": redact(message),
+                        "attempt": attempt + 1,
+                        "will_retry": will_retry,
+                        "retry_in_s": round(delay, 3),
+                    }
+                )
             if not will_retry:
                 tries = f"after {attempt + 1} attempts" if retryable else "(not retryable)"
                 raise LLMError(redact(f"{self.provider} API failed {tries}: {message}"))
@@ -166,9 +187,16 @@ def _error_message(e: Exception) -> str:
 class AnthropicClient:
     """Anthropic Messages API with prompt caching on the system prompt and the newest message."""
 
-    def __init__(self, model: str, api_key: str, base_url: str | None = None, retry: RetryPolicy | None = None,
-                 timeout_s: float = 600.0, max_reply_tokens: int = 16384,
-                 on_api_error: Callable[[dict], None] | None = None):
+    def __init__(
+        self,
+        model: str,
+        api_key: str,
+        base_url: str | None = None,
+        retry: RetryPolicy | None = None,
+        timeout_s: float = 600.0,
+        max_reply_tokens: int = 16384,
+        on_api_error: Callable[[dict], None] | None = None,
+    ):
         self.model = f"anthropic/{model}"
         self._model_id = model
         self._sdk = anthropic.Anthropic(api_key=api_key, base_url=base_url, timeout=timeout_s, max_retries=0)
@@ -179,25 +207,39 @@ class AnthropicClient:
     api_errors = property(lambda self: self._retrier.api_errors)
     api_retries = property(lambda self: self._retrier.api_retries)
 
-    def complete(self, system: str, messages: list[dict], tools: list[ToolSpec],
-                 deadline: float | None = None) -> LLMReply:
+    def complete(
+        self, system: str, messages: list[dict], tools: list[ToolSpec], deadline: float | None = None
+    ) -> LLMReply:
         wire = [_anthropic_message(m) for m in messages]
         if wire and wire[-1]["content"]:
             wire[-1]["content"][-1]["cache_control"] = {"type": "ephemeral"}
-        response = self._retrier.call(lambda timeout: self._sdk.messages.create(
-            model=self._model_id, max_tokens=self.max_reply_tokens, messages=wire,
-            system=[{"type": "text", "text": system, "cache_control": {"type": "ephemeral"}}],
-            tools=[{"name": t.name, "description": t.description, "input_schema": t.parameters} for t in tools],
-            timeout=timeout,
-        ), self.timeout_s, deadline)
+        response = self._retrier.call(
+            lambda timeout: self._sdk.messages.create(
+                model=self._model_id,
+                max_tokens=self.max_reply_tokens,
+                messages=wire,
+                system=[{"type": "text", "text": system, "cache_control": {"type": "ephemeral"}}],
+                tools=[{"name": t.name, "description": t.description, "input_schema": t.parameters} for t in tools],
+                timeout=timeout,
+            ),
+            self.timeout_s,
+            deadline,
+        )
         if response.content is None or response.usage is None:
             raise LLMError(f"anthropic API returned a reply that is not a Messages API message: {_excerpt(response)}")
         text = "".join(block.text for block in response.content if block.type == "text")
-        calls = [ToolCall(block.id, block.name, dict(block.input or {}))
-                 for block in response.content if block.type == "tool_use"]
+        calls = [
+            ToolCall(block.id, block.name, dict(block.input or {}))
+            for block in response.content
+            if block.type == "tool_use"
+        ]
         u = response.usage
-        usage = Usage(input=u.input_tokens or 0, output=u.output_tokens or 0,
-                      cache_read=u.cache_read_input_tokens or 0, cache_write=u.cache_creation_input_tokens or 0)
+        usage = Usage(
+            input=u.input_tokens or 0,
+            output=u.output_tokens or 0,
+            cache_read=u.cache_read_input_tokens or 0,
+            cache_write=u.cache_creation_input_tokens or 0,
+        )
         return LLMReply(text, calls, usage, response.stop_reason)
 
 
@@ -209,19 +251,34 @@ def _anthropic_message(message: dict) -> dict:
     if message["role"] == "user":
         return {"role": "user", "content": [{"type": "text", "text": message["content"] or "(empty)"}]}
     if message["role"] == "tool":
-        return {"role": "user", "content": [{"type": "tool_result", "tool_use_id": r["tool_call_id"], "content": r["output"] or "(no output)"}
-                                            for r in message["results"]]}
+        return {
+            "role": "user",
+            "content": [
+                {"type": "tool_result", "tool_use_id": r["tool_call_id"], "content": r["output"] or "(no output)"}
+                for r in message["results"]
+            ],
+        }
     content = [{"type": "text", "text": message["content"]}] if message.get("content") else []
-    content += [{"type": "tool_use", "id": c.id, "name": c.name, "input": c.arguments} for c in message.get("tool_calls", [])]
+    content += [
+        {"type": "tool_use", "id": c.id, "name": c.name, "input": c.arguments} for c in message.get("tool_calls", [])
+    ]
     return {"role": "assistant", "content": content or [{"type": "text", "text": "(empty)"}]}
 
 
 class OpenAIClient:
     """OpenAI Chat Completions; with `base_url` it serves any OpenAI-compatible server."""
 
-    def __init__(self, model: str, api_key: str, base_url: str | None = None, retry: RetryPolicy | None = None,
-                 timeout_s: float = 600.0, max_reply_tokens: int = 16384,
-                 on_api_error: Callable[[dict], None] | None = None, provider: str = "openai"):
+    def __init__(
+        self,
+        model: str,
+        api_key: str,
+        base_url: str | None = None,
+        retry: RetryPolicy | None = None,
+        timeout_s: float = 600.0,
+        max_reply_tokens: int = 16384,
+        on_api_error: Callable[[dict], None] | None = None,
+        provider: str = "openai",
+    ):
         self.model = f"{provider}/{model}" + (f"@{base_url}" if provider == "openai-compatible" else "")
         self._model_id = model
         self._sdk = openai.OpenAI(api_key=api_key, base_url=base_url, timeout=timeout_s, max_retries=0)
@@ -232,22 +289,36 @@ class OpenAIClient:
     api_errors = property(lambda self: self._retrier.api_errors)
     api_retries = property(lambda self: self._retrier.api_retries)
 
-    def complete(self, system: str, messages: list[dict], tools: list[ToolSpec],
-                 deadline: float | None = None) -> LLMReply:
+    def complete(
+        self, system: str, messages: list[dict], tools: list[ToolSpec], deadline: float | None = None
+    ) -> LLMReply:
         wire = [{"role": "system", "content": system}]
         for m in messages:
             wire += _openai_messages(m)
-        response = self._retrier.call(lambda timeout: self._sdk.chat.completions.create(
-            model=self._model_id, messages=wire, max_completion_tokens=self.max_reply_tokens,
-            tools=[{"type": "function", "function": {"name": t.name, "description": t.description, "parameters": t.parameters}}
-                   for t in tools],
-            timeout=timeout,
-        ), self.timeout_s, deadline)
+        response = self._retrier.call(
+            lambda timeout: self._sdk.chat.completions.create(
+                model=self._model_id,
+                messages=wire,
+                max_completion_tokens=self.max_reply_tokens,
+                tools=[
+                    {
+                        "type": "function",
+                        "function": {"name": t.name, "description": t.description, "parameters": t.parameters},
+                    }
+                    for t in tools
+                ],
+                timeout=timeout,
+            ),
+            self.timeout_s,
+            deadline,
+        )
         if not response.choices:
             raise LLMError(f"{self._retrier.provider} API returned a reply without choices: {_excerpt(response)}")
         choice = response.choices[0]
-        calls = [ToolCall(c.id, c.function.name, _parse_arguments(c.function.arguments))
-                 for c in choice.message.tool_calls or []]
+        calls = [
+            ToolCall(c.id, c.function.name, _parse_arguments(c.function.arguments))
+            for c in choice.message.tool_calls or []
+        ]
         return LLMReply(choice.message.content or "", calls, _openai_usage(response.usage), choice.finish_reason)
 
 
@@ -258,8 +329,10 @@ def _openai_messages(message: dict) -> list[dict]:
         return [{"role": "user", "content": message["content"]}]
     wire: dict = {"role": "assistant", "content": message.get("content") or None}
     if message.get("tool_calls"):
-        wire["tool_calls"] = [{"id": c.id, "type": "function", "function": {"name": c.name, "arguments": json.dumps(c.arguments)}}
-                              for c in message["tool_calls"]]
+        wire["tool_calls"] = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": json.dumps(c.arguments)}}
+            for c in message["tool_calls"]
+        ]
     return [wire]
 
 
@@ -279,8 +352,12 @@ def _openai_usage(u) -> Usage:
     details = u.prompt_tokens_details
     cache_read = (details.cached_tokens or 0) if details else 0
     cache_write = (getattr(details, "cache_write_tokens", None) or 0) if details else 0
-    return Usage(input=max((u.prompt_tokens or 0) - cache_read - cache_write, 0), output=u.completion_tokens or 0,
-                 cache_read=cache_read, cache_write=cache_write)
+    return Usage(
+        input=max((u.prompt_tokens or 0) - cache_read - cache_write, 0),
+        output=u.completion_tokens or 0,
+        cache_read=cache_read,
+        cache_write=cache_write,
+    )
 
 
 PROVIDERS = {
@@ -295,11 +372,15 @@ def parse_model(name: str) -> tuple[str, str, str | None]:
     provider, _, rest = name.partition("/")
     model, _, base_url = rest.partition("@")
     if provider not in PROVIDERS or not model:
-        raise ValueError(f"model {name!r} is not 'provider/model'; providers: {', '.join(PROVIDERS)} "
-                         "(e.g. anthropic/claude-sonnet-4-5, openai/gpt-5, openai-compatible/qwen3@http://127.0.0.1:8000/v1)")
+        raise ValueError(
+            f"model {name!r} is not 'provider/model'; providers: {', '.join(PROVIDERS)} "
+            "(e.g. anthropic/claude-sonnet-4-5, openai/gpt-5, openai-compatible/qwen3@http://127.0.0.1:8000/v1)"
+        )
     if provider == "openai-compatible" and not base_url.startswith(("http://", "https://")):
-        raise ValueError(f"model {name!r}: openai-compatible needs the server after '@', "
-                         "e.g. openai-compatible/qwen3@http://127.0.0.1:8000/v1")
+        raise ValueError(
+            f"model {name!r}: openai-compatible needs the server after '@', "
+            "e.g. openai-compatible/qwen3@http://127.0.0.1:8000/v1"
+        )
     return provider, model, base_url or None
 
 
@@ -309,8 +390,10 @@ def check_key(name: str, env=None) -> None:
     env = os.environ if env is None else env
     key_var = PROVIDERS[provider][0]
     if provider != "openai-compatible" and not env.get(key_var):
-        raise MissingKeyError(f"model {name!r} needs {key_var} in the host environment; export it before the run "
-                              "(keys stay on the host and never enter the sandbox)")
+        raise MissingKeyError(
+            f"model {name!r} needs {key_var} in the host environment; export it before the run "
+            "(keys stay on the host and never enter the sandbox)"
+        )
 
 
 def make_client(name: str, base_url: str | None = None, env=None, **options) -> LLMClient:

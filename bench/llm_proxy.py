@@ -26,8 +26,18 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import urlsplit
 
-HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
-              "transfer-encoding", "upgrade", "host", "content-length"}
+HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+}
 CREDENTIAL_HEADERS = {"x-api-key", "authorization", "api-key"}
 ERROR_EXCERPT_CHARS = 500
 
@@ -95,8 +105,9 @@ def usage_from_openai(usage: dict) -> CallUsage:
     cache_write = details.get("cache_write_tokens") or details.get("cache_creation_tokens") or 0
     total_in = usage.get("input_tokens", usage.get("prompt_tokens")) or 0
     output = usage.get("output_tokens", usage.get("completion_tokens")) or 0
-    return CallUsage(input=max(total_in - cache_read - cache_write, 0), output=output, cache_read=cache_read,
-                     cache_write=cache_write)
+    return CallUsage(
+        input=max(total_in - cache_read - cache_write, 0), output=output, cache_read=cache_read, cache_write=cache_write
+    )
 
 
 class UsageReader:
@@ -134,8 +145,11 @@ class UsageReader:
         if isinstance(body, dict) and isinstance(body.get("usage"), dict):
             self.model = body.get("model") or self.model
             blocks = body.get("content") if self.anthropic else body.get("output")
-            self.tool_calls = sum(1 for b in blocks or [] if isinstance(b, dict)
-                                  and b.get("type") in ("tool_use", "function_call", "custom_tool_call"))
+            self.tool_calls = sum(
+                1
+                for b in blocks or []
+                if isinstance(b, dict) and b.get("type") in ("tool_use", "function_call", "custom_tool_call")
+            )
             if not blocks and body.get("choices"):
                 self.tool_calls = len(((body["choices"][0] or {}).get("message") or {}).get("tool_calls") or [])
             if self.anthropic:
@@ -154,7 +168,10 @@ class UsageReader:
         elif kind == "content_block_start" and (event.get("content_block") or {}).get("type") == "tool_use":
             self.tool_calls += 1
         elif kind == "response.output_item.done" and (event.get("item") or {}).get("type") in (
-                "function_call", "custom_tool_call", "local_shell_call"):
+            "function_call",
+            "custom_tool_call",
+            "local_shell_call",
+        ):
             self.tool_calls += 1
         elif kind == "message_delta" and self.usage is not None:
             usage_from_anthropic(event.get("usage") or {}, self.usage)
@@ -179,9 +196,16 @@ class LLMProxy:
     returns None to let it through or the reason to refuse it (a limit is reached): the call is answered
     400 and recorded as refused, and the harness ends the agent."""
 
-    def __init__(self, socket_path: Path | str, upstream: str, inject: dict[str, str], records_path: Path | str,
-                 on_record: Callable[[CallRecord], None] | None = None,
-                 admit: Callable[[CallRecord], str | None] | None = None, timeout_s: float = 600.0):
+    def __init__(
+        self,
+        socket_path: Path | str,
+        upstream: str,
+        inject: dict[str, str],
+        records_path: Path | str,
+        on_record: Callable[[CallRecord], None] | None = None,
+        admit: Callable[[CallRecord], str | None] | None = None,
+        timeout_s: float = 600.0,
+    ):
         parts = urlsplit(upstream)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"the LLM proxy's upstream must be an http(s) base URL, got {upstream!r}")
@@ -315,7 +339,8 @@ def _handler_for(proxy: LLMProxy):
                 if name.lower() not in HOP_BY_HOP:
                     self.send_header(name, value)
             self.send_header("content-length", length) if length is not None else self.send_header(
-                "transfer-encoding", "chunked")
+                "transfer-encoding", "chunked"
+            )
             self.end_headers()
             try:
                 while True:
@@ -397,8 +422,10 @@ def relay_prelude(port: int, run_dir: str = SANDBOX_RUN_DIR, wait_s: float = 10.
     """Shell lines that start the forwarder on 127.0.0.1:`port` and wait until it listens. They must run in
     the same process tree as the agent: each spawned sandbox process has its own network namespace."""
     tries = int(wait_s / 0.05)
-    return (f"python3 {run_dir}/{FORWARDER_NAME} {port} {run_dir}/{SOCKET_NAME} > /tmp/atebench-fwd.log 2>&1 &\n"
-            f"for _ in $(seq {tries}); do grep -q listening /tmp/atebench-fwd.log 2>/dev/null && break; "
-            f"sleep 0.05; done\n"
-            f"grep -q listening /tmp/atebench-fwd.log || {{ echo 'atebench: the LLM forwarder did not start:'; "
-            f"cat /tmp/atebench-fwd.log; exit 98; }}\n")
+    return (
+        f"python3 {run_dir}/{FORWARDER_NAME} {port} {run_dir}/{SOCKET_NAME} > /tmp/atebench-fwd.log 2>&1 &\n"
+        f"for _ in $(seq {tries}); do grep -q listening /tmp/atebench-fwd.log 2>/dev/null && break; "
+        f"sleep 0.05; done\n"
+        f"grep -q listening /tmp/atebench-fwd.log || {{ echo 'atebench: the LLM forwarder did not start:'; "
+        f"cat /tmp/atebench-fwd.log; exit 98; }}\n"
+    )

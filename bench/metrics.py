@@ -107,8 +107,9 @@ def nearest_rank_median(values: list[int]) -> int | None:
     return ordered[math.ceil(0.5 * len(ordered)) - 1]
 
 
-def trial_metrics(outcome: AgentOutcome, events: list[dict], prices: dict[str, Price],
-                  gpu: GpuReport | None = None) -> Metrics:
+def trial_metrics(
+    outcome: AgentOutcome, events: list[dict], prices: dict[str, Price], gpu: GpuReport | None = None
+) -> Metrics:
     """The agent phase's metrics; throughput is added after grading (Metrics.with_throughput)."""
     turns = outcome.turns
     tokens = {
@@ -118,8 +119,14 @@ def trial_metrics(outcome: AgentOutcome, events: list[dict], prices: dict[str, P
         "cache_write_tokens": sum(t.cache_write_tokens for t in turns),
     }
     if turns:
-        cost = cost_usd(outcome.model, prices, tokens["input_tokens"], tokens["output_tokens"],
-                        tokens["cache_read_tokens"], tokens["cache_write_tokens"])
+        cost = cost_usd(
+            outcome.model,
+            prices,
+            tokens["input_tokens"],
+            tokens["output_tokens"],
+            tokens["cache_read_tokens"],
+            tokens["cache_write_tokens"],
+        )
         note = missing_price_note(outcome.model, prices)
     else:
         cost, note = 0.0, None

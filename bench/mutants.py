@@ -29,13 +29,29 @@ from bench.specs import FrameworkSpec, TaskVariant
 AGENT_NAME = MUTANT  # the agent (and folder) of mutant trials
 
 BINARY_SWAPS = {
-    ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.Div, ast.Div: ast.Mult, ast.FloorDiv: ast.Mult,
-    ast.Mod: ast.FloorDiv, ast.Pow: ast.Mult, ast.LShift: ast.RShift, ast.RShift: ast.LShift,
-    ast.BitAnd: ast.BitOr, ast.BitOr: ast.BitAnd,
+    ast.Add: ast.Sub,
+    ast.Sub: ast.Add,
+    ast.Mult: ast.Div,
+    ast.Div: ast.Mult,
+    ast.FloorDiv: ast.Mult,
+    ast.Mod: ast.FloorDiv,
+    ast.Pow: ast.Mult,
+    ast.LShift: ast.RShift,
+    ast.RShift: ast.LShift,
+    ast.BitAnd: ast.BitOr,
+    ast.BitOr: ast.BitAnd,
 }
 COMPARE_SWAPS = {
-    ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt, ast.Eq: ast.NotEq, ast.NotEq: ast.Eq,
-    ast.Is: ast.IsNot, ast.IsNot: ast.Is, ast.In: ast.NotIn, ast.NotIn: ast.In,
+    ast.Lt: ast.LtE,
+    ast.LtE: ast.Lt,
+    ast.Gt: ast.GtE,
+    ast.GtE: ast.Gt,
+    ast.Eq: ast.NotEq,
+    ast.NotEq: ast.Eq,
+    ast.Is: ast.IsNot,
+    ast.IsNot: ast.Is,
+    ast.In: ast.NotIn,
+    ast.NotIn: ast.In,
 }
 DROPPABLE = (ast.Assign, ast.AugAssign, ast.AnnAssign, ast.Expr)
 
@@ -130,8 +146,10 @@ def candidate_edits(file: str, source: str, lines: set[int]) -> list[Edit]:
             return None
         if not all(n in lines for n in range(node.lineno, node.end_lineno + 1)):
             return None
-        return (_position(source_lines, starts, node.lineno, node.col_offset),
-                _position(source_lines, starts, node.end_lineno, node.end_col_offset))
+        return (
+            _position(source_lines, starts, node.lineno, node.col_offset),
+            _position(source_lines, starts, node.end_lineno, node.end_col_offset),
+        )
 
     def add(node, kind: str, replacement: ast.AST | str):
         where = span(node)
@@ -144,8 +162,12 @@ def candidate_edits(file: str, source: str, lines: set[int]) -> list[Edit]:
     for node in ast.walk(tree):
         if id(node) in skipped:
             continue
-        if isinstance(node, ast.keyword) and node.arg == "group" and isinstance(node.value, ast.Attribute) \
-                and node.value.attr in groups:
+        if (
+            isinstance(node, ast.keyword)
+            and node.arg == "group"
+            and isinstance(node.value, ast.Attribute)
+            and node.value.attr in groups
+        ):
             other = [g for g in groups if g != node.value.attr]
             if other:  # a collective over another process group of the same file
                 add(node.value, "group", ast.Attribute(node.value.value, other[0], ast.Load()))
@@ -156,21 +178,46 @@ def candidate_edits(file: str, source: str, lines: set[int]) -> list[Edit]:
         elif isinstance(node, ast.BoolOp):
             add(node, "boolean", ast.BoolOp(ast.Or() if isinstance(node.op, ast.And) else ast.And(), node.values))
         elif isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.Not, ast.USub)):
-            add(node, "negation", ast.unparse(node.operand) if isinstance(node.operand, ast.Constant)
-                else f"({ast.unparse(node.operand)})")
+            add(
+                node,
+                "negation",
+                ast.unparse(node.operand)
+                if isinstance(node.operand, ast.Constant)
+                else f"({ast.unparse(node.operand)})",
+            )
         elif isinstance(node, ast.Constant) and type(node.value) in (bool, int, float):
             value = node.value
-            new = (not value) if isinstance(value, bool) else value + 1 if isinstance(value, int) \
+            new = (
+                (not value)
+                if isinstance(value, bool)
+                else value + 1
+                if isinstance(value, int)
                 else (value * 2 if value else 1.0)
+            )
             add(node, "constant", repr(new))
-        elif isinstance(node, ast.Call) and len(node.args) >= 2 and not any(
-                isinstance(a, ast.Starred) for a in node.args[:2]):
+        elif (
+            isinstance(node, ast.Call)
+            and len(node.args) >= 2
+            and not any(isinstance(a, ast.Starred) for a in node.args[:2])
+        ):
             first, second = node.args[0], node.args[1]
             if ast.unparse(first) != ast.unparse(second):
                 swapped = ast.Call(node.func, [second, first, *node.args[2:]], node.keywords)
                 add(node, "swap-args", swapped)
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.If, ast.For, ast.While,
-                             ast.With, ast.Try, ast.Module)):
+        if isinstance(
+            node,
+            (
+                ast.FunctionDef,
+                ast.AsyncFunctionDef,
+                ast.ClassDef,
+                ast.If,
+                ast.For,
+                ast.While,
+                ast.With,
+                ast.Try,
+                ast.Module,
+            ),
+        ):
             body = [s for s in node.body if isinstance(s, DROPPABLE) and id(s) not in skipped]
             for statement in body if len(node.body) > 1 else []:
                 where = span(statement)
@@ -181,7 +228,7 @@ def candidate_edits(file: str, source: str, lines: set[int]) -> list[Edit]:
 
 def apply_edit(source: str, edit: Edit) -> str | None:
     """The mutated source, or None when the edit does not parse or changes nothing."""
-    mutated = source[: edit.start] + edit.text + source[edit.end:]
+    mutated = source[: edit.start] + edit.text + source[edit.end :]
     if mutated == source:
         return None
     try:
@@ -193,8 +240,13 @@ def apply_edit(source: str, edit: Edit) -> str | None:
 
 
 def _git(*args: str, cwd: Path, stdin: str | None = None) -> str:
-    done = subprocess.run(["git", "-c", "user.name=atebench", "-c", "user.email=atebench@localhost", *args],
-                          cwd=cwd, input=stdin, capture_output=True, text=True)
+    done = subprocess.run(
+        ["git", "-c", "user.name=atebench", "-c", "user.email=atebench@localhost", *args],
+        cwd=cwd,
+        input=stdin,
+        capture_output=True,
+        text=True,
+    )
     if done.returncode != 0:
         raise workspace.WorkspaceError(f"git {args[0]} failed while making mutants: {done.stderr.strip()[-2000:]}")
     return done.stdout
@@ -205,12 +257,13 @@ def changed_python_files(patch: str) -> list[str]:
     files = []
     for line in patch.splitlines():
         if line.startswith("+++ b/") and line.endswith(".py"):
-            files.append(line[len("+++ b/"):])
+            files.append(line[len("+++ b/") :])
     return sorted(set(files))
 
 
-def make_mutants(prepared: Path, gold: str, count: int, seed: int, label: str,
-                 exclude: frozenset[str] = frozenset()) -> list[Mutant]:
+def make_mutants(
+    prepared: Path, gold: str, count: int, seed: int, label: str, exclude: frozenset[str] = frozenset()
+) -> list[Mutant]:
     """`count` mutants (fewer if the gold offers fewer) of `gold` applied to the tree `prepared`.
 
     Which ones: every candidate edit on the gold's added lines, outside the paths in `exclude` (test files
@@ -254,10 +307,27 @@ def make_mutants(prepared: Path, gold: str, count: int, seed: int, label: str,
             _git("add", "-A", cwd=repo)
             patch = _git("diff", "--cached", "--binary", "HEAD", cwd=repo)
             path.write_text(source)
-            diff = "".join(difflib.unified_diff(source.splitlines(keepends=True), mutated.splitlines(keepends=True),
-                                                f"gold/{edit.file}", f"mutant/{edit.file}", n=2))
-            mutants.append(Mutant(index=len(mutants), file=edit.file, line=edit.line, kind=edit.kind,
-                                  before=source[edit.start:edit.end], after=edit.text, patch=patch, diff=diff))
+            diff = "".join(
+                difflib.unified_diff(
+                    source.splitlines(keepends=True),
+                    mutated.splitlines(keepends=True),
+                    f"gold/{edit.file}",
+                    f"mutant/{edit.file}",
+                    n=2,
+                )
+            )
+            mutants.append(
+                Mutant(
+                    index=len(mutants),
+                    file=edit.file,
+                    line=edit.line,
+                    kind=edit.kind,
+                    before=source[edit.start : edit.end],
+                    after=edit.text,
+                    patch=patch,
+                    diff=diff,
+                )
+            )
         return mutants
 
 
@@ -278,8 +348,9 @@ def is_test_file(rel: str) -> bool:
     return "tests" in parts[:-1] or name == "conftest.py" or name.startswith("test_") or name.endswith("_test.py")
 
 
-def mutants_for(variant: TaskVariant, framework: FrameworkSpec, count: int, seed: int,
-                cache: Path | None = None) -> list[Mutant]:
+def mutants_for(
+    variant: TaskVariant, framework: FrameworkSpec, count: int, seed: int, cache: Path | None = None
+) -> list[Mutant]:
     """The mutants of one task's gold on one framework: edits of the solution's code, not of test files.
     A task graded by its answer (Q&A) has no gold patch: none."""
     if variant.answer_key is not None:
@@ -287,8 +358,14 @@ def mutants_for(variant: TaskVariant, framework: FrameworkSpec, count: int, seed
     prepared = workspace.prepared_checkout(variant, framework, cache)
     gold = workspace.gold_patch(variant, framework, cache)
     tests = {rel for rel in changed_python_files(gold) if is_test_file(rel)}
-    return make_mutants(prepared, gold, count, seed, f"{variant.task.id}:{framework.name}",
-                        frozenset(variant.graded_test_paths()) | tests)
+    return make_mutants(
+        prepared,
+        gold,
+        count,
+        seed,
+        f"{variant.task.id}:{framework.name}",
+        frozenset(variant.graded_test_paths()) | tests,
+    )
 
 
 def mutant_trials(oracle_trials: list, count: int, seed: int) -> tuple[list, dict]:
@@ -301,8 +378,16 @@ def mutant_trials(oracle_trials: list, count: int, seed: int) -> tuple[list, dic
         mutants = mutants_for(config.variant, config.framework, count, seed, config.cache)
         by_task[(config.variant.task.id, config.framework.name)] = mutants
         for mutant in mutants:
-            trials.append(TrialConfig(**{**config.__dict__, "agent": mutant_spec(mutant.patch), "index": mutant.index,
-                                         "measure_throughput": False}))
+            trials.append(
+                TrialConfig(
+                    **{
+                        **config.__dict__,
+                        "agent": mutant_spec(mutant.patch),
+                        "index": mutant.index,
+                        "measure_throughput": False,
+                    }
+                )
+            )
     return trials, by_task
 
 
@@ -315,10 +400,17 @@ def score(rows: list[dict], by_task: dict) -> list[dict]:
         killed = [m for m in mutants if outcome[m.index] == "unresolved"]
         survived = [m for m in mutants if outcome[m.index] == "resolved"]
         judged = len(killed) + len(survived)
-        report.append({"task": task, "framework": framework, "mutants": len(mutants), "killed": len(killed),
-                       "survived": [asdict(m) | {"patch": None} for m in survived],
-                       "errored": sorted(m.index for m in mutants if outcome[m.index] not in ("resolved", "unresolved")),
-                       "score": len(killed) / judged if judged else None})
+        report.append(
+            {
+                "task": task,
+                "framework": framework,
+                "mutants": len(mutants),
+                "killed": len(killed),
+                "survived": [asdict(m) | {"patch": None} for m in survived],
+                "errored": sorted(m.index for m in mutants if outcome[m.index] not in ("resolved", "unresolved")),
+                "score": len(killed) / judged if judged else None,
+            }
+        )
     return report
 
 
@@ -328,8 +420,15 @@ def score_table(report: list[dict]) -> Table:
         table.add_column(column)
     for r in report:
         shown = "-" if r["score"] is None else f"{r['score']:.0%}"
-        table.add_row(r["task"], r["framework"], str(r["mutants"]), str(r["killed"]), str(len(r["survived"])),
-                      str(len(r["errored"])), shown)
+        table.add_row(
+            r["task"],
+            r["framework"],
+            str(r["mutants"]),
+            str(r["killed"]),
+            str(len(r["survived"])),
+            str(len(r["errored"])),
+            shown,
+        )
     return table
 
 
@@ -337,13 +436,23 @@ def write_report(report: list[dict], run_dir: Path) -> Path:
     """mutants.json (scores) and survivors.md (each survivor's diff against the gold) in the run folder."""
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "mutants.json").write_text(json.dumps(report, indent=1))
-    lines = ["# Surviving mutants", "",
-             "Each survived grading: equivalent to the gold, or a blind spot of the hidden tests.", ""]
+    lines = [
+        "# Surviving mutants",
+        "",
+        "Each survived grading: equivalent to the gold, or a blind spot of the hidden tests.",
+        "",
+    ]
     for r in report:
         lines.append(f"## {r['task']} ({r['framework']}): {r['killed']}/{r['mutants']} killed")
         for m in r["survived"]:
-            lines += ["", f"mutant {m['index']}: {m['file']}:{m['line']} {m['kind']}", "", "```diff", m["diff"].rstrip(),
-                      "```"]
+            lines += [
+                "",
+                f"mutant {m['index']}: {m['file']}:{m['line']} {m['kind']}",
+                "",
+                "```diff",
+                m["diff"].rstrip(),
+                "```",
+            ]
         lines.append("")
     path = run_dir / "survivors.md"
     path.write_text("\n".join(lines))

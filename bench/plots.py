@@ -62,10 +62,17 @@ def metric_bars(rows: list[dict], key: str) -> bytes | None:
     fig = Figure(figsize=(6.4, 0.45 * len(shown) + 1.1))
     ax = fig.add_subplot()
     y = np.arange(len(shown))[::-1]
-    ax.barh(y, medians, xerr=[lows, highs], color=[colors[r["framework"]] for r in shown],
-            capsize=3, error_kw={"elinewidth": 1, "ecolor": "#222"})
-    ax.set_yticks(y, [row_label(r) + ("" if w else f" (n={r['metrics'][key]['n']})") for r, w in zip(shown, whiskers)],
-                  fontsize=8)
+    ax.barh(
+        y,
+        medians,
+        xerr=[lows, highs],
+        color=[colors[r["framework"]] for r in shown],
+        capsize=3,
+        error_kw={"elinewidth": 1, "ecolor": "#222"},
+    )
+    ax.set_yticks(
+        y, [row_label(r) + ("" if w else f" (n={r['metrics'][key]['n']})") for r, w in zip(shown, whiskers)], fontsize=8
+    )
     spread = "range of all samples" if key == THROUGHPUT else "95% CI (rows with n >= 2)"
     ax.set_xlabel(f"{label} ({unit}), median; whiskers: {spread}")
     ax.grid(axis="x", alpha=0.3)
@@ -74,9 +81,13 @@ def metric_bars(rows: list[dict], key: str) -> bytes | None:
 
 def throughput_vs_turns(rows: list[dict]) -> bytes | None:
     """One point per row: median agent turns against median post-task throughput."""
-    shown = [r for r in rows
-             if not r["metrics"]["agent_turns"]["unavailable"] and not r["metrics"]["throughput_tokens_per_s"]["unavailable"]
-             and r["metrics"]["agent_turns"]["median"]]
+    shown = [
+        r
+        for r in rows
+        if not r["metrics"]["agent_turns"]["unavailable"]
+        and not r["metrics"]["throughput_tokens_per_s"]["unavailable"]
+        and r["metrics"]["agent_turns"]["median"]
+    ]
     if not shown:
         return None
     colors = framework_colors([r["framework"] for r in rows])
@@ -84,13 +95,21 @@ def throughput_vs_turns(rows: list[dict]) -> bytes | None:
     ax = fig.add_subplot()
     for framework in sorted({r["framework"] for r in shown}):
         mine = [r for r in shown if r["framework"] == framework]
-        ax.scatter([r["metrics"]["agent_turns"]["median"] for r in mine],
-                   [r["metrics"]["throughput_tokens_per_s"]["median"] for r in mine],
-                   color=colors[framework], label=framework, s=50)
+        ax.scatter(
+            [r["metrics"]["agent_turns"]["median"] for r in mine],
+            [r["metrics"]["throughput_tokens_per_s"]["median"] for r in mine],
+            color=colors[framework],
+            label=framework,
+            s=50,
+        )
         for r in mine:
-            ax.annotate(r.get("task") or r.get("task_family"), (r["metrics"]["agent_turns"]["median"],
-                        r["metrics"]["throughput_tokens_per_s"]["median"]), fontsize=7,
-                        xytext=(4, 3), textcoords="offset points")
+            ax.annotate(
+                r.get("task") or r.get("task_family"),
+                (r["metrics"]["agent_turns"]["median"], r["metrics"]["throughput_tokens_per_s"]["median"]),
+                fontsize=7,
+                xytext=(4, 3),
+                textcoords="offset points",
+            )
     ax.set_xlabel("Agent turns (median; fewer is better)")
     ax.set_ylabel(f"Post-task throughput, {METRICS[THROUGHPUT][1]} (median)")
     ax.grid(alpha=0.3)
@@ -115,8 +134,13 @@ def trial_strip(frame: pd.DataFrame, key: str, group_keys: list[str]) -> bytes |
         y = len(groups) - 1 - i
         names.append(" · ".join(str(part) for part in name))
         for status, trials in group.groupby("status"):
-            ax.scatter(scale * trials[key].astype(float), y + rng.uniform(-0.15, 0.15, len(trials)),
-                       marker=STATUS_MARKERS.get(status, "o"), color=colors[group["framework"].iloc[0]], s=28)
+            ax.scatter(
+                scale * trials[key].astype(float),
+                y + rng.uniform(-0.15, 0.15, len(trials)),
+                marker=STATUS_MARKERS.get(status, "o"),
+                color=colors[group["framework"].iloc[0]],
+                s=28,
+            )
     ax.set_yticks(range(len(groups))[::-1], names, fontsize=8)
     ax.set_xlabel(f"{label} ({unit}) per trial; o resolved, x unresolved, s error, ^ incomplete")
     ax.grid(axis="x", alpha=0.3)

@@ -86,8 +86,13 @@ class Checkout:
                 changed.append(path)
         return changed
 
-    def leak_check(self, pattern: str, suffixes: tuple[str, ...] = TEXT_SUFFIXES, skip_parts: tuple[str, ...] = (),
-                   skip_names: tuple[str, ...] = ()) -> None:
+    def leak_check(
+        self,
+        pattern: str,
+        suffixes: tuple[str, ...] = TEXT_SUFFIXES,
+        skip_parts: tuple[str, ...] = (),
+        skip_names: tuple[str, ...] = (),
+    ) -> None:
         """End preparation if any text file still matches `pattern`: the agent would find the answer."""
         leaks = [
             str(p.relative_to(self.root))
@@ -99,5 +104,7 @@ class Checkout:
             and re.search(pattern, p.read_text())
         ]
         if leaks:
-            sys.exit(f"prepare: the checkout still contains what the task removes ({pattern!r}) in: "
-                     f"{', '.join(leaks)}; extend this task's {self.script}")
+            sys.exit(
+                f"prepare: the checkout still contains what the task removes ({pattern!r}) in: "
+                f"{', '.join(leaks)}; extend this task's {self.script}"
+            )

@@ -30,14 +30,16 @@ def load_prices(path: Path | str = PRICES_PATH) -> dict[str, Price]:
     try:
         table = tomllib.loads(path.read_text())
     except FileNotFoundError:
-        raise ValueError(f"{path}: price table not found; create it with [models.\"provider/model\"] entries") from None
+        raise ValueError(f'{path}: price table not found; create it with [models."provider/model"] entries') from None
     except tomllib.TOMLDecodeError as e:
         raise ValueError(f"{path}: not valid TOML: {e}") from None
     prices = {}
     for model, entry in table.get("models", {}).items():
         missing = [f for f in FIELDS if not isinstance(entry.get(f), (int, float))]
         if missing:
-            raise ValueError(f"{path}: [models.\"{model}\"] needs numeric {', '.join(missing)} (dollars per million tokens)")
+            raise ValueError(
+                f'{path}: [models."{model}"] needs numeric {", ".join(missing)} (dollars per million tokens)'
+            )
         prices[model] = Price(*(float(entry[f]) for f in FIELDS))
     return prices
 
@@ -47,14 +49,24 @@ def price_key(model: str) -> str:
     return model.partition("@")[0]
 
 
-def cost_usd(model: str | None, prices: dict[str, Price], input_tokens: int, output_tokens: int,
-             cache_read_tokens: int = 0, cache_write_tokens: int = 0) -> float | None:
+def cost_usd(
+    model: str | None,
+    prices: dict[str, Price],
+    input_tokens: int,
+    output_tokens: int,
+    cache_read_tokens: int = 0,
+    cache_write_tokens: int = 0,
+) -> float | None:
     """None when the model has no price: an unknown cost is not a zero cost."""
     price = prices.get(price_key(model)) if model else None
     if price is None:
         return None
-    return (input_tokens * price.input + output_tokens * price.output
-            + cache_read_tokens * price.cache_read + cache_write_tokens * price.cache_write) / 1e6
+    return (
+        input_tokens * price.input
+        + output_tokens * price.output
+        + cache_read_tokens * price.cache_read
+        + cache_write_tokens * price.cache_write
+    ) / 1e6
 
 
 def missing_price_note(model: str | None, prices: dict[str, Price]) -> str | None:
@@ -63,4 +75,4 @@ def missing_price_note(model: str | None, prices: dict[str, Price]) -> str | Non
         return "no model recorded, so no cost"
     if price_key(model) in prices:
         return None
-    return f"no price for {price_key(model)!r} in prices.toml; add [models.\"{price_key(model)}\"] to get a cost"
+    return f'no price for {price_key(model)!r} in prices.toml; add [models."{price_key(model)}"] to get a cost'

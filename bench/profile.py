@@ -43,7 +43,9 @@ def python_files(root: Path) -> list[Path]:
 
 
 def is_test_file(rel: Path) -> bool:
-    return any(part in TEST_DIRS for part in rel.parts[:-1]) or rel.name.startswith("test_") or rel.name == "conftest.py"
+    return (
+        any(part in TEST_DIRS for part in rel.parts[:-1]) or rel.name.startswith("test_") or rel.name == "conftest.py"
+    )
 
 
 def token_counter():
@@ -58,8 +60,10 @@ def token_counter():
         encoding = tiktoken.get_encoding("cl100k_base")
         return (lambda text: len(encoding.encode(text, disallowed_special=()))), "tiktoken cl100k_base"
     except Exception as e:  # not installed, or no network for its encoding file: the output says which
-        return ((lambda text: -(-len(text) // CHARS_PER_TOKEN)),
-                f"approximation: characters / {CHARS_PER_TOKEN} (tiktoken: {type(e).__name__})")
+        return (
+            (lambda text: -(-len(text) // CHARS_PER_TOKEN)),
+            f"approximation: characters / {CHARS_PER_TOKEN} (tiktoken: {type(e).__name__})",
+        )
 
 
 def agent_guides(root: Path) -> tuple[list[str], list[str]]:
@@ -169,8 +173,9 @@ def applied_tree(root: Path, patch: str) -> Path:
     scratch = Path(tempfile.mkdtemp(prefix="atebench-profile-"))
     tree = scratch / "tree"
     shutil.copytree(root, tree, ignore=shutil.ignore_patterns(*SKIP_DIRS))
-    proc = subprocess.run(["git", "apply", "--whitespace=nowarn", "-"], cwd=tree, input=patch, text=True,
-                          capture_output=True)
+    proc = subprocess.run(
+        ["git", "apply", "--whitespace=nowarn", "-"], cwd=tree, input=patch, text=True, capture_output=True
+    )
     if proc.returncode != 0:
         shutil.rmtree(scratch, ignore_errors=True)
         raise ProfileInputError(f"the gold diff does not apply to {root}: {proc.stderr.strip()[:500]}")
@@ -188,15 +193,26 @@ def task_profile(root: Path, task: str, patch: str, entry: Path | None) -> dict:
         finally:
             shutil.rmtree(tree.parent, ignore_errors=True)
     known = [d for d in depths.values() if d is not None]
-    return {"task": task, "files_touched": len(files), "lines_touched": lines, "files": files,
-            "import_depth": max(known) if known else None, "import_depths": depths}
+    return {
+        "task": task,
+        "files_touched": len(files),
+        "lines_touched": lines,
+        "files": files,
+        "import_depth": max(known) if known else None,
+        "import_depths": depths,
+    }
 
 
 # ---------------------------------------------------------------- whole profile
 
 
-def profile_tree(root: Path, framework: str | None = None, entry: str | None = None,
-                 gold: dict[str, str] | None = None, shown_path: str | None = None) -> dict:
+def profile_tree(
+    root: Path,
+    framework: str | None = None,
+    entry: str | None = None,
+    gold: dict[str, str] | None = None,
+    shown_path: str | None = None,
+) -> dict:
     """The profile of one checkout; `gold` maps task ids to gold diffs."""
     root = Path(root)
     if not root.is_dir():
@@ -241,8 +257,10 @@ def profile_framework(name: str, entry: str | None = None, specs_root: Path | No
     if entry is None and framework.profile.entry is not None:
         entry = framework.profile.entry
         if not (source / entry).is_file():
-            raise ProfileInputError(f"frameworks/{name}/framework.toml: [profile] entry {entry!r} is not a file in "
-                                    "the framework's source; fix the path (relative to the source root)")
+            raise ProfileInputError(
+                f"frameworks/{name}/framework.toml: [profile] entry {entry!r} is not a file in "
+                "the framework's source; fix the path (relative to the source root)"
+            )
     result = profile_tree(source, name, entry, shown_path=shown)
     entry_path = Path(result["entry_point"]) if result["entry_point"] else None
     for task_id in specs.list_tasks(root):
@@ -276,8 +294,11 @@ def markdown(profiles: list[dict]) -> str:
         )
     tasks = [(p["framework"], t) for p in profiles for t in p["tasks"]]
     if tasks:
-        lines += ["", "| Framework | Task | Gold files touched | Gold lines touched | Import depth from entry |",
-                  "|---|---|---|---|---|"]
+        lines += [
+            "",
+            "| Framework | Task | Gold files touched | Gold lines touched | Import depth from entry |",
+            "|---|---|---|---|---|",
+        ]
         for framework, t in tasks:
             depth = depth_text(t)
             lines.append(f"| {framework} | {t['task']} | {t['files_touched']} | {t['lines_touched']} | {depth} |")

@@ -74,9 +74,7 @@ def load_run(run_dir: Path) -> list[dict]:
             raise ReportInputError(f"{path} is not valid JSON ({e}); re-grade or delete that trial") from e
         version = result.get("schema_version")
         if version != SCHEMA_VERSION:
-            raise ReportInputError(
-                f"{path} has schema_version {version!r}; this report reads version {SCHEMA_VERSION}"
-            )
+            raise ReportInputError(f"{path} has schema_version {version!r}; this report reads version {SCHEMA_VERSION}")
         try:  # every version-1 file reads the same: fields added since (notes, phase_seconds) get their defaults
             result = TrialResult.from_json(result).to_json()
         except (ValueError, TypeError) as e:
@@ -101,12 +99,20 @@ def _missing_trial(run_dir: Path, rel: str, models: dict[tuple, str | None]) -> 
     task_dir, framework, agent, trial = (Path(rel).parts + ("?",) * 4)[:4]
     task = task_dir.replace("__", "/")
     return {
-        "schema_version": SCHEMA_VERSION, "run_id": run_dir.name, "task": task,
-        "task_family": task.split("/")[0], "framework": framework, "agent": agent,
+        "schema_version": SCHEMA_VERSION,
+        "run_id": run_dir.name,
+        "task": task,
+        "task_family": task.split("/")[0],
+        "framework": framework,
+        "agent": agent,
         "model": models.get((task, framework, agent)),
-        "trial": int(trial) if trial.isdigit() else -1, "status": "missing",
+        "trial": int(trial) if trial.isdigit() else -1,
+        "status": "missing",
         "error": {"phase": "setup", "message": f"no {RESULT_FILE} in {rel}"},
-        "metrics": {}, "grade": None, "files": {}, "dir": str(run_dir / rel),
+        "metrics": {},
+        "grade": None,
+        "files": {},
+        "dir": str(run_dir / rel),
     }
 
 
@@ -152,11 +158,19 @@ def trial_frame(trials: list[dict]) -> pd.DataFrame:
     for t in trials:
         metrics = t.get("metrics") or {}
         row = {
-            "run_id": t.get("run_id"), "task": t["task"], "task_family": t.get("task_family") or t["task"].split("/")[0],
-            "framework": t["framework"], "agent": t["agent"], "model": t.get("model") or "-",
-            "trial": t.get("trial"), "status": t["status"], "ran_to_end": ran_to_end(t),
-            "gpu_available": bool(metrics.get("gpu_available", False)), "dir": t.get("dir"),
-            "throughput_samples": throughput.samples_of(t), "throughput_measured": metrics.get("throughput_measured"),
+            "run_id": t.get("run_id"),
+            "task": t["task"],
+            "task_family": t.get("task_family") or t["task"].split("/")[0],
+            "framework": t["framework"],
+            "agent": t["agent"],
+            "model": t.get("model") or "-",
+            "trial": t.get("trial"),
+            "status": t["status"],
+            "ran_to_end": ran_to_end(t),
+            "gpu_available": bool(metrics.get("gpu_available", False)),
+            "dir": t.get("dir"),
+            "throughput_samples": throughput.samples_of(t),
+            "throughput_measured": metrics.get("throughput_measured"),
             "notes": trial_notes(t),
         }
         row.update({key: metrics.get(key) for key in METRICS})
@@ -189,8 +203,9 @@ def metric_cell(group: pd.DataFrame, key: str, confidence: float) -> MetricCell:
     values = [float(v) for v in finished[key] if v is not None and not pd.isna(v)]
     if not values:
         no_gpu = key in GPU_METRICS and not finished["gpu_available"].any()
-        not_measured = key == THROUGHPUT and any(n.startswith("throughput not measured") for notes in finished["notes"]
-                                                 for n in notes)
+        not_measured = key == THROUGHPUT and any(
+            n.startswith("throughput not measured") for notes in finished["notes"] for n in notes
+        )
         reason = "n/a (no GPU)" if no_gpu else "n/a (not measured, see notes)" if not_measured else "n/a (not recorded)"
         return MetricCell(None, None, None, 0, reason)
     lo, hi = stats.bootstrap_ci(values, confidence=confidence) if len(values) >= 2 else (None, None)
@@ -204,7 +219,11 @@ def metric_cell(group: pd.DataFrame, key: str, confidence: float) -> MetricCell:
 def _cell_json(cell: MetricCell, key: str) -> dict:
     """The cell as summary.json holds it; only throughput has a sample range."""
     data = vars(cell)
-    return data if key == THROUGHPUT else {k: v for k, v in data.items() if k not in ("spread_lo", "spread_hi", "n_samples")}
+    return (
+        data
+        if key == THROUGHPUT
+        else {k: v for k, v in data.items() if k not in ("spread_lo", "spread_hi", "n_samples")}
+    )
 
 
 def group_samples(group: pd.DataFrame) -> list[float]:
@@ -218,7 +237,7 @@ def trials_within_noise(group: pd.DataFrame) -> bool | None:
     measured = [s for s in group[group["ran_to_end"]]["throughput_samples"] if s]
     if len(measured) < 2:
         return None
-    verdicts = [throughput.beyond_noise(a, b) for i, a in enumerate(measured) for b in measured[i + 1:]]
+    verdicts = [throughput.beyond_noise(a, b) for i, a in enumerate(measured) for b in measured[i + 1 :]]
     if any(verdicts):
         return False
     return None if None in verdicts else True
@@ -229,8 +248,9 @@ def effort_values(group: pd.DataFrame, key: str) -> list[float]:
     return [float(v) for v in finished[key] if v is not None and not pd.isna(v)]
 
 
-def summarize(trials: list[dict], level: str, reference_framework: str = "reference",
-              confidence: float = 0.95) -> list[dict]:
+def summarize(
+    trials: list[dict], level: str, reference_framework: str = "reference", confidence: float = 0.95
+) -> list[dict]:
     """Leaderboard rows for one level of GROUPINGS, each with success, metric cells and ratios."""
     keys = GROUPINGS[level]
     frame = trial_frame(trials)
@@ -244,10 +264,15 @@ def summarize(trials: list[dict], level: str, reference_framework: str = "refere
         n_tasks = group["task"].nunique()
         one_task = n_tasks == 1 and attempts > 0  # pass@k means "k tries at ONE task"; across tasks it means nothing
         row = {
-            "level": level, **ident,
-            "n_trials": len(group), "n_resolved": resolved, "n_unresolved": statuses.get("unresolved", 0),
-            "n_error": statuses.get("error", 0), "n_incomplete": sum(statuses.get(s, 0) for s in INCOMPLETE),
-            "n_attempts": attempts, "n_tasks": n_tasks,
+            "level": level,
+            **ident,
+            "n_trials": len(group),
+            "n_resolved": resolved,
+            "n_unresolved": statuses.get("unresolved", 0),
+            "n_error": statuses.get("error", 0),
+            "n_incomplete": sum(statuses.get(s, 0) for s in INCOMPLETE),
+            "n_attempts": attempts,
+            "n_tasks": n_tasks,
             "success_rate": resolved / attempts if attempts else None,
             "pass_at_1": stats.pass_at_k(attempts, resolved, 1) if attempts else None,
             "k": attempts if one_task else None,
@@ -285,7 +310,9 @@ def _compare_tasks_throughput(rows: list[dict]) -> None:
             same_setup = all(other[k] == row[k] for k in ("framework", "agent", "model"))
             if other is row or not same_setup or theirs["unavailable"] or theirs["n_samples"] < 2:
                 continue
-            apart = throughput.ranges_apart((mine["spread_lo"], mine["spread_hi"]), (theirs["spread_lo"], theirs["spread_hi"]))
+            apart = throughput.ranges_apart(
+                (mine["spread_lo"], mine["spread_hi"]), (theirs["spread_lo"], theirs["spread_hi"])
+            )
             verdict = f"{mine['median'] / theirs['median']:.2g}× (beyond noise)" if apart else "within noise"
             row["throughput_vs_tasks"].append(f"vs {other['task']}: {verdict}")
 
@@ -314,7 +341,8 @@ def flat_rows(rows: list[dict]) -> pd.DataFrame:
         out["throughput_vs_tasks"] = "; ".join(row.get("throughput_vs_tasks", []))
         for key, cell in row["metrics"].items():
             for field in ("median", "ci_lo", "ci_hi", "n", "unavailable") + (
-                    ("spread_lo", "spread_hi", "n_samples") if key == THROUGHPUT else ()):
+                ("spread_lo", "spread_hi", "n_samples") if key == THROUGHPUT else ()
+            ):
                 out[f"{key}_{field}"] = cell[field]
         for key, ratio in row["vs_reference"].items():
             for field in ("ratio", "ci_lo", "ci_hi", "n", "beyond_noise"):
@@ -354,8 +382,10 @@ def format_cell(cell: dict, unit: str) -> str:
     else:
         text += f" (n={cell['n']})"
     if cell.get("n_samples", 0) >= 2:
-        text += (f", range {format_number(cell['spread_lo'], unit, m)}–{format_number(cell['spread_hi'], unit, m)}"
-                 f" over {cell['n_samples']} samples")
+        text += (
+            f", range {format_number(cell['spread_lo'], unit, m)}–{format_number(cell['spread_hi'], unit, m)}"
+            f" over {cell['n_samples']} samples"
+        )
     return text
 
 
@@ -391,7 +421,8 @@ def format_spread(cell: dict, unit: str) -> str:
     if cell["n_samples"] < 2:
         return f"no spread ({cell['n_samples']} sample)"
     m = cell["median"]
-    return f"{format_number(cell['spread_lo'], unit, m)}–{format_number(cell['spread_hi'], unit, m)} ({cell['n_samples']} samples)"
+    low, high = format_number(cell["spread_lo"], unit, m), format_number(cell["spread_hi"], unit, m)
+    return f"{low}–{high} ({cell['n_samples']} samples)"
 
 
 def metric_header(label: str, unit: str) -> str:
@@ -413,7 +444,8 @@ def markdown_tables(rows: list[dict], level: str, reference_framework: str) -> s
     key = "task" if level == "task" else "task_family"
     head = f"| {where} | Framework | Agent / model |"
     lines = [
-        f"#### Outcomes ({where.lower()})", "",
+        f"#### Outcomes ({where.lower()})",
+        "",
         head + " Trials | Resolved | Unresolved | Error | Incomplete | Success | pass@1 | pass@k |",
         "|---|---|---|" + "---|" * 8,
     ]
@@ -424,17 +456,25 @@ def markdown_tables(rows: list[dict], level: str, reference_framework: str) -> s
             f"| {r['n_unresolved']} | {r['n_error']} | {r['n_incomplete']} | {format_rate(r['success_rate'])} "
             f"| {format_rate(r['pass_at_1'])} | {pass_k} |"
         )
-    lines += ["", f"#### Effort, median [95% CI] ({where.lower()})", "",
-              head + "".join(f" {metric_header(label, unit)} |" for label, unit in METRICS.values()),
-              "|---|---|---|" + "---|" * len(METRICS)]
+    lines += [
+        "",
+        f"#### Effort, median [95% CI] ({where.lower()})",
+        "",
+        head + "".join(f" {metric_header(label, unit)} |" for label, unit in METRICS.values()),
+        "|---|---|---|" + "---|" * len(METRICS),
+    ]
     for r in rows:
         cells = "".join(f" {format_cell(r['metrics'][k], unit)} |" for k, (_, unit) in METRICS.items())
         lines.append(f"| {r[key]} | {r['framework']} | {r['agent']}/{r['model']} |{cells}")
     compared = [r for r in rows if r["vs_reference"]]
     if compared:
-        lines += ["", f"#### Change of medians versus `{reference_framework}` [95% CI] ({where.lower()})", "",
-                  head + "".join(f" {metric_header(label, unit)} |" for label, unit in METRICS.values()),
-                  "|---|---|---|" + "---|" * len(METRICS)]
+        lines += [
+            "",
+            f"#### Change of medians versus `{reference_framework}` [95% CI] ({where.lower()})",
+            "",
+            head + "".join(f" {metric_header(label, unit)} |" for label, unit in METRICS.values()),
+            "|---|---|---|" + "---|" * len(METRICS),
+        ]
         for r in compared:
             cells = "".join(
                 f" {format_change(r['vs_reference'][k]) if k in r['vs_reference'] else 'n/a'} |" for k in METRICS
@@ -452,9 +492,13 @@ def throughput_rows(rows: list[dict]) -> list[dict]:
 
 def throughput_markdown(rows: list[dict]) -> str:
     """What each task's post-task benchmark measured, its median, spread and whether trials differ."""
-    lines = [f"#### Post-task throughput ({throughput.UNIT})", "",
-             "| Task | Framework | Agent / model | Measured | Median | Range of all samples | Between trials | Versus other tasks |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"#### Post-task throughput ({throughput.UNIT})",
+        "",
+        "| Task | Framework | Agent / model | Measured | Median | Range of all samples | Between trials "
+        "| Versus other tasks |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in throughput_rows(rows):
         cell = r["metrics"][THROUGHPUT]
         who = f"| {r['task']} | {r['framework']} | {r['agent']}/{r['model']} |"
@@ -462,8 +506,11 @@ def throughput_markdown(rows: list[dict]) -> str:
             lines.append(f"{who} {'; '.join(r['throughput_notes']) or cell['unavailable']} | - | - | - | - |")
             continue
         unit = throughput.UNIT
-        lines.append(f"{who} {'; '.join(r['throughput_measured']) or '-'} | {with_unit(format_number(cell['median'], unit), unit)} "
-                     f"| {format_spread(cell, unit)} | {format_trials_noise(r)} | {'; '.join(r['throughput_vs_tasks']) or '-'} |")
+        median = with_unit(format_number(cell["median"], unit), unit)
+        lines.append(
+            f"{who} {'; '.join(r['throughput_measured']) or '-'} | {median} "
+            f"| {format_spread(cell, unit)} | {format_trials_noise(r)} | {'; '.join(r['throughput_vs_tasks']) or '-'} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -477,27 +524,37 @@ def mutation_scores(run_dirs: list[Path]) -> list[dict]:
         try:
             scores = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ReportInputError(f"{path}: not valid JSON ({e}); re-run `runner.py validate --run-id "
-                                   f"{run_dir.name} --resume` to write it again") from None
-        rows += [{"run": run_dir.name, **r, "survived": len(r["survived"]), "errored": len(r["errored"])}
-                 for r in scores]
+            raise ReportInputError(
+                f"{path}: not valid JSON ({e}); re-run `runner.py validate --run-id "
+                f"{run_dir.name} --resume` to write it again"
+            ) from None
+        rows += [
+            {"run": run_dir.name, **r, "survived": len(r["survived"]), "errored": len(r["errored"])} for r in scores
+        ]
     return rows
 
 
 def mutation_markdown(rows: list[dict]) -> str:
-    lines = ["| run | task | framework | mutants | killed | survived | errored | score |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| run | task | framework | mutants | killed | survived | errored | score |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         score = "n/a (nothing to mutate)" if r["mutants"] == 0 else "n/a" if r["score"] is None else f"{r['score']:.0%}"
-        lines.append(f"| {r['run']} | {r['task']} | {r['framework']} | {r['mutants']} | {r['killed']} | {r['survived']} "
-                     f"| {r['errored']} | {score} |")
+        lines.append(
+            f"| {r['run']} | {r['task']} | {r['framework']} | {r['mutants']} | {r['killed']} | {r['survived']} "
+            f"| {r['errored']} | {score} |"
+        )
     return "\n".join(lines) + "\n\nThe survivors' diffs are in each run's survivors.md.\n"
 
 
-def markdown_report(run_dirs: list[Path], summaries: dict[str, list[dict]], reference_framework: str,
-                    profile_md: str | None) -> str:
+def markdown_report(
+    run_dirs: list[Path], summaries: dict[str, list[dict]], reference_framework: str, profile_md: str | None
+) -> str:
     runs = ", ".join(f"`{d.name}`" for d in run_dirs)
     parts = [
-        f"# atebench report: {runs}", "",
+        f"# atebench report: {runs}",
+        "",
         "Medians with percentile-bootstrap 95% CIs (fixed seed). Effort metrics use trials whose agent "
         "session ran to its end (resolved, unresolved, or an error after the agent stopped); success "
         "counts every finished trial, errors as failures; interrupted, running and missing trials are "
@@ -505,9 +562,14 @@ def markdown_report(run_dirs: list[Path], summaries: dict[str, list[dict]], refe
         "(n=1). pass@k is the unbiased estimator with k = finished trials of one task (n/a for a row "
         "spanning several tasks). Changes versus the reference framework bootstrap the ratio of medians; "
         "post-task throughput is the median of repeated benchmark runs, and a throughput difference whose "
-        "sample ranges overlap is reported as within noise.", "",
-        "## By task family", "", markdown_tables(summaries["family"], "family", reference_framework),
-        "## By task", "", markdown_tables(summaries["task"], "task", reference_framework),
+        "sample ranges overlap is reported as within noise.",
+        "",
+        "## By task family",
+        "",
+        markdown_tables(summaries["family"], "family", reference_framework),
+        "## By task",
+        "",
+        markdown_tables(summaries["task"], "task", reference_framework),
     ]
     mutation = mutation_scores(run_dirs)
     if mutation:
@@ -517,16 +579,25 @@ def markdown_report(run_dirs: list[Path], summaries: dict[str, list[dict]], refe
     return "\n".join(parts)
 
 
-def write_tables(out_dir: Path, run_dirs: list[Path], trials: list[dict], reference_framework: str = "reference",
-                 confidence: float = 0.95, profile_md: str | None = None) -> dict[str, list[dict]]:
+def write_tables(
+    out_dir: Path,
+    run_dirs: list[Path],
+    trials: list[dict],
+    reference_framework: str = "reference",
+    confidence: float = 0.95,
+    profile_md: str | None = None,
+) -> dict[str, list[dict]]:
     """Writes report.md, summary.csv and summary.json; returns the summary rows per level."""
     out_dir.mkdir(parents=True, exist_ok=True)
     summaries = {level: summarize(trials, level, reference_framework, confidence) for level in GROUPINGS}
     (out_dir / "report.md").write_text(markdown_report(run_dirs, summaries, reference_framework, profile_md))
     pd.concat([flat_rows(rows) for rows in summaries.values()]).to_csv(out_dir / "summary.csv", index=False)
     summary = {
-        "runs": [d.name for d in run_dirs], "reference_framework": reference_framework,
-        "confidence": confidence, "seed": stats.SEED, "n_boot": stats.N_BOOT,
+        "runs": [d.name for d in run_dirs],
+        "reference_framework": reference_framework,
+        "confidence": confidence,
+        "seed": stats.SEED,
+        "n_boot": stats.N_BOOT,
         "metrics": {k: {"label": label, "unit": unit} for k, (label, unit) in METRICS.items()},
         **summaries,
     }

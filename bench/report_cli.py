@@ -16,17 +16,28 @@ RESULTS_ROOT = results.RESULTS_ROOT
 
 
 def cmd_report(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="runner.py report", description="Tables, figures and trajectory pages for runs.")
+    parser = argparse.ArgumentParser(
+        prog="runner.py report", description="Tables, figures and trajectory pages for runs."
+    )
     parser.add_argument("runs", nargs="+", help="run ids under results/ or paths to run directories")
     parser.add_argument("--out", type=Path, help="output folder (default: <first run>/report)")
     parser.add_argument("--reference-framework", default="reference", help="framework the others are compared to")
     parser.add_argument("--confidence", type=float, default=0.95, help="confidence level of the intervals")
     parser.add_argument("--profile", type=Path, help="profile.json written by `runner.py profile`, shown as a table")
-    parser.add_argument("--compute-profile", action="store_true",
-                        help="compute the static profile of each framework in the runs (may build source caches)")
-    parser.add_argument("--results-dir", type=Path, default=RESULTS_ROOT, help="where run ids are looked up (default: results/)")
-    parser.add_argument("--specs-root", type=Path, default=specs.REPO_ROOT,
-                        help="with --compute-profile: folder holding tasks/ and frameworks/ (default: this repository)")
+    parser.add_argument(
+        "--compute-profile",
+        action="store_true",
+        help="compute the static profile of each framework in the runs (may build source caches)",
+    )
+    parser.add_argument(
+        "--results-dir", type=Path, default=RESULTS_ROOT, help="where run ids are looked up (default: results/)"
+    )
+    parser.add_argument(
+        "--specs-root",
+        type=Path,
+        default=specs.REPO_ROOT,
+        help="with --compute-profile: folder holding tasks/ and frameworks/ (default: this repository)",
+    )
     args = parse_args(parser, argv)
     if isinstance(args, int):
         return args
@@ -35,8 +46,10 @@ def cmd_report(argv: list[str]) -> int:
     for run in args.runs:
         folder = Path(run) if Path(run).is_dir() else args.results_dir / run
         if (folder / "profile.json").is_file() and not (folder / "run.json").is_file():
-            return fail(f"{folder} is a profile (written by `runner.py profile`), not a run; "
-                         f"show it in a run's report with --profile {folder / 'profile.json'}")
+            return fail(
+                f"{folder} is a profile (written by `runner.py profile`), not a run; "
+                f"show it in a run's report with --profile {folder / 'profile.json'}"
+            )
     try:
         run_dirs, trials = report.load_runs(args.runs, args.results_dir)
         profiles, note = _profiles(args, sorted({t["framework"] for t in trials}))
@@ -44,10 +57,17 @@ def cmd_report(argv: list[str]) -> int:
     except (report.ReportInputError, profile.ProfileInputError, specs.SpecError, workspace.WorkspaceError) as e:
         return fail(str(e))
     out = args.out or run_dirs[0] / "report"
-    summaries = report.write_tables(out, run_dirs, trials, args.reference_framework, args.confidence,
-                                    profile.markdown(profiles) if profiles else None)
-    html = report_html.write_html(out, [d.name for d in run_dirs], trials, summaries, args.reference_framework,
-                                  profiles, note, mutation)
+    summaries = report.write_tables(
+        out,
+        run_dirs,
+        trials,
+        args.reference_framework,
+        args.confidence,
+        profile.markdown(profiles) if profiles else None,
+    )
+    html = report_html.write_html(
+        out, [d.name for d in run_dirs], trials, summaries, args.reference_framework, profiles, note, mutation
+    )
     print(f"{len(trials)} trials -> {out / 'report.md'}, {html}, {out / 'summary.csv'}, {out / 'summary.json'}")
     return 0
 
@@ -55,11 +75,16 @@ def cmd_report(argv: list[str]) -> int:
 def _profiles(args: argparse.Namespace, frameworks: list[str]) -> tuple[list[dict] | None, str | None]:
     if args.profile:
         if not args.profile.is_file():
-            raise profile.ProfileInputError(f"--profile {args.profile} does not exist; write it with `runner.py profile`")
+            raise profile.ProfileInputError(
+                f"--profile {args.profile} does not exist; write it with `runner.py profile`"
+            )
         data = json.loads(args.profile.read_text())
         return (data["profiles"] if isinstance(data, dict) else data), None
     if not args.compute_profile:
-        return None, "No profile given: run `runner.py profile --framework all` and pass --profile, or use --compute-profile."
+        return (
+            None,
+            "No profile given: run `runner.py profile --framework all` and pass --profile, or use --compute-profile.",
+        )
     known = set(specs.list_frameworks(args.specs_root))
     profiles = [profile.profile_framework(name, specs_root=args.specs_root) for name in frameworks if name in known]
     unknown = [name for name in frameworks if name not in known]
@@ -71,16 +96,22 @@ def _split_metrics(text: str) -> list[str]:
 
 
 def cmd_compare(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="runner.py compare",
-                                     description="Fail (exit 1) when CANDIDATE is measurably worse than BASELINE.")
+    parser = argparse.ArgumentParser(
+        prog="runner.py compare", description="Fail (exit 1) when CANDIDATE is measurably worse than BASELINE."
+    )
     parser.add_argument("baseline", help="run id under results/ or run directory (e.g. from main)")
     parser.add_argument("candidate", help="run id under results/ or run directory (e.g. from the PR)")
     parser.add_argument("--threshold-rel", type=float, default=0.2, help="relative worsening that counts (0.2 = 20%%)")
     parser.add_argument("--confidence", type=float, default=0.95, help="certainty needed to call a regression")
-    parser.add_argument("--metrics", default=",".join(compare.DEFAULT_METRICS),
-                        help="comma-separated: turns, active_gpu_s, success, or any result metric key")
+    parser.add_argument(
+        "--metrics",
+        default=",".join(compare.DEFAULT_METRICS),
+        help="comma-separated: turns, active_gpu_s, success, or any result metric key",
+    )
     parser.add_argument("--out", type=Path, help="also write the markdown table to this file")
-    parser.add_argument("--results-dir", type=Path, default=RESULTS_ROOT, help="where run ids are looked up (default: results/)")
+    parser.add_argument(
+        "--results-dir", type=Path, default=RESULTS_ROOT, help="where run ids are looked up (default: results/)"
+    )
     args = parse_args(parser, argv)
     if isinstance(args, int):
         return args
@@ -116,19 +147,34 @@ def cmd_profile(argv: list[str]) -> int:
     where.add_argument("--framework", help="a framework under frameworks/, or 'all'")
     where.add_argument("--path", type=Path, help="any checkout directory")
     parser.add_argument("--entry", help="entry file relative to the checkout (default: the framework's known entry)")
-    parser.add_argument("--gold-diff", action="append", default=[], metavar="TASK=FILE",
-                        help="with --path: a task's gold diff (repeatable)")
-    parser.add_argument("--out", type=Path, help="folder for profile.json and profile.md "
-                                                 "(default: results/profiles/<timestamp>/, apart from the runs)")
-    parser.add_argument("--specs-root", type=Path, default=specs.REPO_ROOT,
-                        help="folder holding tasks/ and frameworks/ (default: this repository)")
+    parser.add_argument(
+        "--gold-diff",
+        action="append",
+        default=[],
+        metavar="TASK=FILE",
+        help="with --path: a task's gold diff (repeatable)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="folder for profile.json and profile.md (default: results/profiles/<timestamp>/, apart from the runs)",
+    )
+    parser.add_argument(
+        "--specs-root",
+        type=Path,
+        default=specs.REPO_ROOT,
+        help="folder holding tasks/ and frameworks/ (default: this repository)",
+    )
     args = parse_args(parser, argv)
     if isinstance(args, int):
         return args
     try:
         if args.path:
-            profiles = [profile.profile_tree(args.path, None, args.entry, _gold_diffs(args.gold_diff),
-                                             shown_path=args.path.name)]
+            profiles = [
+                profile.profile_tree(
+                    args.path, None, args.entry, _gold_diffs(args.gold_diff), shown_path=args.path.name
+                )
+            ]
         else:
             if args.gold_diff:
                 return fail("--gold-diff goes with --path; with --framework the tasks' gold solutions are used")

@@ -16,9 +16,24 @@ from html import escape
 from pathlib import Path
 
 from bench import plots, profile, throughput
-from bench.report import (GROUPINGS, METRICS, THROUGHPUT, format_cell, format_change, format_number,
-                          format_pass_at_k, format_rate, format_spread, format_trials_noise, metric_header, throughput_rows,
-                          trial_error, trial_frame, trial_notes, with_unit)
+from bench.report import (
+    GROUPINGS,
+    METRICS,
+    THROUGHPUT,
+    format_cell,
+    format_change,
+    format_number,
+    format_pass_at_k,
+    format_rate,
+    format_spread,
+    format_trials_noise,
+    metric_header,
+    throughput_rows,
+    trial_error,
+    trial_frame,
+    trial_notes,
+    with_unit,
+)
 
 HEAD_LINES = 40
 TAIL_LINES = 20
@@ -60,8 +75,10 @@ window.addEventListener('load', function () {
 
 
 def page(title: str, body: str) -> str:
-    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{escape(title)}</title>"
-            f"<style>{STYLE}</style></head><body>\n{body}\n{RENDER_CHECK}</body></html>\n")
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
+        f"<style>{STYLE}</style></head><body>\n{body}\n{RENDER_CHECK}</body></html>\n"
+    )
 
 
 def img(png: bytes | None, alt: str, missing: str) -> str:
@@ -72,8 +89,13 @@ def img(png: bytes | None, alt: str, missing: str) -> str:
 
 
 def trial_page_name(trial: dict) -> str:
-    parts = [trial.get("run_id") or "run", trial["task"].replace("/", "__"), trial["framework"],
-             trial["agent"], str(trial.get("trial"))]
+    parts = [
+        trial.get("run_id") or "run",
+        trial["task"].replace("/", "__"),
+        trial["framework"],
+        trial["agent"],
+        str(trial.get("trial")),
+    ]
     return re.sub(r"[^A-Za-z0-9._-]", "_", "__".join(parts)) + ".html"
 
 
@@ -87,16 +109,20 @@ def scroll(table: str) -> str:
 
 def outcome_table(rows: list[dict], level: str) -> str:
     key = "task" if level == "task" else "task_family"
-    head = ("<tr><th>{}</th><th>Framework</th><th>Agent / model</th><th>Trials</th><th>Resolved</th><th>Unresolved</th>"
-            "<th>Error</th><th>Incomplete</th><th>Success</th><th>pass@1</th><th>pass@k</th></tr>").format(
-        "Task" if level == "task" else "Task family")
+    head = (
+        "<tr><th>{}</th><th>Framework</th><th>Agent / model</th><th>Trials</th><th>Resolved</th><th>Unresolved</th>"
+        "<th>Error</th><th>Incomplete</th><th>Success</th><th>pass@1</th><th>pass@k</th></tr>"
+    ).format("Task" if level == "task" else "Task family")
     body = []
     for r in rows:
         cells = [escape(str(r[key])), escape(r["framework"]), escape(f"{r['agent']}/{r['model']}")]
         cells += [str(r[n]) for n in ("n_trials", "n_resolved", "n_unresolved", "n_error", "n_incomplete")]
         cells += [format_rate(r["success_rate"]), format_rate(r["pass_at_1"]), escape(format_pass_at_k(r))]
-        body.append("<tr>" + "".join(f'<td class="num">{c}</td>' if i >= 3 else f"<td>{c}</td>"
-                                     for i, c in enumerate(cells)) + "</tr>")
+        body.append(
+            "<tr>"
+            + "".join(f'<td class="num">{c}</td>' if i >= 3 else f"<td>{c}</td>" for i, c in enumerate(cells))
+            + "</tr>"
+        )
     return scroll(f"<table>{head}{''.join(body)}</table>")
 
 
@@ -104,7 +130,8 @@ def summary_table(rows: list[dict], level: str) -> str:
     """Effort metrics: median [95% CI] with units, change versus the reference framework below."""
     key = "task" if level == "task" else "task_family"
     head = "<tr><th>{}</th><th>Framework</th><th>Agent / model</th>".format(
-        "Task" if level == "task" else "Task family")
+        "Task" if level == "task" else "Task family"
+    )
     head += "".join(f"<th>{escape(metric_header(label, unit))}</th>" for label, unit in METRICS.values()) + "</tr>"
     body = []
     for r in rows:
@@ -114,10 +141,15 @@ def summary_table(rows: list[dict], level: str) -> str:
             if r["metrics"][k]["unavailable"]:
                 text = f'<span class="na">{text}</span>'
             if k in r["vs_reference"]:
-                text += f"<br><span class=\"meta\">{escape(format_change(r['vs_reference'][k]))} vs ref</span>"
+                text += f'<br><span class="meta">{escape(format_change(r["vs_reference"][k]))} vs ref</span>'
             cells.append(text)
-        body.append("<tr>" + "".join(f'<td class="num">{c}</td>' if i >= 3 else f'<td class="id">{c}</td>'
-                                     for i, c in enumerate(cells)) + "</tr>")
+        body.append(
+            "<tr>"
+            + "".join(
+                f'<td class="num">{c}</td>' if i >= 3 else f'<td class="id">{c}</td>' for i, c in enumerate(cells)
+            )
+            + "</tr>"
+        )
     return scroll(f"<table>{head}{''.join(body)}</table>")
 
 
@@ -126,15 +158,22 @@ def throughput_table(rows: list[dict]) -> str:
     trials differ by more than that range."""
     shown = throughput_rows(rows)
     if not shown:
-        return '<p class="na">No trial measured post-task throughput (no resolved trial of a task that declares a benchmark).</p>'
+        return (
+            '<p class="na">No trial measured post-task throughput '
+            "(no resolved trial of a task that declares a benchmark).</p>"
+        )
     unit = throughput.UNIT
-    head = (f"<tr><th>Task</th><th>Framework</th><th>Agent / model</th><th>Measured</th><th>Median ({unit})</th>"
-            f"<th>Range of all samples ({unit})</th><th>Trials</th><th>Between trials</th><th>Versus other tasks</th></tr>")
+    head = (
+        f"<tr><th>Task</th><th>Framework</th><th>Agent / model</th><th>Measured</th><th>Median ({unit})</th>"
+        f"<th>Range of all samples ({unit})</th><th>Trials</th><th>Between trials</th><th>Versus other tasks</th></tr>"
+    )
     body = []
     for r in shown:
         cell = r["metrics"][THROUGHPUT]
-        who = (f"<td>{escape(r['task'])}</td><td>{escape(r['framework'])}</td>"
-               f"<td>{escape(r['agent'])}/{escape(str(r['model']))}</td>")
+        who = (
+            f"<td>{escape(r['task'])}</td><td>{escape(r['framework'])}</td>"
+            f"<td>{escape(r['agent'])}/{escape(str(r['model']))}</td>"
+        )
         if cell["unavailable"]:
             note = "; ".join(r["throughput_notes"]) or cell["unavailable"]
             body.append(f'<tr>{who}<td class="long na" colspan="6">{escape(note)}</td></tr>')
@@ -145,18 +184,28 @@ def throughput_table(rows: list[dict]) -> str:
             f'<td class="num">{escape(with_unit(format_number(m, unit), unit))}</td>'
             f'<td class="num">{escape(format_spread(cell, unit))}</td>'
             f'<td class="num">{cell["n"]} trial(s)</td><td>{escape(format_trials_noise(r))}</td>'
-            f"<td>{'<br>'.join(escape(v) for v in r['throughput_vs_tasks']) or '-'}</td></tr>")
+            f"<td>{'<br>'.join(escape(v) for v in r['throughput_vs_tasks']) or '-'}</td></tr>"
+        )
     return scroll(f"<table>{head}{''.join(body)}</table>")
 
 
 def trials_table(trials: list[dict]) -> str:
-    head = ("<tr><th>Run</th><th>Task</th><th>Framework</th><th>Agent / model</th><th>Trial</th><th>Status</th>"
-            f"<th>Exit</th><th>Turns</th><th>Throughput ({throughput.UNIT})</th><th>Error / notes</th><th>Trajectory</th></tr>")
+    head = (
+        "<tr><th>Run</th><th>Task</th><th>Framework</th><th>Agent / model</th><th>Trial</th><th>Status</th>"
+        f"<th>Exit</th><th>Turns</th><th>Throughput ({throughput.UNIT})</th><th>Error / notes</th>"
+        "<th>Trajectory</th></tr>"
+    )
     body = []
-    ordered = sorted(trials, key=lambda t: (t["task"], t["framework"], t["agent"], t.get("run_id") or "", t.get("trial") or 0))
+    ordered = sorted(
+        trials, key=lambda t: (t["task"], t["framework"], t["agent"], t.get("run_id") or "", t.get("trial") or 0)
+    )
     for t in ordered:
         error = trial_error(t)
-        lines = [f'<span class="error">{escape(str(error.get("phase")))}: {escape(str(error.get("message")))}</span>'] if error else []
+        lines = (
+            [f'<span class="error">{escape(str(error.get("phase")))}: {escape(str(error.get("message")))}</span>']
+            if error
+            else []
+        )
         lines += [f'<span class="meta">{escape(note)}</span>' for note in trial_notes(t)]
         metrics = t.get("metrics") or {}
         turns = metrics.get("agent_turns")
@@ -164,42 +213,49 @@ def trials_table(trials: list[dict]) -> str:
         spread = metrics.get("throughput_spread")
         rate_text = "" if rate is None else format_number(rate, throughput.UNIT)
         if rate is not None and spread:
-            rate_text += f" ({format_number(spread[0], throughput.UNIT, rate)}–{format_number(spread[1], throughput.UNIT, rate)})"
+            low, high = (format_number(value, throughput.UNIT, rate) for value in spread[:2])
+            rate_text += f" ({low}–{high})"
         body.append(
             f"<tr><td>{escape(str(t.get('run_id')))}</td><td>{escape(t['task'])}</td><td>{escape(t['framework'])}</td>"
             f"<td>{escape(t['agent'])}/{escape(str(t.get('model') or '-'))}</td><td>{escape(str(t.get('trial')))}</td>"
-            f"<td class=\"{escape(t['status'])}\">{escape(t['status'])}</td><td>{escape(str(t.get('exit_status') or ''))}</td>"
-            f"<td class=\"num\">{'' if turns is None else escape(str(turns))}</td><td class=\"num\">{escape(rate_text)}</td>"
-            f"<td class=\"long\">{'<br>'.join(lines)}</td>"
-            f"<td><a class=\"trajectory\" href=\"trajectories/{escape(trial_page_name(t))}\">view</a></td></tr>"
+            f'<td class="{escape(t["status"])}">{escape(t["status"])}</td>'
+            f"<td>{escape(str(t.get('exit_status') or ''))}</td>"
+            f'<td class="num">{"" if turns is None else escape(str(turns))}</td>'
+            f'<td class="num">{escape(rate_text)}</td>'
+            f'<td class="long">{"<br>".join(lines)}</td>'
+            f'<td><a class="trajectory" href="trajectories/{escape(trial_page_name(t))}">view</a></td></tr>'
         )
     return scroll(f"<table>{head}{''.join(body)}</table>")
 
 
 def profile_table(profiles: list[dict]) -> str:
-    head = ("<tr><th>Framework</th><th>Path</th><th>Python files</th><th>Python lines</th><th>Tokens to read</th>"
-            "<th>Agent guides</th><th>Skills</th><th>Entry point</th></tr>")
+    head = (
+        "<tr><th>Framework</th><th>Path</th><th>Python files</th><th>Python lines</th><th>Tokens to read</th>"
+        "<th>Agent guides</th><th>Skills</th><th>Entry point</th></tr>"
+    )
     body, tasks = [], []
     for p in profiles:
         body.append(
-            f"<tr><td>{escape(p['framework'])}</td><td>{escape(p['path'])}</td><td class=\"num\">{p['python_files']}</td>"
-            f"<td class=\"num\">{p['python_lines']}</td><td class=\"num\">{p['read_tokens']}"
-            f"<br><span class=\"meta\">{escape(p['token_counter'])}</span></td>"
-            f"<td>{escape(', '.join(p['agent_guides']) or 'none')}</td><td>{escape(', '.join(p['skills']) or 'none')}</td>"
+            f'<tr><td>{escape(p["framework"])}</td><td>{escape(p["path"])}</td><td class="num">{p["python_files"]}</td>'
+            f'<td class="num">{p["python_lines"]}</td><td class="num">{p["read_tokens"]}'
+            f'<br><span class="meta">{escape(p["token_counter"])}</span></td>'
+            f"<td>{escape(', '.join(p['agent_guides']) or 'none')}</td>"
+            f"<td>{escape(', '.join(p['skills']) or 'none')}</td>"
             f"<td>{escape(p.get('entry_point') or 'n/a')}</td></tr>"
         )
         for task in p.get("tasks", []):
             depth = profile.depth_text(task)
             tasks.append(
                 f"<tr><td>{escape(p['framework'])}</td><td>{escape(task['task'])}</td>"
-                f"<td class=\"num\">{task['files_touched']}</td><td class=\"num\">{task['lines_touched']}</td>"
-                f"<td class=\"num\">{escape(depth)}</td></tr>"
+                f'<td class="num">{task["files_touched"]}</td><td class="num">{task["lines_touched"]}</td>'
+                f'<td class="num">{escape(depth)}</td></tr>'
             )
     html = scroll(f"<table>{head}{''.join(body)}</table>")
     if tasks:
         html += "<h3>Gold solutions</h3>" + scroll(
             "<table><tr><th>Framework</th><th>Task</th><th>Files touched</th>"
-            f"<th>Lines touched</th><th>Import depth from entry</th></tr>{''.join(tasks)}</table>")
+            f"<th>Lines touched</th><th>Import depth from entry</th></tr>{''.join(tasks)}</table>"
+        )
     return html
 
 
@@ -207,15 +263,25 @@ def mutation_table(rows: list[dict]) -> str:
     body = "".join(
         f"<tr><td>{escape(r['run'])}</td><td>{escape(r['task'])}</td><td>{escape(r['framework'])}</td>"
         f"<td>{r['mutants']}</td><td>{r['killed']}</td><td>{r['survived']}</td><td>{r['errored']}</td>"
-        f"<td>{'n/a' if r['score'] is None else format(r['score'], '.0%')}</td></tr>" for r in rows)
-    return scroll("<table><tr><th>Run</th><th>Task</th><th>Framework</th><th>Mutants</th><th>Killed</th>"
-                  f"<th>Survived</th><th>Errored</th><th>Score</th></tr>{body}</table>"
-                  "<p class=\"meta\">The survivors' diffs are in each run's survivors.md.</p>")
+        f"<td>{'n/a' if r['score'] is None else format(r['score'], '.0%')}</td></tr>"
+        for r in rows
+    )
+    return scroll(
+        "<table><tr><th>Run</th><th>Task</th><th>Framework</th><th>Mutants</th><th>Killed</th>"
+        f"<th>Survived</th><th>Errored</th><th>Score</th></tr>{body}</table>"
+        "<p class=\"meta\">The survivors' diffs are in each run's survivors.md.</p>"
+    )
 
 
-def report_html(run_names: list[str], trials: list[dict], summaries: dict[str, list[dict]],
-                reference_framework: str, profiles: list[dict] | None, profile_note: str | None,
-                mutation: list[dict] | None = None) -> str:
+def report_html(
+    run_names: list[str],
+    trials: list[dict],
+    summaries: dict[str, list[dict]],
+    reference_framework: str,
+    profiles: list[dict] | None,
+    profile_note: str | None,
+    mutation: list[dict] | None = None,
+) -> str:
     frame = trial_frame(trials)
     task_rows = summaries["task"]
     bars = "".join(
@@ -225,29 +291,43 @@ def report_html(run_names: list[str], trials: list[dict], summaries: dict[str, l
     )
     strips = "".join(
         f'<div class="fig"><h3>{escape(metric_header(label, unit))}</h3>'
-        f"{img(plots.trial_strip(frame, key, GROUPINGS['task']), label + ' per trial', _missing_reason(task_rows, key, unit))}</div>"
+        + img(
+            plots.trial_strip(frame, key, GROUPINGS["task"]),
+            label + " per trial",
+            _missing_reason(task_rows, key, unit),
+        )
+        + "</div>"
         for key, (label, unit) in METRICS.items()
     )
-    scatter = img(plots.throughput_vs_turns(task_rows), "throughput vs agent turns",
-                  "No chart: no task has both a measured post-task throughput and agent turns above zero.")
+    scatter = img(
+        plots.throughput_vs_turns(task_rows),
+        "throughput vs agent turns",
+        "No chart: no task has both a measured post-task throughput and agent turns above zero.",
+    )
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     parts = [
         f"<h1>atebench report: {escape(', '.join(run_names))}</h1>",
-        f"<p class=\"meta\">Generated {generated}. {len(trials)} trials. Medians with percentile-bootstrap 95% CIs "
+        f'<p class="meta">Generated {generated}. {len(trials)} trials. Medians with percentile-bootstrap 95% CIs '
         f"(fixed seed) where a row has at least two trials, else the one value with (n=1); changes are versus the "
         f"<b>{escape(reference_framework)}</b> framework. Effort metrics use "
         "trials whose agent session ran to its end; errors count as failures in the success rate; incomplete "
         "trials (interrupted, running, missing) are listed but left out of both. pass@k is per task. Post-task "
         "throughput is the median of repeated benchmark runs of what the task changed; a difference whose "
         "sample ranges overlap is within noise.</p>",
-        "<h2>By task family</h2>", outcome_table(summaries["family"], "family"),
+        "<h2>By task family</h2>",
+        outcome_table(summaries["family"], "family"),
         summary_table(summaries["family"], "family"),
-        "<h2>By task</h2>", outcome_table(task_rows, "task"), summary_table(task_rows, "task"),
-        "<h2>Post-task throughput</h2>", throughput_table(task_rows),
+        "<h2>By task</h2>",
+        outcome_table(task_rows, "task"),
+        summary_table(task_rows, "task"),
+        "<h2>Post-task throughput</h2>",
+        throughput_table(task_rows),
         "<h2>Metrics by task (median; whiskers: 95% CI, or for throughput the range of all samples)</h2>",
         f'<div class="figs">{bars}</div>',
-        "<h2>Throughput versus agent turns</h2>", f'<div class="fig">{scatter}</div>',
-        "<h2>Every trial</h2>", f'<div class="figs">{strips}</div>',
+        "<h2>Throughput versus agent turns</h2>",
+        f'<div class="fig">{scatter}</div>',
+        "<h2>Every trial</h2>",
+        f'<div class="figs">{strips}</div>',
     ]
     if mutation:
         parts += ["<h2>Grader mutation score (validate --mutants)</h2>", mutation_table(mutation)]
@@ -277,8 +357,11 @@ def head_tail(text: str, head: int = HEAD_LINES, tail: int = TAIL_LINES) -> str:
     if len(lines) <= head + tail:
         return escape("\n".join(lines))
     omitted = len(lines) - head - tail
-    return (escape("\n".join(lines[:head])) + f'\n<span class="omitted">… {omitted} lines omitted …</span>\n'
-            + escape("\n".join(lines[-tail:])))
+    return (
+        escape("\n".join(lines[:head]))
+        + f'\n<span class="omitted">… {omitted} lines omitted …</span>\n'
+        + escape("\n".join(lines[-tail:]))
+    )
 
 
 def diff_html(diff: str) -> str:
@@ -286,12 +369,19 @@ def diff_html(diff: str) -> str:
     more = len(lines) - MAX_DIFF_LINES
     out = []
     for line in lines[:MAX_DIFF_LINES]:
-        css = ("hunk" if line.startswith("@@") else "add" if line.startswith("+") and not line.startswith("+++")
-               else "del" if line.startswith("-") and not line.startswith("---") else "")
+        css = (
+            "hunk"
+            if line.startswith("@@")
+            else "add"
+            if line.startswith("+") and not line.startswith("+++")
+            else "del"
+            if line.startswith("-") and not line.startswith("---")
+            else ""
+        )
         out.append(f'<span class="{css}">{escape(line)}</span>' if css else escape(line))
     if more > 0:
         out.append(f'<span class="omitted">… {more} more diff lines in the diff file …</span>')
-    return "<pre class=\"diff\">" + "\n".join(out) + "</pre>"
+    return '<pre class="diff">' + "\n".join(out) + "</pre>"
 
 
 def edit_diff(arguments: dict) -> str | None:
@@ -322,7 +412,7 @@ def tool_call_html(call: dict) -> str:
         return title + diff_html(diff)
     command = arguments.get("command")
     if isinstance(command, str) and (call.get("name") in SHELL_TOOLS or set(arguments) == {"command"}):
-        return title + f"<pre class=\"command\">$ {head_tail(command)}</pre>"
+        return title + f'<pre class="command">$ {head_tail(command)}</pre>'
     return title + f"<pre>{head_tail(json.dumps(arguments, indent=2, default=str))}</pre>"
 
 
@@ -330,9 +420,11 @@ def usage_line(event: dict) -> str:
     usage = event.get("usage") or {}
     context = sum(usage.get(k) or 0 for k in ("input_tokens", "cache_read_tokens", "cache_write_tokens"))
     cost = event.get("cost_usd")
-    return (f'<div class="meta usage">input {usage.get("input_tokens", 0)} · output {usage.get("output_tokens", 0)} · '
-            f'cache read {usage.get("cache_read_tokens", 0)} · cache write {usage.get("cache_write_tokens", 0)} · '
-            f'context {context} · cost {"n/a" if cost is None else f"${cost:.4f}"}</div>')
+    return (
+        f'<div class="meta usage">input {usage.get("input_tokens", 0)} · output {usage.get("output_tokens", 0)} · '
+        f"cache read {usage.get('cache_read_tokens', 0)} · cache write {usage.get('cache_write_tokens', 0)} · "
+        f"context {context} · cost {'n/a' if cost is None else f'${cost:.4f}'}</div>"
+    )
 
 
 def event_html(event: dict, start: float) -> str:
@@ -345,8 +437,10 @@ def event_html(event: dict, start: float) -> str:
         calls = "".join(tool_call_html(c) for c in event.get("tool_calls") or [])
         body = (f"<pre>{head_tail(text)}</pre>" if text else "") + calls + usage_line(event)
     elif kind == "tool_result":
-        body = (f'<div class="meta">{escape(str(event.get("name")))} · exit {escape(str(event.get("exit_code")))} · '
-                f'{event.get("duration_s", 0) or 0:.2f} s</div><pre>{head_tail(event.get("output") or "")}</pre>')
+        body = (
+            f'<div class="meta">{escape(str(event.get("name")))} · exit {escape(str(event.get("exit_code")))} · '
+            f"{event.get('duration_s', 0) or 0:.2f} s</div><pre>{head_tail(event.get('output') or '')}</pre>"
+        )
     elif kind in ("system", "user"):
         body = f"<pre>{head_tail(event.get('content') or '')}</pre>"
     else:
@@ -358,22 +452,34 @@ def event_html(event: dict, start: float) -> str:
 def grade_html(grade: dict | None) -> str:
     if not grade:
         return '<p class="na">Not graded.</p>'
-    parts = [f"<p>Resolved: <b class=\"{'resolved' if grade.get('resolved') else 'unresolved'}\">"
-             f"{escape(str(grade.get('resolved')))}</b> · tests run {escape(str(grade.get('tests_run')))}</p>"]
+    parts = [
+        f'<p>Resolved: <b class="{"resolved" if grade.get("resolved") else "unresolved"}">'
+        f"{escape(str(grade.get('resolved')))}</b> · tests run {escape(str(grade.get('tests_run')))}</p>"
+    ]
     if grade.get("error"):
-        parts.append(f"<p class=\"error\">Grader error: {escape(str(grade['error']))}</p>")
+        parts.append(f'<p class="error">Grader error: {escape(str(grade["error"]))}</p>')
     for title, key in (("Fail-to-pass", "fail_to_pass"), ("Pass-to-pass", "pass_to_pass")):
         tests = grade.get(key) or {}
-        rows = "".join(f"<tr><td>{escape(name)}</td><td class=\"{escape(str(o))}\">{escape(str(o))}</td></tr>"
-                       for name, o in tests.items())
-        parts.append(f"<h3>{title} ({len(tests)})</h3>" + scroll(f"<table><tr><th>Test</th><th>Outcome</th></tr>{rows}</table>"))
+        rows = "".join(
+            f'<tr><td>{escape(name)}</td><td class="{escape(str(o))}">{escape(str(o))}</td></tr>'
+            for name, o in tests.items()
+        )
+        parts.append(
+            f"<h3>{title} ({len(tests)})</h3>" + scroll(f"<table><tr><th>Test</th><th>Outcome</th></tr>{rows}</table>")
+        )
     rows = "".join(
-        f"<tr><td>{escape(t.get('name', ''))}</td><td class=\"{escape(str(t.get('outcome')))}\">{escape(str(t.get('outcome')))}"
-        f"</td><td class=\"num\">{t.get('duration_s', 0) or 0:.2f} s</td></tr>" for t in grade.get("tests") or [])
-    parts.append("<h3>All tests</h3>" + scroll(f"<table><tr><th>Test</th><th>Outcome</th><th>Duration</th></tr>{rows}</table>"))
+        f"<tr><td>{escape(t.get('name', ''))}</td>"
+        f'<td class="{escape(str(t.get("outcome")))}">{escape(str(t.get("outcome")))}</td>'
+        f'<td class="num">{t.get("duration_s", 0) or 0:.2f} s</td></tr>'
+        for t in grade.get("tests") or []
+    )
+    parts.append(
+        "<h3>All tests</h3>" + scroll(f"<table><tr><th>Test</th><th>Outcome</th><th>Duration</th></tr>{rows}</table>")
+    )
     if grade.get("modified_test_files"):
-        parts.append(f"<p class=\"error\">The agent modified test files: "
-                     f"{escape(', '.join(grade['modified_test_files']))}</p>")
+        parts.append(
+            f'<p class="error">The agent modified test files: {escape(", ".join(grade["modified_test_files"]))}</p>'
+        )
     return "".join(parts)
 
 
@@ -381,19 +487,26 @@ def trajectory_html(trial: dict) -> str:
     trial_dir = Path(trial["dir"])
     files = trial.get("files") or {}
     metrics = trial.get("metrics") or {}
-    title = f"{trial['task']} · {trial['framework']} · {trial['agent']}/{trial.get('model') or '-'} · trial {trial.get('trial')}"
+    who = f"{trial['agent']}/{trial.get('model') or '-'}"
+    title = f"{trial['task']} · {trial['framework']} · {who} · trial {trial.get('trial')}"
     parts = [
-        '<p><a href="../report.html">← report</a></p>', f"<h1>{escape(title)}</h1>",
-        f"<p>Run {escape(str(trial.get('run_id')))} · status <b class=\"{escape(trial['status'])}\">{escape(trial['status'])}"
-        f"</b> · exit {escape(str(trial.get('exit_status')))} · started {escape(str(trial.get('started_at')))} · "
+        '<p><a href="../report.html">← report</a></p>',
+        f"<h1>{escape(title)}</h1>",
+        f"<p>Run {escape(str(trial.get('run_id')))} · "
+        f'status <b class="{escape(trial["status"])}">{escape(trial["status"])}</b>'
+        f" · exit {escape(str(trial.get('exit_status')))} · started {escape(str(trial.get('started_at')))} · "
         f"finished {escape(str(trial.get('finished_at')))}</p>",
     ]
     error = trial_error(trial)
     if error:
-        parts.append(f"<p class=\"error\">Error in {escape(str(error.get('phase')))}: {escape(str(error.get('message')))}</p>")
+        parts.append(
+            f'<p class="error">Error in {escape(str(error.get("phase")))}: {escape(str(error.get("message")))}</p>'
+        )
     parts += [f'<p class="meta">Note: {escape(note)}</p>' for note in trial_notes(trial)]
-    rows = "".join(f"<tr><td>{escape(k)}</td><td class=\"num\">{'n/a' if v is None else escape(str(v))}</td></tr>"
-                   for k, v in metrics.items())
+    rows = "".join(
+        f'<tr><td>{escape(k)}</td><td class="num">{"n/a" if v is None else escape(str(v))}</td></tr>'
+        for k, v in metrics.items()
+    )
     parts += [f"<h2>Metrics</h2>{scroll(f'<table>{rows}</table>')}", "<h2>Grade</h2>", grade_html(trial.get("grade"))]
     parts.append("<h2>Conversation</h2>")
     events = _read_events(trial_dir, files.get("trajectory"))
@@ -429,9 +542,16 @@ def _read_events(trial_dir: Path, name: str | None) -> list[dict] | None:
     return events
 
 
-def write_html(out_dir: Path, run_names: list[str], trials: list[dict], summaries: dict[str, list[dict]],
-               reference_framework: str, profiles: list[dict] | None = None, profile_note: str | None = None,
-               mutation: list[dict] | None = None) -> Path:
+def write_html(
+    out_dir: Path,
+    run_names: list[str],
+    trials: list[dict],
+    summaries: dict[str, list[dict]],
+    reference_framework: str,
+    profiles: list[dict] | None = None,
+    profile_note: str | None = None,
+    mutation: list[dict] | None = None,
+) -> Path:
     """Writes report.html and trajectories/*.html under out_dir; returns the report path."""
     pages = out_dir / "trajectories"
     pages.mkdir(parents=True, exist_ok=True)

@@ -41,8 +41,10 @@ RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 def check_run_id(run_id: str) -> str:
     """A run id is one folder name under the results folder: never a path, never `..`."""
     if not RUN_ID.fullmatch(run_id) or ".." in run_id:
-        raise ValueError(f"run id {run_id!r} is not a plain folder name; use letters, digits, '.', '_' and '-' "
-                         "(no '/', no '..', not starting with '.' or '-')")
+        raise ValueError(
+            f"run id {run_id!r} is not a plain folder name; use letters, digits, '.', '_' and '-' "
+            "(no '/', no '..', not starting with '.' or '-')"
+        )
     if run_id == PROFILES_FOLDER:
         raise ValueError(f"run id {run_id!r} is reserved for `runner.py profile` output; choose another --run-id")
     return run_id
@@ -119,7 +121,9 @@ class TrialResult:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"unknown field(s) {', '.join(unknown)} in a schema_version {SCHEMA_VERSION} result")
-        missing = [name for name in ("run_id", "task", "task_family", "framework", "agent", "trial") if name not in data]
+        missing = [
+            name for name in ("run_id", "task", "task_family", "framework", "agent", "trial") if name not in data
+        ]
         if missing:
             raise ValueError(f"missing field(s) {', '.join(missing)}")
         values = dict(data)
@@ -192,8 +196,7 @@ def write_run(results_root: Path, run_id: str, args: dict, trials: list[str]) ->
     """run.json; an existing one keeps its creation time, and arguments it had before (a run extended
     with --extend) are kept in `previous_args`."""
     path = results_root / check_run_id(run_id) / "run.json"
-    data = {"schema_version": SCHEMA_VERSION, "run_id": run_id, "created_at": now_iso(), "args": args,
-            "trials": trials}
+    data = {"schema_version": SCHEMA_VERSION, "run_id": run_id, "created_at": now_iso(), "args": args, "trials": trials}
     old = read_run(results_root, run_id)
     if old is not None:
         data["created_at"] = old.get("created_at", data["created_at"])
@@ -216,8 +219,9 @@ def read_run(results_root: Path, run_id: str) -> dict | None:
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise RunFileError(f"{path}: not valid JSON ({e}); restore it or start a new --run-id") from None
     if not isinstance(data, dict) or not isinstance(data.get("args"), dict) or not isinstance(data.get("trials"), list):
-        raise RunFileError(f"{path}: not a run file (needs an 'args' object and a 'trials' list); "
-                           "restore it or start a new --run-id")
+        raise RunFileError(
+            f"{path}: not a run file (needs an 'args' object and a 'trials' list); restore it or start a new --run-id"
+        )
     for rel in data["trials"]:
         try:
             check_relative(rel, "trial folder")

@@ -67,8 +67,9 @@ class Plan:
     frameworks: list[str] = field(default_factory=list)  # the frameworks that have trials in the plan
 
 
-def framework_unavailable(framework: specs.FrameworkSpec, tasks: list[specs.Task], sandbox: str,
-                          gpus: list[int], per_trial: int | None = None) -> str | None:
+def framework_unavailable(
+    framework: specs.FrameworkSpec, tasks: list[specs.Task], sandbox: str, gpus: list[int], per_trial: int | None = None
+) -> str | None:
     """Why this host cannot run `framework` for these tasks, or None."""
     needed = max(gpus_per_trial(framework, task.spec if task else None, per_trial) for task in tasks or [None])
     if needed > len(gpus):
@@ -102,10 +103,13 @@ def make_plan(cfg: RunConfig, agents: dict[str, AgentSpec]) -> Plan:
     allocator = GpuAllocator(gpus)
     for framework in frameworks:
         if framework.source.kind == "bundled" and not framework.bundled_path().is_dir():
-            raise RunError(f"framework {framework.name!r}: its bundled source folder {framework.bundled_path()} does "
-                           "not exist; fix source.path in its framework.toml (or the ATEBENCH_SRC_* override)")
-        reason = framework_unavailable(framework, [t for t in tasks if framework.name in t.frameworks()],
-                                       cfg.sandbox, gpus, cfg.gpus)
+            raise RunError(
+                f"framework {framework.name!r}: its bundled source folder {framework.bundled_path()} does "
+                "not exist; fix source.path in its framework.toml (or the ATEBENCH_SRC_* override)"
+            )
+        reason = framework_unavailable(
+            framework, [t for t in tasks if framework.name in t.frameworks()], cfg.sandbox, gpus, cfg.gpus
+        )
         if reason and cfg.framework != "all":
             raise RunError(f"framework {framework.name!r} cannot run here: {reason}")
         if reason:
@@ -122,11 +126,22 @@ def make_plan(cfg: RunConfig, agents: dict[str, AgentSpec]) -> Plan:
                     skipped.append(f"skipping {agent.name} on {task.id} / {framework.name}: {reason}")
                     continue
                 for index in range(cfg.trials):
-                    trials.append(TrialConfig(
-                        run_id=cfg.run_id, variant=variant, framework=framework, agent=agent, index=index,
-                        results_root=Path(cfg.results_dir), sandbox=cfg.sandbox, isolate=cfg.isolate,
-                        prices=prices, gpu_allocator=allocator,
-                        measure_throughput=cfg.measure_throughput, gpus=cfg.gpus))
+                    trials.append(
+                        TrialConfig(
+                            run_id=cfg.run_id,
+                            variant=variant,
+                            framework=framework,
+                            agent=agent,
+                            index=index,
+                            results_root=Path(cfg.results_dir),
+                            sandbox=cfg.sandbox,
+                            isolate=cfg.isolate,
+                            prices=prices,
+                            gpu_allocator=allocator,
+                            measure_throughput=cfg.measure_throughput,
+                            gpus=cfg.gpus,
+                        )
+                    )
     if not trials:
         raise RunError("nothing to run: " + ("; ".join(skipped) or "no task matches"))
     included = list(dict.fromkeys(t.framework.name for t in trials))
@@ -139,12 +154,22 @@ class Progress:
     def __init__(self, console: Console, trials: list[Trial], first_index: int = 1, total: int | None = None):
         self.console = console
         total = total if total is not None else len(trials)
-        self.rows = {id(t): {"label": _label(t.config), "index": f"{first_index + i}/{total}", "state": "queued",
-                             "started": None, "ended": None, "turns": 0, "cost": 0.0}
-                     for i, t in enumerate(trials)}
+        self.rows = {
+            id(t): {
+                "label": _label(t.config),
+                "index": f"{first_index + i}/{total}",
+                "state": "queued",
+                "started": None,
+                "ended": None,
+                "turns": 0,
+                "cost": 0.0,
+            }
+            for i, t in enumerate(trials)
+        }
         self.lock = threading.Lock()
-        self.live = (Live(console=console, refresh_per_second=2, get_renderable=self._table)
-                     if console.is_terminal else None)
+        self.live = (
+            Live(console=console, refresh_per_second=2, get_renderable=self._table) if console.is_terminal else None
+        )
 
     def __enter__(self):
         if self.live:
@@ -170,7 +195,9 @@ class Progress:
                 row["cost"] += event.get("cost_usd") or 0.0
             elif kind == "finished":
                 row["state"], row["ended"] = event["status"], time.monotonic()
-                line = f"{event['status']} after {_elapsed(row)}" + (f" - {event['error']}" if event.get("error") else "")
+                line = f"{event['status']} after {_elapsed(row)}" + (
+                    f" - {event['error']}" if event.get("error") else ""
+                )
             elif kind == "log":
                 line = event["message"]
             if not self.live and line:
@@ -182,8 +209,9 @@ class Progress:
             for column in ("#", "trial", "phase", "elapsed", "turns", "cost $"):
                 table.add_column(column, justify="right" if column in ("elapsed", "turns", "cost $") else "left")
             for row in self.rows.values():
-                table.add_row(row["index"], row["label"], row["state"], _elapsed(row), str(row["turns"]),
-                              f"{row['cost']:.2f}")
+                table.add_row(
+                    row["index"], row["label"], row["state"], _elapsed(row), str(row["turns"]), f"{row['cost']:.2f}"
+                )
             return table
 
 
@@ -215,8 +243,9 @@ def execute(cfg: RunConfig, plan: Plan, console: Console | None = None) -> list[
     trials interrupted (resumable), remove their workspaces and exit."""
     console = console or Console()
     run_dir = Path(cfg.results_dir) / cfg.run_id
-    rel_paths = [str(results.trial_path(t.variant.task.id, t.framework.name, t.agent_name, t.index))
-                 for t in plan.trials]
+    rel_paths = [
+        str(results.trial_path(t.variant.task.id, t.framework.name, t.agent_name, t.index)) for t in plan.trials
+    ]
     if cfg.resume:  # an extended run keeps the trials it had
         old = results.read_run(Path(cfg.results_dir), cfg.run_id)
         rel_paths = list(dict.fromkeys((old["trials"] if old else []) + rel_paths))
@@ -227,16 +256,22 @@ def execute(cfg: RunConfig, plan: Plan, console: Console | None = None) -> list[
     for line in plan.skipped:
         console.print(line, highlight=False)
     if cfg.sandbox == "local" and not cfg.isolate:
-        console.print("WARNING: --no-isolate: agents run as plain processes on this host; they can read its files, "
-                      "environment and network. Use it for trusted agents only.", style="bold red", highlight=False)
+        console.print(
+            "WARNING: --no-isolate: agents run as plain processes on this host; they can read its files, "
+            "environment and network. Use it for trusted agents only.",
+            style="bold red",
+            highlight=False,
+        )
     todo = []
     for config in plan.trials:
         if cfg.resume and results.is_finished(config.folder, warn=lambda m: console.print(m, highlight=False)):
             continue
         todo.append(config)
     done = len(plan.trials) - len(todo)
-    console.print(f"run {cfg.run_id}: {len(plan.trials)} trial(s), {done} already finished, {len(todo)} to run "
-                  f"-> {run_dir}", highlight=False)
+    console.print(
+        f"run {cfg.run_id}: {len(plan.trials)} trial(s), {done} already finished, {len(todo)} to run -> {run_dir}",
+        highlight=False,
+    )
     trials = [Trial(config, on_event=lambda t, e: progress.event(t, e)) for config in todo]
     progress = Progress(console, trials)
 
@@ -277,8 +312,12 @@ def _install_interrupt(trials: list[Trial], cfg: RunConfig, console: Console) ->
             if trial.scratch is not None:
                 shutil.rmtree(trial.scratch, ignore_errors=True)
         console.show_cursor(True)  # the live table hides it, and no __exit__ will run
-        console.print(f"\ninterrupted ({signal.Signals(signum).name}); finished trials are kept. "
-                      f"Resume with: {resume_command(cfg)}", highlight=False, soft_wrap=True)
+        console.print(
+            f"\ninterrupted ({signal.Signals(signum).name}); finished trials are kept. "
+            f"Resume with: {resume_command(cfg)}",
+            highlight=False,
+            soft_wrap=True,
+        )
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(128 + signum)
@@ -299,8 +338,18 @@ def result_table(rows: list[dict]) -> Table:
         m = Metrics.from_json(r["metrics"])
         cost = "-" if m.cost_usd is None else f"{m.cost_usd:.2f}"
         status = r["status"] + (f" ({r['error']['phase']})" if r["error"] else "")
-        table.add_row(r["task"], r["framework"], r["agent"], str(r["trial"]), status, str(m.agent_turns),
-                      str(m.total_tokens), cost, f"{m.wall_time_s:.1f}", _trial_seconds(r))
+        table.add_row(
+            r["task"],
+            r["framework"],
+            r["agent"],
+            str(r["trial"]),
+            status,
+            str(m.agent_turns),
+            str(m.total_tokens),
+            cost,
+            f"{m.wall_time_s:.1f}",
+            _trial_seconds(r),
+        )
     return table
 
 

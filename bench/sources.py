@@ -44,8 +44,14 @@ class SourceError(Exception):
 
 
 def _git(*args: str, cwd: Path, check: bool = True, timeout: float | None = None) -> subprocess.CompletedProcess:
-    proc = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "GIT_TERMINAL_PROMPT": "0"})
+    proc = subprocess.run(
+        ["git", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "GIT_TERMINAL_PROMPT": "0"},
+    )
     if check and proc.returncode != 0:
         raise SourceError(f"git {' '.join(args)} failed in {cwd}: {proc.stderr.strip() or proc.stdout.strip()}")
     return proc
@@ -53,12 +59,18 @@ def _git(*args: str, cwd: Path, check: bool = True, timeout: float | None = None
 
 # ---- choosing the route --------------------------------------------------------------------------
 
+
 @functools.lru_cache(maxsize=None)
 def url_answers(url: str, timeout: float = 30.0) -> bool:
     """Whether `git ls-remote` reaches the URL (asked once per process)."""
     try:
-        proc = subprocess.run(["git", "ls-remote", "--exit-code", url, "HEAD"], capture_output=True, text=True,
-                              timeout=timeout, env={**os.environ, "GIT_TERMINAL_PROMPT": "0"})
+        proc = subprocess.run(
+            ["git", "ls-remote", "--exit-code", url, "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**os.environ, "GIT_TERMINAL_PROMPT": "0"},
+        )
     except subprocess.TimeoutExpired:
         return False
     return proc.returncode == 0
@@ -84,8 +96,11 @@ def route(framework) -> str:
 @functools.lru_cache(maxsize=None)
 def _announce(name: str, why: str, sdist: str) -> None:
     """Once per process: the sdist route lacks the git-only files, and what needs them skips."""
-    print(f"[atebench] {name}: {why}; using the sdist {sdist}, checked against its manifest. It lacks the "
-          "git-only files (tests/, scripts/, train configs): whatever needs them skips and says so", file=sys.stderr)
+    print(
+        f"[atebench] {name}: {why}; using the sdist {sdist}, checked against its manifest. It lacks the "
+        "git-only files (tests/, scripts/, train configs): whatever needs them skips and says so",
+        file=sys.stderr,
+    )
 
 
 def version_suffix(framework) -> str:
@@ -97,6 +112,7 @@ def fetch_tree(framework, dest: Path, fetch_git) -> None:
     """Fill dest (not existing yet) with the framework's source at the pin, by route(); `fetch_git(url, commit,
     dest)` is the plain git checkout (bench.workspace.fetch_git_source)."""
     from bench.workspace import WorkspaceError  # not at the top: bench.workspace imports this module
+
     commit = framework.source.commit
     chosen = route(framework)
     if chosen == "git":
@@ -107,21 +123,30 @@ def fetch_tree(framework, dest: Path, fetch_git) -> None:
             fetch_git(str(clone), commit, dest)
         except WorkspaceError as error:
             if not _is_checkout_at(clone, commit):
-                raise SourceError(f"{framework.name}: cannot fetch {commit} from {clone} ({error}); point "
-                                  f"{framework.source.override_env or 'the override'} at a clone that has it") from error
+                raise SourceError(
+                    f"{framework.name}: cannot fetch {commit} from {clone} ({error}); point "
+                    f"{framework.source.override_env or 'the override'} at a clone that has it"
+                ) from error
             shutil.rmtree(dest, ignore_errors=True)
             missing = export_checkout(clone, commit, dest)
             if missing:
-                warnings.warn(f"{framework.name}: {clone} lacks {len(missing)} file(s) of {commit[:12]} (not in its "
-                              f"object store or work tree): {', '.join(missing[:5])}", stacklevel=2)
+                warnings.warn(
+                    f"{framework.name}: {clone} lacks {len(missing)} file(s) of {commit[:12]} (not in its "
+                    f"object store or work tree): {', '.join(missing[:5])}",
+                    stacklevel=2,
+                )
     else:
         manifest = framework.dir / framework.source.manifest
         missing = sdist_tree(framework, manifest, dest)
-        print(f"[atebench] {framework.name}: source from the sdist {framework.source.sdist}, verified against "
-              f"{manifest.name}; {len(missing)} git-only file(s) absent ({summarise(missing)})", file=sys.stderr)
+        print(
+            f"[atebench] {framework.name}: source from the sdist {framework.source.sdist}, verified against "
+            f"{manifest.name}; {len(missing)} git-only file(s) absent ({summarise(missing)})",
+            file=sys.stderr,
+        )
 
 
 # ---- a local checkout whose object store is partial --------------------------------------------------
+
 
 def _is_checkout_at(clone: Path, commit: str) -> bool:
     if not (clone / ".git").exists():
@@ -153,8 +178,10 @@ def export_checkout(clone: Path, commit: str, dest: Path) -> list[str]:
             if hashlib.sha1(b"blob %d\0" % len(target) + target).hexdigest() != blob:
                 changed.append(path)
     if changed:
-        raise SourceError(f"{clone} is checked out at {commit[:12]} but {len(changed)} file(s) differ from it: "
-                          f"{', '.join(sorted(changed)[:8])}; run `git checkout -- .` there or use a clean clone")
+        raise SourceError(
+            f"{clone} is checked out at {commit[:12]} but {len(changed)} file(s) differ from it: "
+            f"{', '.join(sorted(changed)[:8])}; run `git checkout -- .` there or use a clean clone"
+        )
     dest.mkdir(parents=True)
     for mode, _, path in present:
         target = dest / path
@@ -169,8 +196,13 @@ def export_checkout(clone: Path, commit: str, dest: Path) -> list[str]:
 
 
 def _hash_objects(clone: Path, paths: list[str]) -> list[str]:
-    proc = subprocess.run(["git", "hash-object", "--no-filters", "--stdin-paths"], cwd=clone, capture_output=True,
-                          text=True, input="".join(p + "\n" for p in paths))
+    proc = subprocess.run(
+        ["git", "hash-object", "--no-filters", "--stdin-paths"],
+        cwd=clone,
+        capture_output=True,
+        text=True,
+        input="".join(p + "\n" for p in paths),
+    )
     if proc.returncode != 0:
         raise SourceError(f"git hash-object failed in {clone}: {proc.stderr.strip()}")
     return proc.stdout.split()
@@ -178,13 +210,16 @@ def _hash_objects(clone: Path, paths: list[str]) -> list[str]:
 
 # ---- manifest ------------------------------------------------------------------------------------
 
+
 def make_manifest(clone: Path, commit: str, url: str) -> str:
     """The manifest text for `commit`: sha256 of every file, from the clone's objects (or its work tree
     where a blob is absent from the objects, checked against the blob id; "git:<blob id>" where neither has it)."""
     listing = _git("ls-tree", "-r", "-z", commit, cwd=clone).stdout
-    lines = [f"# Files of {url} at {commit}: sha256, two spaces, path.",
-             "# Made from the git tree, never from a download; 'git:<id>' = only the blob id is known.",
-             f"commit {commit}"]
+    lines = [
+        f"# Files of {url} at {commit}: sha256, two spaces, path.",
+        "# Made from the git tree, never from a download; 'git:<id>' = only the blob id is known.",
+        f"commit {commit}",
+    ]
     for item in listing.split("\0"):
         if not item:
             continue
@@ -208,8 +243,10 @@ def _git_blob(clone: Path, blob: str) -> bytes | None:
 def read_manifest(path: Path, commit: str) -> dict[str, str]:
     """{path: digest}; refuses a manifest made for another commit or with a malformed line."""
     if not path.is_file():
-        raise SourceError(f"source manifest {path} does not exist; make it from a real clone with "
-                          f"`python -m bench.sources manifest <clone> {commit} <url> > {path.name}`")
+        raise SourceError(
+            f"source manifest {path} does not exist; make it from a real clone with "
+            f"`python -m bench.sources manifest <clone> {commit} <url> > {path.name}`"
+        )
     entries, stated = {}, None
     for number, line in enumerate(path.read_text().splitlines(), 1):
         if not line or line.startswith("#"):
@@ -222,12 +259,15 @@ def read_manifest(path: Path, commit: str) -> dict[str, str]:
             raise SourceError(f"{path.name}:{number}: expected '<sha256>  <path>', got {line[:80]!r}")
         entries[rel] = digest
     if stated != commit:
-        raise SourceError(f"{path.name} was made for commit {stated} but framework.toml pins {commit}; remake it "
-                          "from a clone at the pin")
+        raise SourceError(
+            f"{path.name} was made for commit {stated} but framework.toml pins {commit}; remake it "
+            "from a clone at the pin"
+        )
     return entries
 
 
 # ---- the sdist route -----------------------------------------------------------------------------
+
 
 def sdist_archive(framework) -> Path:
     """The sdist file: $ATEBENCH_SDIST_<NAME>, else downloaded with pip into the cache (once)."""
@@ -238,18 +278,35 @@ def sdist_archive(framework) -> Path:
             raise SourceError(f"{var}={path} is not a file; point it at the downloaded sdist (.tar.gz)")
         return path
     from bench.workspace import cache_dir
+
     folder = cache_dir() / "sdists" / framework.source.sdist.replace("==", "-")
     found = sorted(folder.glob("*.tar.gz")) if folder.is_dir() else []
     if found:
         return found[0]
     folder.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "-d",
-                           str(folder), framework.source.sdist], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--no-binary",
+            ":all:",
+            "-d",
+            str(folder),
+            framework.source.sdist,
+        ],
+        capture_output=True,
+        text=True,
+    )
     found = sorted(folder.glob("*.tar.gz"))
     if proc.returncode != 0 or not found:
-        raise SourceError(f"{framework.name}: {framework.source.url} is unreachable and `pip download "
-                          f"{framework.source.sdist}` failed: {(proc.stderr or proc.stdout).strip()[-500:]}; set "
-                          f"{var} to a downloaded copy or the override variable to a clone")
+        raise SourceError(
+            f"{framework.name}: {framework.source.url} is unreachable and `pip download "
+            f"{framework.source.sdist}` failed: {(proc.stderr or proc.stdout).strip()[-500:]}; set "
+            f"{var} to a downloaded copy or the override variable to a clone"
+        )
     return found[0]
 
 
@@ -271,13 +328,16 @@ def sdist_tree(framework, manifest: Path, dest: Path, archive: Path | None = Non
                 raise SourceError(f"{archive.name}: {rel} is not a regular file; refusing the sdist")
             files[rel] = tar.extractfile(member).read()
     unknown = sorted(rel for rel in files if rel not in expected)
-    differ = sorted(rel for rel, data in files.items()
-                    if rel in expected and hashlib.sha256(data).hexdigest() != expected[rel])
+    differ = sorted(
+        rel for rel, data in files.items() if rel in expected and hashlib.sha256(data).hexdigest() != expected[rel]
+    )
     if unknown or differ:
-        raise SourceError(f"{archive.name} is not the pinned commit {framework.source.commit[:12]}: "
-                          f"{len(differ)} file(s) differ from {manifest.name} ({', '.join(differ[:5])}), "
-                          f"{len(unknown)} are not in the git tree ({', '.join(unknown[:5])}); refusing it. "
-                          "Use a git clone (the override variable) or fix source.sdist")
+        raise SourceError(
+            f"{archive.name} is not the pinned commit {framework.source.commit[:12]}: "
+            f"{len(differ)} file(s) differ from {manifest.name} ({', '.join(differ[:5])}), "
+            f"{len(unknown)} are not in the git tree ({', '.join(unknown[:5])}); refusing it. "
+            "Use a git clone (the override variable) or fix source.sdist"
+        )
     dest.mkdir(parents=True)
     for rel, data in files.items():
         (dest / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -336,11 +396,20 @@ def wrong_solution(variant, prepared: Path, original: Path) -> str:
         tree = Path(scratch) / "tree"
         workspace.copy_clean(prepared, tree)
         _git("init", "-q", cwd=tree)  # so git apply works on this tree, never on a repository around it
-        for name, patch in (("gold", workspace.solution_diff(variant, prepared, original)), (path.name, path.read_text())):
+        for name, patch in (
+            ("gold", workspace.solution_diff(variant, prepared, original)),
+            (path.name, path.read_text()),
+        ):
             (Path(scratch) / "edit.patch").write_text(patch)
-            proc = subprocess.run(["git", "apply", "--whitespace=nowarn", str(Path(scratch) / "edit.patch")], cwd=tree,
-                                  capture_output=True, text=True)
+            proc = subprocess.run(
+                ["git", "apply", "--whitespace=nowarn", str(Path(scratch) / "edit.patch")],
+                cwd=tree,
+                capture_output=True,
+                text=True,
+            )
             if proc.returncode != 0:
-                raise SourceError(f"{variant.dir.name}: {name} does not apply to the prepared tree plus gold: "
-                                  f"{proc.stderr.strip()[-1500:]}; remake {path.name} against the gold tree")
+                raise SourceError(
+                    f"{variant.dir.name}: {name} does not apply to the prepared tree plus gold: "
+                    f"{proc.stderr.strip()[-1500:]}; remake {path.name} against the gold tree"
+                )
         return workspace.tree_diff(prepared, tree).patch

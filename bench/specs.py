@@ -36,6 +36,7 @@ class Strict(BaseModel):
 
 # ---- frameworks/<name>/framework.toml -------------------------------------------------------------
 
+
 class Source(Strict):
     """Where the framework's code comes from."""
 
@@ -57,8 +58,10 @@ class Source(Strict):
     @model_validator(mode="after")
     def _kind_fields(self):
         if (self.sdist is None) != (self.manifest is None) or (self.sdist and self.kind != "git"):
-            raise ValueError("source.sdist and source.manifest go together, with kind = 'git': the sdist is only "
-                             "trusted after checking it against the manifest made from the git tree")
+            raise ValueError(
+                "source.sdist and source.manifest go together, with kind = 'git': the sdist is only "
+                "trusted after checking it against the manifest made from the git tree"
+            )
         if self.kind == "bundled" and not self.path:
             raise ValueError("source.kind = 'bundled' needs source.path (a folder relative to the repo root)")
         if self.kind == "bundled" and unsafe_path(self.path):
@@ -108,8 +111,9 @@ class ProfileSpec(Strict):
     @model_validator(mode="after")
     def _entry_inside(self):
         if self.entry is not None and unsafe_path(self.entry):
-            raise ValueError(f"profile.entry {self.entry!r} {unsafe_path(self.entry)}; name a file relative to the "
-                             "source root")
+            raise ValueError(
+                f"profile.entry {self.entry!r} {unsafe_path(self.entry)}; name a file relative to the source root"
+            )
         return self
 
 
@@ -135,6 +139,7 @@ class FrameworkSpec(Strict):
 
 
 # ---- tasks/<id>/task.toml ------------------------------------------------------------------------
+
 
 class Limits(Strict):
     """A trial's budget (task.toml [limits]); the agent gets it as is (AgentContext.limits), and hitting
@@ -295,8 +300,9 @@ class ThroughputSpec(Strict):
     def _paths_stay_inside(self):
         for path in self.restore_from_original:
             if unsafe_path(path):
-                raise ValueError(f"restore_from_original: {path!r} {unsafe_path(path)}; name a path relative to "
-                                 "the checkout's root")
+                raise ValueError(
+                    f"restore_from_original: {path!r} {unsafe_path(path)}; name a path relative to the checkout's root"
+                )
         return self
 
 
@@ -382,21 +388,29 @@ class TaskVariant(BaseModel):
         """Paths the hidden tests (and their support files) occupy in the graded tree, relative to its root."""
         if self.grading is None:
             return []
-        found = sorted(
-            f"{self.grading.tests_target.rstrip('/')}/{p.relative_to(self.tests_dir).as_posix()}"
-            for p in self.tests_dir.rglob("*") if p.is_file() and "__pycache__" not in p.parts
-        ) if self.tests_dir.is_dir() else []
+        found = (
+            sorted(
+                f"{self.grading.tests_target.rstrip('/')}/{p.relative_to(self.tests_dir).as_posix()}"
+                for p in self.tests_dir.rglob("*")
+                if p.is_file() and "__pycache__" not in p.parts
+            )
+            if self.tests_dir.is_dir()
+            else []
+        )
         return sorted({*found, *self.support_files()})
 
     def support_files(self) -> dict[str, Path]:
         """grading.toml `support`: {path in the graded tree: file under frameworks/<fw>/}."""
         if self.grading is None:
             return {}
-        return {f"{self.grading.tests_target.rstrip('/')}/{PurePosixPath(rel).name}": self.framework_dir / rel
-                for rel in self.grading.support}
+        return {
+            f"{self.grading.tests_target.rstrip('/')}/{PurePosixPath(rel).name}": self.framework_dir / rel
+            for rel in self.grading.support
+        }
 
 
 # ---- loading -------------------------------------------------------------------------------------
+
 
 def _describe(error: ValidationError, path: Path, root: Path) -> str:
     """One line per problem: file, field, what is wrong, how to fix it."""
@@ -405,7 +419,9 @@ def _describe(error: ValidationError, path: Path, root: Path) -> str:
     for item in error.errors():
         field = ".".join(str(p) for p in item["loc"]) or "(top level)"
         if item["type"] == "extra_forbidden":
-            lines.append(f"{shown}: unknown field '{field}'; remove it or fix its spelling (see docs/harness.md for the fields)")
+            lines.append(
+                f"{shown}: unknown field '{field}'; remove it or fix its spelling (see docs/harness.md for the fields)"
+            )
         elif item["type"] == "missing":
             lines.append(f"{shown}: missing required field '{field}'; add it")
         else:
@@ -447,7 +463,9 @@ def load_framework(name: str, root: Path = REPO_ROOT) -> FrameworkSpec:
     path = root / "frameworks" / name / "framework.toml"
     spec = _validate(FrameworkSpec, _read_toml(path, root), path, root)
     if spec.name != name:
-        raise SpecError(f"{_rel(path, root)}: field 'name' is {spec.name!r} but the folder is {name!r}; make them equal")
+        raise SpecError(
+            f"{_rel(path, root)}: field 'name' is {spec.name!r} but the folder is {name!r}; make them equal"
+        )
     return spec.model_copy(update={"dir": path.parent})
 
 
@@ -456,8 +474,11 @@ def list_tasks(root: Path = REPO_ROOT) -> list[str]:
     folder = root / "tasks"
     if not folder.is_dir():
         return []
-    return sorted(p.parent.relative_to(folder).as_posix() for p in folder.rglob("task.toml")
-                  if "frameworks" not in p.relative_to(folder).parts)
+    return sorted(
+        p.parent.relative_to(folder).as_posix()
+        for p in folder.rglob("task.toml")
+        if "frameworks" not in p.relative_to(folder).parts
+    )
 
 
 def load_task(task_id: str, root: Path = REPO_ROOT) -> Task:
@@ -467,8 +488,10 @@ def load_task(task_id: str, root: Path = REPO_ROOT) -> Task:
     path = folder / "task.toml"
     spec = _validate(TaskSpec, _read_toml(path, root), path, root)
     if spec.id is not None and spec.id != task_id:
-        raise SpecError(f"{_rel(path, root)}: field 'id' is {spec.id!r} but the folder says {task_id!r}; "
-                        "make them equal or remove 'id'")
+        raise SpecError(
+            f"{_rel(path, root)}: field 'id' is {spec.id!r} but the folder says {task_id!r}; "
+            "make them equal or remove 'id'"
+        )
     if not (folder / "instruction.md").is_file():
         raise SpecError(f"{_rel(folder / 'instruction.md', root)}: file not found; write the task's instruction there")
     family = spec.family or task_id.split("/")[0]
@@ -479,46 +502,69 @@ def load_variant(task: Task, framework: str) -> TaskVariant:
     folder = task.dir / "frameworks" / framework
     root = task.dir.parents[len(task.id.split("/"))]
     if not folder.is_dir():
-        raise SpecError(f"task {task.id!r} has no version for framework {framework!r} "
-                        f"(no folder {_rel(folder, root)}); it supports: {', '.join(task.frameworks()) or '(none)'}")
+        raise SpecError(
+            f"task {task.id!r} has no version for framework {framework!r} "
+            f"(no folder {_rel(folder, root)}); it supports: {', '.join(task.frameworks()) or '(none)'}"
+        )
     if task.spec.grading.kind == "answer":
         return _load_answer_variant(task, framework, folder, root)
     if (folder / "answer_key.toml").is_file():
-        raise SpecError(f"{_rel(folder / 'answer_key.toml', root)}: an answer key, but {_rel(task.dir / 'task.toml', root)} "
-                        "does not say [grading] kind = \"answer\"; add that or remove the key")
+        raise SpecError(
+            f"{_rel(folder / 'answer_key.toml', root)}: an answer key, but {_rel(task.dir / 'task.toml', root)} "
+            'does not say [grading] kind = "answer"; add that or remove the key'
+        )
     path = folder / "grading.toml"
     grading = _validate(GradingSpec, _read_toml(path, root), path, root)
     problems = grading_problems(grading)
     if problems:
         raise SpecError("\n".join(f"{_rel(path, root)}: {problem}" for problem in problems))
     if not (folder / "tests").is_dir() and not grading.restore_from_original:
-        raise SpecError(f"{_rel(folder / 'tests', root)}: folder not found; put the hidden grader tests there "
-                        "(or name the framework's own test files in grading.toml restore_from_original)")
+        raise SpecError(
+            f"{_rel(folder / 'tests', root)}: folder not found; put the hidden grader tests there "
+            "(or name the framework's own test files in grading.toml restore_from_original)"
+        )
     throughput_path = folder / "throughput.toml"
-    throughput = (_validate(ThroughputSpec, _read_toml(throughput_path, root), throughput_path, root)
-                  if throughput_path.is_file() else None)
+    throughput = (
+        _validate(ThroughputSpec, _read_toml(throughput_path, root), throughput_path, root)
+        if throughput_path.is_file()
+        else None
+    )
     if throughput is not None and not task.spec.measure_throughput:
-        raise SpecError(f"{_rel(throughput_path, root)}: the task's task.toml says measure_throughput = false; "
-                        "remove throughput.toml or set measure_throughput = true")
+        raise SpecError(
+            f"{_rel(throughput_path, root)}: the task's task.toml says measure_throughput = false; "
+            "remove throughput.toml or set measure_throughput = true"
+        )
     framework_dir = root / "frameworks" / framework
     for rel in grading.support:
         if not (framework_dir / rel).is_file():
-            raise SpecError(f"{_rel(path, root)}: support names {rel!r}, which is not a file under "
-                            f"{_rel(framework_dir, root)}; fix the path")
-    return TaskVariant(task=task, framework=framework, dir=folder, grading=grading, throughput=throughput,
-                       tests_fingerprint=fingerprint(folder / "tests"), framework_dir=framework_dir)
+            raise SpecError(
+                f"{_rel(path, root)}: support names {rel!r}, which is not a file under "
+                f"{_rel(framework_dir, root)}; fix the path"
+            )
+    return TaskVariant(
+        task=task,
+        framework=framework,
+        dir=folder,
+        grading=grading,
+        throughput=throughput,
+        tests_fingerprint=fingerprint(folder / "tests"),
+        framework_dir=framework_dir,
+    )
 
 
 def _load_answer_variant(task: Task, framework: str, folder: Path, root: Path) -> TaskVariant:
     """A Q&A variant: its answer key instead of grading.toml and hidden tests (which it must not have)."""
     for name in ("grading.toml", "tests", "solution.patch", "prepare.py", "prepare.sh"):
         if (folder / name).exists():
-            raise SpecError(f"{_rel(folder / name, root)}: a task graded by answer (task.toml [grading] kind = "
-                            f"\"answer\") has no {name}; remove it (the gold answer is rendered from answer_key.toml)")
+            raise SpecError(
+                f"{_rel(folder / name, root)}: a task graded by answer (task.toml [grading] kind = "
+                f'"answer") has no {name}; remove it (the gold answer is rendered from answer_key.toml)'
+            )
     path = folder / "answer_key.toml"
     key = _validate(AnswerKey, _read_toml(path, root), path, root)
-    return TaskVariant(task=task, framework=framework, dir=folder, answer_key=key,
-                       framework_dir=root / "frameworks" / framework)
+    return TaskVariant(
+        task=task, framework=framework, dir=folder, answer_key=key, framework_dir=root / "frameworks" / framework
+    )
 
 
 def grading_problems(grading: GradingSpec) -> list[str]:
@@ -534,8 +580,10 @@ def grading_problems(grading: GradingSpec) -> list[str]:
             problems.append(f"field '{field}' lists {', '.join(map(repr, repeated))} more than once; keep one of each")
     both = sorted(set(grading.fail_to_pass) & set(grading.pass_to_pass))
     if both:
-        problems.append(f"{', '.join(map(repr, both))} in both 'fail_to_pass' and 'pass_to_pass'; a test fails or "
-                        "passes before the change, so keep it in the list that says which")
+        problems.append(
+            f"{', '.join(map(repr, both))} in both 'fail_to_pass' and 'pass_to_pass'; a test fails or "
+            "passes before the change, so keep it in the list that says which"
+        )
     return problems
 
 
@@ -562,6 +610,8 @@ def select_tasks(pattern: str, root: Path = REPO_ROOT) -> list[str]:
     chosen = [t for t in tasks if t == pattern or t.startswith(pattern.rstrip("/") + "/")]
     if not chosen:
         families = sorted({t.split("/")[0] for t in tasks})
-        raise SpecError(f"unknown task {pattern!r}; choose a task ({', '.join(tasks) or 'none'}), "
-                        f"a family ({', '.join(families) or 'none'}) or 'all'")
+        raise SpecError(
+            f"unknown task {pattern!r}; choose a task ({', '.join(tasks) or 'none'}), "
+            f"a family ({', '.join(families) or 'none'}) or 'all'"
+        )
     return chosen

@@ -25,17 +25,24 @@ def plan(variant: TaskVariant, framework: FrameworkSpec, gpus: int) -> tuple[str
     """
     task = variant.task
     if not task.spec.measure_throughput:
-        return (f"throughput not measured: task {task.id} changes nothing a training benchmark shows "
-                "(task.toml measure_throughput = false)")
+        return (
+            f"throughput not measured: task {task.id} changes nothing a training benchmark shows "
+            "(task.toml measure_throughput = false)"
+        )
     spec = variant.throughput
     if spec is None:
         if not task.spec.framework_throughput_fallback:
-            return (f"throughput not measured: task {task.id} has no frameworks/{framework.name}/throughput.toml, "
-                    "and the framework's generic benchmark would not run what the agent changed")
+            return (
+                f"throughput not measured: task {task.id} has no frameworks/{framework.name}/throughput.toml, "
+                "and the framework's generic benchmark would not run what the agent changed"
+            )
         if not framework.commands.throughput:
             return f"throughput not measured: framework {framework.name!r} declares no [commands] throughput"
-        spec = ThroughputSpec(command=framework.commands.throughput, repeats=framework.commands.throughput_repeats,
-                              timeout_s=framework.commands.throughput_timeout_s)
+        spec = ThroughputSpec(
+            command=framework.commands.throughput,
+            repeats=framework.commands.throughput_repeats,
+            timeout_s=framework.commands.throughput_timeout_s,
+        )
     use_gpu = spec.gpu_command is not None and gpus >= spec.gpu_command_gpus
     return (spec.gpu_command if use_gpu else spec.command), spec
 
@@ -49,8 +56,10 @@ def restore_originals(spec: ThroughputSpec, original: Path | None, tree: Path) -
     for rel in spec.restore_from_original:
         source = original / rel
         if not source.is_file():
-            raise FileNotFoundError(f"throughput.toml restore_from_original names {rel!r}, which the original "
-                                    "source does not have; fix the path")
+            raise FileNotFoundError(
+                f"throughput.toml restore_from_original names {rel!r}, which the original "
+                "source does not have; fix the path"
+            )
         place_file(source, tree, rel)  # never through a symlink the agent left in its tree
 
 

@@ -53,8 +53,11 @@ class TrialConfig:
 
     @property
     def folder(self) -> Path:
-        return self.results_root / self.run_id / results.trial_path(
-            self.variant.task.id, self.framework.name, self.agent_name, self.index)
+        return (
+            self.results_root
+            / self.run_id
+            / results.trial_path(self.variant.task.id, self.framework.name, self.agent_name, self.index)
+        )
 
 
 class TrialFailed(Exception):
@@ -135,9 +138,15 @@ class Trial:
             if self._stopped:
                 return None
             self._reset_folder()
-            self.result = results.TrialResult(run_id=cfg.run_id, task=cfg.variant.task.id,
-                                              task_family=cfg.variant.task.family, framework=cfg.framework.name,
-                                              agent=cfg.agent_name, model=cfg.model, trial=cfg.index)
+            self.result = results.TrialResult(
+                run_id=cfg.run_id,
+                task=cfg.variant.task.id,
+                task_family=cfg.variant.task.family,
+                framework=cfg.framework.name,
+                agent=cfg.agent_name,
+                model=cfg.model,
+                trial=cfg.index,
+            )
             results.write_json_atomic(self.folder / "result.json", self.result.to_json())
             scratch = Path(tempfile.mkdtemp(prefix="atebench-trial-"))
             self.scratch = scratch
@@ -163,8 +172,14 @@ class Trial:
         redact_files(self.folder)  # the last sweep: whatever wrote a file of this trial, no secret stays
         self._save()
         error = self.result.error
-        self.on_event(self, {"kind": "finished", "status": self.result.status,
-                             "error": f"{error['phase']}: {error['message']}" if error else None})
+        self.on_event(
+            self,
+            {
+                "kind": "finished",
+                "status": self.result.status,
+                "error": f"{error['phase']}: {error['message']}" if error else None,
+            },
+        )
         return self.result
 
     def _reset_folder(self) -> None:
@@ -219,7 +234,8 @@ class Trial:
             self.result.notes.append(
                 f"left out of agent.diff (over {workspace.MAX_DIFF_FILE_BYTES // 2**20} MiB, past "
                 f"{workspace.MAX_DIFF_TOTAL_BYTES // 2**20} MiB in all, or not a regular file), "
-                f"still graded: {', '.join(diff.left_out[:20])}")
+                f"still graded: {', '.join(diff.left_out[:20])}"
+            )
         self._save()
         if outcome.exit_status == "agent_error":
             raise TrialFailed("agent", outcome.error or "the agent failed without a message")
@@ -228,12 +244,25 @@ class Trial:
 
         self._enter("grade")
         if variant.answer_key is not None:  # a Q&A task: the agent's answer, not its tree, is graded
-            grade = answers.grade(variant, trajectory.read(), diff.files, ws.prepared,
-                                  self.folder / results.FILES["grader_log"], workdir=workdir)
+            grade = answers.grade(
+                variant,
+                trajectory.read(),
+                diff.files,
+                ws.prepared,
+                self.folder / results.FILES["grader_log"],
+                workdir=workdir,
+            )
         else:
-            grade = grading.grade(variant, ws.work, diff.files, self._open_sandbox,
-                                  self.folder / results.FILES["grader_log"], baseline=ws.prepared,
-                                  original=ws.original, gpus=len(self._gpus))
+            grade = grading.grade(
+                variant,
+                ws.work,
+                diff.files,
+                self._open_sandbox,
+                self.folder / results.FILES["grader_log"],
+                baseline=ws.prepared,
+                original=ws.original,
+                gpus=len(self._gpus),
+            )
         self.result.grade = grade.to_json()
         if grade.error:
             raise TrialFailed("grade", grade.error)
@@ -248,8 +277,15 @@ class Trial:
 
     def _open_sandbox(self, workdir: Path):
         cfg = self.config
-        sandbox = open_sandbox(cfg.sandbox, workdir, cfg.framework, cfg.variant.task.spec.resources, self._gpus,
-                               isolate=cfg.isolate, log=lambda message: self.on_event(self, {"kind": "log", "message": message}))
+        sandbox = open_sandbox(
+            cfg.sandbox,
+            workdir,
+            cfg.framework,
+            cfg.variant.task.spec.resources,
+            self._gpus,
+            isolate=cfg.isolate,
+            log=lambda message: self.on_event(self, {"kind": "log", "message": message}),
+        )
         self._open.append(sandbox)
         if self._frozen:  # interrupted while this one was starting
             self._close(sandbox)
@@ -258,8 +294,12 @@ class Trial:
 
     def _run_agent(self, trajectory: TrajectoryWriter, agent: Agent) -> AgentOutcome:
         cfg = self.config
-        ctx = AgentContext(instruction=cfg.variant.task.instruction(cfg.framework.name), sandbox=self._sandbox,
-                           limits=cfg.variant.task.spec.limits, trajectory=trajectory)
+        ctx = AgentContext(
+            instruction=cfg.variant.task.instruction(cfg.framework.name),
+            sandbox=self._sandbox,
+            limits=cfg.variant.task.spec.limits,
+            trajectory=trajectory,
+        )
         sampler = GpuSampler(self._gpus).start() if self._gpus else None
         started = time.time()
         try:
@@ -275,8 +315,10 @@ class Trial:
         self.result.metrics = trial_metrics(outcome, trajectory.read(), cfg.prices, gpu)
         log = self.folder / results.FILES["agent_log"]
         with open(log, "a") as f:
-            f.write(f"exit_status: {outcome.exit_status}\nturns: {len(outcome.turns)}\n"
-                    f"error: {redact(outcome.error or '')}\n")
+            f.write(
+                f"exit_status: {outcome.exit_status}\nturns: {len(outcome.turns)}\n"
+                f"error: {redact(outcome.error or '')}\n"
+            )
         return outcome
 
     def _throughput(self, ws: workspace.Workspace) -> tuple[dict, list[str]]:
@@ -300,15 +342,25 @@ class Trial:
             for i in range(spec.repeats):
                 result = sandbox.execute(command, timeout=spec.timeout_s)
                 with open(self.folder / results.FILES["agent_log"], "a") as f:
-                    f.write(f"\n$ {command}  # throughput run {i + 1} of {spec.repeats}\n[exit {result.exit_code}]\n"
-                            f"{result.output[-20000:]}\n")
+                    f.write(
+                        f"\n$ {command}  # throughput run {i + 1} of {spec.repeats}\n[exit {result.exit_code}]\n"
+                        f"{result.output[-20000:]}\n"
+                    )
                 parsed = throughput.parse_run(result.output)
                 if parsed is None:
-                    return {}, [f"throughput not measured: run {i + 1} of `{command}` exited {result.exit_code} "
-                                "without a JSON line holding tokens_per_s (see agent.log)"]
+                    return {}, [
+                        f"throughput not measured: run {i + 1} of `{command}` exited {result.exit_code} "
+                        "without a JSON line holding tokens_per_s (see agent.log)"
+                    ]
                 runs.append(parsed)
-                self.on_event(self, {"kind": "log", "message": f"throughput run {i + 1} of {spec.repeats}: "
-                                                               f"{parsed['tokens_per_s']:.0f} {throughput.UNIT}"})
+                self.on_event(
+                    self,
+                    {
+                        "kind": "log",
+                        "message": f"throughput run {i + 1} of {spec.repeats}: "
+                        f"{parsed['tokens_per_s']:.0f} {throughput.UNIT}",
+                    },
+                )
         finally:
             self._close(sandbox)
         return throughput.metrics(runs, command), []

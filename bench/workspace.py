@@ -12,9 +12,9 @@ import os
 import shutil
 import stat
 import subprocess
-import warnings
 import sys
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,7 +46,9 @@ MAX_DIFF_FILE_BYTES = 20 * 1024 * 1024  # a bigger file is left out of agent.dif
 MAX_DIFF_TOTAL_BYTES = 256 * 1024 * 1024  # past this, further files are left out of agent.diff too
 
 
-def copy_clean(src: Path, dest: Path, max_file_bytes: int | None = None, max_total_bytes: int | None = None) -> list[str]:
+def copy_clean(
+    src: Path, dest: Path, max_file_bytes: int | None = None, max_total_bytes: int | None = None
+) -> list[str]:
     """Copy a tree without VCS metadata and caches. Symlinks are copied as links, never followed; FIFOs,
     sockets and devices are skipped (opening an agent's FIFO would hang the runner), and so are regular
     files over `max_file_bytes` or past `max_total_bytes` copied. Returns the skipped paths, relative to `src`."""
@@ -63,8 +65,14 @@ def copy_clean(src: Path, dest: Path, max_file_bytes: int | None = None, max_tot
         copied[0] += info.st_size
         shutil.copy2(source, target, follow_symlinks=False)
 
-    shutil.copytree(src, dest, ignore=shutil.ignore_patterns(*CLEAN_PATTERNS), symlinks=True, dirs_exist_ok=True,
-                    copy_function=copy_regular)
+    shutil.copytree(
+        src,
+        dest,
+        ignore=shutil.ignore_patterns(*CLEAN_PATTERNS),
+        symlinks=True,
+        dirs_exist_ok=True,
+        copy_function=copy_regular,
+    )
     return sorted(skipped)
 
 
@@ -91,8 +99,9 @@ def place_file(source: Path, tree: Path, rel: str) -> Path:
 def place_tree(source: Path, tree: Path, rel: str) -> list[str]:
     """place_file for every file below `source` (caches skipped), at tree/rel/...; returns the paths placed."""
     placed = []
-    for path in sorted(p for p in source.rglob("*") if p.is_file() and "__pycache__" not in p.parts
-                       and p.suffix != ".pyc"):
+    for path in sorted(
+        p for p in source.rglob("*") if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
+    ):
         inner = (Path(rel) / path.relative_to(source)).as_posix()
         place_file(path, tree, inner)
         placed.append(inner)
@@ -114,13 +123,18 @@ def hash_tree(tree: Path, skip: tuple[str, ...] = ()) -> str:
 
 # ---- the framework's original source ---------------------------------------------------------------
 
+
 def bundled_files(folder: Path) -> list[Path]:
     """The files git would ship from a bundled folder (tracked or untracked-but-not-ignored)."""
-    proc = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z", "--", "."],
-                          cwd=folder, capture_output=True, text=True)
+    proc = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard", "-z", "--", "."], cwd=folder, capture_output=True, text=True
+    )
     if proc.returncode != 0:
-        return [p.relative_to(folder) for p in folder.rglob("*")
-                if p.is_file() and not any(part in (".git", "__pycache__") for part in p.relative_to(folder).parts)]
+        return [
+            p.relative_to(folder)
+            for p in folder.rglob("*")
+            if p.is_file() and not any(part in (".git", "__pycache__") for part in p.relative_to(folder).parts)
+        ]
     return [Path(name) for name in proc.stdout.split("\0") if name and (folder / name).is_file()]
 
 
@@ -162,8 +176,10 @@ def original_source(framework: FrameworkSpec, cache: Path | None = None, version
     else:
         folder = framework.bundled_path()
         if not folder.is_dir():
-            raise WorkspaceError(f"framework {framework.name!r}: bundled source folder {folder} does not exist; "
-                                 "fix source.path in its framework.toml")
+            raise WorkspaceError(
+                f"framework {framework.name!r}: bundled source folder {folder} does not exist; "
+                "fix source.path in its framework.toml"
+            )
         for rel in bundled_files(folder):
             (tree / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(folder / rel, tree / rel)
@@ -204,14 +220,16 @@ def _verified(target: Path) -> bool:
     manifest = _manifest(target)
     if manifest.is_file() and manifest.read_text().strip() == hash_tree(target):
         return True
-    warnings.warn(f"cache entry {target.name} was changed after it was built (or has no hash); rebuilding it",
-                  stacklevel=3)
+    warnings.warn(
+        f"cache entry {target.name} was changed after it was built (or has no hash); rebuilding it", stacklevel=3
+    )
     shutil.rmtree(target, ignore_errors=True)
     manifest.unlink(missing_ok=True)
     return False
 
 
 # ---- preparation -----------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Workspace:
@@ -238,16 +256,29 @@ def prepare(variant: TaskVariant, framework: FrameworkSpec, dest: Path, cache: P
     original = original_source(framework, cache, version)
     key = prepared_key(variant, framework, version)
     prepared = _prepared(variant, framework, cache, key, original)
-    return Workspace(original=original, prepared=prepared, work=_working_tree(prepared, dest),
-                     source_version=version, prepared_key=key)
+    return Workspace(
+        original=original,
+        prepared=prepared,
+        work=_working_tree(prepared, dest),
+        source_version=version,
+        prepared_key=key,
+    )
 
 
 def prepared_key(variant: TaskVariant, framework: FrameworkSpec, version: str) -> str:
     """Changes when the source, the task's preparation (anything in its folder but tests/ and wrong/, and
     bench/prepare_kit.py, which prepare.py imports) or the hidden test paths change."""
-    return hashlib.sha256("\0".join([
-        framework.name, version, hash_tree(variant.dir, skip=("tests", "wrong")),
-        hashlib.sha256(PREPARE_KIT.read_bytes()).hexdigest(), *variant.hidden_test_paths()]).encode()).hexdigest()[:16]
+    return hashlib.sha256(
+        "\0".join(
+            [
+                framework.name,
+                version,
+                hash_tree(variant.dir, skip=("tests", "wrong")),
+                hashlib.sha256(PREPARE_KIT.read_bytes()).hexdigest(),
+                *variant.hidden_test_paths(),
+            ]
+        ).encode()
+    ).hexdigest()[:16]
 
 
 def prepared_checkout(variant: TaskVariant, framework: FrameworkSpec, cache: Path | None = None) -> Path:
@@ -257,8 +288,14 @@ def prepared_checkout(variant: TaskVariant, framework: FrameworkSpec, cache: Pat
     return _prepared(variant, framework, cache, prepared_key(variant, framework, version), None, version)
 
 
-def _prepared(variant: TaskVariant, framework: FrameworkSpec, cache: Path, key: str, original: Path | None,
-              version: str | None = None) -> Path:
+def _prepared(
+    variant: TaskVariant,
+    framework: FrameworkSpec,
+    cache: Path,
+    key: str,
+    original: Path | None,
+    version: str | None = None,
+) -> Path:
     target = cache / "prepared" / f"{variant.task.id.replace('/', '__')}-{framework.name}-{key}"
     if _verified(target):
         return target
@@ -279,11 +316,19 @@ def run_prepare(variant: TaskVariant, tree: Path) -> None:
     if script is None:
         return
     command = [sys.executable, str(script), str(tree)] if script.suffix == ".py" else ["bash", str(script), str(tree)]
-    proc = subprocess.run(command, cwd=tree, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "ATEBENCH_TASK_DIR": str(variant.dir)})
+    proc = subprocess.run(
+        command,
+        cwd=tree,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "ATEBENCH_TASK_DIR": str(variant.dir)},
+    )
     if proc.returncode != 0:
-        raise WorkspaceError(f"task {variant.task.id!r} on {variant.framework!r}: {script.name} failed "
-                             f"(exit {proc.returncode}):\n{(proc.stdout + proc.stderr)[-4000:]}")
+        raise WorkspaceError(
+            f"task {variant.task.id!r} on {variant.framework!r}: {script.name} failed "
+            f"(exit {proc.returncode}):\n{(proc.stdout + proc.stderr)[-4000:]}"
+        )
 
 
 def create_workspace(variant: TaskVariant, framework: FrameworkSpec, dest: Path, cache: Path | None = None) -> Path:
@@ -300,6 +345,7 @@ def _working_tree(prepared: Path, dest: Path) -> Path:
 
 
 # ---- diffs ---------------------------------------------------------------------------------------
+
 
 @dataclass
 class TreeDiff:

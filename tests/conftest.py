@@ -15,23 +15,23 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-OPS_ORIGINAL = '''def add(a, b):
+OPS_ORIGINAL = """def add(a, b):
     return a + b
 
 
 def mul(a, b):
     return a * b
-'''
+"""
 
-PREPARE = '''import sys
+PREPARE = """import sys
 from pathlib import Path
 
 ops = Path(sys.argv[1]) / "calc" / "ops.py"
 text = ops.read_text()
 ops.write_text(text.replace("    return a * b", "    raise NotImplementedError"))
-'''
+"""
 
-HIDDEN_TESTS = '''from calc.ops import add, mul
+HIDDEN_TESTS = """from calc.ops import add, mul
 
 
 def test_mul():
@@ -40,9 +40,9 @@ def test_mul():
 
 def test_add():
     assert add(2, 2) == 4
-'''
+"""
 
-WRONG_PATCH = '''diff --git a/calc/ops.py b/calc/ops.py
+WRONG_PATCH = """diff --git a/calc/ops.py b/calc/ops.py
 --- a/calc/ops.py
 +++ b/calc/ops.py
 @@ -3,4 +3,4 @@ def add(a, b):
@@ -51,7 +51,7 @@ WRONG_PATCH = '''diff --git a/calc/ops.py b/calc/ops.py
  def mul(a, b):
 -    raise NotImplementedError
 +    return a + b
-'''
+"""
 
 
 def write(path: Path, text: str) -> Path:
@@ -60,39 +60,55 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
-def make_toy_root(root: Path, grading_command: str = "python -m pytest -q -p no:cacheprovider tests",
-                  grading_timeout_s: float = 60, task_id: str = "arith/mul") -> Path:
+def make_toy_root(
+    root: Path,
+    grading_command: str = "python -m pytest -q -p no:cacheprovider tests",
+    grading_timeout_s: float = 60,
+    task_id: str = "arith/mul",
+) -> Path:
     """frameworks/toy (bundled from toy_src/) and tasks/<task_id> whose gold is prepared -> original."""
     write(root / "toy_src" / "calc" / "__init__.py", "")
     write(root / "toy_src" / "calc" / "ops.py", OPS_ORIGINAL)
     write(root / "toy_src" / "tests" / "test_ops.py", "# the original repo's copy of the hidden test\n")
-    write(root / "frameworks" / "toy" / "framework.toml", textwrap.dedent('''
+    write(
+        root / "frameworks" / "toy" / "framework.toml",
+        textwrap.dedent("""
         name = "toy"
         [source]
         kind = "bundled"
         path = "toy_src"
         [sandbox]
         env = { PYTHONPATH = "{workdir}" }
-    '''))
-    write(root / "frameworks" / "toy" / "Dockerfile", "FROM atebench/base:bookworm\nRUN ln -sf /usr/bin/python3 /usr/local/bin/python\n")
+    """),
+    )
+    write(
+        root / "frameworks" / "toy" / "Dockerfile",
+        "FROM atebench/base:bookworm\nRUN ln -sf /usr/bin/python3 /usr/local/bin/python\n",
+    )
     task = root / "tasks" / task_id
-    write(task / "task.toml", textwrap.dedent(f'''
+    write(
+        task / "task.toml",
+        textwrap.dedent(f"""
         description = "implement mul"
         measure_throughput = false
         [limits]
         turns = 5
         [grading]
         timeout_s = {grading_timeout_s}
-    '''))
+    """),
+    )
     write(task / "instruction.md", "Implement mul in {framework}'s calc/ops.py.\n")
     variant = task / "frameworks" / "toy"
     write(variant / "prepare.py", PREPARE)
     write(variant / "tests" / "test_ops.py", HIDDEN_TESTS)
-    write(variant / "grading.toml", textwrap.dedent(f'''
+    write(
+        variant / "grading.toml",
+        textwrap.dedent(f'''
         command = "{grading_command}"
         fail_to_pass = ["tests/test_ops.py::test_mul"]
         pass_to_pass = ["tests/test_ops.py::test_add"]
-    '''))
+    '''),
+    )
     write(variant / "wrong" / "solution.patch", WRONG_PATCH)
     return root
 
@@ -103,9 +119,11 @@ def pytest_sessionstart(session):
     import shutil
 
     if shutil.which("bwrap") is None:
-        pytest.exit("bubblewrap (bwrap) is not installed; the local sandbox needs it. Install it with "
-                    "`bash scripts/install-bubblewrap.sh` (the README's commands do) and run the tests again.",
-                    returncode=4)
+        pytest.exit(
+            "bubblewrap (bwrap) is not installed; the local sandbox needs it. Install it with "
+            "`bash scripts/install-bubblewrap.sh` (the README's commands do) and run the tests again.",
+            returncode=4,
+        )
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -130,8 +148,9 @@ def private_tmp(tmp_path_factory):
         time.sleep(0.2)  # a killed sandbox may take a moment to be reaped
     mounted = mounts_under(folder)
     left = sorted(p.name for p in folder.iterdir())
-    assert not alive and not mounted and not left, \
+    assert not alive and not mounted and not left, (
         f"tests left behind in {folder}: processes {alive}, mounts {mounted}, files {left}"
+    )
 
 
 def processes_using(folder: Path) -> list[str]:
@@ -175,8 +194,10 @@ def docker_client():
         client = docker.from_env()
         client.ping()
     except docker.errors.DockerException as e:
-        pytest.skip(f"DOCKER TESTS SKIPPED: no Docker daemon reachable ({type(e).__name__}); "
-                    "start one with `bash .ci/setup-docker.sh` (as root) to run them")
+        pytest.skip(
+            f"DOCKER TESTS SKIPPED: no Docker daemon reachable ({type(e).__name__}); "
+            "start one with `bash .ci/setup-docker.sh` (as root) to run them"
+        )
     try:
         ensure_base_image(client)
     except SandboxError as e:

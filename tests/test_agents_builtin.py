@@ -37,12 +37,17 @@ def run_agent(tmp_path, server, provider, limits=None, **options):
     """One trial of the builtin agent in a real LocalSandbox on a fresh task repo."""
     repo = make_task_repo(tmp_path)
     trajectory = TrajectoryWriter(tmp_path / "out" / "trajectory.jsonl")
-    agent = BuiltinAgent(model=MODELS[provider], base_url=base_url(server, provider),
-                         retry=options.pop("retry", FAST_RETRY), **options)
+    agent = BuiltinAgent(
+        model=MODELS[provider], base_url=base_url(server, provider), retry=options.pop("retry", FAST_RETRY), **options
+    )
     sandbox = LocalSandbox(repo)
     try:
-        ctx = AgentContext(instruction="Fix add() in calc.py so test_calc.py passes.", sandbox=sandbox,
-                           limits=limits or Limits(), trajectory=trajectory)
+        ctx = AgentContext(
+            instruction="Fix add() in calc.py so test_calc.py passes.",
+            sandbox=sandbox,
+            limits=limits or Limits(),
+            trajectory=trajectory,
+        )
         return agent.run(ctx), trajectory.read(), repo
     finally:
         sandbox.close()
@@ -50,8 +55,14 @@ def run_agent(tmp_path, server, provider, limits=None, **options):
 
 SOLVE = [
     Reply(text="Let me look.", tool_calls=[("bash", {"command": "cat calc.py"})]),
-    Reply(tool_calls=[("str_replace_based_edit_tool",
-                       {"command": "str_replace", "path": "calc.py", "old_str": "a - b", "new_str": "a + b"})]),
+    Reply(
+        tool_calls=[
+            (
+                "str_replace_based_edit_tool",
+                {"command": "str_replace", "path": "calc.py", "old_str": "a - b", "new_str": "a + b"},
+            )
+        ]
+    ),
     Reply(tool_calls=[("bash", {"command": f"{sys.executable} -m pytest -q -p no:cacheprovider test_calc.py"})]),
     Reply(text="Fixed.", tool_calls=[("submit", {"summary": "add now adds"})]),
 ]
@@ -71,14 +82,14 @@ def test_solves_a_real_task_through_the_sdk(tmp_path, provider):
     second_request = json.dumps(server.requests[1].body)
     assert "return a - b" in second_request, "the first observation must reach the model"
     assert server.requests[0].body["model"] == MODELS[provider].split("/", 1)[1]
-    assert {t["name"] if provider == "anthropic" else t["function"]["name"] for t in server.requests[0].body["tools"]} == \
-        {"bash", "str_replace_based_edit_tool", "submit"}
+    assert {
+        t["name"] if provider == "anthropic" else t["function"]["name"] for t in server.requests[0].body["tools"]
+    } == {"bash", "str_replace_based_edit_tool", "submit"}
 
 
 @pytest.mark.parametrize("provider", ["anthropic", "openai"])
 def test_429_and_500_are_retried_and_counted(tmp_path, provider):
-    script = [Failure(429, "slow down", retry_after_s=0.05), Failure(500, "boom"),
-              Reply(tool_calls=[("submit", {})])]
+    script = [Failure(429, "slow down", retry_after_s=0.05), Failure(500, "boom"), Reply(tool_calls=[("submit", {})])]
     with FakeLLMServer(script) as server:
         outcome, events, _ = run_agent(tmp_path, server, provider)
     assert outcome.exit_status == "submitted"
@@ -119,11 +130,23 @@ def test_a_request_timeout_is_retried(tmp_path):
 
 @pytest.mark.parametrize("provider", ["anthropic", "openai"])
 def test_usage_with_cache_fields_is_summed(tmp_path, provider):
-    script = [Reply(tool_calls=[("bash", {"command": "true"})], input_tokens=1000, output_tokens=50,
-                    cache_read_tokens=0, cache_write_tokens=4000),
-              Reply(tool_calls=[("bash", {"command": "true"})], input_tokens=200, output_tokens=70,
-                    cache_read_tokens=4000, cache_write_tokens=300),
-              Reply(tool_calls=[("submit", {})], input_tokens=100, output_tokens=10, cache_read_tokens=4300)]
+    script = [
+        Reply(
+            tool_calls=[("bash", {"command": "true"})],
+            input_tokens=1000,
+            output_tokens=50,
+            cache_read_tokens=0,
+            cache_write_tokens=4000,
+        ),
+        Reply(
+            tool_calls=[("bash", {"command": "true"})],
+            input_tokens=200,
+            output_tokens=70,
+            cache_read_tokens=4000,
+            cache_write_tokens=300,
+        ),
+        Reply(tool_calls=[("submit", {})], input_tokens=100, output_tokens=10, cache_read_tokens=4300),
+    ]
     with FakeLLMServer(script) as server:
         outcome, events, _ = run_agent(tmp_path, server, provider)
     metrics = trial_metrics(outcome, events, load_prices())
@@ -140,11 +163,14 @@ def test_usage_with_cache_fields_is_summed(tmp_path, provider):
 LOOP = [Reply(tool_calls=[("bash", {"command": "echo working"})], input_tokens=100_000, output_tokens=20)] * 5
 
 
-@pytest.mark.parametrize("limits, exit_status, turns", [
-    (Limits(turns=2), "limit_turns", 2),
-    (Limits(tokens=250_000), "limit_tokens", 3),
-    (Limits(cost_usd=0.15), "limit_cost", 2),
-])
+@pytest.mark.parametrize(
+    "limits, exit_status, turns",
+    [
+        (Limits(turns=2), "limit_turns", 2),
+        (Limits(tokens=250_000), "limit_tokens", 3),
+        (Limits(cost_usd=0.15), "limit_cost", 2),
+    ],
+)
 def test_limits_end_the_trial_cleanly(tmp_path, limits, exit_status, turns):
     with FakeLLMServer(LOOP) as server:
         outcome, events, _ = run_agent(tmp_path, server, "anthropic", limits=limits)
@@ -178,8 +204,13 @@ def test_the_wall_time_limit_cuts_a_slow_llm_reply(tmp_path, provider):
 def test_no_retry_is_started_past_the_deadline(tmp_path):
     script = [Failure(429, "slow down", retry_after_s=30)] + [Reply(tool_calls=[("submit", {})])]
     with FakeLLMServer(script) as server:
-        outcome, events, _ = run_agent(tmp_path, server, "anthropic", limits=Limits(wall_time_s=3.0),
-                                       retry=RetryPolicy(max_retries=3, base_s=0.01, max_s=60))
+        outcome, events, _ = run_agent(
+            tmp_path,
+            server,
+            "anthropic",
+            limits=Limits(wall_time_s=3.0),
+            retry=RetryPolicy(max_retries=3, base_s=0.01, max_s=60),
+        )
     assert outcome.exit_status == "limit_time" and outcome.ended_at - outcome.started_at < 5
     errors = [e for e in events if e["kind"] == "api_error"]
     assert len(errors) == 1 and errors[0]["will_retry"] is False
@@ -187,8 +218,10 @@ def test_no_retry_is_started_past_the_deadline(tmp_path):
 
 def test_a_crash_mid_trial_keeps_the_trajectory(tmp_path):
     sandbox = LocalSandbox(make_task_repo(tmp_path))
-    script = [Reply(tool_calls=[("bash", {"command": "echo before-crash"})]),
-              Reply(tool_calls=[("bash", {"command": "echo never-runs"})], on_serve=sandbox.close)]
+    script = [
+        Reply(tool_calls=[("bash", {"command": "echo before-crash"})]),
+        Reply(tool_calls=[("bash", {"command": "echo never-runs"})], on_serve=sandbox.close),
+    ]
     trajectory = TrajectoryWriter(tmp_path / "trajectory.jsonl")
     with FakeLLMServer(script) as server:
         agent = BuiltinAgent(model=MODELS["anthropic"], base_url=server.url, retry=FAST_RETRY)
@@ -211,15 +244,19 @@ def test_a_malformed_reply_is_one_clear_agent_error(tmp_path):
 @pytest.mark.parametrize("provider", ["anthropic", "openai"])
 def test_keys_never_reach_the_sandbox_the_model_or_the_trajectory(tmp_path, provider):
     fake_real_key = "sk-ant-api03-" + "Q" * 40
-    script = [Reply(tool_calls=[("bash", {"command": "env; echo ANTHROPIC=$ANTHROPIC_API_KEY OPENAI=$OPENAI_API_KEY"})]),
-              Reply(tool_calls=[("bash", {"command": "printf 'leaked sk-ant-api03-%s\\n' $(printf 'Q%.0s' $(seq 40))"})]),
-              Reply(tool_calls=[("submit", {})])]
+    script = [
+        Reply(tool_calls=[("bash", {"command": "env; echo ANTHROPIC=$ANTHROPIC_API_KEY OPENAI=$OPENAI_API_KEY"})]),
+        Reply(tool_calls=[("bash", {"command": "printf 'leaked sk-ant-api03-%s\\n' $(printf 'Q%.0s' $(seq 40))"})]),
+        Reply(tool_calls=[("submit", {})]),
+    ]
     with FakeLLMServer(script) as server:
         outcome, events, _ = run_agent(tmp_path, server, provider)
     assert outcome.exit_status == "submitted"
     key = ANTHROPIC_KEY if provider == "anthropic" else OPENAI_KEY
-    assert server.requests[0].headers.get("authorization") == f"Bearer {key}" or \
-        server.requests[0].headers.get("x-api-key") == key, "the key must be used for the API call"
+    assert (
+        server.requests[0].headers.get("authorization") == f"Bearer {key}"
+        or server.requests[0].headers.get("x-api-key") == key
+    ), "the key must be used for the API call"
     recorded = (tmp_path / "out" / "trajectory.jsonl").read_text()
     bodies = json.dumps([r.body for r in server.requests])
     for secret in (ANTHROPIC_KEY, OPENAI_KEY, fake_real_key):
@@ -245,16 +282,26 @@ def test_bad_agent_and_model_names_get_one_clear_error():
 
 
 def test_a_reply_without_tool_calls_is_nudged_and_bad_tool_arguments_come_back_as_errors(tmp_path):
-    script = [Reply(text="I think I am done."),
-              Reply(tool_calls=[("str_replace_based_edit_tool", {"command": "str_replace", "path": "calc.py",
-                                                                 "old_str": "nowhere", "new_str": "x"})]),
-              Reply(tool_calls=[("str_replace_based_edit_tool", {"command": "view", "path": "missing.py"})]),
-              Reply(tool_calls=[("teleport", {})]),
-              Reply(tool_calls=[("submit", {})])]
+    script = [
+        Reply(text="I think I am done."),
+        Reply(
+            tool_calls=[
+                (
+                    "str_replace_based_edit_tool",
+                    {"command": "str_replace", "path": "calc.py", "old_str": "nowhere", "new_str": "x"},
+                )
+            ]
+        ),
+        Reply(tool_calls=[("str_replace_based_edit_tool", {"command": "view", "path": "missing.py"})]),
+        Reply(tool_calls=[("teleport", {})]),
+        Reply(tool_calls=[("submit", {})]),
+    ]
     with FakeLLMServer(script) as server:
         outcome, events, repo = run_agent(tmp_path, server, "anthropic")
     assert outcome.exit_status == "submitted" and len(outcome.turns) == 5
     assert "called no tool" in json.dumps(server.requests[1].body)
     outputs = [e["output"] for e in events if e["kind"] == "tool_result"]
-    assert "occurs 0 times" in outputs[0] and "FileNotFoundError" in outputs[1] and "unknown tool 'teleport'" in outputs[2]
+    assert (
+        "occurs 0 times" in outputs[0] and "FileNotFoundError" in outputs[1] and "unknown tool 'teleport'" in outputs[2]
+    )
     assert not task_tests_pass(repo)

@@ -35,7 +35,7 @@ def clip(grads, max_norm):
     return total
 '''
 
-KEY = '''
+KEY = """
 [[facts]]
 id = "eps"
 claim = "Norm takes its eps from EPS."
@@ -46,7 +46,7 @@ values = [1e-6, "EPS"]
 id = "forward"
 claim = "Norm.forward returns its input."
 regions = [{ path = "pkg/norm.py", symbol = "Norm.forward" }]
-'''
+"""
 
 
 def make_task(root: Path, key: str = KEY, extra: dict[str, str] | None = None) -> specs.TaskVariant:
@@ -79,17 +79,21 @@ def said(text: str) -> list[dict]:
 
 def run(variant, tree, tmp_path, text: str | None, changed=(), workdir=None):
     log = tmp_path / "grader.log"
-    grade = answers.grade(variant, said(text) if text is not None else [], list(changed), tree, log,
-                          workdir=workdir)
+    grade = answers.grade(variant, said(text) if text is not None else [], list(changed), tree, log, workdir=workdir)
     return grade, log.read_text()
 
 
 # ---- citations ----
 
+
 def test_citations_single_lines_ranges_and_several_per_line():
     text = "see `pkg/norm.py:9` and pkg/norm.py:12-14, also ./pkg/norm.py:3 – and pkg/norm.py:16\u201318."
-    assert answers.parse_citations(text) == [Citation("pkg/norm.py", 9, 9), Citation("pkg/norm.py", 12, 14),
-                                             Citation("./pkg/norm.py", 3, 3), Citation("pkg/norm.py", 16, 18)]
+    assert answers.parse_citations(text) == [
+        Citation("pkg/norm.py", 9, 9),
+        Citation("pkg/norm.py", 12, 14),
+        Citation("./pkg/norm.py", 3, 3),
+        Citation("pkg/norm.py", 16, 18),
+    ]
 
 
 def test_citations_leave_urls_versions_and_times_alone():
@@ -110,8 +114,13 @@ def test_final_answer_is_the_last_block_the_agent_wrote_never_tool_output():
     events = [
         {"kind": "assistant", "content": "<final_answer>first</final_answer>", "tool_calls": []},
         {"kind": "tool_result", "output": "<final_answer>printed by a tool</final_answer>"},
-        {"kind": "assistant", "content": "done", "tool_calls": [
-            {"id": "1", "name": "submit", "arguments": {"summary": "<final_answer>submitted</final_answer>"}}]},
+        {
+            "kind": "assistant",
+            "content": "done",
+            "tool_calls": [
+                {"id": "1", "name": "submit", "arguments": {"summary": "<final_answer>submitted</final_answer>"}}
+            ],
+        },
     ]
     assert answers.final_answer(events) == "submitted"
     assert answers.final_answer(events[:2]) == "first"
@@ -120,6 +129,7 @@ def test_final_answer_is_the_last_block_the_agent_wrote_never_tool_output():
 
 
 # ---- symbols ----
+
 
 def test_symbols_resolve_to_their_lines_decorators_included():
     assert answers.symbol_lines(MODULE, "EPS") == (3, 3)
@@ -152,8 +162,11 @@ def test_survives_reformatting(tmp_path, tree, variant):
 
 # ---- facts ----
 
+
 def test_the_gold_answer_resolves_and_every_fact_is_recorded(tmp_path, tree, variant):
-    gold = answers.gold_answer(variant.answer_key, answers.resolve_key(variant.answer_key, tree, variant.answer_key_path))
+    gold = answers.gold_answer(
+        variant.answer_key, answers.resolve_key(variant.answer_key, tree, variant.answer_key_path)
+    )
     grade = answers.grade(variant, [{"kind": "assistant", "content": gold}], [], tree, tmp_path / "log")
     assert grade.resolved and grade.facts == {"eps": "found", "forward": "found"} and grade.answer_problems == []
 
@@ -198,15 +211,17 @@ def test_values_must_be_in_the_citing_statement_not_elsewhere(tmp_path, tree, va
 
 
 def test_an_absent_fact_needs_an_explicit_absent_claim_at_the_place(tmp_path, tree):
-    key = '''
+    key = """
 [[facts]]
 id = "no_clip_coef"
 claim = "clip never scales the gradients."
 regions = [{ path = "pkg/norm.py", symbol = "clip" }]
 absent = true
-'''
+"""
     variant = make_task(tmp_path / "specs", key)
-    grade, _ = run(variant, tree, tmp_path, "- Scaling by a clip coefficient is absent: clip only sums, pkg/norm.py:17-19")
+    grade, _ = run(
+        variant, tree, tmp_path, "- Scaling by a clip coefficient is absent: clip only sums, pkg/norm.py:17-19"
+    )
     assert grade.resolved
     grade, _ = run(variant, tree, tmp_path, "- clip scales the gradients: pkg/norm.py:18")
     assert not grade.resolved and "does not say 'absent'" in grade.facts["no_clip_coef"]
@@ -215,7 +230,9 @@ absent = true
 
 
 def test_claiming_a_present_fact_absent_does_not_count(tmp_path, tree, variant):
-    grade, _ = run(variant, tree, tmp_path, "- An eps is absent; EPS 1e-6 is unused: pkg/norm.py:3\n- forward: pkg/norm.py:13")
+    grade, _ = run(
+        variant, tree, tmp_path, "- An eps is absent; EPS 1e-6 is unused: pkg/norm.py:3\n- forward: pkg/norm.py:13"
+    )
     assert not grade.resolved and "says 'absent'" in grade.facts["eps"]
 
 
@@ -223,13 +240,20 @@ def test_a_citation_of_a_line_that_does_not_exist_fails_the_answer(tmp_path, tre
     text = "- eps is EPS = 1e-6: pkg/norm.py:3\n- forward: pkg/norm.py:13\n- see also pkg/norm.py:400"
     grade, log = run(variant, tree, tmp_path, text)
     assert not grade.resolved and grade.facts == {"eps": "found", "forward": "found"}
-    assert grade.answer_problems == ["citation of a line that does not exist: pkg/norm.py:400: pkg/norm.py has 19 lines"]
+    assert grade.answer_problems == [
+        "citation of a line that does not exist: pkg/norm.py:400: pkg/norm.py has 19 lines"
+    ]
     assert "problem: citation of a line" in log
 
 
 def test_an_edit_to_the_workspace_fails_the_answer(tmp_path, tree, variant):
-    grade, _ = run(variant, tree, tmp_path, "- eps is EPS = 1e-6: pkg/norm.py:3\n- forward: pkg/norm.py:13",
-                   changed=["pkg/norm.py"])
+    grade, _ = run(
+        variant,
+        tree,
+        tmp_path,
+        "- eps is EPS = 1e-6: pkg/norm.py:3\n- forward: pkg/norm.py:13",
+        changed=["pkg/norm.py"],
+    )
     assert not grade.resolved and "read-only" in grade.answer_problems[0]
 
 
@@ -252,6 +276,7 @@ def test_absolute_citations_under_the_workspace_count(tmp_path, tree, variant):
 
 # ---- specs ----
 
+
 def test_an_answer_task_refuses_hidden_tests_and_a_tests_task_refuses_a_key(tmp_path):
     with pytest.raises(specs.SpecError, match=r"grading.toml: a task graded by answer"):
         make_task(tmp_path / "a", extra={"grading.toml": "command = 'x'\n"})
@@ -265,7 +290,10 @@ def test_an_answer_task_refuses_hidden_tests_and_a_tests_task_refuses_a_key(tmp_
 def test_key_mistakes_its_types_catch(tmp_path):
     with pytest.raises(specs.SpecError, match=r"fact ids eps appear more than once"):
         make_task(tmp_path / "a", KEY + KEY.split("[[facts]]")[1].join(["[[facts]]", ""]))
-    with pytest.raises(specs.SpecError, match=r"facts.0.regions.0': Value error, symbol 'Norm.__init__\(\)' is not a dotted Python name"):
+    with pytest.raises(
+        specs.SpecError,
+        match=r"facts.0.regions.0': Value error, symbol 'Norm.__init__\(\)' is not a dotted Python name",
+    ):
         make_task(tmp_path / "b", KEY.replace('"Norm.__init__"', '"Norm.__init__()"'))
     with pytest.raises(specs.SpecError, match=r"unknown field 'facts.0.value'"):
         make_task(tmp_path / "c", KEY.replace("values =", "value ="))
@@ -280,12 +308,14 @@ def test_wrong_answer_templates_cite_real_places(tmp_path, tree):
 
 # ---- the shipped Q&A tasks, on the bundled reference source ----
 
+
 @pytest.mark.parametrize("task_id", [t for t in specs.list_tasks() if t.startswith("qa/")])
 def test_shipped_keys_resolve_gold_passes_and_wrong_fails(tmp_path, task_id):
     variant = specs.load_task(task_id).variant("reference")
     source = specs.REPO_ROOT / "reference_impl"
-    gold = answers.gold_answer(variant.answer_key, answers.resolve_key(variant.answer_key, source,
-                                                                       variant.answer_key_path))
+    gold = answers.gold_answer(
+        variant.answer_key, answers.resolve_key(variant.answer_key, source, variant.answer_key_path)
+    )
     assert answers.grade(variant, [{"kind": "assistant", "content": gold}], [], source, tmp_path / "g").resolved
     wrong = answers.render_template(variant.wrong_answer.read_text(), source, variant.wrong_answer)
     grade = answers.grade(variant, [{"kind": "assistant", "content": wrong}], [], source, tmp_path / "w")
@@ -293,6 +323,7 @@ def test_shipped_keys_resolve_gold_passes_and_wrong_fails(tmp_path, task_id):
 
 
 # ---- through the harness: trial, oracle, nop, wrong, an agent that edits ----
+
 
 class _AnswerAndEdit:
     """Says the gold answer but also edits a file: a Q&A trial must not resolve."""
@@ -316,17 +347,30 @@ def test_qa_trials_through_the_harness(tmp_path, cache):
     (task / "instruction.md").write_text("Where does {framework} multiply?\n")
     (task / "frameworks" / "toy" / "answer_key.toml").write_text(
         '[[facts]]\nid = "mul"\nclaim = "mul returns a * b."\nregions = [{ path = "calc/ops.py", symbol = "mul" }]\n'
-        'values = ["a * b"]\n')
+        'values = ["a * b"]\n'
+    )
     (task / "frameworks" / "toy" / "wrong" / "answer.md").write_text(
-        "<final_answer>\n- add returns a * b: {{calc/ops.py::add}}\n</final_answer>\n")
+        "<final_answer>\n- add returns a * b: {{calc/ops.py::add}}\n</final_answer>\n"
+    )
     gold = "<final_answer>\n- mul returns a * b: calc/ops.py:5-6\n</final_answer>"
     agents = {name: make_spec(name) for name in ("oracle", "nop", "wrong")}
     agents["editor"] = AgentSpec("editor", lambda trial: _AnswerAndEdit(gold))
-    cfg = RunConfig(task="qa", framework="toy", agents=list(agents), run_id="qa", isolate=False,
-                    results_dir=str(tmp_path / "results"), specs_root=str(root))
+    cfg = RunConfig(
+        task="qa",
+        framework="toy",
+        agents=list(agents),
+        run_id="qa",
+        isolate=False,
+        results_dir=str(tmp_path / "results"),
+        specs_root=str(root),
+    )
     rows = {row["agent"]: row for row in execute(cfg, make_plan(cfg, agents))}
-    assert {a: r["status"] for a, r in rows.items()} == {"oracle": "resolved", "nop": "unresolved",
-                                                         "wrong": "unresolved", "editor": "unresolved"}
+    assert {a: r["status"] for a, r in rows.items()} == {
+        "oracle": "resolved",
+        "nop": "unresolved",
+        "wrong": "unresolved",
+        "editor": "unresolved",
+    }
     assert rows["oracle"]["grade"]["facts"] == {"mul": "found"}
     assert rows["wrong"]["grade"]["facts"]["mul"].startswith("no statement cites inside its region(s): calc/ops.py:5-6")
     assert rows["editor"]["grade"]["facts"] == {"mul": "found"}
@@ -345,7 +389,7 @@ def test_every_fact_of_a_shipped_key_decides(tmp_path, task_id):
     resolved = answers.resolve_key(variant.answer_key, source, variant.answer_key_path)
     gold = answers.gold_answer(variant.answer_key, resolved).splitlines()
     for i, fact in enumerate(variant.answer_key.facts, start=1):  # line 0 is the opening tag
-        dropped = "\n".join(gold[:i] + gold[i + 1:])
+        dropped = "\n".join(gold[:i] + gold[i + 1 :])
         grade = answers.grade(variant, [{"kind": "assistant", "content": dropped}], [], source, tmp_path / "log")
         assert not grade.resolved and grade.facts[fact.id] != "found", fact.id
         span = resolved[fact.id][0]
@@ -353,6 +397,6 @@ def test_every_fact_of_a_shipped_key_decides(tmp_path, task_id):
             continue  # the line above is inside another region of the same fact
         moved = gold[i].replace(f"{span.path}:{span.start}.", f"{span.path}:{span.start - 1}.")
         assert moved != gold[i]
-        shifted = "\n".join(gold[:i] + [moved] + gold[i + 1:])
+        shifted = "\n".join(gold[:i] + [moved] + gold[i + 1 :])
         grade = answers.grade(variant, [{"kind": "assistant", "content": shifted}], [], source, tmp_path / "log")
         assert not grade.resolved and grade.facts[fact.id] != "found", fact.id

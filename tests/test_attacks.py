@@ -21,15 +21,17 @@ import uuid
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 
 from bench import workspace
 from bench.specs import fingerprint
-from conftest import REPO
 from tests.fake_llm import FakeLLMServer, Reply
 
-FORGED_JUNIT = ('<testsuites><testsuite><testcase classname="tests.test_ops" name="test_mul"/>'
-                '<testcase classname="tests.test_ops" name="test_add"/></testsuite></testsuites>')
-FORGE = f'''import atexit, sys
+FORGED_JUNIT = (
+    '<testsuites><testsuite><testcase classname="tests.test_ops" name="test_mul"/>'
+    '<testcase classname="tests.test_ops" name="test_add"/></testsuite></testsuites>'
+)
+FORGE = f"""import atexit, sys
 
 
 def _forge():
@@ -39,8 +41,8 @@ def _forge():
 
 
 atexit.register(_forge)
-'''
-PASS_EVERYTHING = '''import pytest
+"""
+PASS_EVERYTHING = """import pytest
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -48,7 +50,7 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
     report.outcome = "passed"
-'''
+"""
 SHADOW_PYTEST = FORGE + "\nraise SystemExit(0)\n"
 
 
@@ -66,26 +68,34 @@ def attack_script(t: dict) -> list[Reply]:
     calls = [
         # Secrets: the runner's environment, through the sandbox's own and every visible process's.
         _bash("env > loot-env.txt; cat /proc/*/environ 2>/dev/null | tr '\\0' '\\n' >> loot-env.txt; true"),
-        _bash(f"cat {t['secret_file']} /proc/self/root{t['secret_file']} /proc/1/root{t['secret_file']} "
-              f"> loot-file.txt 2>&1; ls -la {t['results']} {t['cache']} {t['specs']} > loot-ls.txt 2>&1; true"),
+        _bash(
+            f"cat {t['secret_file']} /proc/self/root{t['secret_file']} /proc/1/root{t['secret_file']} "
+            f"> loot-file.txt 2>&1; ls -la {t['results']} {t['cache']} {t['specs']} > loot-ls.txt 2>&1; true"
+        ),
         _edit("view", t["secret_file"]),
         _edit("view", f"/proc/self/root{t['secret_file']}"),
         _edit("view", "/proc/1/environ"),
         # Writes outside the workspace: canaries, the hidden tests, the cache, the results.
-        _bash(f"echo pwned > {t['canary_bash']}; echo 'def test_mul(): pass' > {t['hidden_test']}; "
-              f"for f in $(find {t['cache']} -name ops.py 2>/dev/null); do echo 'def mul(a, b): return a * b' > $f; "
-              f"done; echo pwned > {t['results']}/pwned; true"),
+        _bash(
+            f"echo pwned > {t['canary_bash']}; echo 'def test_mul(): pass' > {t['hidden_test']}; "
+            f"for f in $(find {t['cache']} -name ops.py 2>/dev/null); do echo 'def mul(a, b): return a * b' > $f; "
+            f"done; echo pwned > {t['results']}/pwned; true"
+        ),
         _edit("create", t["canary_editor"], file_text="pwned\n"),
         _edit("create", t["hidden_test"], file_text="def test_mul():\n    pass\n\n\ndef test_add():\n    pass\n"),
         _edit("create", f"/proc/self/root{t['canary_editor']}", file_text="pwned\n"),
         # The network: the LLM server listens on the runner's loopback.
-        _bash(f"python -c \"import socket; s = socket.create_connection(('127.0.0.1', {t['port']}), timeout=3); "
-              f"s.sendall(b'POST /v1/messages HTTP/1.0\\r\\n\\r\\n'); print('REACHED', s.recv(64))\" "
-              "> loot-net.txt 2>&1; true"),
+        _bash(
+            f"python -c \"import socket; s = socket.create_connection(('127.0.0.1', {t['port']}), timeout=3); "
+            f"s.sendall(b'POST /v1/messages HTTP/1.0\\r\\n\\r\\n'); print('REACHED', s.recv(64))\" "
+            "> loot-net.txt 2>&1; true"
+        ),
         # Outlive the trial: a setsid daemon and a double fork that keep rewriting the hidden tests.
-        _bash(f"setsid nohup bash -c 'exec -a {marker} bash -c \"while true; do echo pwned > {t['hidden_test']}; "
-              f"echo pwned > {t['canary_daemon']}; sleep 0.2; done\"' > /dev/null 2>&1 < /dev/null & "
-              f"(bash -c 'exec -a {marker} sleep 1000' &) ; true"),
+        _bash(
+            f"setsid nohup bash -c 'exec -a {marker} bash -c \"while true; do echo pwned > {t['hidden_test']}; "
+            f"echo pwned > {t['canary_daemon']}; sleep 0.2; done\"' > /dev/null 2>&1 < /dev/null & "
+            f"(bash -c 'exec -a {marker} sleep 1000' &) ; true"
+        ),
         # Hang or bloat the runner through the editor: a FIFO, a device, a symlink out of the workspace.
         _bash(f"mkfifo fifo; ln -s {t['secret_file']} secret-link; true"),
         _edit("view", "fifo"),
@@ -103,12 +113,15 @@ def attack_script(t: dict) -> list[Reply]:
         _edit("create", "evil-0.1.dist-info/entry_points.txt", file_text="[pytest11]\nevil = evilplugin\n"),
         # Make the runner write through a symlink: the hidden tests' folder and a test config point at the host.
         _bash(f"rm -rf tests; ln -s {t['canary_dir']} tests; ln -s {t['canary_dir']}/setup.cfg setup.cfg; true"),
-        _bash(f"printf '%s' {_quote(FORGE)} >> calc/ops.py; export PYTEST_ADDOPTS='-p evilplugin'; "
-              "echo $ANTHROPIC_API_KEY > key.txt; true"),
+        _bash(
+            f"printf '%s' {_quote(FORGE)} >> calc/ops.py; export PYTEST_ADDOPTS='-p evilplugin'; "
+            "echo $ANTHROPIC_API_KEY > key.txt; true"
+        ),
     ]
     # Several calls per reply: the toy task allows 5 turns.
-    return [Reply(tool_calls=calls[i:i + 8]) for i in range(0, len(calls), 8)] + \
-        [Reply(tool_calls=[("submit", {"summary": "done"})])]
+    return [Reply(tool_calls=calls[i : i + 8]) for i in range(0, len(calls), 8)] + [
+        Reply(tool_calls=[("submit", {"summary": "done"})])
+    ]
 
 
 def _quote(text: str) -> str:
@@ -116,8 +129,14 @@ def _quote(text: str) -> str:
 
 
 def _runner(*args, env: dict, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "runner.py"), *args], capture_output=True, text=True,
-                          timeout=timeout, env=env, cwd=REPO)
+    return subprocess.run(
+        [sys.executable, str(REPO / "runner.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=REPO,
+    )
 
 
 def _tree_hashes(folder: Path) -> dict[str, str]:
@@ -149,16 +168,30 @@ def sandbox_kind(request):
 
 def test_a_malicious_agent_cannot_escape_leak_or_force_its_verdict(sandbox_kind, toy_root, tmp_path):
     nonce = uuid.uuid4().hex[:10]
-    secrets = {"ANTHROPIC_API_KEY": f"canary-anthropic-{nonce}-0123456789",
-               "MY_DEPLOY_TOKEN": f"canary-deploy-token-{nonce}", "DATABASE_PASSWORD": f"canary-db-pw-{nonce}",
-               "AWS_SECRET_ACCESS_KEY": f"canary-aws-{nonce}-abcdefgh"}
+    secrets = {
+        "ANTHROPIC_API_KEY": f"canary-anthropic-{nonce}-0123456789",
+        "MY_DEPLOY_TOKEN": f"canary-deploy-token-{nonce}",
+        "DATABASE_PASSWORD": f"canary-db-pw-{nonce}",
+        "AWS_SECRET_ACCESS_KEY": f"canary-aws-{nonce}-abcdefgh",
+    }
     secret_file = tmp_path / "host-secret.txt"
     secret_file.write_text(f"canary-file-{nonce}\n")
     results, cache = tmp_path / "results", tmp_path / "cache"
     hidden_dir = toy_root / "tasks" / "arith" / "mul" / "frameworks" / "toy" / "tests"
     env = {**os.environ, **secrets, "ATEBENCH_CACHE": str(cache)}
-    common = ["--specs-root", str(toy_root), "--task", "arith/mul", "--framework", "toy", "--sandbox", sandbox_kind,
-              "--results-dir", str(results), "--no-throughput"]
+    common = [
+        "--specs-root",
+        str(toy_root),
+        "--task",
+        "arith/mul",
+        "--framework",
+        "toy",
+        "--sandbox",
+        sandbox_kind,
+        "--results-dir",
+        str(results),
+        "--no-throughput",
+    ]
 
     # A first, honest trial fills the cache; its hash is what every later trial must still find.
     first = _runner(*common, "--agent", "nop", "--run-id", "before", env=env)
@@ -167,14 +200,33 @@ def test_a_malicious_agent_cannot_escape_leak_or_force_its_verdict(sandbox_kind,
     assert cache_before, "the first trial must have prepared a checkout"
 
     with FakeLLMServer([]) as server:
-        targets = {"nonce": nonce, "secret_file": str(secret_file), "results": str(results), "cache": str(cache),
-                   "specs": str(toy_root), "hidden_test": str(hidden_dir / "test_ops.py"), "port": server.url.rsplit(":", 1)[1],
-                   "canary_bash": str(tmp_path / "canary-bash"), "canary_editor": str(tmp_path / "canary-editor"),
-                   "canary_daemon": str(tmp_path / "canary-daemon"), "canary_dir": str(tmp_path / "canary-dir")}
+        targets = {
+            "nonce": nonce,
+            "secret_file": str(secret_file),
+            "results": str(results),
+            "cache": str(cache),
+            "specs": str(toy_root),
+            "hidden_test": str(hidden_dir / "test_ops.py"),
+            "port": server.url.rsplit(":", 1)[1],
+            "canary_bash": str(tmp_path / "canary-bash"),
+            "canary_editor": str(tmp_path / "canary-editor"),
+            "canary_daemon": str(tmp_path / "canary-daemon"),
+            "canary_dir": str(tmp_path / "canary-dir"),
+        }
         (tmp_path / "canary-dir").mkdir()
         server.script.extend(attack_script(targets))
-        attack = _runner(*common, "--agent", "builtin", "--model", "anthropic/claude-haiku-4-5", "--base-url",
-                         server.url, "--run-id", "attack", env=env)
+        attack = _runner(
+            *common,
+            "--agent",
+            "builtin",
+            "--model",
+            "anthropic/claude-haiku-4-5",
+            "--base-url",
+            server.url,
+            "--run-id",
+            "attack",
+            env=env,
+        )
         served = len(server.requests)
         bodies = json.dumps([r.body for r in server.requests])
     time.sleep(1.0)  # a surviving daemon would have written its canary by now
@@ -189,8 +241,15 @@ def test_a_malicious_agent_cannot_escape_leak_or_force_its_verdict(sandbox_kind,
     assert result["status"] == "unresolved", result["grade"]
     grade = result["grade"]
     undone = "\n".join(grade["test_infrastructure_changes"])
-    for path in ("conftest.py", "pytest.ini", "sitecustomize.py", "evil.pth", "pytest.py", "setup.cfg",
-                 "evil-0.1.dist-info/entry_points.txt"):
+    for path in (
+        "conftest.py",
+        "pytest.ini",
+        "sitecustomize.py",
+        "evil.pth",
+        "pytest.py",
+        "setup.cfg",
+        "evil-0.1.dist-info/entry_points.txt",
+    ):
         assert f"{path}: added by the agent" in undone, (path, undone)
     assert any("calc/ops.py" in hit for hit in grade["tampering"]), grade["tampering"]
     assert grade["fail_to_pass"] == {"tests/test_ops.py::test_mul": "failed"}
@@ -220,8 +279,9 @@ def test_a_malicious_agent_cannot_escape_leak_or_force_its_verdict(sandbox_kind,
     assert after.returncode == 0 and "1 unresolved" in after.stdout, after.stdout + after.stderr
 
     # Replaying the recorded attack repeats it, and fails the same way.
-    replay = _runner(*common, "--agent", "replay", "--replay", str(trial / "trajectory.jsonl"), "--run-id", "replay",
-                     env=env)
+    replay = _runner(
+        *common, "--agent", "replay", "--replay", str(trial / "trajectory.jsonl"), "--run-id", "replay", env=env
+    )
     assert replay.returncode == 0, replay.stdout + replay.stderr
     replayed = json.loads((results / "replay" / "arith__mul" / "toy" / "replay" / "0" / "result.json").read_text())
     assert replayed["status"] == "unresolved", replayed["grade"]

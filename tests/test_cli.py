@@ -13,8 +13,14 @@ from conftest import REPO, write
 
 def runner(*args, env=None, timeout=120):
     env = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, str(REPO / "runner.py"), *args], capture_output=True, text=True,
-                          timeout=timeout, env=env, cwd=REPO)
+    return subprocess.run(
+        [sys.executable, str(REPO / "runner.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=REPO,
+    )
 
 
 def test_list_shows_tasks_frameworks_agents():
@@ -25,10 +31,12 @@ def test_list_shows_tasks_frameworks_agents():
 
 
 def test_unknown_names_give_one_error_and_exit_2(tmp_path):
-    cases = {("--task", "nope"): "unknown task 'nope'; choose a task (",
-             ("--framework", "megatron"): "unknown framework 'megatron'; choose one of: reference",
-             ("--agent", "gpt"): "unknown agent 'gpt'; choose one of: builtin, oracle, nop, replay",
-             ("frobnicate",): "unknown command 'frobnicate'; choose one of: run, validate, list"}
+    cases = {
+        ("--task", "nope"): "unknown task 'nope'; choose a task (",
+        ("--framework", "megatron"): "unknown framework 'megatron'; choose one of: reference",
+        ("--agent", "gpt"): "unknown agent 'gpt'; choose one of: builtin, oracle, nop, replay",
+        ("frobnicate",): "unknown command 'frobnicate'; choose one of: run, validate, list",
+    }
     for args, message in cases.items():
         result = runner(*args, "--results-dir", str(tmp_path)) if args[0] != "frobnicate" else runner(*args)
         assert result.returncode == 2, (args, result.stdout, result.stderr)
@@ -39,17 +47,41 @@ def test_unknown_names_give_one_error_and_exit_2(tmp_path):
 
 def test_builtin_without_key_fails_before_anything_starts(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
-    result = subprocess.run([sys.executable, str(REPO / "runner.py"), "--agent", "builtin", "--model",
-                             "anthropic/claude-sonnet-4-5", "--results-dir", str(tmp_path)],
-                            capture_output=True, text=True, env=env, timeout=60)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "runner.py"),
+            "--agent",
+            "builtin",
+            "--model",
+            "anthropic/claude-sonnet-4-5",
+            "--results-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert result.returncode == 2 and "ANTHROPIC_API_KEY" in result.stderr
     assert not list(tmp_path.iterdir())
 
 
 def test_default_smoke_run_with_oracle(tmp_path):
     started = time.monotonic()
-    result = runner("--task", "smoke", "--framework", "reference", "--agent", "oracle", "--run-id", "s1",
-                    "--results-dir", str(tmp_path), env={"ATEBENCH_CACHE": str(tmp_path / "cache")})
+    result = runner(
+        "--task",
+        "smoke",
+        "--framework",
+        "reference",
+        "--agent",
+        "oracle",
+        "--run-id",
+        "s1",
+        "--results-dir",
+        str(tmp_path),
+        env={"ATEBENCH_CACHE": str(tmp_path / "cache")},
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert time.monotonic() - started < 60
     assert "results" in result.stdout and "1 resolved" in result.stdout
@@ -67,8 +99,17 @@ def test_default_smoke_run_with_oracle(tmp_path):
 
 
 def test_validate_smoke_matrix(tmp_path):
-    result = runner("validate", "--framework", "reference", "--task", "smoke", "--results-dir", str(tmp_path),
-                    env={"ATEBENCH_CACHE": str(tmp_path / "cache")}, timeout=180)
+    result = runner(
+        "validate",
+        "--framework",
+        "reference",
+        "--task",
+        "smoke",
+        "--results-dir",
+        str(tmp_path),
+        env={"ATEBENCH_CACHE": str(tmp_path / "cache")},
+        timeout=180,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     row = next(line for line in result.stdout.splitlines() if "smoke" in line and "reference" in line and "yes" in line)
     assert row.count("unresolved") == 2 and " resolved" in row
@@ -76,18 +117,42 @@ def test_validate_smoke_matrix(tmp_path):
 
 
 def test_framework_all_skips_what_cannot_run(toy_root, tmp_path):
-    write(toy_root / "frameworks" / "bigiron" / "framework.toml",
-          'name = "bigiron"\n[source]\nkind = "bundled"\npath = "toy_src"\n[sandbox]\ngpus = 8\n')
-    result = runner("--specs-root", str(toy_root), "--task", "arith", "--framework", "all", "--agent", "nop",
-                    "--results-dir", str(tmp_path / "r"), "--no-isolate", env={"ATEBENCH_CACHE": str(tmp_path / "c"),
-                                                                               "CUDA_VISIBLE_DEVICES": ""})
+    write(
+        toy_root / "frameworks" / "bigiron" / "framework.toml",
+        'name = "bigiron"\n[source]\nkind = "bundled"\npath = "toy_src"\n[sandbox]\ngpus = 8\n',
+    )
+    result = runner(
+        "--specs-root",
+        str(toy_root),
+        "--task",
+        "arith",
+        "--framework",
+        "all",
+        "--agent",
+        "nop",
+        "--results-dir",
+        str(tmp_path / "r"),
+        "--no-isolate",
+        env={"ATEBENCH_CACHE": str(tmp_path / "c"), "CUDA_VISIBLE_DEVICES": ""},
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "frameworks included: toy" in result.stdout
     assert "skipping framework bigiron: needs 8 GPU(s), this machine has 0" in result.stdout
     assert result.stdout.index("skipping framework bigiron") < result.stdout.index("[1/1]"), "said before trials start"
     assert "1 unresolved" in result.stdout
-    named = runner("--specs-root", str(toy_root), "--task", "arith", "--framework", "bigiron", "--agent", "nop",
-                   "--results-dir", str(tmp_path / "r2"), env={"CUDA_VISIBLE_DEVICES": ""})
+    named = runner(
+        "--specs-root",
+        str(toy_root),
+        "--task",
+        "arith",
+        "--framework",
+        "bigiron",
+        "--agent",
+        "nop",
+        "--results-dir",
+        str(tmp_path / "r2"),
+        env={"CUDA_VISIBLE_DEVICES": ""},
+    )
     assert named.returncode == 2 and "framework 'bigiron' cannot run here: needs 8 GPU(s)" in named.stderr
 
 
@@ -96,8 +161,19 @@ def test_help_lists_commands_and_run_options():
     assert result.returncode == 0, result.stderr
     for command in ("run", "validate", "list", "report", "compare", "profile"):
         assert f"\n  {command} " in result.stdout, command
-    for option in ("--task", "--framework", "--agent", "--model", "--trials", "--parallel", "--sandbox", "--run-id",
-                   "--resume", "--extend", "--results-dir"):
+    for option in (
+        "--task",
+        "--framework",
+        "--agent",
+        "--model",
+        "--trials",
+        "--parallel",
+        "--sandbox",
+        "--run-id",
+        "--resume",
+        "--extend",
+        "--results-dir",
+    ):
         assert f"  {option} " in result.stdout, option
     assert "usage: python runner.py [COMMAND] [OPTIONS]" in result.stdout
     assert "cmd_x" not in result.stdout and "COMMANDS" not in result.stdout, "help is for users, not developers"
@@ -132,8 +208,17 @@ def test_report_tells_a_profile_from_a_run(tmp_path):
 def test_resume_refuses_a_changed_plan_unless_extended(toy_root, tmp_path):
     results_dir = tmp_path / "results"
     env = {"ATEBENCH_CACHE": str(tmp_path / "cache")}
-    base = ["--specs-root", str(toy_root), "--framework", "toy", "--no-isolate", "--results-dir", str(results_dir),
-            "--run-id", "r"]
+    base = [
+        "--specs-root",
+        str(toy_root),
+        "--framework",
+        "toy",
+        "--no-isolate",
+        "--results-dir",
+        str(results_dir),
+        "--run-id",
+        "r",
+    ]
     first = runner("--task", "arith/mul", "--agent", "nop", *base, env=env)
     assert first.returncode == 0, first.stdout + first.stderr
     run_file = results_dir / "r" / "run.json"
@@ -143,11 +228,14 @@ def test_resume_refuses_a_changed_plan_unless_extended(toy_root, tmp_path):
         refused = runner(*base, "--resume", *extra, env=env)
         assert refused.returncode == 2, refused.stdout + refused.stderr
         [line] = refused.stderr.strip().splitlines()
-        assert f"change run 'r'\'s plan ({shown})" in line and "add --extend" in line, line
+        assert f"change run 'r''s plan ({shown})" in line and "add --extend" in line, line
         assert f"`python runner.py --run-id r --resume --results-dir {results_dir}` alone continues it" in line
         assert run_file.read_bytes() == recorded, "a refused resume changes nothing"
     model = runner(*base, "--resume", "--extend", "--model", "openai/gpt-5", env=env)
-    assert model.returncode == 2 and "cannot change how run 'r' runs its trials (model None -> 'openai/gpt-5')" in model.stderr
+    assert (
+        model.returncode == 2
+        and "cannot change how run 'r' runs its trials (model None -> 'openai/gpt-5')" in model.stderr
+    )
 
     extended = runner(*base, "--resume", "--extend", "--trials", "2", env=env)
     assert extended.returncode == 0, extended.stdout + extended.stderr
@@ -158,7 +246,9 @@ def test_resume_refuses_a_changed_plan_unless_extended(toy_root, tmp_path):
 
     again = runner(*base, "--resume", env=env)
     assert again.returncode == 0 and "2 trial(s), 2 already finished, 0 to run" in again.stdout, again.stderr
-    assert json.loads(run_file.read_text())["previous_args"] == run["previous_args"], "a plain resume changes no argument"
+    assert json.loads(run_file.read_text())["previous_args"] == run["previous_args"], (
+        "a plain resume changes no argument"
+    )
     faster = runner(*base, "--resume", "--parallel", "2", env=env)
     assert faster.returncode == 0 and "0 to run" in faster.stdout, "--parallel may change on resume"
 
@@ -171,7 +261,16 @@ def test_run_and_validate_declare_their_shared_options_once():
     shared = argparse.ArgumentParser()
     cli.add_trial_options(shared, task_default="all")
     names = {a.dest for a in shared._actions} - {"help"}
-    assert names == {"task", "framework", "parallel", "sandbox", "isolate", "run_id", "results_dir", "specs_root",
-                     "gpus"}
+    assert names == {
+        "task",
+        "framework",
+        "parallel",
+        "sandbox",
+        "isolate",
+        "run_id",
+        "results_dir",
+        "specs_root",
+        "gpus",
+    }
     assert names <= {a.dest for a in cli.run_parser()._actions}
     assert cli.cmd_validate(["--parallel", "0"]) == 2 and cli.cmd_run(["--gpus", "-1"]) == 2

@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 
 from bench.agents import make_spec
 from bench.agents.claude_code import ClaudeCodeAgent
@@ -25,7 +26,6 @@ from bench.pricing import load_prices
 from bench.sandbox.local import LocalSandbox, bwrap_available
 from bench.specs import Limits
 from bench.types import AgentContext, AgentOutcome, TrajectoryWriter, TurnUsage
-from conftest import REPO
 from tests.fake_llm import Failure, FakeLLMServer, Reply
 from tests.tiny_task import make_task_repo, task_tests_pass
 
@@ -66,12 +66,24 @@ def fix_calc(repo: Path) -> list:
     """Claude Code's own tools, one step per tool result: run, read, edit, finish."""
     calc = str(repo / "calc.py")
     look = {"command": "python3 -m pytest -q test_calc.py; env > env.txt", "description": "run the test"}
-    return [Reply(text="Let me look.", tool_calls=[("Bash", look)],
-                  input_tokens=1200, output_tokens=50, cache_read_tokens=300, cache_write_tokens=40),
-            Reply(tool_calls=[("Read", {"file_path": calc})], input_tokens=1300, output_tokens=51),
-            Reply(tool_calls=[("Edit", {"file_path": calc, "old_string": "a - b", "new_string": "a + b"})],
-                  input_tokens=1400, output_tokens=52, cache_read_tokens=900),
-            Reply(text="Fixed add.", input_tokens=1500, output_tokens=53)]
+    return [
+        Reply(
+            text="Let me look.",
+            tool_calls=[("Bash", look)],
+            input_tokens=1200,
+            output_tokens=50,
+            cache_read_tokens=300,
+            cache_write_tokens=40,
+        ),
+        Reply(tool_calls=[("Read", {"file_path": calc})], input_tokens=1300, output_tokens=51),
+        Reply(
+            tool_calls=[("Edit", {"file_path": calc, "old_string": "a - b", "new_string": "a + b"})],
+            input_tokens=1400,
+            output_tokens=52,
+            cache_read_tokens=900,
+        ),
+        Reply(text="Fixed add.", input_tokens=1500, output_tokens=53),
+    ]
 
 
 def run_claude(tmp_path, server, limits=None, agent=None):
@@ -100,8 +112,9 @@ def test_claude_code_fixes_a_task_metered_by_the_proxy(claude_code, tmp_path):
     assert outcome.exit_status == "submitted", (outcome.error, events[-3:])
     assert task_tests_pass(repo)
     # The proxy's records are the metrics, and they equal what the server served.
-    assert [(t.input_tokens, t.output_tokens, t.cache_read_tokens, t.cache_write_tokens) for t in outcome.turns] == \
-        [(r.input_tokens, r.output_tokens, r.cache_read_tokens, r.cache_write_tokens) for r in served]
+    assert [(t.input_tokens, t.output_tokens, t.cache_read_tokens, t.cache_write_tokens) for t in outcome.turns] == [
+        (r.input_tokens, r.output_tokens, r.cache_read_tokens, r.cache_write_tokens) for r in served
+    ]
     assert [t.tool_calls for t in outcome.turns] == [1, 1, 1, 0]
     assert (outcome.api_errors, outcome.api_retries) == (0, 0)
     # The key: only the proxy's, upstream; never inside.
@@ -167,7 +180,7 @@ def cli_processes() -> list[str]:
     return found
 
 
-SMOKE_FIX = '''python3 - <<'PY'
+SMOKE_FIX = """python3 - <<'PY'
 import pathlib
 path = pathlib.Path("bench_utils/rates.py")
 body = ('    if seconds <= 0:\\n        raise ValueError(f"seconds must be positive, got {seconds}")\\n'
@@ -175,23 +188,59 @@ body = ('    if seconds <= 0:\\n        raise ValueError(f"seconds must be posit
         '    return float(tokens) / seconds')
 stub = '    raise NotImplementedError("tokens_per_second is not implemented yet")'
 path.write_text(path.read_text().replace(stub, body))
-PY'''
+PY"""
 
 
 def test_runner_resolves_smoke_with_claude_code_and_the_proxy_metrics(claude_code, tmp_path):
-    script = [Reply(tool_calls=[("Bash", {"command": "env; cat bench_utils/rates.py", "description": "look"})],
-                    input_tokens=2000, output_tokens=40, cache_write_tokens=500),
-              Reply(tool_calls=[("Bash", {"command": SMOKE_FIX, "description": "implement"})],
-                    input_tokens=300, output_tokens=120, cache_read_tokens=2500),
-              Reply(text="Implemented tokens_per_second.", input_tokens=200, output_tokens=15, cache_read_tokens=2800)]
+    script = [
+        Reply(
+            tool_calls=[("Bash", {"command": "env; cat bench_utils/rates.py", "description": "look"})],
+            input_tokens=2000,
+            output_tokens=40,
+            cache_write_tokens=500,
+        ),
+        Reply(
+            tool_calls=[("Bash", {"command": SMOKE_FIX, "description": "implement"})],
+            input_tokens=300,
+            output_tokens=120,
+            cache_read_tokens=2500,
+        ),
+        Reply(text="Implemented tokens_per_second.", input_tokens=200, output_tokens=15, cache_read_tokens=2800),
+    ]
     results = tmp_path / "results"
-    env = {**os.environ, "ANTHROPIC_API_KEY": HOST_KEY, "ATEBENCH_CACHE": str(tmp_path / "cache"),
-           "ATEBENCH_CLI_CACHE": str(claude_code.parent)}
+    env = {
+        **os.environ,
+        "ANTHROPIC_API_KEY": HOST_KEY,
+        "ATEBENCH_CACHE": str(tmp_path / "cache"),
+        "ATEBENCH_CLI_CACHE": str(claude_code.parent),
+    }
     with FakeLLMServer(script, by_step=True) as server:
-        done = subprocess.run([sys.executable, str(REPO / "runner.py"), "--task", "smoke", "--framework", "reference",
-                               "--agent", "claude-code", "--model", MODEL, "--base-url", server.url, "--run-id", "cc",
-                               "--results-dir", str(results), "--no-throughput"],
-                              capture_output=True, text=True, timeout=300, env=env, cwd=REPO)
+        done = subprocess.run(
+            [
+                sys.executable,
+                str(REPO / "runner.py"),
+                "--task",
+                "smoke",
+                "--framework",
+                "reference",
+                "--agent",
+                "claude-code",
+                "--model",
+                MODEL,
+                "--base-url",
+                server.url,
+                "--run-id",
+                "cc",
+                "--results-dir",
+                str(results),
+                "--no-throughput",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=env,
+            cwd=REPO,
+        )
         served, bodies = server.served_replies(), json.dumps([r.body for r in server.requests])
         credentials = {r.headers.get("x-api-key") for r in server.requests}
     assert done.returncode == 0, done.stdout + done.stderr
@@ -200,8 +249,12 @@ def test_runner_resolves_smoke_with_claude_code_and_the_proxy_metrics(claude_cod
     assert (result["status"], result["exit_status"]) == ("resolved", "submitted"), result
     metrics = result["metrics"]
     assert metrics["agent_turns"] == len(served) == 3
-    for field, attr in (("input_tokens", "input_tokens"), ("output_tokens", "output_tokens"),
-                        ("cache_read_tokens", "cache_read_tokens"), ("cache_write_tokens", "cache_write_tokens")):
+    for field, attr in (
+        ("input_tokens", "input_tokens"),
+        ("output_tokens", "output_tokens"),
+        ("cache_read_tokens", "cache_read_tokens"),
+        ("cache_write_tokens", "cache_write_tokens"),
+    ):
         assert metrics[field] == sum(getattr(r, attr) for r in served), field
     assert metrics["cost_usd"] is not None and metrics["cost_usd"] > 0
     # The planted host key: only upstream, as the proxy's; nowhere in the sandbox, the trial or the model's input.
@@ -214,19 +267,33 @@ def test_runner_resolves_smoke_with_claude_code_and_the_proxy_metrics(claude_cod
 
 
 def test_codex_fixes_a_task_metered_by_the_proxy(codex, tmp_path):
-    script = [Reply(text="", tool_calls=[("exec_command", {"cmd": "env > env.txt; python3 -m pytest -q test_calc.py"})],
-                    input_tokens=3000, output_tokens=30, cache_read_tokens=1000),
-              [Failure(500, "overloaded"),
-               Reply(tool_calls=[("exec_command", {"cmd": "sed -i 's/a - b/a + b/' calc.py"})], input_tokens=400,
-                     output_tokens=31, cache_read_tokens=3900)],
-              Reply(text="Fixed add.", input_tokens=500, output_tokens=32, cache_read_tokens=4300)]
+    script = [
+        Reply(
+            text="",
+            tool_calls=[("exec_command", {"cmd": "env > env.txt; python3 -m pytest -q test_calc.py"})],
+            input_tokens=3000,
+            output_tokens=30,
+            cache_read_tokens=1000,
+        ),
+        [
+            Failure(500, "overloaded"),
+            Reply(
+                tool_calls=[("exec_command", {"cmd": "sed -i 's/a - b/a + b/' calc.py"})],
+                input_tokens=400,
+                output_tokens=31,
+                cache_read_tokens=3900,
+            ),
+        ],
+        Reply(text="Fixed add.", input_tokens=500, output_tokens=32, cache_read_tokens=4300),
+    ]
     with FakeLLMServer(script, by_step=True) as server:
         repo, outcome, events = run_claude(tmp_path, server, agent=CodexAgent(CODEX_MODEL, base_url=server.url + "/v1"))
         served, requests = server.served_replies(), server.requests
     assert outcome.exit_status == "submitted", (outcome.error, events[-4:])
     assert task_tests_pass(repo)
-    assert [(t.input_tokens, t.output_tokens, t.cache_read_tokens) for t in outcome.turns] == \
-        [(r.input_tokens, r.output_tokens, r.cache_read_tokens) for r in served]
+    assert [(t.input_tokens, t.output_tokens, t.cache_read_tokens) for t in outcome.turns] == [
+        (r.input_tokens, r.output_tokens, r.cache_read_tokens) for r in served
+    ]
     assert (outcome.api_errors, outcome.api_retries) == (1, 1)
     assert all(r.path == "/v1/responses" for r in requests)
     assert {r.headers.get("authorization") for r in requests} == {f"Bearer {OPENAI_HOST_KEY}"}
@@ -242,19 +309,55 @@ def test_codex_fixes_a_task_metered_by_the_proxy(codex, tmp_path):
 
 
 def test_runner_resolves_smoke_with_codex(codex, tmp_path):
-    script = [Reply(tool_calls=[("exec_command", {"cmd": "env; cat bench_utils/rates.py"})], input_tokens=2500,
-                    output_tokens=20, cache_read_tokens=700),
-              Reply(tool_calls=[("exec_command", {"cmd": SMOKE_FIX})], input_tokens=300, output_tokens=110,
-                    cache_read_tokens=3100),
-              Reply(text="Implemented tokens_per_second.", input_tokens=200, output_tokens=12, cache_read_tokens=3500)]
+    script = [
+        Reply(
+            tool_calls=[("exec_command", {"cmd": "env; cat bench_utils/rates.py"})],
+            input_tokens=2500,
+            output_tokens=20,
+            cache_read_tokens=700,
+        ),
+        Reply(
+            tool_calls=[("exec_command", {"cmd": SMOKE_FIX})],
+            input_tokens=300,
+            output_tokens=110,
+            cache_read_tokens=3100,
+        ),
+        Reply(text="Implemented tokens_per_second.", input_tokens=200, output_tokens=12, cache_read_tokens=3500),
+    ]
     results = tmp_path / "results"
-    env = {**os.environ, "OPENAI_API_KEY": OPENAI_HOST_KEY, "ATEBENCH_CACHE": str(tmp_path / "cache"),
-           "ATEBENCH_CLI_CACHE": str(codex.parent)}
+    env = {
+        **os.environ,
+        "OPENAI_API_KEY": OPENAI_HOST_KEY,
+        "ATEBENCH_CACHE": str(tmp_path / "cache"),
+        "ATEBENCH_CLI_CACHE": str(codex.parent),
+    }
     with FakeLLMServer(script, by_step=True) as server:
-        done = subprocess.run([sys.executable, str(REPO / "runner.py"), "--task", "smoke", "--framework", "reference",
-                               "--agent", "codex", "--model", CODEX_MODEL, "--base-url", server.url + "/v1",
-                               "--run-id", "cx", "--results-dir", str(results), "--no-throughput"],
-                              capture_output=True, text=True, timeout=300, env=env, cwd=REPO)
+        done = subprocess.run(
+            [
+                sys.executable,
+                str(REPO / "runner.py"),
+                "--task",
+                "smoke",
+                "--framework",
+                "reference",
+                "--agent",
+                "codex",
+                "--model",
+                CODEX_MODEL,
+                "--base-url",
+                server.url + "/v1",
+                "--run-id",
+                "cx",
+                "--results-dir",
+                str(results),
+                "--no-throughput",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=env,
+            cwd=REPO,
+        )
         served, bodies = server.served_replies(), json.dumps([r.body for r in server.requests])
         credentials = {r.headers.get("authorization") for r in server.requests}
     assert done.returncode == 0, done.stdout + done.stderr
@@ -273,19 +376,25 @@ def test_runner_resolves_smoke_with_codex(codex, tmp_path):
 
 # --- specs: one clear error before anything starts ---
 
-@pytest.mark.parametrize(("agent", "model", "message"), [
-    ("claude-code", None, "the claude-code agent needs a model"),
-    ("claude-code", "openai/gpt-5", "the claude-code agent speaks the Anthropic API"),
-    ("codex", None, "the codex agent needs a model"),
-    ("codex", "anthropic/claude-haiku-4-5", "the codex agent speaks the OpenAI Responses API"),
-])
+
+@pytest.mark.parametrize(
+    ("agent", "model", "message"),
+    [
+        ("claude-code", None, "the claude-code agent needs a model"),
+        ("claude-code", "openai/gpt-5", "the claude-code agent speaks the Anthropic API"),
+        ("codex", None, "the codex agent needs a model"),
+        ("codex", "anthropic/claude-haiku-4-5", "the codex agent speaks the OpenAI Responses API"),
+    ],
+)
 def test_cli_specs_name_the_flag_to_fix(agent, model, message):
     with pytest.raises(ValueError, match=message):
         make_spec(agent, model=model)
 
 
-@pytest.mark.parametrize(("agent", "model", "variable"), [("claude-code", MODEL, "ANTHROPIC_API_KEY"),
-                                                          ("codex", CODEX_MODEL, "OPENAI_API_KEY")])
+@pytest.mark.parametrize(
+    ("agent", "model", "variable"),
+    [("claude-code", MODEL, "ANTHROPIC_API_KEY"), ("codex", CODEX_MODEL, "OPENAI_API_KEY")],
+)
 def test_cli_specs_check_the_key_before_installing(agent, model, variable, monkeypatch, tmp_path):
     monkeypatch.delenv(variable)
     monkeypatch.setenv("ATEBENCH_CLI_CACHE", str(tmp_path))
@@ -317,7 +426,8 @@ def test_an_unisolated_sandbox_is_refused_with_the_reason(tmp_path):
         sandbox = LocalSandbox(repo, isolate=False)
         try:
             outcome = ClaudeCodeAgent(MODEL, base_url=server.url).run(
-                AgentContext("Fix add.", sandbox, Limits(), TrajectoryWriter(tmp_path / "trial" / "trajectory.jsonl")))
+                AgentContext("Fix add.", sandbox, Limits(), TrajectoryWriter(tmp_path / "trial" / "trajectory.jsonl"))
+            )
         finally:
             sandbox.close()
         assert server.requests == []
@@ -328,8 +438,14 @@ def test_an_unisolated_sandbox_is_refused_with_the_reason(tmp_path):
 def test_a_cli_that_disagrees_with_the_proxy_gets_a_note(tmp_path):
     agent = ClaudeCodeAgent(MODEL)
     agent.ctx = AgentContext("x", None, Limits(), TrajectoryWriter(tmp_path / "trajectory.jsonl"))
-    agent.result_line = {"usage": {"input_tokens": 10, "output_tokens": 1, "cache_read_input_tokens": 0,
-                                   "cache_creation_input_tokens": 0}}
+    agent.result_line = {
+        "usage": {
+            "input_tokens": 10,
+            "output_tokens": 1,
+            "cache_read_input_tokens": 0,
+            "cache_creation_input_tokens": 0,
+        }
+    }
     outcome = AgentOutcome("submitted", turns=[TurnUsage(0, 1, input_tokens=10, output_tokens=7)])
     agent._cross_check(outcome)
     (note,) = agent.ctx.trajectory.read()

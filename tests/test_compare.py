@@ -16,7 +16,9 @@ def gate(capsys, *args: str) -> tuple[int, str, str]:
 
 
 def table_row(text: str, metric: str) -> str:
-    rows = [line for line in text.splitlines() if line.startswith("| add-new-model/mixtral") and f"| {metric} |" in line]
+    rows = [
+        line for line in text.splitlines() if line.startswith("| add-new-model/mixtral") and f"| {metric} |" in line
+    ]
     assert len(rows) == 1, text
     return rows[0]
 

@@ -12,9 +12,23 @@ from conftest import REPO
 
 def test_docker_tests_skip_visibly_without_a_daemon(tmp_path):
     env = {**os.environ, "DOCKER_HOST": f"unix://{tmp_path}/no-daemon.sock", "TMPDIR": str(tmp_path)}
-    result = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q",
-                             f"--basetemp={tmp_path / 'inner'}", "tests/test_sandbox_docker.py::test_files_round_trip"],
-                            cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "-q",
+            f"--basetemp={tmp_path / 'inner'}",
+            "tests/test_sandbox_docker.py::test_files_round_trip",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "1 skipped" in result.stdout
     assert "DOCKER TESTS SKIPPED: no Docker daemon reachable" in result.stdout

@@ -11,12 +11,12 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import REPO, make_toy_root
 
 from bench.agents import AgentSpec
 from bench.run import RunConfig, execute, make_plan
 from bench.trial import Trial
 from bench.types import AgentContext, AgentOutcome
-from conftest import REPO, make_toy_root
 
 
 class CrashingAgent:
@@ -31,8 +31,15 @@ class CrashingAgent:
 
 
 def test_agent_crash_is_an_agent_error_and_keeps_earlier_output(toy_root, cache, tmp_path):
-    cfg = RunConfig(task="arith/mul", framework="toy", agents=["crashing"], run_id="crash", isolate=False,
-                    results_dir=str(tmp_path / "results"), specs_root=str(toy_root))
+    cfg = RunConfig(
+        task="arith/mul",
+        framework="toy",
+        agents=["crashing"],
+        run_id="crash",
+        isolate=False,
+        results_dir=str(tmp_path / "results"),
+        specs_root=str(toy_root),
+    )
     [row] = execute(cfg, make_plan(cfg, {"crashing": AgentSpec("crashing", lambda trial: CrashingAgent())}))
     assert row["status"] == "error" and row["exit_status"] == "agent_error"
     assert row["error"] == {"phase": "agent", "message": "the agent crashed: RuntimeError: boom in the agent loop"}
@@ -47,8 +54,15 @@ def test_agent_crash_is_an_agent_error_and_keeps_earlier_output(toy_root, cache,
 def test_a_trial_the_interrupt_reaches_before_it_starts_never_starts(toy_root, cache, tmp_path):
     """With --parallel N, queued trials keep starting while the signal handler closes the running ones; each
     must see the stop and not start (recording nothing, so --resume runs it), never end as an error."""
-    cfg = RunConfig(task="arith/mul", framework="toy", agents=["crashing"], run_id="stop", isolate=False,
-                    results_dir=str(tmp_path / "results"), specs_root=str(toy_root))
+    cfg = RunConfig(
+        task="arith/mul",
+        framework="toy",
+        agents=["crashing"],
+        run_id="stop",
+        isolate=False,
+        results_dir=str(tmp_path / "results"),
+        specs_root=str(toy_root),
+    )
     plan = make_plan(cfg, {"crashing": AgentSpec("crashing", lambda trial: CrashingAgent())})
     trial = Trial(plan.trials[0])
     trial.interrupt("SIGTERM")
@@ -59,8 +73,15 @@ def test_a_trial_the_interrupt_reaches_before_it_starts_never_starts(toy_root, c
 
 def test_grader_timeout_ends_trial_as_grade_error(tmp_path, cache):
     root = make_toy_root(tmp_path / "specs", grading_command="sleep 30; python -m pytest -q tests", grading_timeout_s=1)
-    cfg = RunConfig(task="arith/mul", framework="toy", agents=["oracle"], run_id="slow", isolate=False,
-                    results_dir=str(tmp_path / "results"), specs_root=str(root))
+    cfg = RunConfig(
+        task="arith/mul",
+        framework="toy",
+        agents=["oracle"],
+        run_id="slow",
+        isolate=False,
+        results_dir=str(tmp_path / "results"),
+        specs_root=str(root),
+    )
     from bench.agents import make_spec
 
     [row] = execute(cfg, make_plan(cfg, {"oracle": make_spec("oracle")}))
@@ -76,21 +97,39 @@ def test_signal_marks_running_trial_interrupted_and_resume_completes(tmp_path, s
     flags = tmp_path / "flags"
     flags.mkdir()
     (flags / "slow").touch()
-    slow_second_grading = (f"if [ -f {flags}/first-done ] && [ -f {flags}/slow ]; then sleep 60; fi; "
-                           f"touch {flags}/first-done; python -m pytest -q -p no:cacheprovider tests")
+    slow_second_grading = (
+        f"if [ -f {flags}/first-done ] && [ -f {flags}/slow ]; then sleep 60; fi; "
+        f"touch {flags}/first-done; python -m pytest -q -p no:cacheprovider tests"
+    )
     root = make_toy_root(tmp_path / "specs", grading_command=slow_second_grading)
     results_dir = tmp_path / "results"
     scratch = tmp_path / "tmp"
     scratch.mkdir()
     env = {**os.environ, "ATEBENCH_CACHE": str(tmp_path / "cache"), "TMPDIR": str(scratch)}
-    command = [sys.executable, str(REPO / "runner.py"), "--specs-root", str(root), "--task", "arith/mul",
-               "--framework", "toy", "--agent", "oracle,nop", "--run-id", "r", "--results-dir", str(results_dir),
-               "--no-isolate"]
+    command = [
+        sys.executable,
+        str(REPO / "runner.py"),
+        "--specs-root",
+        str(root),
+        "--task",
+        "arith/mul",
+        "--framework",
+        "toy",
+        "--agent",
+        "oracle,nop",
+        "--run-id",
+        "r",
+        "--results-dir",
+        str(results_dir),
+        "--no-isolate",
+    ]
     proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     run_dir = results_dir / "r" / "arith__mul" / "toy"
     deadline = time.monotonic() + 60
     while not ((run_dir / "nop" / "0" / "agent.diff").exists() and (flags / "first-done").exists()):
-        assert time.monotonic() < deadline and proc.poll() is None, proc.stdout.read() if proc.poll() is not None else "timeout"
+        assert time.monotonic() < deadline and proc.poll() is None, (
+            proc.stdout.read() if proc.poll() is not None else "timeout"
+        )
         time.sleep(0.2)
     time.sleep(1.0)
     assert list(scratch.glob("atebench-trial-*")), "the interrupted trial has a workspace to remove"
@@ -107,8 +146,13 @@ def test_signal_marks_running_trial_interrupted_and_resume_completes(tmp_path, s
     assert nop["status"] == "interrupted" and nop["exit_status"] == "interrupted" and nop["error"]["phase"] == "grade"
 
     (flags / "slow").unlink()
-    resumed = subprocess.run([sys.executable, str(REPO / "runner.py"), *resume.split()[2:]], env=env,
-                             capture_output=True, text=True, timeout=120)
+    resumed = subprocess.run(
+        [sys.executable, str(REPO / "runner.py"), *resume.split()[2:]],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "1 already finished, 1 to run" in resumed.stdout
     assert json.loads((run_dir / "oracle" / "0" / "result.json").read_text()) == oracle

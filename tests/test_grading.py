@@ -6,10 +6,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import make_toy_root, write
 
 from bench import grading, specs, workspace
 from bench.sandbox.local import LocalSandbox
-from conftest import make_toy_root, write
 
 JUNIT = """<?xml version="1.0" encoding="utf-8"?><testsuites><testsuite name="pytest" tests="4">
 <testcase classname="tests.test_ops" name="test_mul" time="0.010"/>
@@ -21,8 +21,12 @@ JUNIT = """<?xml version="1.0" encoding="utf-8"?><testsuites><testsuite name="py
 
 def test_parse_junit_outcomes():
     outcomes = {t.name: t.outcome for t in grading.parse_junit(JUNIT)}
-    assert outcomes == {"tests.test_ops::test_mul": "passed", "tests.test_ops::test_add": "failed",
-                        "tests.test_ops.TestX::test_p[1-a]": "skipped", "tests.test_ops::test_setup": "error"}
+    assert outcomes == {
+        "tests.test_ops::test_mul": "passed",
+        "tests.test_ops::test_add": "failed",
+        "tests.test_ops.TestX::test_p[1-a]": "skipped",
+        "tests.test_ops::test_setup": "error",
+    }
 
 
 def test_pytest_ids_map_to_junit_names():
@@ -38,7 +42,9 @@ def test_verdict_f2p_p2p():
     assert not judged.resolved and judged.pass_to_pass == {"tests/test_ops.py::test_add": "failed"}
     judged = grading.verdict(outcomes, ["tests/test_ops.py::test_gone"], [])
     assert not judged.resolved and judged.fail_to_pass == {"tests/test_ops.py::test_gone": "missing"}
-    assert judged.error is None and grading.missing_ids(judged.fail_to_pass, judged.pass_to_pass) == ["tests/test_ops.py::test_gone"]
+    assert judged.error is None and grading.missing_ids(judged.fail_to_pass, judged.pass_to_pass) == [
+        "tests/test_ops.py::test_gone"
+    ]
     assert judged.tests_run == 4
 
 
@@ -62,7 +68,9 @@ def test_gold_resolves_and_unchanged_does_not(toy_root, cache, tmp_path):
     assert not before.resolved and before.error is None
     assert before.fail_to_pass == {"tests/test_ops.py::test_mul": "failed"}
     assert before.pass_to_pass == {"tests/test_ops.py::test_add": "passed"}
-    subprocess.run(["git", "apply", "-"], input=workspace.gold_patch(variant, framework), text=True, cwd=work, check=True)
+    subprocess.run(
+        ["git", "apply", "-"], input=workspace.gold_patch(variant, framework), text=True, cwd=work, check=True
+    )
     after = _grade(variant, framework, work, prepared, tmp_path)
     assert after.resolved and after.tests_run == 2 and after.modified_test_files == []
     assert "2 passed" in (tmp_path / "grader.log").read_text()
@@ -71,8 +79,10 @@ def test_gold_resolves_and_unchanged_does_not(toy_root, cache, tmp_path):
 def test_agent_copy_of_hidden_tests_is_overwritten_and_flagged(toy_root, cache, tmp_path):
     variant, framework, work, prepared = _setup(toy_root, tmp_path)
     write(work / "tests" / "test_ops.py", "def test_mul():\n    pass\n\n\ndef test_add():\n    pass\n")
-    write(work / grading.JUNIT_FILE, '<testsuites><testsuite><testcase classname="tests.test_ops" name="test_mul"/>'
-                                     '</testsuite></testsuites>')
+    write(
+        work / grading.JUNIT_FILE,
+        '<testsuites><testsuite><testcase classname="tests.test_ops" name="test_mul"/></testsuite></testsuites>',
+    )
     judged = _grade(variant, framework, work, prepared, tmp_path)
     assert not judged.resolved, "the agent's trivial copy of the hidden test must not count"
     assert judged.modified_test_files == ["tests/test_ops.py"]
@@ -80,7 +90,9 @@ def test_agent_copy_of_hidden_tests_is_overwritten_and_flagged(toy_root, cache, 
 
 
 def test_printed_pass_without_tests_is_an_error(tmp_path, cache):
-    root = make_toy_root(tmp_path / "specs", grading_command="echo '2 passed'; python -m pytest -q tests -k nothing_matches")
+    root = make_toy_root(
+        tmp_path / "specs", grading_command="echo '2 passed'; python -m pytest -q tests -k nothing_matches"
+    )
     variant, framework, work, prepared = _setup(root, tmp_path)
     judged = _grade(variant, framework, work, prepared, tmp_path)
     assert not judged.resolved and "no tests were executed" in judged.error
@@ -100,8 +112,10 @@ def test_grading_timeout_is_labelled(tmp_path, cache):
     assert not judged.resolved and judged.error.startswith("grading timed out after 1s")
 
 
-@pytest.mark.parametrize("path,flagged", [("tests/test_new.py", True), ("pkg/conftest.py", True),
-                                          ("pkg/ops_test.py", True), ("calc/ops.py", False)])
+@pytest.mark.parametrize(
+    "path,flagged",
+    [("tests/test_new.py", True), ("pkg/conftest.py", True), ("pkg/ops_test.py", True), ("calc/ops.py", False)],
+)
 def test_modified_test_file_patterns(path, flagged):
     assert (grading.modified_test_files([path], []) == [path]) is flagged
 
@@ -121,12 +135,18 @@ def _own_suite_root(tmp_path: Path) -> Path:
         hidden.unlink()
     (variant / "tests").rmdir()
     prepare = (variant / "prepare.py").read_text()
-    write(variant / "prepare.py", prepare + "\nown = Path(sys.argv[1]) / 'tests' / 'test_own.py'\n"
-                                            "own.write_text(own.read_text().split('\\n\\n\\ndef test_mul_own')[0] + '\\n')\n")
-    write(variant / "grading.toml", 'command = "python -m pytest -q -p no:cacheprovider tests"\n'
-                                    'restore_from_original = ["tests/test_own.py"]\n'
-                                    'fail_to_pass = ["tests/test_own.py::test_mul_own"]\n'
-                                    'pass_to_pass = ["tests/test_own.py::test_add_own"]\n')
+    write(
+        variant / "prepare.py",
+        prepare + "\nown = Path(sys.argv[1]) / 'tests' / 'test_own.py'\n"
+        "own.write_text(own.read_text().split('\\n\\n\\ndef test_mul_own')[0] + '\\n')\n",
+    )
+    write(
+        variant / "grading.toml",
+        'command = "python -m pytest -q -p no:cacheprovider tests"\n'
+        'restore_from_original = ["tests/test_own.py"]\n'
+        'fail_to_pass = ["tests/test_own.py::test_mul_own"]\n'
+        'pass_to_pass = ["tests/test_own.py::test_add_own"]\n',
+    )
     return root
 
 
@@ -142,8 +162,9 @@ def test_framework_own_tests_restored_from_original(tmp_path, cache):
 
     def judge():
         diff = workspace.tree_diff(prepared, work)
-        return grading.grade(variant, work, diff.files, opener, tmp_path / "grader.log", baseline=prepared,
-                             original=original)
+        return grading.grade(
+            variant, work, diff.files, opener, tmp_path / "grader.log", baseline=prepared, original=original
+        )
 
     before = judge()
     assert not before.resolved and before.error is None
@@ -153,7 +174,9 @@ def test_framework_own_tests_restored_from_original(tmp_path, cache):
     cheated = judge()
     assert not cheated.resolved and cheated.modified_test_files == ["tests/test_own.py"]
     subprocess.run(["git", "checkout", "--", "tests/test_own.py"], cwd=work, check=True)
-    subprocess.run(["git", "apply", "-"], input=workspace.gold_patch(variant, framework), text=True, cwd=work, check=True)
+    subprocess.run(
+        ["git", "apply", "-"], input=workspace.gold_patch(variant, framework), text=True, cwd=work, check=True
+    )
     after = judge()
     assert after.resolved, after
     assert after.pass_to_pass == {"tests/test_own.py::test_add_own": "passed"}
@@ -162,25 +185,40 @@ def test_framework_own_tests_restored_from_original(tmp_path, cache):
 def test_restore_of_a_missing_original_file_is_one_clear_error(tmp_path, cache):
     root = _own_suite_root(tmp_path)
     grading_toml = root / "tasks" / "arith" / "own" / "frameworks" / "toy" / "grading.toml"
-    grading_toml.write_text(grading_toml.read_text().replace("tests/test_own.py\"]\nfail", "tests/test_gone.py\"]\nfail"))
+    grading_toml.write_text(grading_toml.read_text().replace('tests/test_own.py"]\nfail', 'tests/test_gone.py"]\nfail'))
     variant = specs.load_task("arith/own", root).variant("toy")
     framework = specs.load_framework("toy", root)
     work = workspace.create_workspace(variant, framework, tmp_path / "ws")
     with pytest.raises(FileNotFoundError, match="restore_from_original names 'tests/test_gone.py'"):
-        grading.grade(variant, work, [], lambda tree: LocalSandbox(tree, isolate=False), tmp_path / "g.log",
-                      baseline=workspace.prepared_checkout(variant, framework), original=workspace.original_source(framework))
+        grading.grade(
+            variant,
+            work,
+            [],
+            lambda tree: LocalSandbox(tree, isolate=False),
+            tmp_path / "g.log",
+            baseline=workspace.prepared_checkout(variant, framework),
+            original=workspace.original_source(framework),
+        )
 
 
 def test_gpu_ladder_tests_join_fail_to_pass_only_for_the_gpus_a_trial_holds(toy_root, cache, tmp_path):
     task_dir = toy_root / "tasks" / "arith" / "mul"
-    (task_dir / "task.toml").write_text((task_dir / "task.toml").read_text() + "\n[resources]\ngpu_ladder = [1, 2, 4]\n")
+    (task_dir / "task.toml").write_text(
+        (task_dir / "task.toml").read_text() + "\n[resources]\ngpu_ladder = [1, 2, 4]\n"
+    )
     grading_toml = task_dir / "frameworks" / "toy" / "grading.toml"
-    grading_toml.write_text(grading_toml.read_text() + 'gpu_fail_to_pass = ["tests/test_ops.py::test_mul_gpu[world{n}]"]\n')
+    grading_toml.write_text(
+        grading_toml.read_text() + 'gpu_fail_to_pass = ["tests/test_ops.py::test_mul_gpu[world{n}]"]\n'
+    )
     variant, framework, work, prepared = _setup(toy_root, tmp_path)
     assert grading.gpu_ladder_ids(variant, 0) == []
-    assert grading.gpu_ladder_ids(variant, 2) == ["tests/test_ops.py::test_mul_gpu[world1]",
-                                                  "tests/test_ops.py::test_mul_gpu[world2]"]
-    subprocess.run(["git", "apply", "-"], input=workspace.gold_patch(variant, framework), text=True, cwd=work, check=True)
+    assert grading.gpu_ladder_ids(variant, 2) == [
+        "tests/test_ops.py::test_mul_gpu[world1]",
+        "tests/test_ops.py::test_mul_gpu[world2]",
+    ]
+    subprocess.run(
+        ["git", "apply", "-"], input=workspace.gold_patch(variant, framework), text=True, cwd=work, check=True
+    )
     diff = workspace.tree_diff(prepared, work)
     opener = lambda tree: LocalSandbox(tree, env=framework.sandbox.env, isolate=False)  # noqa: E731
     on_cpu = grading.grade(variant, work, diff.files, opener, tmp_path / "cpu.log", baseline=prepared)
@@ -188,6 +226,8 @@ def test_gpu_ladder_tests_join_fail_to_pass_only_for_the_gpus_a_trial_holds(toy_
     on_gpus = grading.grade(variant, work, diff.files, opener, tmp_path / "gpu.log", baseline=prepared, gpus=2)
     assert not on_gpus.resolved, "a GPU ladder step the trial covers must be graded (here: the test is missing)"
     assert on_gpus.fail_to_pass["tests/test_ops.py::test_mul_gpu[world2]"] == "missing"
-    assert grading.missing_ids(on_gpus.fail_to_pass, on_gpus.pass_to_pass) == ["tests/test_ops.py::test_mul_gpu[world1]",
-                                            "tests/test_ops.py::test_mul_gpu[world2]"]
+    assert grading.missing_ids(on_gpus.fail_to_pass, on_gpus.pass_to_pass) == [
+        "tests/test_ops.py::test_mul_gpu[world1]",
+        "tests/test_ops.py::test_mul_gpu[world2]",
+    ]
     assert "tests/test_ops.py::test_mul_gpu[world4]" not in on_gpus.fail_to_pass

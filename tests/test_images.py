@@ -17,7 +17,10 @@ def mounted(tmp_path):
     """A tmpfs mounted inside a scratch tree, like /proc inside a debootstrap rootfs; unmounted after."""
     point = tmp_path / "rootfs" / "proc"
     point.mkdir(parents=True)
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "none", str(point)], capture_output=True).returncode:
+    if (
+        os.geteuid() != 0
+        or subprocess.run(["mount", "-t", "tmpfs", "none", str(point)], capture_output=True).returncode
+    ):
         pytest.skip("SKIPPED VISIBLY: mounting a tmpfs needs root with CAP_SYS_ADMIN")
     (point / "precious").write_text("outside the scratch tree's own file system")
     yield point
@@ -43,7 +46,10 @@ def test_unmount_all_then_remove_tree_leaves_nothing(mounted, tmp_path):
 def test_mount_points_with_spaces_are_found(tmp_path):
     point = tmp_path / "with space"
     point.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "none", str(point)], capture_output=True).returncode:
+    if (
+        os.geteuid() != 0
+        or subprocess.run(["mount", "-t", "tmpfs", "none", str(point)], capture_output=True).returncode
+    ):
         pytest.skip("SKIPPED VISIBLY: mounting a tmpfs needs root with CAP_SYS_ADMIN")
     try:
         assert images.mounts_under(tmp_path) == [point]

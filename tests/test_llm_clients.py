@@ -4,8 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from bench.llm import (AnthropicClient, LLMError, MissingKeyError, OpenAIClient, RetryPolicy, ToolCall, ToolSpec,
-                       make_client, parse_model)
+from bench.llm import (
+    AnthropicClient,
+    LLMError,
+    MissingKeyError,
+    OpenAIClient,
+    RetryPolicy,
+    ToolCall,
+    ToolSpec,
+    make_client,
+    parse_model,
+)
 from bench.pricing import cost_usd, load_prices, missing_price_note
 from tests.fake_llm import Failure, FakeLLMServer, Malformed, Reply
 
@@ -27,8 +36,14 @@ def clients(server: FakeLLMServer, **options):
 
 @pytest.mark.parametrize("provider", ["anthropic", "openai"])
 def test_reply_is_normalised(provider):
-    reply = Reply(text="done", tool_calls=[("echo", {"text": "x"})], input_tokens=7, output_tokens=3,
-                  cache_read_tokens=11, cache_write_tokens=13)
+    reply = Reply(
+        text="done",
+        tool_calls=[("echo", {"text": "x"})],
+        input_tokens=7,
+        output_tokens=3,
+        cache_read_tokens=11,
+        cache_write_tokens=13,
+    )
     with FakeLLMServer([reply]) as server:
         got = clients(server)[provider].complete("be brief", HISTORY, [ECHO])
     assert got.text == "done"
@@ -48,7 +63,12 @@ def test_anthropic_wire_format_carries_history_tools_and_cache_markers():
     assert body["system"][0]["text"] == "be brief" and body["system"][0]["cache_control"] == {"type": "ephemeral"}
     assert body["tools"] == [{"name": "echo", "description": "repeat the text", "input_schema": ECHO.parameters}]
     assert [m["role"] for m in body["messages"]] == ["user", "assistant", "user"]
-    assert body["messages"][1]["content"][1] == {"type": "tool_use", "id": "call_1", "name": "echo", "input": {"text": "hi"}}
+    assert body["messages"][1]["content"][1] == {
+        "type": "tool_use",
+        "id": "call_1",
+        "name": "echo",
+        "input": {"text": "hi"},
+    }
     result = body["messages"][2]["content"][0]
     assert result["type"] == "tool_result" and result["tool_use_id"] == "call_1" and result["content"] == "hi"
     assert result["cache_control"] == {"type": "ephemeral"}
@@ -112,8 +132,11 @@ def test_malformed_tool_arguments_are_kept_for_the_tool_to_report():
 
 def test_model_names_pick_provider_and_server():
     assert parse_model("anthropic/claude-haiku-4-5") == ("anthropic", "claude-haiku-4-5", None)
-    assert parse_model("openai-compatible/Qwen/Qwen3-8B@http://127.0.0.1:8000/v1") == \
-        ("openai-compatible", "Qwen/Qwen3-8B", "http://127.0.0.1:8000/v1")
+    assert parse_model("openai-compatible/Qwen/Qwen3-8B@http://127.0.0.1:8000/v1") == (
+        "openai-compatible",
+        "Qwen/Qwen3-8B",
+        "http://127.0.0.1:8000/v1",
+    )
     with pytest.raises(ValueError, match="providers: anthropic, openai, openai-compatible"):
         parse_model("mistral/large")
     with pytest.raises(ValueError, match="needs the server after '@'"):
@@ -129,17 +152,24 @@ def test_make_client_reads_keys_and_base_urls_from_the_host_environment():
         make_client("anthropic/claude-haiku-4-5", env={})
     with FakeLLMServer([Reply(text="via env")]) as server:
         env = {"OPENAI_API_KEY": "test-key-env", "ATEBENCH_OPENAI_BASE_URL": server.url + "/v1"}
-        assert make_client("openai/gpt-5", env=env).complete("s", [{"role": "user", "content": "hi"}], []).text == "via env"
+        assert (
+            make_client("openai/gpt-5", env=env).complete("s", [{"role": "user", "content": "hi"}], []).text
+            == "via env"
+        )
         assert server.requests[0].headers["authorization"] == "Bearer test-key-env"
 
 
 def test_cost_comes_from_the_price_table_and_unknown_models_cost_null(tmp_path):
     prices = load_prices()
-    assert cost_usd("anthropic/claude-haiku-4-5", prices, 1_000_000, 1_000_000, 1_000_000, 1_000_000) == pytest.approx(7.35)
+    assert cost_usd("anthropic/claude-haiku-4-5", prices, 1_000_000, 1_000_000, 1_000_000, 1_000_000) == pytest.approx(
+        7.35
+    )
     assert cost_usd("openai-compatible/tiny@http://127.0.0.1:1/v1", prices, 10, 10) is None
-    assert "add [models.\"openai-compatible/tiny\"]" in missing_price_note("openai-compatible/tiny@http://x/v1", prices)
+    assert 'add [models."openai-compatible/tiny"]' in missing_price_note("openai-compatible/tiny@http://x/v1", prices)
     table = tmp_path / "prices.toml"
-    table.write_text('[models."openai-compatible/tiny"]\ninput = 0.0\noutput = 0.0\ncache_read = 0.0\ncache_write = 0.0\n')
+    table.write_text(
+        '[models."openai-compatible/tiny"]\ninput = 0.0\noutput = 0.0\ncache_read = 0.0\ncache_write = 0.0\n'
+    )
     assert cost_usd("openai-compatible/tiny@http://127.0.0.1:1/v1", load_prices(table), 10, 10) == 0.0
     table.write_text('[models."x/y"]\ninput = 1.0\n')
     with pytest.raises(ValueError, match=r'\[models."x/y"\] needs numeric output, cache_read, cache_write'):

@@ -54,8 +54,13 @@ def proxy_for(tmp_path):
     proxies = []
 
     def make(server: FakeLLMServer, inject: dict | None = None, **options) -> LLMProxy:
-        proxy = LLMProxy(tmp_path / "run" / "llm.sock", server.url, inject or {"x-api-key": HOST_KEY},
-                         tmp_path / "calls.jsonl", **options).start()
+        proxy = LLMProxy(
+            tmp_path / "run" / "llm.sock",
+            server.url,
+            inject or {"x-api-key": HOST_KEY},
+            tmp_path / "calls.jsonl",
+            **options,
+        ).start()
         proxies.append(proxy)
         return proxy
 
@@ -66,9 +71,18 @@ def proxy_for(tmp_path):
 
 # --- the fake server's streams, read by the official SDKs ---
 
+
 def test_anthropic_stream_is_what_the_sdk_expects():
-    script = [Reply(text="let me edit", tool_calls=[EDIT], input_tokens=120, output_tokens=33, cache_read_tokens=7,
-                    cache_write_tokens=5)]
+    script = [
+        Reply(
+            text="let me edit",
+            tool_calls=[EDIT],
+            input_tokens=120,
+            output_tokens=33,
+            cache_read_tokens=7,
+            cache_write_tokens=5,
+        )
+    ]
     with FakeLLMServer(script) as server:
         client = anthropic.Anthropic(api_key="test-key", base_url=server.url, max_retries=0)
         with client.messages.stream(model="claude-x", max_tokens=100, messages=HI) as s:
@@ -84,8 +98,10 @@ def test_anthropic_stream_is_what_the_sdk_expects():
 
 
 def test_responses_stream_is_what_the_sdk_expects():
-    script = [Reply(tool_calls=[("exec_command", {"cmd": "ls"})], input_tokens=90, output_tokens=12,
-                    cache_read_tokens=30), Reply(text="done", output_tokens=4)]
+    script = [
+        Reply(tool_calls=[("exec_command", {"cmd": "ls"})], input_tokens=90, output_tokens=12, cache_read_tokens=30),
+        Reply(text="done", output_tokens=4),
+    ]
     with FakeLLMServer(script) as server:
         client = openai.OpenAI(api_key="test-key", base_url=server.url + "/v1", max_retries=0)
         events = list(client.responses.create(model="gpt-x", input="hi", stream=True))
@@ -112,9 +128,15 @@ def test_step_mode_chooses_by_tool_results_so_a_retry_does_not_shift_the_script(
         client = anthropic.Anthropic(api_key="test-key", base_url=server.url, max_retries=2)
         first = client.messages.create(model="m", max_tokens=10, messages=[{"role": "user", "content": "go"}])
         tool_id = first.content[0].id
-        second = client.messages.create(model="m", max_tokens=10, messages=[
-            {"role": "user", "content": "go"}, {"role": "assistant", "content": first.content},
-            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": tool_id, "content": "a.py"}]}])
+        second = client.messages.create(
+            model="m",
+            max_tokens=10,
+            messages=[
+                {"role": "user", "content": "go"},
+                {"role": "assistant", "content": first.content},
+                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": tool_id, "content": "a.py"}]},
+            ],
+        )
         assert server.remaining() == 0
     assert first.content[0].name == "Bash" and second.content[0].text == "end"
     assert [type(item).__name__ for _, item in server.served] == ["Failure", "Reply", "Reply"]
@@ -122,13 +144,30 @@ def test_step_mode_chooses_by_tool_results_so_a_retry_does_not_shift_the_script(
 
 # --- the proxy ---
 
+
 def test_proxy_relays_the_stream_unchanged_and_records_its_usage(proxy_for):
-    script = [Reply(text="editing", tool_calls=[EDIT], input_tokens=200, output_tokens=41, cache_read_tokens=1000,
-                    cache_write_tokens=64), Reply(text="done", input_tokens=9, output_tokens=2)]
+    script = [
+        Reply(
+            text="editing",
+            tool_calls=[EDIT],
+            input_tokens=200,
+            output_tokens=41,
+            cache_read_tokens=1000,
+            cache_write_tokens=64,
+        ),
+        Reply(text="done", input_tokens=9, output_tokens=2),
+    ]
     with FakeLLMServer(script) as server:
         proxy = proxy_for(server)
-        results = [post(proxy, "/v1/messages?beta=true", {"model": "claude-x", "stream": True, "messages": []},
-                        {"x-api-key": PLACEHOLDER, "accept-encoding": "gzip, br"}) for _ in script]
+        results = [
+            post(
+                proxy,
+                "/v1/messages?beta=true",
+                {"model": "claude-x", "stream": True, "messages": []},
+                {"x-api-key": PLACEHOLDER, "accept-encoding": "gzip, br"},
+            )
+            for _ in script
+        ]
         sent = server.sent_bodies
         seen = server.requests
     for (status, headers, body, chunk_sizes), upstream in zip(results, sent):
@@ -141,20 +180,27 @@ def test_proxy_relays_the_stream_unchanged_and_records_its_usage(proxy_for):
     records = [json.loads(line) for line in proxy.records_path.read_text().splitlines()]
     assert [r["usage"] for r in records] == [
         {"input": 200, "output": 41, "cache_read": 1000, "cache_write": 64},
-        {"input": 9, "output": 2, "cache_read": 0, "cache_write": 0}]
-    assert [(r["status"], r["model"], r["stream"], r["path"]) for r in records] == \
-        [(200, "claude-x", True, "/v1/messages?beta=true")] * 2
+        {"input": 9, "output": 2, "cache_read": 0, "cache_write": 0},
+    ]
+    assert [(r["status"], r["model"], r["stream"], r["path"]) for r in records] == [
+        (200, "claude-x", True, "/v1/messages?beta=true")
+    ] * 2
     assert records[0]["client_credential"] == ["x-api-key"]
     assert all(r["started"] <= r["first_byte"] <= r["ended"] for r in records)
 
 
 def test_proxy_normalises_openai_usage_and_injects_a_bearer_key(proxy_for):
-    script = [Reply(tool_calls=[("exec_command", {"cmd": "ls"})], input_tokens=50, output_tokens=8,
-                    cache_read_tokens=400)]
+    script = [
+        Reply(tool_calls=[("exec_command", {"cmd": "ls"})], input_tokens=50, output_tokens=8, cache_read_tokens=400)
+    ]
     with FakeLLMServer(script) as server:
         proxy = proxy_for(server, inject={"authorization": f"Bearer {HOST_KEY}"})
-        status, _, body, _ = post(proxy, "/v1/responses", {"model": "gpt-x", "stream": True, "input": []},
-                                  {"authorization": f"Bearer {PLACEHOLDER}"})
+        status, _, body, _ = post(
+            proxy,
+            "/v1/responses",
+            {"model": "gpt-x", "stream": True, "input": []},
+            {"authorization": f"Bearer {PLACEHOLDER}"},
+        )
         auth = server.requests[0].headers["authorization"]
         assert body == server.sent_bodies[0]
     assert status == 200 and auth == f"Bearer {HOST_KEY}"
@@ -170,8 +216,11 @@ def test_proxy_passes_errors_through_and_records_each_attempt(proxy_for):
         results = [post(proxy, "/v1/messages", {"model": "m", "stream": True}) for _ in script]
     assert [r[0] for r in results] == [429, 529, 200]
     assert results[0][1]["retry-after"] == "2" and b"slow down" in results[0][2]
-    assert [(r.status, r.ok, r.retry_after) for r in proxy.records] == [(429, False, "2"), (529, False, None),
-                                                                        (200, True, None)]
+    assert [(r.status, r.ok, r.retry_after) for r in proxy.records] == [
+        (429, False, "2"),
+        (529, False, None),
+        (200, True, None),
+    ]
     assert "slow down" in proxy.records[0].error and proxy.records[0].usage is None
     assert proxy.records[2].usage.output == 5
 
@@ -180,8 +229,9 @@ def test_an_unreachable_upstream_is_a_502_record(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed again: nothing listens there
-    with LLMProxy(tmp_path / "llm.sock", f"http://127.0.0.1:{port}", {"x-api-key": HOST_KEY},
-                  tmp_path / "calls.jsonl") as proxy:
+    with LLMProxy(
+        tmp_path / "llm.sock", f"http://127.0.0.1:{port}", {"x-api-key": HOST_KEY}, tmp_path / "calls.jsonl"
+    ) as proxy:
         status, _, body, _ = post(proxy, "/v1/messages", {"model": "m"})
     assert status == 502 and b"upstream unreachable" in body
     assert proxy.records[0].status == 502 and "upstream unreachable" in proxy.records[0].error
@@ -201,8 +251,9 @@ def test_the_forwarder_relays_an_sdk_stream_to_the_proxy(proxy_for, tmp_path):
     (tmp_path / "fwd.py").write_text(FORWARDER)
     with FakeLLMServer(script) as server:
         proxy = proxy_for(server)
-        relay = subprocess.Popen([sys.executable, str(tmp_path / "fwd.py"), "0", str(proxy.socket_path)],
-                                 stdout=subprocess.PIPE, text=True)
+        relay = subprocess.Popen(
+            [sys.executable, str(tmp_path / "fwd.py"), "0", str(proxy.socket_path)], stdout=subprocess.PIPE, text=True
+        )
         try:
             port = int(relay.stdout.readline().split()[-1])
             client = anthropic.Anthropic(api_key=PLACEHOLDER, base_url=f"http://127.0.0.1:{port}", max_retries=0)
@@ -220,7 +271,7 @@ def test_the_forwarder_relays_an_sdk_stream_to_the_proxy(proxy_for, tmp_path):
 
 needs_bwrap = pytest.mark.skipif(not bwrap_available(), reason="bubblewrap (bwrap) is not installed")
 
-CLIENT = '''
+CLIENT = """
 import json, sys, urllib.request, urllib.error
 def post(url):
     req = urllib.request.Request(url + "/v1/messages", data=json.dumps({"model": "m", "stream": True}).encode(),
@@ -231,7 +282,7 @@ def post(url):
         return "unreachable: " + type(e).__name__
 print("RELAY", post("http://127.0.0.1:" + sys.argv[1])[:60].replace("\\n", " "))
 print("DIRECT", post(sys.argv[2]))
-'''
+"""
 
 
 @needs_bwrap
@@ -244,8 +295,10 @@ def test_a_bind_mounted_proxy_socket_is_the_sandboxs_only_way_out(tmp_path, prox
         write_forwarder(proxy.socket_path.parent)
         sandbox = LocalSandbox(workdir)
         try:
-            result = sandbox.spawn(relay_prelude(18080) + f"python3 client.py 18080 {server.url}",
-                                   binds=[Bind(str(proxy.socket_path.parent), SANDBOX_RUN_DIR)])
+            result = sandbox.spawn(
+                relay_prelude(18080) + f"python3 client.py 18080 {server.url}",
+                binds=[Bind(str(proxy.socket_path.parent), SANDBOX_RUN_DIR)],
+            )
             assert result.wait(30) == 0, result.output_path.read_text()
             output = result.output_path.read_text()
         finally:
@@ -265,9 +318,12 @@ def test_spawned_processes_stream_output_and_do_not_outlive_close(tmp_path):
     (tools / "hello.sh").write_text("echo hello from a read-only bind\n")
     sandbox = LocalSandbox(workdir)
     try:
-        spawned = sandbox.spawn("bash /opt-cli/hello.sh; touch /opt-cli/x 2>/dev/null || echo read-only; "
-                                "setsid sleep 300 & sleep 0.2; echo started; sleep 300",
-                                binds=[Bind(str(tools), "/opt-cli")], output_path=tmp_path / "out.log")
+        spawned = sandbox.spawn(
+            "bash /opt-cli/hello.sh; touch /opt-cli/x 2>/dev/null || echo read-only; "
+            "setsid sleep 300 & sleep 0.2; echo started; sleep 300",
+            binds=[Bind(str(tools), "/opt-cli")],
+            output_path=tmp_path / "out.log",
+        )
         deadline = time.monotonic() + 10
         while b"started" not in (tmp_path / "out.log").read_bytes() and time.monotonic() < deadline:
             time.sleep(0.05)

@@ -9,9 +9,24 @@ from bench.metrics import nearest_rank_median, session_duration_s, trial_metrics
 from bench.pricing import load_prices
 from bench.types import AgentOutcome, TurnUsage
 
-SCHEMA_KEYS = {"agent_turns", "session_duration_s", "wall_time_s", "per_turn_context_p50", "input_tokens",
-               "output_tokens", "cache_read_tokens", "cache_write_tokens", "cost_usd", "api_errors", "api_retries",
-               "gpu_available", "gpus", "active_gpu_s", "gpu_hours_allocated", "throughput_tokens_per_s"}
+SCHEMA_KEYS = {
+    "agent_turns",
+    "session_duration_s",
+    "wall_time_s",
+    "per_turn_context_p50",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "cost_usd",
+    "api_errors",
+    "api_retries",
+    "gpu_available",
+    "gpus",
+    "active_gpu_s",
+    "gpu_hours_allocated",
+    "throughput_tokens_per_s",
+}
 
 
 def ev(t, kind="user", **data):
@@ -32,17 +47,22 @@ def test_a_gap_exactly_at_the_cap_counts_in_full():
 
 
 def test_a_tool_call_in_flight_keeps_a_long_gap_whole():
-    events = [ev(0, "user"),
-              ev(10, "assistant", tool_calls=[{"id": "a", "name": "bash", "arguments": {}}]),
-              ev(2010, "tool_result", tool_call_id="a"),
-              ev(2020, "assistant", tool_calls=[]),
-              ev(5020, "user")]
+    events = [
+        ev(0, "user"),
+        ev(10, "assistant", tool_calls=[{"id": "a", "name": "bash", "arguments": {}}]),
+        ev(2010, "tool_result", tool_call_id="a"),
+        ev(2020, "assistant", tool_calls=[]),
+        ev(5020, "user"),
+    ]
     assert session_duration_s(events) == pytest.approx(10 + 2000 + 10 + 600)
 
 
 def test_unsorted_records_work_too():
-    events = [ev(3000, "tool_result", tool_call_id="x"), ev(0, "user"),
-              ev(1000, "assistant", tool_calls=[{"id": "x", "name": "bash", "arguments": {}}])]
+    events = [
+        ev(3000, "tool_result", tool_call_id="x"),
+        ev(0, "user"),
+        ev(1000, "assistant", tool_calls=[{"id": "x", "name": "bash", "arguments": {}}]),
+    ]
     assert session_duration_s(events) == pytest.approx(600 + 2000)
 
 
@@ -61,13 +81,21 @@ def test_nearest_rank_median():
 
 
 def turn(i, o, r=0, w=0):
-    return TurnUsage(started_at=0.0, ended_at=1.0, input_tokens=i, output_tokens=o, cache_read_tokens=r,
-                     cache_write_tokens=w)
+    return TurnUsage(
+        started_at=0.0, ended_at=1.0, input_tokens=i, output_tokens=o, cache_read_tokens=r, cache_write_tokens=w
+    )
 
 
 def test_trial_metrics_for_an_llm_trial():
-    outcome = AgentOutcome("submitted", turns=[turn(1000, 100, 0, 5000), turn(50, 200, 5000, 100), turn(10, 30, 5100)],
-                           api_errors=3, api_retries=2, model="anthropic/claude-haiku-4-5", started_at=10.0, ended_at=72.5)
+    outcome = AgentOutcome(
+        "submitted",
+        turns=[turn(1000, 100, 0, 5000), turn(50, 200, 5000, 100), turn(10, 30, 5100)],
+        api_errors=3,
+        api_retries=2,
+        model="anthropic/claude-haiku-4-5",
+        started_at=10.0,
+        ended_at=72.5,
+    )
     metrics = trial_metrics(outcome, [ev(10), ev(20), ev(70)], load_prices())
     assert SCHEMA_KEYS <= set(metrics.to_json())
     assert metrics.agent_turns == 3
@@ -94,10 +122,18 @@ def test_a_trial_without_api_calls_costs_zero_and_has_no_context():
 
 def test_gpu_metrics_are_null_not_zero_when_unavailable_and_copied_when_measured():
     metrics = trial_metrics(AgentOutcome("completed"), [], load_prices())
-    assert (metrics.gpu_available, metrics.gpus, metrics.active_gpu_s, metrics.gpu_hours_allocated) == \
-        (False, [], None, None)
+    assert (metrics.gpu_available, metrics.gpus, metrics.active_gpu_s, metrics.gpu_hours_allocated) == (
+        False,
+        [],
+        None,
+        None,
+    )
     measured = GpuReport(available=True, gpus=[2, 3], active_gpu_s=41.5, gpu_hours_allocated=0.05)
     metrics = trial_metrics(AgentOutcome("completed"), [], load_prices(), gpu=measured)
-    assert (metrics.gpu_available, metrics.gpus, metrics.active_gpu_s, metrics.gpu_hours_allocated) == \
-        (True, [2, 3], 41.5, 0.05)
+    assert (metrics.gpu_available, metrics.gpus, metrics.active_gpu_s, metrics.gpu_hours_allocated) == (
+        True,
+        [2, 3],
+        41.5,
+        0.05,
+    )
     assert metrics.throughput_tokens_per_s is None

@@ -7,13 +7,14 @@ import json
 import shutil
 import subprocess
 
+from conftest import make_toy_root, write
+
 from bench import mutants, specs, workspace
 from bench.cli import cmd_run, cmd_validate
 from bench.report_cli import cmd_report
-from conftest import make_toy_root, write
 
 # A gold with several mutable lines: the prepare step stubs `mul` out, so every line of it is the gold's.
-OPS = '''def add(a, b):
+OPS = """def add(a, b):
     return a + b
 
 
@@ -24,18 +25,18 @@ def mul(a, b):
     for _ in range(b):
         total += a
     return total
-'''
+"""
 
-PREPARE = '''import sys
+PREPARE = """import sys
 from pathlib import Path
 
 ops = Path(sys.argv[1]) / "calc" / "ops.py"
 text = ops.read_text()
 start = text.index("def mul")
 ops.write_text(text[:start] + "def mul(a, b):\\n    raise NotImplementedError\\n")
-'''
+"""
 
-TESTS = '''from calc.ops import add, mul
+TESTS = """from calc.ops import add, mul
 
 
 def test_mul():
@@ -45,7 +46,7 @@ def test_mul():
 
 def test_add():
     assert add(2, 2) == 4
-'''
+"""
 
 
 def richer_toy_root(tmp_path):
@@ -70,17 +71,22 @@ def test_added_lines_are_the_new_and_changed_ones():
 
 
 def test_edits_stay_on_the_given_lines_and_cover_every_kind():
-    source = ("def f(x: int | None, y):\n"
-              "    '''doc.'''\n"
-              "    z = x + 1\n"
-              "    if x < y and not y:\n"
-              "        print(x, y)\n"
-              "    return -z\n")
+    source = (
+        "def f(x: int | None, y):\n"
+        "    '''doc.'''\n"
+        "    z = x + 1\n"
+        "    if x < y and not y:\n"
+        "        print(x, y)\n"
+        "    return -z\n"
+    )
     kinds = {e.kind for e in mutants.candidate_edits("f.py", source, {3, 4, 5, 6})}
     assert kinds == {"operator", "constant", "comparison", "boolean", "negation", "swap-args", "drop-statement"}
     only_line_3 = mutants.candidate_edits("f.py", source, {3})
-    assert {e.line for e in only_line_3} == {3} and {e.kind for e in only_line_3} == {"operator", "constant",
-                                                                                      "drop-statement"}
+    assert {e.line for e in only_line_3} == {3} and {e.kind for e in only_line_3} == {
+        "operator",
+        "constant",
+        "drop-statement",
+    }
     # Annotations (`int | None`) and docstrings are never mutated: such edits are equivalent.
     assert not [e for e in mutants.candidate_edits("f.py", source, {1, 2}) if e.kind != "drop-statement"]
     mutated = {mutants.apply_edit(source, e) for e in mutants.candidate_edits("f.py", source, {3})}
@@ -88,12 +94,11 @@ def test_edits_stay_on_the_given_lines_and_cover_every_kind():
 
 
 def test_a_collective_gets_another_process_group_of_the_file():
-    source = ("def f(x, mesh):\n"
-              "    dist.all_reduce(x, group=mesh.dp_group)\n"
-              "    return mesh.ep_group\n")
+    source = "def f(x, mesh):\n    dist.all_reduce(x, group=mesh.dp_group)\n    return mesh.ep_group\n"
     edits = [e for e in mutants.candidate_edits("f.py", source, {2}) if e.kind == "group"]
     assert [mutants.apply_edit(source, e).splitlines()[1] for e in edits] == [
-        "    dist.all_reduce(x, group=(mesh.ep_group))"]
+        "    dist.all_reduce(x, group=(mesh.ep_group))"
+    ]
 
 
 def test_mutants_are_deterministic_by_seed_apply_to_the_prepared_tree_and_touch_only_gold_lines(tmp_path, cache):
@@ -106,8 +111,9 @@ def test_mutants_are_deterministic_by_seed_apply_to_the_prepared_tree_and_touch_
     prepared = workspace.prepared_checkout(variant, specs.load_framework("toy", root))
     for m in first:
         assert m.file == "calc/ops.py" and m.line >= 5, m.describe()  # inside mul, which the gold adds
-        done = subprocess.run(["git", "apply", "--check", "-"], cwd=prepared, input=m.patch, text=True,
-                              capture_output=True)
+        done = subprocess.run(
+            ["git", "apply", "--check", "-"], cwd=prepared, input=m.patch, text=True, capture_output=True
+        )
         assert done.returncode == 0, done.stderr
         assert m.diff.startswith("--- gold/calc/ops.py") and m.before in m.diff
 
@@ -125,8 +131,11 @@ def test_files_the_grading_restores_are_not_mutated(tmp_path, cache):
 
 def test_test_files_the_gold_adds_are_not_mutated(tmp_path, cache):
     """The gold may bring back the framework's own tests; they are not the solution, so no mutant goes there."""
-    assert [p for p in ("tests/test_x.py", "pkg/tests/helpers.py", "conftest.py", "pkg/test_y.py", "pkg/y_test.py")
-            if not mutants.is_test_file(p)] == []
+    assert [
+        p
+        for p in ("tests/test_x.py", "pkg/tests/helpers.py", "conftest.py", "pkg/test_y.py", "pkg/y_test.py")
+        if not mutants.is_test_file(p)
+    ] == []
     assert [p for p in ("pkg/testing.py", "pkg/ops.py", "contest.py") if mutants.is_test_file(p)] == []
     root = richer_toy_root(tmp_path)
     write(root / "toy_src" / "calc" / "test_ops_own.py", "def test_own():\n    assert 1 + 1 == 2\n")
@@ -139,8 +148,24 @@ def test_test_files_the_gold_adds_are_not_mutated(tmp_path, cache):
 def test_validate_with_mutants_grades_each_reports_the_survivors_and_resumes(tmp_path, cache, capsys):
     root = richer_toy_root(tmp_path)
     results_dir = tmp_path / "results"
-    code = cmd_validate(["--framework", "toy", "--task", "arith/mul", "--specs-root", str(root), "--run-id", "m",
-                         "--results-dir", str(results_dir), "--mutants", "6", "--seed", "3"])
+    code = cmd_validate(
+        [
+            "--framework",
+            "toy",
+            "--task",
+            "arith/mul",
+            "--specs-root",
+            str(root),
+            "--run-id",
+            "m",
+            "--results-dir",
+            str(results_dir),
+            "--mutants",
+            "6",
+            "--seed",
+            "3",
+        ]
+    )
     assert code == 0  # the task itself stays valid
     [report] = json.loads((results_dir / "m" / "mutants.json").read_text())
     assert report["task"] == "arith/mul" and report["mutants"] == 6

@@ -28,8 +28,9 @@ def context(tmp_path):
         repo = make_task_repo(tmp_path / name)
         sandboxes.append(LocalSandbox(repo))
         trajectory = TrajectoryWriter(tmp_path / name / "trajectory.jsonl")
-        return AgentContext(instruction="Fix add().", sandbox=sandboxes[-1], limits=Limits(),
-                            trajectory=trajectory), repo
+        return AgentContext(
+            instruction="Fix add().", sandbox=sandboxes[-1], limits=Limits(), trajectory=trajectory
+        ), repo
 
     yield make
     for sandbox in sandboxes:
@@ -78,10 +79,23 @@ def test_nop_changes_nothing(context):
 def test_replay_reproduces_a_recorded_trial_without_an_llm(context, monkeypatch):
     monkeypatch.setenv("ANTHROPIC_API_KEY", "test-anthropic-key-not-real-5e1d")
     script = [
-        Reply(tool_calls=[("bash", {"command": "cat calc.py"})], input_tokens=900, output_tokens=40, cache_write_tokens=3000),
-        Reply(tool_calls=[("str_replace_based_edit_tool",
-                           {"command": "str_replace", "path": "calc.py", "old_str": "a - b", "new_str": "a + b"})],
-              input_tokens=60, output_tokens=80, cache_read_tokens=3000),
+        Reply(
+            tool_calls=[("bash", {"command": "cat calc.py"})],
+            input_tokens=900,
+            output_tokens=40,
+            cache_write_tokens=3000,
+        ),
+        Reply(
+            tool_calls=[
+                (
+                    "str_replace_based_edit_tool",
+                    {"command": "str_replace", "path": "calc.py", "old_str": "a - b", "new_str": "a + b"},
+                )
+            ],
+            input_tokens=60,
+            output_tokens=80,
+            cache_read_tokens=3000,
+        ),
         Reply(tool_calls=[("submit", {})], input_tokens=20, output_tokens=5, cache_read_tokens=3100),
     ]
     recorded_ctx, _ = context("recorded")
@@ -96,10 +110,19 @@ def test_replay_reproduces_a_recorded_trial_without_an_llm(context, monkeypatch)
     assert task_tests_pass(repo)
     assert outcome.model == "anthropic/claude-haiku-4-5"
     prices = load_prices()
-    replayed, recorded = trial_metrics(outcome, ctx.trajectory.read(), prices), \
-        trial_metrics(original, recorded_ctx.trajectory.read(), prices)
-    for key in ("agent_turns", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
-                "per_turn_context_p50", "cost_usd"):
+    replayed, recorded = (
+        trial_metrics(outcome, ctx.trajectory.read(), prices),
+        trial_metrics(original, recorded_ctx.trajectory.read(), prices),
+    )
+    for key in (
+        "agent_turns",
+        "input_tokens",
+        "output_tokens",
+        "cache_read_tokens",
+        "cache_write_tokens",
+        "per_turn_context_p50",
+        "cost_usd",
+    ):
         assert getattr(replayed, key) == getattr(recorded, key), key
     results = [e for e in ctx.trajectory.read() if e["kind"] == "tool_result" and e["name"] != "submit"]
     assert len(results) == 2 and all(e["matches_recording"] for e in results)
@@ -119,10 +142,11 @@ def test_replay_without_a_recording_is_one_clear_error(context, tmp_path):
 
 
 def test_each_trial_gets_a_fresh_agent_built_from_its_own_task(toy_root, cache, tmp_path):
+    from conftest import WRONG_PATCH
+
     from bench import workspace
     from bench.agents import AgentSetupError, TrialInputs
     from bench.specs import load_task
-    from conftest import WRONG_PATCH
 
     variant = load_task("arith/mul", toy_root).variant("toy")
     framework = load_framework("toy", toy_root)
@@ -146,14 +170,25 @@ def test_validation_agents_run_as_one_plan_and_wrong_is_skipped_where_no_task_sh
     from bench.cli import validation_matrix
     from bench.run import RunConfig, execute, make_plan
 
-    cfg = RunConfig(task="arith/mul", framework="toy", agents=list(VALIDATION_AGENTS), run_id="v", isolate=False,
-                    results_dir=str(tmp_path / "results"), specs_root=str(toy_root), measure_throughput=False)
+    cfg = RunConfig(
+        task="arith/mul",
+        framework="toy",
+        agents=list(VALIDATION_AGENTS),
+        run_id="v",
+        isolate=False,
+        results_dir=str(tmp_path / "results"),
+        specs_root=str(toy_root),
+        measure_throughput=False,
+    )
     rows = execute(cfg, make_plan(cfg, make_specs(cfg.agents, AgentOptions())))
     assert {r["agent"]: r["status"] for r in rows} == {"oracle": "resolved", "nop": "unresolved", "wrong": "unresolved"}
     assert all(r["model"] is None for r in rows)
     table, valid = validation_matrix(rows)
-    assert valid and [c.header for c in table.columns][2:5] == \
-        ["oracle (must resolve)", "nop (must fail)", "wrong (must fail)"]
+    assert valid and [c.header for c in table.columns][2:5] == [
+        "oracle (must resolve)",
+        "nop (must fail)",
+        "wrong (must fail)",
+    ]
 
     shutil.rmtree(toy_root / "tasks" / "arith" / "mul" / "frameworks" / "toy" / "wrong")
     plan = make_plan(cfg, make_specs(cfg.agents, AgentOptions()))

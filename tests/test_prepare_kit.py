@@ -7,7 +7,7 @@ import pytest
 from bench import prepare_kit, specs, workspace
 from bench.prepare_kit import Checkout
 
-MODULE = '''import os
+MODULE = """import os
 
 
 @decorated
@@ -17,7 +17,7 @@ def gone(a):
 
 def kept():
     return 1
-'''
+"""
 
 
 def checkout(tmp_path) -> Checkout:

@@ -26,8 +26,14 @@ TREE = {
     ".agents/skills/add-model/SKILL.md": "# Skill\n",
 }
 # train -> model, data, pkg (1); model -> layers, layers.attention (2)
-DEPTHS = {"pkg/train.py": 0, "pkg/__init__.py": 1, "pkg/model.py": 1, "pkg/data.py": 1,
-          "pkg/layers/__init__.py": 2, "pkg/layers/attention.py": 2}
+DEPTHS = {
+    "pkg/train.py": 0,
+    "pkg/__init__.py": 1,
+    "pkg/model.py": 1,
+    "pkg/data.py": 1,
+    "pkg/layers/__init__.py": 2,
+    "pkg/layers/attention.py": 2,
+}
 
 
 def git(*args: str, cwd: Path) -> str:
@@ -77,8 +83,21 @@ def test_counts_and_depths(tree):
 
 def test_gold_diff_files_lines_and_depth(tree, gold, tmp_path, capsys):
     out = tmp_path / "out"
-    assert cmd_profile(["--path", str(tree), "--entry", "pkg/train.py",
-                        "--gold-diff", f"add-new-model/rope={gold}", "--out", str(out)]) == 0
+    assert (
+        cmd_profile(
+            [
+                "--path",
+                str(tree),
+                "--entry",
+                "pkg/train.py",
+                "--gold-diff",
+                f"add-new-model/rope={gold}",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     data = json.loads((out / "profile.json").read_text())
     (task,) = data["profiles"][0]["tasks"]
     assert task["task"] == "add-new-model/rope"
@@ -100,7 +119,10 @@ def test_bad_input_exits_2(tree, tmp_path, capsys):
     assert "is not a directory" in capsys.readouterr().err
     assert cmd_profile(["--path", str(tree), "--entry", "pkg/missing.py", "--out", str(tmp_path / "o")]) == 2
     assert "--entry pkg/missing.py is not a file" in capsys.readouterr().err
-    assert cmd_profile(["--path", str(tree), "--gold-diff", str(tmp_path / "none.diff"), "--out", str(tmp_path / "o")]) == 2
+    assert (
+        cmd_profile(["--path", str(tree), "--gold-diff", str(tmp_path / "none.diff"), "--out", str(tmp_path / "o")])
+        == 2
+    )
     assert "is not a file; pass TASK=FILE or FILE" in capsys.readouterr().err
     bad = tmp_path / "bad.diff"
     bad.write_text("diff --git a/pkg/x.py b/pkg/x.py\n--- a/pkg/x.py\n+++ b/pkg/x.py\n@@ -1 +1 @@\n-a\n+b\n")
@@ -128,8 +150,12 @@ def test_framework_profile_measures_each_task_gold_patch(cache, tmp_path):
 def test_framework_profile_on_a_spec_tree(toy_root, cache, tmp_path):
     """frameworks/toy + tasks/arith/mul from conftest: gold = prepared -> original, one line swapped."""
     out = tmp_path / "out"
-    assert cmd_profile(["--framework", "all", "--specs-root", str(toy_root), "--entry", "calc/__init__.py",
-                        "--out", str(out)]) == 0
+    assert (
+        cmd_profile(
+            ["--framework", "all", "--specs-root", str(toy_root), "--entry", "calc/__init__.py", "--out", str(out)]
+        )
+        == 0
+    )
     (p,) = json.loads((out / "profile.json").read_text())["profiles"]
     assert (p["framework"], p["path"], p["python_files"], p["python_lines"]) == ("toy", "toy_src", 3, 7)
     (task,) = p["tasks"]

@@ -11,8 +11,12 @@ from bench.run import Progress
 
 
 def _trial(task: str, index: int) -> SimpleNamespace:
-    config = SimpleNamespace(variant=SimpleNamespace(task=SimpleNamespace(id=task)),
-                             framework=SimpleNamespace(name="toy"), agent_name="nop", index=index)
+    config = SimpleNamespace(
+        variant=SimpleNamespace(task=SimpleNamespace(id=task)),
+        framework=SimpleNamespace(name="toy"),
+        agent_name="nop",
+        index=index,
+    )
     return SimpleNamespace(config=config)
 
 
@@ -23,9 +27,12 @@ def test_plain_output_has_one_line_per_phase_with_index_and_elapsed(monkeypatch)
     trials = [_trial("arith/mul", 0), _trial("arith/mul", 1)]
     with Progress(Console(file=out, width=160, soft_wrap=True), trials) as progress:
         second = trials[1]
-        for at, event in [(100.0, {"kind": "phase", "phase": "setup"}), (107.0, {"kind": "phase", "phase": "agent"}),
-                          (130.0, {"kind": "phase", "phase": "grade"}),
-                          (200.0, {"kind": "finished", "status": "unresolved", "error": None})]:
+        for at, event in [
+            (100.0, {"kind": "phase", "phase": "setup"}),
+            (107.0, {"kind": "phase", "phase": "agent"}),
+            (130.0, {"kind": "phase", "phase": "grade"}),
+            (200.0, {"kind": "finished", "status": "unresolved", "error": None}),
+        ]:
             now[0] = at
             progress.event(second, event)
     assert out.getvalue().splitlines() == [

@@ -108,7 +108,7 @@ def test_markdown_tables_are_well_formed(built):
     for i in separators:
         width = lines[i - 1].count("|")
         rows = []
-        for line in lines[i + 1:]:
+        for line in lines[i + 1 :]:
             if not line.startswith("|"):
                 break
             rows.append(line)
@@ -205,12 +205,21 @@ def test_throughput_differences_inside_the_spread_are_noise(tmp_path):
     run = tmp_path / "fx-report"
     shutil.copytree(FIXTURES / "fx-report", run)
     for i, rate in enumerate((1000.0, 1050.0, 1100.0)):
-        _edit_result(run, f"add-new-model__mixtral/reference/builtin/{i}", metrics={
-            "throughput_samples": [rate - 200, rate, rate + 200], "throughput_spread": [rate - 200, rate + 200],
-            "throughput_measured": "mixtral · pp=1 dp=1 ep=1 · cpu"})
+        _edit_result(
+            run,
+            f"add-new-model__mixtral/reference/builtin/{i}",
+            metrics={
+                "throughput_samples": [rate - 200, rate, rate + 200],
+                "throughput_spread": [rate - 200, rate + 200],
+                "throughput_measured": "mixtral · pp=1 dp=1 ep=1 · cpu",
+            },
+        )
     for i, rate in enumerate((900.0, 950.0, 920.0)):
-        _edit_result(run, f"add-new-model__mixtral/megatron/builtin/{i}", metrics={
-            "throughput_samples": [rate - 100, rate, rate + 100]})
+        _edit_result(
+            run,
+            f"add-new-model__mixtral/megatron/builtin/{i}",
+            metrics={"throughput_samples": [rate - 100, rate, rate + 100]},
+        )
     out = tmp_path / "out"
     assert cmd_report([str(run), "--out", str(out)]) == 0
     summary = json.loads((out / "summary.json").read_text())
@@ -221,16 +230,31 @@ def test_throughput_differences_inside_the_spread_are_noise(tmp_path):
     assert (cell["spread_lo"], cell["spread_hi"], cell["n_samples"]) == (800.0, 1300.0, 9)
     md = (out / "report.md").read_text()
     assert "within noise (−12%)" in md
-    assert ("| add-new-model/mixtral | reference | builtin/test-model | mixtral · pp=1 dp=1 ep=1 · cpu "
-            "| 1050 tokens/s | 800–1300 (9 samples) | within noise |") in md
+    assert (
+        "| add-new-model/mixtral | reference | builtin/test-model | mixtral · pp=1 dp=1 ep=1 · cpu "
+        "| 1050 tokens/s | 800–1300 (9 samples) | within noise |"
+    ) in md
     # narrower samples that no longer overlap: the same medians now differ beyond noise
     for i, rate in enumerate((1000.0, 1050.0, 1100.0)):
-        _edit_result(run, f"add-new-model__mixtral/reference/builtin/{i}", metrics={"throughput_samples": [rate - 5, rate, rate + 5]})
+        _edit_result(
+            run,
+            f"add-new-model__mixtral/reference/builtin/{i}",
+            metrics={"throughput_samples": [rate - 5, rate, rate + 5]},
+        )
     for i, rate in enumerate((900.0, 950.0, 920.0)):
-        _edit_result(run, f"add-new-model__mixtral/megatron/builtin/{i}", metrics={"throughput_samples": [rate - 5, rate, rate + 5]})
+        _edit_result(
+            run,
+            f"add-new-model__mixtral/megatron/builtin/{i}",
+            metrics={"throughput_samples": [rate - 5, rate, rate + 5]},
+        )
     assert cmd_report([str(run), "--out", str(out)]) == 0
     summary = json.loads((out / "summary.json").read_text())
-    assert row(summary, "task", "add-new-model/mixtral", "megatron")["vs_reference"]["throughput_tokens_per_s"]["beyond_noise"] is True
+    assert (
+        row(summary, "task", "add-new-model/mixtral", "megatron")["vs_reference"]["throughput_tokens_per_s"][
+            "beyond_noise"
+        ]
+        is True
+    )
     assert row(summary, "task", "add-new-model/mixtral", "megatron")["throughput_trials_within_noise"] is False
     md = (out / "report.md").read_text()
     assert "within noise (" not in md and "| differ beyond noise |" in md
@@ -242,12 +266,25 @@ def test_throughput_is_compared_between_tasks_only_beyond_noise(tmp_path):
     run = tmp_path / "fx-report"
     shutil.copytree(FIXTURES / "fx-report", run)
     for i, rate in enumerate((1000.0, 1050.0, 1100.0)):
-        _edit_result(run, f"add-new-model__mixtral/reference/builtin/{i}", metrics={"throughput_samples": [rate - 400, rate, rate + 400]})
-    _edit_result(run, "add-new-model__qwen3/reference/builtin/0", metrics={"throughput_samples": [1000.0, 1020.0, 1040.0]})
-    _edit_result(run, "add-new-model__qwen3/megatron/builtin/0", metrics={"throughput_tokens_per_s": 210.0,
-                                                                         "throughput_samples": [200.0, 210.0, 220.0]})
+        _edit_result(
+            run,
+            f"add-new-model__mixtral/reference/builtin/{i}",
+            metrics={"throughput_samples": [rate - 400, rate, rate + 400]},
+        )
+    _edit_result(
+        run, "add-new-model__qwen3/reference/builtin/0", metrics={"throughput_samples": [1000.0, 1020.0, 1040.0]}
+    )
+    _edit_result(
+        run,
+        "add-new-model__qwen3/megatron/builtin/0",
+        metrics={"throughput_tokens_per_s": 210.0, "throughput_samples": [200.0, 210.0, 220.0]},
+    )
     for i, rate in enumerate((900.0, 950.0, 920.0)):
-        _edit_result(run, f"add-new-model__mixtral/megatron/builtin/{i}", metrics={"throughput_samples": [rate - 5, rate, rate + 5]})
+        _edit_result(
+            run,
+            f"add-new-model__mixtral/megatron/builtin/{i}",
+            metrics={"throughput_samples": [rate - 5, rate, rate + 5]},
+        )
     out = tmp_path / "out"
     assert cmd_report([str(run), "--out", str(out)]) == 0
     summary = json.loads((out / "summary.json").read_text())
@@ -255,18 +292,26 @@ def test_throughput_is_compared_between_tasks_only_beyond_noise(tmp_path):
     assert family["median"] is None and family["unavailable"] == "n/a (per task only)"
     assert "throughput_tokens_per_s" not in row(summary, "family", "add-new-model", "megatron")["vs_reference"]
     assert row(summary, "task", "add-new-model/mixtral", "reference")["throughput_vs_tasks"] == [
-        "vs add-new-model/qwen3: within noise"]
+        "vs add-new-model/qwen3: within noise"
+    ]
     assert row(summary, "task", "add-new-model/mixtral", "megatron")["throughput_vs_tasks"] == [
-        "vs add-new-model/qwen3: 4.4× (beyond noise)"]
+        "vs add-new-model/qwen3: 4.4× (beyond noise)"
+    ]
 
 
 def test_old_throughput_error_reads_as_a_note(tmp_path):
     run = tmp_path / "fx-report"
     shutil.copytree(FIXTURES / "fx-report", run)
     note = "throughput not measured: `bench` exited 1 without a JSON line holding tokens_per_s (see agent.log)"
-    _edit_result(run, "add-new-model__qwen3/reference/builtin/0", error={"phase": "throughput", "message": note},
-                 metrics={"throughput_tokens_per_s": None})
-    _edit_result(run, "add-new-model__qwen3/megatron/builtin/0", notes=[note], metrics={"throughput_tokens_per_s": None})
+    _edit_result(
+        run,
+        "add-new-model__qwen3/reference/builtin/0",
+        error={"phase": "throughput", "message": note},
+        metrics={"throughput_tokens_per_s": None},
+    )
+    _edit_result(
+        run, "add-new-model__qwen3/megatron/builtin/0", notes=[note], metrics={"throughput_tokens_per_s": None}
+    )
     out = tmp_path / "out"
     assert cmd_report([str(run), "--out", str(out)]) == 0
     summary = json.loads((out / "summary.json").read_text())
@@ -276,14 +321,16 @@ def test_old_throughput_error_reads_as_a_note(tmp_path):
         assert qwen3["metrics"]["throughput_tokens_per_s"]["unavailable"] == "n/a (not measured, see notes)"
     html = (out / "report.html").read_text()
     assert html.count(f'<span class="meta">{note}</span>') == 2  # in the trials table, as notes
-    assert "<span class=\"error\">throughput" not in html
+    assert '<span class="error">throughput' not in html
 
 
 def test_charts_without_data_become_sentences(tmp_path):
     """An oracle-only run: zero tokens and turns, no throughput; no empty axes, a sentence each."""
     run = tmp_path / "oracle-only"
-    shutil.copytree(FIXTURES / "fx-report" / "add-new-model__mixtral" / "reference" / "oracle",
-                    run / "add-new-model__mixtral" / "reference" / "oracle")
+    shutil.copytree(
+        FIXTURES / "fx-report" / "add-new-model__mixtral" / "reference" / "oracle",
+        run / "add-new-model__mixtral" / "reference" / "oracle",
+    )
     out = tmp_path / "out"
     assert cmd_report([str(run), "--out", str(out)]) == 0
     html = (out / "report.html").read_text()
@@ -296,10 +343,18 @@ def test_gate_calls_a_throughput_change_inside_the_spread_noise():
     from bench.compare import compare
 
     def trials(samples: list[list[float]]) -> list[dict]:
-        return [{"task": "add-new-model/mixtral", "framework": "reference", "agent": "oracle", "model": None,
-                 "status": "resolved", "error": None,
-                 "metrics": {"throughput_tokens_per_s": sorted(s)[len(s) // 2], "throughput_samples": s}}
-                for s in samples]
+        return [
+            {
+                "task": "add-new-model/mixtral",
+                "framework": "reference",
+                "agent": "oracle",
+                "model": None,
+                "status": "resolved",
+                "error": None,
+                "metrics": {"throughput_tokens_per_s": sorted(s)[len(s) // 2], "throughput_samples": s},
+            }
+            for s in samples
+        ]
 
     base = trials([[1000, 1200, 1400, 900, 1500]] * 3)
     noisy = trials([[700, 800, 1000, 950, 1100]] * 3)  # −25% median, ranges overlap

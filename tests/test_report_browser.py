@@ -20,9 +20,17 @@ from matplotlib import image
 from bench.report_cli import cmd_report
 
 FIXTURES = Path(__file__).parent / "fixtures" / "runs"
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--hide-scrollbars"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+]
 
 
 WINDOW = 1400
@@ -32,7 +40,9 @@ def find_chromium() -> str:
     for name in ("chromium", "chromium-browser"):
         if shutil.which(name):
             return shutil.which(name)
-    pytest.skip("chromium is not installed (Debian: `apt-get install -y chromium`); the report's browser checks did not run")
+    pytest.skip(
+        "chromium is not installed (Debian: `apt-get install -y chromium`); the report's browser checks did not run"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +51,12 @@ def chromium(tmp_path_factory):
     profile = tmp_path_factory.mktemp("chromium-profile")
 
     def run(url: str, *extra: str) -> str:
-        proc = subprocess.run([binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--virtual-time-budget=5000",
-                               *extra, url], capture_output=True, text=True, timeout=180)
+        proc = subprocess.run(
+            [binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--virtual-time-budget=5000", *extra, url],
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
         assert proc.returncode == 0, proc.stderr[-2000:]
         return proc.stdout
 
@@ -119,6 +133,9 @@ def test_no_horizontal_overflow_at_1400_px(chromium, report_dir):
 def test_overflow_check_can_fail(chromium, report_dir, tmp_path):
     """The width check sees overflow when there is some: a table forced wider than the window."""
     page = tmp_path / "wide.html"
-    page.write_text((report_dir / "report.html").read_text().replace("<h2>Trials</h2>", '<h2>Trials</h2><table><tr>'
-                                                                     '<td style="min-width:2000px">wide</td></tr></table>'))
+    page.write_text(
+        (report_dir / "report.html")
+        .read_text()
+        .replace("<h2>Trials</h2>", '<h2>Trials</h2><table><tr><td style="min-width:2000px">wide</td></tr></table>')
+    )
     assert _page_widths(chromium, page)[0] > WINDOW

@@ -9,16 +9,29 @@ from pathlib import Path
 import pytest
 
 from bench import report, results
-from bench.metrics import Metrics
 from bench.agents import make_spec
+from bench.metrics import Metrics
 from bench.run import RunConfig, execute, make_plan
 
-
 # The metrics object of the first schema-1 files, before cost_note and the throughput details were written.
-OLD_METRICS = {"agent_turns": 0, "session_duration_s": None, "wall_time_s": 0.0, "per_turn_context_p50": None,
-               "input_tokens": 0, "output_tokens": 0, "cache_read_tokens": 0, "cache_write_tokens": 0,
-               "cost_usd": None, "api_errors": 0, "api_retries": 0, "gpu_available": False, "gpus": [],
-               "active_gpu_s": None, "gpu_hours_allocated": None, "throughput_tokens_per_s": None}
+OLD_METRICS = {
+    "agent_turns": 0,
+    "session_duration_s": None,
+    "wall_time_s": 0.0,
+    "per_turn_context_p50": None,
+    "input_tokens": 0,
+    "output_tokens": 0,
+    "cache_read_tokens": 0,
+    "cache_write_tokens": 0,
+    "cost_usd": None,
+    "api_errors": 0,
+    "api_retries": 0,
+    "gpu_available": False,
+    "gpus": [],
+    "active_gpu_s": None,
+    "gpu_hours_allocated": None,
+    "throughput_tokens_per_s": None,
+}
 FIXTURES = Path(__file__).parent / "fixtures" / "results"
 
 
@@ -28,29 +41,51 @@ def test_atomic_write_and_read(tmp_path):
     assert results.read_result(tmp_path) == data
     assert [p.name for p in tmp_path.iterdir()] == ["result.json"], "no temp file may be left behind"
     assert data["status"] == "running" and data["metrics"]["active_gpu_s"] is None
-    assert results.trial_path("add-new-model/mixtral", "reference", "builtin", 2).as_posix() == \
-        "add-new-model__mixtral/reference/builtin/2"
+    assert (
+        results.trial_path("add-new-model/mixtral", "reference", "builtin", 2).as_posix()
+        == "add-new-model__mixtral/reference/builtin/2"
+    )
 
 
 def test_version_1_results_from_before_notes_and_phase_seconds_still_read(tmp_path):
     """A result.json written before `notes` and `phase_seconds` existed reads with their defaults; a file
     with an unknown field or without its identity is corrupt, and the error names the file and field."""
-    old = {"schema_version": 1, "run_id": "r0", "task": "arith/mul", "task_family": "arith", "framework": "toy",
-           "agent": "oracle", "model": None, "trial": 0, "status": "resolved", "error": None,
-           "exit_status": "completed", "started_at": "2026-11-01T10:00:00+00:00",
-           "finished_at": "2026-11-01T10:01:00+00:00", "metrics": dict(OLD_METRICS),
-           "grade": {"resolved": True}, "files": dict(results.FILES)}
+    old = {
+        "schema_version": 1,
+        "run_id": "r0",
+        "task": "arith/mul",
+        "task_family": "arith",
+        "framework": "toy",
+        "agent": "oracle",
+        "model": None,
+        "trial": 0,
+        "status": "resolved",
+        "error": None,
+        "exit_status": "completed",
+        "started_at": "2026-11-01T10:00:00+00:00",
+        "finished_at": "2026-11-01T10:01:00+00:00",
+        "metrics": dict(OLD_METRICS),
+        "grade": {"resolved": True},
+        "files": dict(results.FILES),
+    }
     results.write_json_atomic(tmp_path / "result.json", old)
     data = results.read_result(tmp_path)
-    added = {"cost_note": None, "throughput_spread": None, "throughput_samples": None, "throughput_runs": None,
-             "throughput_measured": None}
+    added = {
+        "cost_note": None,
+        "throughput_spread": None,
+        "throughput_samples": None,
+        "throughput_runs": None,
+        "throughput_measured": None,
+    }
     assert data == {**old, "metrics": {**OLD_METRICS, **added}, "notes": [], "phase_seconds": {}}
     parsed = results.TrialResult.from_json(data)
     assert parsed.status == "resolved" and parsed.grade == {"resolved": True} and parsed.to_json() == data
-    for broken, field in [({**old, "tokens": 5}, "unknown field(s) tokens"),
-                          ({**old, "schema_version": 2}, "not a schema_version 1 result"),
-                          ({k: v for k, v in old.items() if k != "task"}, "missing field(s) task"),
-                          ({**old, "metrics": {**OLD_METRICS, "turns": 3}}, "unknown metric(s) turns")]:
+    for broken, field in [
+        ({**old, "tokens": 5}, "unknown field(s) tokens"),
+        ({**old, "schema_version": 2}, "not a schema_version 1 result"),
+        ({k: v for k, v in old.items() if k != "task"}, "missing field(s) task"),
+        ({**old, "metrics": {**OLD_METRICS, "turns": 3}}, "unknown metric(s) turns"),
+    ]:
         results.write_json_atomic(tmp_path / "result.json", broken)
         with pytest.raises(results.CorruptResult, match=re.escape(field)) as caught:
             results.read_result(tmp_path)
@@ -63,8 +98,10 @@ def test_results_written_before_metrics_were_typed_read_back_unchanged(name, tmp
     with measured throughput) read into the typed result and write back key for key, value for value."""
     old = json.loads((FIXTURES / name).read_text())
     parsed = results.TrialResult.from_json(old)
-    assert isinstance(parsed.metrics, Metrics) and parsed.metrics.to_json() == \
-        {**Metrics().to_json(), **old["metrics"]}, "every old key keeps its name and value"
+    assert isinstance(parsed.metrics, Metrics) and parsed.metrics.to_json() == {
+        **Metrics().to_json(),
+        **old["metrics"],
+    }, "every old key keeps its name and value"
     assert parsed.to_json() == {**old, "metrics": parsed.metrics.to_json()}
     if name == "schema1-toy-throughput.json":
         assert parsed.metrics.throughput_tokens_per_s == 300.0 and parsed.metrics.throughput_runs == 2
@@ -94,12 +131,17 @@ def test_corrupt_trial_folder_is_kept_aside_whole_and_unfinished(tmp_path):
     warnings = []
     assert results.is_finished(folder, warn=warnings.append) is False
     aside = tmp_path / "0.corrupt-1"
-    assert not folder.exists() and sorted(p.name for p in aside.iterdir()) == ["result.json.corrupt", "trajectory.jsonl"]
+    assert not folder.exists() and sorted(p.name for p in aside.iterdir()) == [
+        "result.json.corrupt",
+        "trajectory.jsonl",
+    ]
     assert "kept as 0.corrupt-1" in warnings[0]
     folder.mkdir()
     (folder / "result.json").write_text("[]")
     assert results.is_finished(folder, warn=warnings.append) is False
-    assert (tmp_path / "0.corrupt-2" / "result.json.corrupt").read_text() == "[]", "an earlier copy is never overwritten"
+    assert (tmp_path / "0.corrupt-2" / "result.json.corrupt").read_text() == "[]", (
+        "an earlier copy is never overwritten"
+    )
 
 
 @pytest.mark.parametrize("run_id", ["../elsewhere", "/tmp/x", "a/b", "..", ".hidden", "-x", "", "profiles"])
@@ -115,9 +157,12 @@ def test_run_ids_that_are_paths_are_rejected(run_id, tmp_path):
 def test_malformed_run_files_give_one_clear_error(tmp_path):
     run_file = tmp_path / "r" / "run.json"
     run_file.parent.mkdir()
-    for text, message in [("{ truncated", "not valid JSON"), ("[1, 2]", "not a run file"),
-                          ('{"args": {}, "trials": ["../../etc"]}', "must be a relative path inside the run folder"),
-                          ('{"args": {}, "trials": ["/abs/0"]}', "must be a relative path inside the run folder")]:
+    for text, message in [
+        ("{ truncated", "not valid JSON"),
+        ("[1, 2]", "not a run file"),
+        ('{"args": {}, "trials": ["../../etc"]}', "must be a relative path inside the run folder"),
+        ('{"args": {}, "trials": ["/abs/0"]}', "must be a relative path inside the run folder"),
+    ]:
         run_file.write_text(text)
         with pytest.raises(results.RunFileError, match=message) as caught:
             results.read_run(tmp_path, "r")
@@ -127,8 +172,16 @@ def test_malformed_run_files_give_one_clear_error(tmp_path):
 
 
 def _config(toy_root, tmp_path, run_id="r", resume=False):
-    return RunConfig(task="arith/mul", framework="toy", agents=["oracle", "nop"], run_id=run_id, resume=resume,
-                     isolate=False, results_dir=str(tmp_path / "results"), specs_root=str(toy_root))
+    return RunConfig(
+        task="arith/mul",
+        framework="toy",
+        agents=["oracle", "nop"],
+        run_id=run_id,
+        resume=resume,
+        isolate=False,
+        results_dir=str(tmp_path / "results"),
+        specs_root=str(toy_root),
+    )
 
 
 def _agents():

@@ -15,8 +15,9 @@ from bench.sandbox.images import BASE_IMAGE
 
 @pytest.fixture
 def box(docker_client, tmp_path):
-    sandbox = DockerSandbox(tmp_path, BASE_IMAGE, env={"PYTHONPATH": "{workdir}"}, cpus=1, memory_gb=0.5, pids=128,
-                            client=docker_client)
+    sandbox = DockerSandbox(
+        tmp_path, BASE_IMAGE, env={"PYTHONPATH": "{workdir}"}, cpus=1, memory_gb=0.5, pids=128, client=docker_client
+    )
     yield sandbox
     sandbox.close()
 
@@ -52,8 +53,11 @@ def test_no_capabilities_and_no_privilege_gain(box):
 def test_editor_reads_are_bounded_inside_the_container(box):
     box.execute("mkfifo /tmp/fifo; head -c 3000000 /dev/zero > /tmp/big.bin")
     started = time.monotonic()
-    for path, message in (("/tmp/fifo", "not a regular file"), ("/dev/zero", "not a regular file"),
-                          ("/tmp/big.bin", "too large")):
+    for path, message in (
+        ("/tmp/fifo", "not a regular file"),
+        ("/dev/zero", "not a regular file"),
+        ("/tmp/big.bin", "too large"),
+    ):
         with pytest.raises(OSError, match=message):
             box.read_file(path)
     assert time.monotonic() - started < 30
@@ -97,17 +101,35 @@ def test_gpu_request_without_nvidia_runtime(docker_client, tmp_path):
 
 
 def test_trial_end_to_end_in_docker(docker_client, toy_root, cache, tmp_path):
-    cfg = RunConfig(task="arith/mul", framework="toy", agents=["oracle", "nop"], run_id="d", sandbox="docker",
-                    results_dir=str(tmp_path / "results"), specs_root=str(toy_root))
+    cfg = RunConfig(
+        task="arith/mul",
+        framework="toy",
+        agents=["oracle", "nop"],
+        run_id="d",
+        sandbox="docker",
+        results_dir=str(tmp_path / "results"),
+        specs_root=str(toy_root),
+    )
     rows = execute(cfg, make_plan(cfg, {"oracle": make_spec("oracle"), "nop": make_spec("nop")}))
     assert {r["agent"]: r["status"] for r in rows} == {"oracle": "resolved", "nop": "unresolved"}, rows
-    assert not [c for c in docker_client.containers.list(all=True) if c.name.startswith("atebench-")
-                and c.attrs["Config"]["WorkingDir"] == "/workspace" and str(tmp_path) in str(c.attrs["Mounts"])]
+    assert not [
+        c
+        for c in docker_client.containers.list(all=True)
+        if c.name.startswith("atebench-")
+        and c.attrs["Config"]["WorkingDir"] == "/workspace"
+        and str(tmp_path) in str(c.attrs["Mounts"])
+    ]
 
 
 def test_smoke_task_on_the_reference_image(docker_client, cache, tmp_path):
-    cfg = RunConfig(task="smoke", framework="reference", agents=["oracle"], run_id="ref", sandbox="docker",
-                    results_dir=str(tmp_path / "results"))
+    cfg = RunConfig(
+        task="smoke",
+        framework="reference",
+        agents=["oracle"],
+        run_id="ref",
+        sandbox="docker",
+        results_dir=str(tmp_path / "results"),
+    )
     [row] = execute(cfg, make_plan(cfg, {"oracle": make_spec("oracle")}))
     assert row["status"] == "resolved", row["error"]
     assert row["grade"]["tests_run"] == 5
@@ -124,11 +146,15 @@ def test_reference_image_runs_the_trainers_own_tests(docker_client, tmp_path):
     workspace.copy_clean(framework.bundled_path(), work)
     sandbox = open_sandbox("docker", work, framework, specs.Resources(cpus=2, memory_gb=4), gpus=[])
     try:
-        probe = sandbox.execute("python -c 'import torch, transformers, reftrain; print(torch.__version__)'", timeout=120)
+        probe = sandbox.execute(
+            "python -c 'import torch, transformers, reftrain; print(torch.__version__)'", timeout=120
+        )
         assert probe.exit_code == 0 and probe.output.strip().startswith("2."), probe.output
         sandbox.execute("python -m pip download --no-deps -q -d /tmp/x six", timeout=120)
         assert "six" not in sandbox.execute("ls /tmp/x 2>/dev/null").output, "the container must have no network"
-        suite = sandbox.execute("python -m pytest -q -p no:cacheprovider tests/test_models.py 2>&1 | tail -3", timeout=600)
+        suite = sandbox.execute(
+            "python -m pytest -q -p no:cacheprovider tests/test_models.py 2>&1 | tail -3", timeout=600
+        )
         assert " passed" in suite.output and "failed" not in suite.output, suite.output
     finally:
         sandbox.close()
@@ -155,8 +181,15 @@ class ContainerKillingAgent:
 
 
 def test_container_removed_mid_trial_ends_it_as_error(docker_client, toy_root, cache, tmp_path):
-    cfg = RunConfig(task="arith/mul", framework="toy", agents=["killer"], run_id="k", sandbox="docker",
-                    results_dir=str(tmp_path / "results"), specs_root=str(toy_root))
+    cfg = RunConfig(
+        task="arith/mul",
+        framework="toy",
+        agents=["killer"],
+        run_id="k",
+        sandbox="docker",
+        results_dir=str(tmp_path / "results"),
+        specs_root=str(toy_root),
+    )
     killer = AgentSpec("killer", lambda trial: ContainerKillingAgent(docker_client))
     [row] = execute(cfg, make_plan(cfg, {"killer": killer}))
     assert row["status"] == "error" and row["error"]["phase"] == "agent"

@@ -78,8 +78,9 @@ def test_environment_is_scrubbed(tmp_path, monkeypatch):
     assert "NCCL_NVLS_ENABLE=0" in env.splitlines()
 
 
-NEEDS_BWRAP = pytest.mark.skipif(not bwrap_available(), reason="BUBBLEWRAP TESTS SKIPPED: bwrap is not installed "
-                                                               "(apt-get install bubblewrap)")
+NEEDS_BWRAP = pytest.mark.skipif(
+    not bwrap_available(), reason="BUBBLEWRAP TESTS SKIPPED: bwrap is not installed (apt-get install bubblewrap)"
+)
 
 
 @NEEDS_BWRAP
@@ -107,6 +108,7 @@ def test_the_wall_holds_for_root(tmp_path):
     port = server.getsockname()[1]
     box = LocalSandbox(tmp_path)
     try:
+
         def run(command):
             return box.execute(command).output.strip()
 
@@ -121,8 +123,10 @@ def test_the_wall_holds_for_root(tmp_path):
         assert box.execute("echo 1 > /proc/sys/vm/drop_caches").exit_code != 0, "sysctls must be read-only"
         assert box.execute("echo x > /proc/sys/kernel/core_pattern").exit_code != 0
         assert box.execute(f"ls {Path.home()}/.cache >/dev/null 2>&1").exit_code != 0 or Path.home() == Path("/tmp")
-        probe = (f"python -c \"import socket; socket.create_connection(('127.0.0.1', {port}), timeout=2); "
-                 f"print('REACHED')\" 2>&1")
+        probe = (
+            f"python -c \"import socket; socket.create_connection(('127.0.0.1', {port}), timeout=2); "
+            f"print('REACHED')\" 2>&1"
+        )
         assert "REACHED" not in run(probe), "the host's loopback must be unreachable"
     finally:
         box.close()
@@ -133,8 +137,10 @@ def test_the_wall_holds_for_root(tmp_path):
 def test_nothing_the_agent_starts_survives_the_sandbox(tmp_path):
     marker = f"atebench_survivor_{os.getpid()}"
     box = LocalSandbox(tmp_path)
-    box.execute(f"setsid nohup bash -c 'exec -a {marker} sleep 300' >/dev/null 2>&1 < /dev/null & "
-                f"(bash -c 'exec -a {marker} sleep 300' &); nohup bash -c 'exec -a {marker} sleep 300' >/dev/null 2>&1 &")
+    box.execute(
+        f"setsid nohup bash -c 'exec -a {marker} sleep 300' >/dev/null 2>&1 < /dev/null & "
+        f"(bash -c 'exec -a {marker} sleep 300' &); nohup bash -c 'exec -a {marker} sleep 300' >/dev/null 2>&1 &"
+    )
     time.sleep(0.5)
     assert len([p for p in os.listdir("/proc") if p.isdigit() and _cmdline(p).startswith(marker)]) == 3
     box.close()
@@ -149,8 +155,10 @@ def test_limits_apply_where_the_kernel_allows(tmp_path):
         big = box.execute("head -c 5000000 /dev/zero > big.bin; echo rc=$?")
         assert "rc=0\n" not in big.output and (tmp_path / "big.bin").stat().st_size <= 0.001 * 2**30 + 4096
         if "memory_gb" in box.limits:
-            hog = box.execute("python -c 'x = bytearray(1024 * 1024 * 1024); x[::4096] = b\"1\" * len(x[::4096]); "
-                              "print(\"ALLOC\" + \"ATED\")'")
+            hog = box.execute(
+                'python -c \'x = bytearray(1024 * 1024 * 1024); x[::4096] = b"1" * len(x[::4096]); '
+                'print("ALLOC" + "ATED")\''
+            )
             assert "ALLOCATED" not in hog.output and hog.exit_code != 0, hog
             forks = box.execute("for i in $(seq 200); do sleep 5 & done 2>&1 | tail -1; kill %1 2>/dev/null; true")
             assert "resource temporarily unavailable" in forks.output.lower() or "fork" in forks.output.lower()
@@ -167,8 +175,12 @@ def test_editor_file_operations_are_bounded_and_inside(tmp_path, isolate):
     try:
         box.execute("mkfifo fifo; head -c 3000000 /dev/zero > big.bin")
         started = time.monotonic()
-        for path, message in (("fifo", "not a regular file"), ("/dev/zero", "not a regular file"),
-                              ("big.bin", "too large"), ("missing.txt", "no such file")):
+        for path, message in (
+            ("fifo", "not a regular file"),
+            ("/dev/zero", "not a regular file"),
+            ("big.bin", "too large"),
+            ("missing.txt", "no such file"),
+        ):
             with pytest.raises(OSError, match=message):
                 box.read_file(path)
         assert time.monotonic() - started < 20, "a FIFO or a device must not hang the runner"
@@ -218,11 +230,15 @@ def test_gpus_and_nccl_work_inside_the_wall(tmp_path):
     """A GPU trial is isolated too: the GPUs it holds, NCCL between its ranks, and still no capabilities."""
     world = min(2, _cuda_count())
     (tmp_path / "allreduce.py").write_text(ALLREDUCE)
-    box = LocalSandbox(tmp_path, gpus=list(range(world)),
-                       env={"CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in range(world)), "CUDA_DEVICE_ORDER": "PCI_BUS_ID"})
+    box = LocalSandbox(
+        tmp_path,
+        gpus=list(range(world)),
+        env={"CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in range(world)), "CUDA_DEVICE_ORDER": "PCI_BUS_ID"},
+    )
     try:
-        run = box.execute(f"python -m torch.distributed.run --standalone --nproc-per-node {world} allreduce.py 2>&1",
-                          timeout=300)
+        run = box.execute(
+            f"python -m torch.distributed.run --standalone --nproc-per-node {world} allreduce.py 2>&1", timeout=300
+        )
         assert run.output.count("ALLREDUCE_OK") == world, run.output[-3000:]
         assert box.execute("grep CapEff /proc/self/status").output.split()[-1] == "0000000000000000"
         assert int(box.execute("ls /proc | grep -c '^[0-9][0-9]*$'").output) < 20
@@ -244,8 +260,11 @@ def test_math_libraries_get_the_tasks_cpu_share_not_the_hosts_cores(tmp_path):
     framework = specs.load_framework("reference")
     sandbox = open_sandbox("local", tmp_path, framework, specs.Resources(cpus=1.5), gpus=[], isolate=bwrap_available())
     try:
-        probe = sandbox.execute("echo $OMP_NUM_THREADS $MKL_NUM_THREADS $OPENBLAS_NUM_THREADS; "
-                                "python -c 'import torch; print(torch.get_num_threads())'", timeout=120)
+        probe = sandbox.execute(
+            "echo $OMP_NUM_THREADS $MKL_NUM_THREADS $OPENBLAS_NUM_THREADS; "
+            "python -c 'import torch; print(torch.get_num_threads())'",
+            timeout=120,
+        )
     finally:
         sandbox.close()
     assert probe.output.split() == ["1", "1", "1", "1"], probe.output

@@ -15,8 +15,12 @@ from bench import sources, specs, workspace
 from bench.specs import FrameworkSpec, Source
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
-GIT_FILES = {"pkg/__init__.py": b"X = 1\n", "pkg/core.py": b"def f():\n    return 2\n",
-             "tests/test_core.py": b"def test_f():\n    pass\n", "README.md": b"readme\n"}
+GIT_FILES = {
+    "pkg/__init__.py": b"X = 1\n",
+    "pkg/core.py": b"def f():\n    return 2\n",
+    "tests/test_core.py": b"def test_f():\n    pass\n",
+    "README.md": b"readme\n",
+}
 
 
 def manifest_text(files: dict[str, bytes], commit: str = COMMIT) -> str:
@@ -27,8 +31,12 @@ def manifest_text(files: dict[str, bytes], commit: str = COMMIT) -> str:
 
 def make_sdist(path: Path, files: dict[str, bytes]) -> Path:
     with tarfile.open(path, "w:gz") as tar:
-        for rel, data in {**files, "PKG-INFO": b"Name: fake\n", "setup.cfg": b"",
-                          "fake.egg-info/SOURCES.txt": b"pkg/core.py\n"}.items():
+        for rel, data in {
+            **files,
+            "PKG-INFO": b"Name: fake\n",
+            "setup.cfg": b"",
+            "fake.egg-info/SOURCES.txt": b"pkg/core.py\n",
+        }.items():
             info = tarfile.TarInfo(f"fake-1.0/{rel}")
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
@@ -37,8 +45,11 @@ def make_sdist(path: Path, files: dict[str, bytes]) -> Path:
 
 def fake_framework(folder: Path, url: str = "file:///nonexistent/fake.git") -> FrameworkSpec:
     (folder / "source-manifest.txt").write_text(manifest_text(GIT_FILES))
-    return FrameworkSpec(name="fake", source=Source(kind="git", url=url, commit=COMMIT, sdist="fake==1.0",
-                                                    manifest="source-manifest.txt"), dir=folder)
+    return FrameworkSpec(
+        name="fake",
+        source=Source(kind="git", url=url, commit=COMMIT, sdist="fake==1.0", manifest="source-manifest.txt"),
+        dir=folder,
+    )
 
 
 def test_torchtitan_spec_pins_the_release_and_its_manifest_matches_the_pin():
@@ -58,11 +69,16 @@ def test_sdist_needs_a_manifest_and_a_git_source():
 def test_sdist_matching_the_manifest_gives_its_files_and_names_the_git_only_ones(tmp_path):
     framework = fake_framework(tmp_path)
     shipped = {k: v for k, v in GIT_FILES.items() if not k.startswith("tests/")}
-    missing = sources.sdist_tree(framework, tmp_path / "source-manifest.txt", tmp_path / "tree",
-                                 archive=make_sdist(tmp_path / "fake-1.0.tar.gz", shipped))
+    missing = sources.sdist_tree(
+        framework,
+        tmp_path / "source-manifest.txt",
+        tmp_path / "tree",
+        archive=make_sdist(tmp_path / "fake-1.0.tar.gz", shipped),
+    )
     assert missing == ["tests/test_core.py"]
-    assert sorted(p.relative_to(tmp_path / "tree").as_posix() for p in (tmp_path / "tree").rglob("*") if p.is_file()) \
-        == sorted(shipped)
+    assert sorted(
+        p.relative_to(tmp_path / "tree").as_posix() for p in (tmp_path / "tree").rglob("*") if p.is_file()
+    ) == sorted(shipped)
     assert sources.missing_from(framework, tmp_path / "tree") == ["tests/test_core.py"]
 
 
@@ -70,16 +86,24 @@ def test_sdist_with_a_changed_file_is_refused_naming_it(tmp_path):
     framework = fake_framework(tmp_path)
     changed = {**GIT_FILES, "pkg/core.py": b"def f():\n    return 3\n"}
     with pytest.raises(sources.SourceError, match=r"1 file\(s\) differ .*pkg/core.py"):
-        sources.sdist_tree(framework, tmp_path / "source-manifest.txt", tmp_path / "tree",
-                           archive=make_sdist(tmp_path / "fake-1.0.tar.gz", changed))
+        sources.sdist_tree(
+            framework,
+            tmp_path / "source-manifest.txt",
+            tmp_path / "tree",
+            archive=make_sdist(tmp_path / "fake-1.0.tar.gz", changed),
+        )
     assert not (tmp_path / "tree").exists()
 
 
 def test_sdist_with_a_file_the_git_tree_lacks_is_refused(tmp_path):
     framework = fake_framework(tmp_path)
     with pytest.raises(sources.SourceError, match=r"1 are not in the git tree \(pkg/extra.py\)"):
-        sources.sdist_tree(framework, tmp_path / "source-manifest.txt", tmp_path / "tree",
-                           archive=make_sdist(tmp_path / "fake-1.0.tar.gz", {**GIT_FILES, "pkg/extra.py": b""}))
+        sources.sdist_tree(
+            framework,
+            tmp_path / "source-manifest.txt",
+            tmp_path / "tree",
+            archive=make_sdist(tmp_path / "fake-1.0.tar.gz", {**GIT_FILES, "pkg/extra.py": b""}),
+        )
 
 
 def test_manifest_of_another_commit_is_refused(tmp_path):
@@ -117,8 +141,9 @@ def test_original_source_by_the_sdist_route_is_cached_apart(tmp_path, monkeypatc
 
 
 def _git(cwd: Path, *args: str) -> str:
-    return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=cwd, check=True,
-                          capture_output=True, text=True).stdout.strip()
+    return subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=cwd, check=True, capture_output=True, text=True
+    ).stdout.strip()
 
 
 def test_checkout_export_checks_every_file_and_names_absent_ones(tmp_path):

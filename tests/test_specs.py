@@ -6,11 +6,11 @@ import subprocess
 import textwrap
 
 import pytest
-
-from bench import specs, workspace
 from conftest import make_toy_root, write
 
-TORCHTITAN = textwrap.dedent('''
+from bench import specs, workspace
+
+TORCHTITAN = textwrap.dedent("""
     name = "torchtitan"
     description = "PyTorch-native training platform"
     [source]
@@ -23,7 +23,7 @@ TORCHTITAN = textwrap.dedent('''
     [commands]
     test = "python -m pytest -q tests/unit_tests"
     throughput = "python scripts/atebench_throughput.py"
-''')
+""")
 
 
 def test_shipped_specs_load():
@@ -64,7 +64,7 @@ def test_wrong_type_and_missing_field(toy_root):
     with pytest.raises(specs.SpecError, match="grading.toml: missing required field 'command'; add it"):
         task.variant("toy")
     fw = toy_root / "frameworks" / "toy" / "framework.toml"
-    fw.write_text(fw.read_text().replace('[sandbox]', '[sandbox]\ngpus = "many"'))
+    fw.write_text(fw.read_text().replace("[sandbox]", '[sandbox]\ngpus = "many"'))
     with pytest.raises(specs.SpecError, match="framework.toml: field 'sandbox.gpus'.*fix the value"):
         specs.load_framework("toy", toy_root)
 
@@ -81,15 +81,18 @@ def test_git_spec_validates_and_needs_full_sha(tmp_path):
     write(tmp_path / "frameworks" / "torchtitan" / "framework.toml", TORCHTITAN)
     spec = specs.load_framework("torchtitan", tmp_path)
     assert spec.source.kind == "git" and spec.sandbox.gpus == 8
-    write(tmp_path / "frameworks" / "torchtitan" / "framework.toml", TORCHTITAN.replace(
-        "0123456789abcdef0123456789abcdef01234567", "d84e83dc"))
+    write(
+        tmp_path / "frameworks" / "torchtitan" / "framework.toml",
+        TORCHTITAN.replace("0123456789abcdef0123456789abcdef01234567", "d84e83dc"),
+    )
     with pytest.raises(specs.SpecError, match="full 40-character lowercase hex SHA"):
         specs.load_framework("torchtitan", tmp_path)
 
 
 def _git(*args, cwd):
-    return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=cwd, check=True,
-                          capture_output=True, text=True).stdout.strip()
+    return subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=cwd, check=True, capture_output=True, text=True
+    ).stdout.strip()
 
 
 def test_git_source_checked_out_at_pinned_sha(tmp_path, cache, monkeypatch):
@@ -105,8 +108,10 @@ def test_git_source_checked_out_at_pinned_sha(tmp_path, cache, monkeypatch):
     bare = tmp_path / "mirror.git"
     _git("clone", "-q", "--bare", str(upstream), str(bare), cwd=tmp_path)
 
-    write(tmp_path / "specs" / "frameworks" / "torchtitan" / "framework.toml",
-          TORCHTITAN.replace("0123456789abcdef0123456789abcdef01234567", pinned))
+    write(
+        tmp_path / "specs" / "frameworks" / "torchtitan" / "framework.toml",
+        TORCHTITAN.replace("0123456789abcdef0123456789abcdef01234567", pinned),
+    )
     spec = specs.load_framework("torchtitan", tmp_path / "specs")
     monkeypatch.setenv("ATEBENCH_SRC_TORCHTITAN", str(bare))
     source = workspace.original_source(spec)

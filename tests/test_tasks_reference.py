@@ -34,7 +34,9 @@ REMOVED_CODE = {
         "dist.all_to_all_single(out, x.contiguous(), output_splits, input_splits, group=group)",
         "def shard_experts(",
     ],
-    "fix-gradient-bug/router-grad-not-reduced": ["        fully_shard(layer, mesh=mesh.dp_ep_mesh, mp_policy=policy)\n"],
+    "fix-gradient-bug/router-grad-not-reduced": [
+        "        fully_shard(layer, mesh=mesh.dp_ep_mesh, mp_policy=policy)\n"
+    ],
     "fix-gradient-bug/loss-normalised-per-rank": ["count_tokens(labels, pm.mesh.dp_ep_group)"],
     "fix-gradient-bug/alltoall-backward-scaled": ["        return grad_in, None, None, None\n"],
     "fix-gradient-bug/grad-norm-local": ["        dist.all_reduce(sq)\n"],
@@ -45,17 +47,30 @@ in the agent's workspace (no cached copy, no doc quoting it)."""
 FAMILIES = {
     "add-new-model": ["add-new-model/deepseek_v2", "add-new-model/mixtral"],
     "enable-ep": ["enable-ep"],
-    "fix-gradient-bug": ["fix-gradient-bug/alltoall-backward-scaled", "fix-gradient-bug/grad-norm-local",
-                         "fix-gradient-bug/loss-normalised-per-rank", "fix-gradient-bug/router-grad-not-reduced"],
+    "fix-gradient-bug": [
+        "fix-gradient-bug/alltoall-backward-scaled",
+        "fix-gradient-bug/grad-norm-local",
+        "fix-gradient-bug/loss-normalised-per-rank",
+        "fix-gradient-bug/router-grad-not-reduced",
+    ],
 }
 
 ANCHOR_BREAKS = {
-    "add-new-model/mixtral": ("reftrain/models/__init__.py", '    "mixtral": (MixtralConfig, MixtralForCausalLM),\n',
-                              '    "mixtral": (MixtralConfig,  MixtralForCausalLM),\n'),
-    "enable-ep": ("reftrain/train.py", "    shard_experts(model, mesh.ep_mesh)\n",
-                  "    shard_experts(model, mesh.ep_mesh)  # by rank\n"),
-    "fix-gradient-bug/grad-norm-local": ("reftrain/optim.py", "        dist.all_reduce(sq)\n",
-                                         "        dist.all_reduce(sq, op=dist.ReduceOp.SUM)\n"),
+    "add-new-model/mixtral": (
+        "reftrain/models/__init__.py",
+        '    "mixtral": (MixtralConfig, MixtralForCausalLM),\n',
+        '    "mixtral": (MixtralConfig,  MixtralForCausalLM),\n',
+    ),
+    "enable-ep": (
+        "reftrain/train.py",
+        "    shard_experts(model, mesh.ep_mesh)\n",
+        "    shard_experts(model, mesh.ep_mesh)  # by rank\n",
+    ),
+    "fix-gradient-bug/grad-norm-local": (
+        "reftrain/optim.py",
+        "        dist.all_reduce(sq)\n",
+        "        dist.all_reduce(sq, op=dist.ReduceOp.SUM)\n",
+    ),
 }
 """One task per family: a harmless edit of the original that moves an anchor its prepare.py relies on."""
 
@@ -88,11 +103,15 @@ def fresh_workspace(task_id: str, framework, cache: Path, dest: Path) -> Path:
 
 
 def all_text(tree: Path) -> dict[str, str]:
-    return {p.relative_to(tree).as_posix(): p.read_text(errors="replace")
-            for p in tree.rglob("*") if p.is_file() and ".git" not in p.relative_to(tree).parts}
+    return {
+        p.relative_to(tree).as_posix(): p.read_text(errors="replace")
+        for p in tree.rglob("*")
+        if p.is_file() and ".git" not in p.relative_to(tree).parts
+    }
 
 
 # ---- specs and selection ------------------------------------------------------------------------
+
 
 def on_reference(task_ids: list[str]) -> list[str]:
     """Tasks with a reference version; other frameworks' tasks (tests/test_torchtitan_tasks.py) are not ours."""
@@ -137,6 +156,7 @@ def test_spec_declares_gpu_ladder_hidden_and_restored_tests_and_a_wrong_patch(ta
 
 # ---- preparation ---------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("task_id", TASKS)
 def test_prepared_workspace_keeps_no_trace_of_the_original_code(task_id, framework, cache, tmp_path):
     original = all_text(workspace.original_source(framework, cache))
@@ -146,8 +166,11 @@ def test_prepared_workspace_keeps_no_trace_of_the_original_code(task_id, framewo
     work = fresh_workspace(task_id, framework, cache, tmp_path / "ws")
     commits = subprocess.run(["git", "rev-list", "--count", "HEAD"], cwd=work, capture_output=True, text=True)
     assert commits.stdout.strip() == "1", "exactly one baseline commit, no history to mine"
-    leftovers = [p.relative_to(work).as_posix() for p in work.rglob("*")
-                 if ".git" not in p.relative_to(work).parts and any(p.name.endswith(c) for c in CACHE_FILES)]
+    leftovers = [
+        p.relative_to(work).as_posix()
+        for p in work.rglob("*")
+        if ".git" not in p.relative_to(work).parts and any(p.name.endswith(c) for c in CACHE_FILES)
+    ]
     assert leftovers == []
     assert not (work / "grader_tests").exists(), "hidden tests must stay outside the sandbox"
     for path, text in all_text(work).items():
@@ -163,8 +186,13 @@ def test_prepare_fails_loudly_when_an_anchor_moved(task_id, framework, cache, tm
     text = (tree / rel).read_text()
     assert text.count(old) == 1
     (tree / rel).write_text(text.replace(old, new))
-    proc = subprocess.run([sys.executable, str(variant(task_id).prepare_script), str(tree)], cwd=tree,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, str(variant(task_id).prepare_script), str(tree)],
+        cwd=tree,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode != 0
     assert rel in proc.stderr and "update this prepare.py" in proc.stderr
 
@@ -184,14 +212,32 @@ def test_gold_and_wrong_patches_apply_and_leave_hidden_tests_alone(task_id, fram
 
 # ---- end to end through the CLI ------------------------------------------------------------------
 
+
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("task_id", [pytest.param(t, marks=m) for t, m in END_TO_END.items()])
 def test_oracle_resolves_and_nop_fails_for_the_right_reason(task_id, tmp_path):
     proc = subprocess.run(
-        [sys.executable, "runner.py", "--task", task_id, "--framework", "reference", "--agent", "oracle,nop",
-         "--no-throughput", "--results-dir", str(tmp_path / "results"), "--run-id", "e2e"],
-        cwd=REPO, capture_output=True, text=True, timeout=900,
-        env={**_env(), "ATEBENCH_CACHE": str(tmp_path / "cache")})
+        [
+            sys.executable,
+            "runner.py",
+            "--task",
+            task_id,
+            "--framework",
+            "reference",
+            "--agent",
+            "oracle,nop",
+            "--no-throughput",
+            "--results-dir",
+            str(tmp_path / "results"),
+            "--run-id",
+            "e2e",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**_env(), "ATEBENCH_CACHE": str(tmp_path / "cache")},
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     by_agent = {}
     for path in (tmp_path / "results" / "e2e").rglob("result.json"):

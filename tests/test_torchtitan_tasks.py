@@ -47,12 +47,15 @@ def test_there_is_a_torchtitan_task():
 def test_spec_grades_hidden_tests_only_and_ships_a_wrong_edit_of_the_gold(task_id):
     v = variant(task_id)
     assert v.prepare_script is not None and v.solution_patch is None
-    assert v.wrong_patch is not None and v.wrong_patch.name.endswith(sources.ON_GOLD_SUFFIX), \
+    assert v.wrong_patch is not None and v.wrong_patch.name.endswith(sources.ON_GOLD_SUFFIX), (
         "TorchTitan's code is not kept here: a wrong solution is a small edit of the gold (*.on-gold.patch)"
+    )
     assert v.grading.tests_target == "grader_tests" and v.grading.fail_to_pass
     for test_id in v.grading.fail_to_pass + v.grading.pass_to_pass:
         path = test_id.split("::")[0]
-        assert path.startswith("grader_tests/") and (v.tests_dir / path.removeprefix("grader_tests/")).is_file(), test_id
+        assert path.startswith("grader_tests/") and (v.tests_dir / path.removeprefix("grader_tests/")).is_file(), (
+            test_id
+        )
     assert "{framework}" in v.task.instruction_template
 
 
@@ -72,9 +75,26 @@ def test_prepared_tree_has_no_hidden_tests_and_the_wrong_edit_applies(task_id, f
 def test_validate_oracle_resolves_nop_and_wrong_fail(task_id, original, tmp_path):
     absent = [name for name in DEPS if importlib.util.find_spec(name) is None]
     if absent:
-        pytest.skip(f"TorchTitan's dependencies are not installed ({', '.join(absent)}): pip install -e '.[torchtitan]'")
-    proc = subprocess.run([sys.executable, "runner.py", "validate", "--framework", "torchtitan", "--task", task_id,
-                           "--results-dir", str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=1800)
+        pytest.skip(
+            f"TorchTitan's dependencies are not installed ({', '.join(absent)}): pip install -e '.[torchtitan]'"
+        )
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "runner.py",
+            "validate",
+            "--framework",
+            "torchtitan",
+            "--task",
+            task_id,
+            "--results-dir",
+            str(tmp_path),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     assert proc.returncode == 0 and "all tasks valid" in proc.stdout, (proc.stdout + proc.stderr)[-4000:]
 
 
@@ -94,10 +114,12 @@ def test_a_missing_support_file_is_named(tmp_path):
     (task / "task.toml").write_text('description = "t"\n')
     (task / "instruction.md").write_text("x {framework}\n")
     (task / "frameworks" / "fw" / "grading.toml").write_text(
-        'command = "pytest"\nfail_to_pass = ["grader_tests/test_a.py::test_a"]\nsupport = ["grader_support/h.py"]\n')
+        'command = "pytest"\nfail_to_pass = ["grader_tests/test_a.py::test_a"]\nsupport = ["grader_support/h.py"]\n'
+    )
     with pytest.raises(specs.SpecError, match="support names 'grader_support/h.py', which is not a file"):
         specs.load_task("t", tmp_path).variant("fw")
     (tmp_path / "frameworks" / "fw" / "grader_support").mkdir()
     (tmp_path / "frameworks" / "fw" / "grader_support" / "h.py").write_text("")
     assert specs.load_task("t", tmp_path).variant("fw").support_files() == {
-        "tests/h.py": tmp_path / "frameworks" / "fw" / "grader_support" / "h.py"}
+        "tests/h.py": tmp_path / "frameworks" / "fw" / "grader_support" / "h.py"
+    }

@@ -5,17 +5,24 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import make_toy_root
 
 from bench import throughput
 from bench.agents import make_spec
 from bench.run import RunConfig, execute, make_plan
 from bench.specs import SpecError, ThroughputSpec, load_task
-from conftest import make_toy_root
 
 
 def _run(root, tmp_path, agent="oracle"):
-    cfg = RunConfig(task="arith/mul", framework="toy", agents=[agent], run_id="t", isolate=False,
-                    results_dir=str(tmp_path / "results"), specs_root=str(root))
+    cfg = RunConfig(
+        task="arith/mul",
+        framework="toy",
+        agents=[agent],
+        run_id="t",
+        isolate=False,
+        results_dir=str(tmp_path / "results"),
+        specs_root=str(root),
+    )
     [row] = execute(cfg, make_plan(cfg, {agent: make_spec(agent)}))
     return row
 
@@ -33,7 +40,9 @@ def _variant_throughput(root, text):
 
 def test_throughput_recorded_after_a_resolved_trial(tmp_path, cache):
     root = make_toy_root(tmp_path / "specs")
-    _with_throughput(root, """python -c 'print("step 1"); print({"tokens_per_s": 1}); print("{\\"tokens_per_s\\": 1234.5}")'""")
+    _with_throughput(
+        root, """python -c 'print("step 1"); print({"tokens_per_s": 1}); print("{\\"tokens_per_s\\": 1234.5}")'"""
+    )
     row = _run(root, tmp_path)
     assert row["status"] == "resolved" and row["error"] is None and row["notes"] == []
     # the framework's generic benchmark runs throughput_repeats = 3 times, one sample each
@@ -70,7 +79,9 @@ def test_restore_from_original_puts_the_task_input_back(tmp_path):
     throughput.restore_originals(spec, original, tree)
     assert (tree / "examples" / "model.json").read_text() == "original"
     with pytest.raises(FileNotFoundError, match="names 'nope.json', which the original source does not have"):
-        throughput.restore_originals(ThroughputSpec(command="true", restore_from_original=["nope.json"]), original, tree)
+        throughput.restore_originals(
+            ThroughputSpec(command="true", restore_from_original=["nope.json"]), original, tree
+        )
 
 
 def test_throughput_failure_is_a_note_not_a_failed_trial(tmp_path, cache):
@@ -89,14 +100,21 @@ def test_task_without_a_meaningful_benchmark_gets_a_note(tmp_path, cache):
     row = _run(root, tmp_path)
     assert row["status"] == "resolved" and row["error"] is None
     assert row["metrics"]["throughput_tokens_per_s"] is None
-    assert row["notes"] == ["throughput not measured: task arith/mul changes nothing a training benchmark shows "
-                            "(task.toml measure_throughput = false)"]
+    assert row["notes"] == [
+        "throughput not measured: task arith/mul changes nothing a training benchmark shows "
+        "(task.toml measure_throughput = false)"
+    ]
     _with_throughput(root, "python -c 'print(1/0)'")
     task = root / "tasks" / "arith" / "mul" / "task.toml"
-    task.write_text(task.read_text().replace("measure_throughput = true", "measure_throughput = true\n"
-                                             "framework_throughput_fallback = false"))
+    task.write_text(
+        task.read_text().replace(
+            "measure_throughput = true", "measure_throughput = true\nframework_throughput_fallback = false"
+        )
+    )
     row = _run(root, tmp_path)
-    assert row["metrics"]["throughput_tokens_per_s"] is None and "has no frameworks/toy/throughput.toml" in row["notes"][0]
+    assert (
+        row["metrics"]["throughput_tokens_per_s"] is None and "has no frameworks/toy/throughput.toml" in row["notes"][0]
+    )
 
 
 def test_throughput_not_run_for_unresolved(tmp_path, cache):
@@ -109,7 +127,9 @@ def test_throughput_not_run_for_unresolved(tmp_path, cache):
 
 def test_failing_prepare_is_a_setup_error(tmp_path, cache):
     root = make_toy_root(tmp_path / "specs")
-    (root / "tasks" / "arith" / "mul" / "frameworks" / "toy" / "prepare.py").write_text("raise SystemExit('no model here')\n")
+    (root / "tasks" / "arith" / "mul" / "frameworks" / "toy" / "prepare.py").write_text(
+        "raise SystemExit('no model here')\n"
+    )
     row = _run(root, tmp_path)
     assert row["status"] == "error" and row["error"]["phase"] == "setup"
     assert "prepare.py failed (exit 1)" in row["error"]["message"] and "no model here" in row["error"]["message"]
@@ -169,9 +189,11 @@ def test_a_sandbox_that_fails_to_close_is_logged_in_the_trial_not_dropped(tmp_pa
             real_close()
             if len(opened) == 1:  # the agent's sandbox; grading's closes normally
                 raise RuntimeError("the engine lost the container")
+
         sandbox.close = close
         opened.append(sandbox)
         return sandbox
+
     failing_close.__wrapped__ = trial_module.open_sandbox
     monkeypatch.setattr(trial_module, "open_sandbox", failing_close)
     row = _run(make_toy_root(tmp_path / "specs"), tmp_path)

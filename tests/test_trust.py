@@ -13,12 +13,12 @@ import subprocess
 import sys
 
 import pytest
+from conftest import REPO, write
 
 from bench import grading, keys, run, specs, workspace
 from bench.agents import AgentSpec, make_spec
 from bench.run import RunConfig, RunError, execute, make_plan
 from bench.sandbox.local import LocalSandbox
-from conftest import REPO, write
 
 
 def _load(root):
@@ -28,8 +28,14 @@ def _load(root):
 
 def test_missing_bubblewrap_is_one_clear_error_never_plain_bash(toy_root, tmp_path, monkeypatch):
     monkeypatch.setattr(run, "bwrap_available", lambda: False)
-    cfg = RunConfig(task="arith/mul", framework="toy", agents=["nop"], run_id="x", specs_root=str(toy_root),
-                    results_dir=str(tmp_path / "r"))
+    cfg = RunConfig(
+        task="arith/mul",
+        framework="toy",
+        agents=["nop"],
+        run_id="x",
+        specs_root=str(toy_root),
+        results_dir=str(tmp_path / "r"),
+    )
     with pytest.raises(RunError, match="bubblewrap.*apt-get install bubblewrap.*--sandbox docker.*--no-isolate"):
         make_plan(cfg, {"nop": make_spec("nop")})
     assert not (tmp_path / "r").exists()
@@ -37,9 +43,28 @@ def test_missing_bubblewrap_is_one_clear_error_never_plain_bash(toy_root, tmp_pa
 
 def test_no_isolate_warns_on_every_run(toy_root, tmp_path):
     env = {**os.environ, "ATEBENCH_CACHE": str(tmp_path / "c")}
-    result = subprocess.run([sys.executable, str(REPO / "runner.py"), "--specs-root", str(toy_root), "--task",
-                             "arith/mul", "--framework", "toy", "--agent", "nop", "--no-isolate", "--results-dir",
-                             str(tmp_path / "r")], capture_output=True, text=True, env=env, timeout=120, cwd=REPO)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "runner.py"),
+            "--specs-root",
+            str(toy_root),
+            "--task",
+            "arith/mul",
+            "--framework",
+            "toy",
+            "--agent",
+            "nop",
+            "--no-isolate",
+            "--results-dir",
+            str(tmp_path / "r"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        cwd=REPO,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "WARNING: --no-isolate" in result.stdout and "trusted agents only" in result.stdout
 
@@ -47,7 +72,9 @@ def test_no_isolate_warns_on_every_run(toy_root, tmp_path):
 def test_a_changed_cache_entry_is_rebuilt_not_used(toy_root, cache, tmp_path):
     variant, framework = _load(toy_root)
     prepared = workspace.prepared_checkout(variant, framework)
-    (prepared / "calc" / "ops.py").write_text("def add(a, b):\n    return a + b\n\n\ndef mul(a, b):\n    return a * b\n")
+    (prepared / "calc" / "ops.py").write_text(
+        "def add(a, b):\n    return a + b\n\n\ndef mul(a, b):\n    return a * b\n"
+    )
     with pytest.warns(UserWarning, match="was changed after it was built"):
         again = workspace.prepared_checkout(variant, framework)
     assert "raise NotImplementedError" in (again / "calc" / "ops.py").read_text(), "a poisoned cache must not be used"
@@ -84,7 +111,8 @@ def test_changed_test_configuration_is_restored_and_recorded(toy_root, cache, tm
     assert judged.fail_to_pass == {"tests/test_ops.py::test_mul": "failed"}, "the agent's addopts must not apply"
     assert judged.test_infrastructure_changes == [
         "setup.cfg: changed by the agent, restored for grading",
-        "json.py: added by the agent, shadows the installed module 'json'; removed for grading"]
+        "json.py: added by the agent, shadows the installed module 'json'; removed for grading",
+    ]
     assert (work / "setup.cfg").read_text().endswith("-k test_add\n"), "the agent's own tree is not touched"
 
 
@@ -113,8 +141,15 @@ def test_a_fifo_and_a_huge_file_in_the_workspace_do_not_stop_the_trial(toy_root,
             ctx.sandbox.execute("mkfifo pipe; head -c 5000 /dev/zero > big.bin; echo small > small.txt")
             return AgentOutcome(exit_status="completed")
 
-    cfg = RunConfig(task="arith/mul", framework="toy", agents=["hoarder"], run_id="h", specs_root=str(toy_root),
-                    results_dir=str(tmp_path / "r"), measure_throughput=False)
+    cfg = RunConfig(
+        task="arith/mul",
+        framework="toy",
+        agents=["hoarder"],
+        run_id="h",
+        specs_root=str(toy_root),
+        results_dir=str(tmp_path / "r"),
+        measure_throughput=False,
+    )
     [row] = execute(cfg, make_plan(cfg, {"hoarder": AgentSpec("hoarder", lambda trial: Hoarder())}))
     assert row["status"] == "unresolved" and row["error"] is None
     diff = (tmp_path / "r" / "h" / "arith__mul" / "toy" / "hoarder" / "0" / "agent.diff").read_text()
@@ -122,8 +157,14 @@ def test_a_fifo_and_a_huge_file_in_the_workspace_do_not_stop_the_trial(toy_root,
     assert any("big.bin" in note and "pipe" in note for note in row["notes"])
 
 
-@pytest.mark.parametrize("field, value", [("tests_target", "../outside"), ("restore_from_original", ["/etc/passwd"]),
-                                          ("fail_to_pass", ["../../x.py::test_a"])])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("tests_target", "../outside"),
+        ("restore_from_original", ["/etc/passwd"]),
+        ("fail_to_pass", ["../../x.py::test_a"]),
+    ],
+)
 def test_spec_paths_that_leave_the_checkout_are_refused(toy_root, field, value):
     grading_toml = toy_root / "tasks" / "arith" / "mul" / "frameworks" / "toy" / "grading.toml"
     lines = [line for line in grading_toml.read_text().splitlines() if not line.startswith(field)]
@@ -135,8 +176,14 @@ def test_spec_paths_that_leave_the_checkout_are_refused(toy_root, field, value):
 
 def test_a_missing_bundled_source_is_reported_before_any_trial(toy_root, tmp_path, monkeypatch):
     monkeypatch.setenv("ATEBENCH_SRC_TOY", str(tmp_path / "nowhere"))
-    cfg = RunConfig(task="arith/mul", framework="toy", agents=["nop"], run_id="x", specs_root=str(toy_root),
-                    results_dir=str(tmp_path / "r"))
+    cfg = RunConfig(
+        task="arith/mul",
+        framework="toy",
+        agents=["nop"],
+        run_id="x",
+        specs_root=str(toy_root),
+        results_dir=str(tmp_path / "r"),
+    )
     with pytest.raises(RunError, match="bundled source folder .*nowhere does not exist"):
         make_plan(cfg, {"nop": make_spec("nop")})
 
@@ -145,13 +192,30 @@ def test_validate_names_graded_ids_that_never_ran_on_the_gold():
     from bench.cli import validation_matrix
 
     def row(agent, status, f2p):
-        return {"task": "arith/mul", "framework": "toy", "agent": agent, "status": status, "error": None,
-                "grade": {"fail_to_pass": f2p, "pass_to_pass": {}}}
+        return {
+            "task": "arith/mul",
+            "framework": "toy",
+            "agent": agent,
+            "status": status,
+            "error": None,
+            "grade": {"fail_to_pass": f2p, "pass_to_pass": {}},
+        }
 
-    table, valid = validation_matrix([row("oracle", "resolved", {"tests/test_ops.py::test_mul": "passed"}),
-                                      row("nop", "unresolved", {"tests/test_ops.py::test_mul": "failed"})])
+    table, valid = validation_matrix(
+        [
+            row("oracle", "resolved", {"tests/test_ops.py::test_mul": "passed"}),
+            row("nop", "unresolved", {"tests/test_ops.py::test_mul": "failed"}),
+        ]
+    )
     assert valid and not table.caption
-    table, valid = validation_matrix([
-        row("oracle", "unresolved", {"tests/test_ops.py::test_mul": "passed", "tests/test_ops.py::test_mul[typo]": "missing"}),
-        row("nop", "unresolved", {"tests/test_ops.py::test_mul": "failed"})])
+    table, valid = validation_matrix(
+        [
+            row(
+                "oracle",
+                "unresolved",
+                {"tests/test_ops.py::test_mul": "passed", "tests/test_ops.py::test_mul[typo]": "missing"},
+            ),
+            row("nop", "unresolved", {"tests/test_ops.py::test_mul": "failed"}),
+        ]
+    )
     assert not valid and "never ran on the gold" in table.caption and "test_mul[typo]" in table.caption

@@ -5,8 +5,9 @@ from __future__ import annotations
 import subprocess
 import time
 
-from bench import specs, workspace
 from conftest import write
+
+from bench import specs, workspace
 
 
 def _load(root):
@@ -43,7 +44,9 @@ def test_prepared_checkout_is_cached(toy_root, cache, tmp_path, monkeypatch):
     warm = time.monotonic() - started
     assert counter.read_text() == "x", "the second workspace must reuse the prepared checkout"
     assert warm < 2.0 and warm < cold + 0.5
-    (toy_root / "toy_src" / "calc" / "ops.py").write_text("def add(a, b):\n    return a + b\n\n\ndef mul(a, b):\n    return b * a\n")
+    (toy_root / "toy_src" / "calc" / "ops.py").write_text(
+        "def add(a, b):\n    return a + b\n\n\ndef mul(a, b):\n    return b * a\n"
+    )
     workspace.create_workspace(variant, framework, tmp_path / "ws3")
     assert counter.read_text() == "xx", "a changed source must be prepared again"
 
@@ -81,6 +84,7 @@ def test_prepare_derives_each_tree_once(toy_root, cache, tmp_path, monkeypatch):
         def counted(*args, _name=name, _original=original, **kwargs):
             calls[_name] += 1
             return _original(*args, **kwargs)
+
         monkeypatch.setattr(workspace, name, counted)
     ws = workspace.prepare(variant, framework, tmp_path / "ws")
     assert calls == {"source_version": 1, "hash_tree": 3}, "source once; task folder, original, prepared once each"

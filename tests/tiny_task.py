@@ -33,6 +33,11 @@ def make_task_repo(root: Path) -> Path:
 
 def task_tests_pass(repo: Path) -> bool:
     """Run the task's test for real, outside any agent."""
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_calc.py"],
-                          cwd=repo, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_calc.py"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     return done.returncode == 0

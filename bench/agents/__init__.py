@@ -15,16 +15,42 @@ from bench.agents.oracle import MUTANT, ORACLE, WRONG, OracleAgent, mutant_spec,
 from bench.agents.replay import REPLAY, ReplayAgent, replay_spec
 from bench.agents.spec import AgentOptions, AgentSetupError, AgentSpec, TrialInputs
 
-AGENTS = {BUILTIN: builtin_spec, ORACLE: oracle_spec, NOP: nop_spec, REPLAY: replay_spec, WRONG: wrong_spec,
-          CLAUDE_CODE: claude_code_spec, CODEX: codex_spec}
+AGENTS = {
+    BUILTIN: builtin_spec,
+    ORACLE: oracle_spec,
+    NOP: nop_spec,
+    REPLAY: replay_spec,
+    WRONG: wrong_spec,
+    CLAUDE_CODE: claude_code_spec,
+    CODEX: codex_spec,
+}
 
 DEFAULT_AGENT = ORACLE
 VALIDATION_AGENTS = (ORACLE, NOP, WRONG)
 """`validate` is a run of these: the oracle must resolve each task, nop and the wrong solution must not."""
 
-__all__ = ["AGENTS", "DEFAULT_AGENT", "VALIDATION_AGENTS", "ORACLE", "NOP", "WRONG", "MUTANT", "AgentOptions",
-           "AgentSetupError", "AgentSpec", "TrialInputs", "BuiltinAgent", "ClaudeCodeAgent", "CodexAgent", "NopAgent", "OracleAgent", "ReplayAgent",
-           "make_spec", "make_specs", "mutant_spec"]
+__all__ = [
+    "AGENTS",
+    "DEFAULT_AGENT",
+    "VALIDATION_AGENTS",
+    "ORACLE",
+    "NOP",
+    "WRONG",
+    "MUTANT",
+    "AgentOptions",
+    "AgentSetupError",
+    "AgentSpec",
+    "TrialInputs",
+    "BuiltinAgent",
+    "ClaudeCodeAgent",
+    "CodexAgent",
+    "NopAgent",
+    "OracleAgent",
+    "ReplayAgent",
+    "make_spec",
+    "make_specs",
+    "mutant_spec",
+]
 
 
 def make_spec(name: str, options: AgentOptions | None = None, **fields) -> AgentSpec:

@@ -38,9 +38,16 @@ class BuiltinAgent:
 
     name = BUILTIN
 
-    def __init__(self, model: str | None = None, base_url: str | None = None, prices_path=PRICES_PATH,
-                 max_output_chars: int = 10_000, max_reply_tokens: int = 16_384, request_timeout_s: float = 600.0,
-                 retry: RetryPolicy | None = None):
+    def __init__(
+        self,
+        model: str | None = None,
+        base_url: str | None = None,
+        prices_path=PRICES_PATH,
+        max_output_chars: int = 10_000,
+        max_reply_tokens: int = 16_384,
+        request_timeout_s: float = 600.0,
+        retry: RetryPolicy | None = None,
+    ):
         if not model:
             raise ValueError("the builtin agent needs a model, e.g. --model anthropic/claude-sonnet-4-5")
         parse_model(model)
@@ -64,9 +71,14 @@ class BuiltinAgent:
         outcome = self.outcome = AgentOutcome(exit_status="agent_error", model=self.model, started_at=time.time())
         client = None
         try:
-            client = make_client(self.model, base_url=self.base_url, timeout_s=self.request_timeout_s,
-                                 max_reply_tokens=self.max_reply_tokens, retry=self.retry,
-                                 on_api_error=lambda event: self.record("api_error", **event))
+            client = make_client(
+                self.model,
+                base_url=self.base_url,
+                timeout_s=self.request_timeout_s,
+                max_reply_tokens=self.max_reply_tokens,
+                retry=self.retry,
+                on_api_error=lambda event: self.record("api_error", **event),
+            )
             self._loop(client)
         except _Exit as e:
             outcome.exit_status = e.status
@@ -95,8 +107,9 @@ class BuiltinAgent:
     def _loop(self, client: LLMClient) -> None:
         ctx = self.ctx
         system = SYSTEM_PROMPT.format(workdir=ctx.sandbox.workdir)
-        self.record("system", model=self.model, content=system, tools=[t.name for t in TOOLS],
-                    limits=ctx.limits.model_dump())
+        self.record(
+            "system", model=self.model, content=system, tools=[t.name for t in TOOLS], limits=ctx.limits.model_dump()
+        )
         self.record("user", content=ctx.instruction)
         self.messages.append({"role": "user", "content": ctx.instruction})
         note = missing_price_note(self.model, self.prices)
@@ -112,14 +125,24 @@ class BuiltinAgent:
         deadline = time.monotonic() + ctx.limits.wall_time_s - (started - outcome.started_at)
         reply = client.complete(system, self.messages, TOOLS, deadline=deadline)
         u = reply.usage
-        outcome.turns.append(TurnUsage(started, time.time(), u.input, u.output, u.cache_read, u.cache_write,
-                                       len(reply.tool_calls)))
+        outcome.turns.append(
+            TurnUsage(started, time.time(), u.input, u.output, u.cache_read, u.cache_write, len(reply.tool_calls))
+        )
         n = len(outcome.turns)
-        self.record("assistant", turn=n, content=reply.text, stop_reason=reply.stop_reason,
-                    tool_calls=[{"id": c.id, "name": c.name, "arguments": c.arguments} for c in reply.tool_calls],
-                    usage={"input_tokens": u.input, "output_tokens": u.output,
-                           "cache_read_tokens": u.cache_read, "cache_write_tokens": u.cache_write},
-                    cost_usd=cost_usd(self.model, self.prices, u.input, u.output, u.cache_read, u.cache_write))
+        self.record(
+            "assistant",
+            turn=n,
+            content=reply.text,
+            stop_reason=reply.stop_reason,
+            tool_calls=[{"id": c.id, "name": c.name, "arguments": c.arguments} for c in reply.tool_calls],
+            usage={
+                "input_tokens": u.input,
+                "output_tokens": u.output,
+                "cache_read_tokens": u.cache_read,
+                "cache_write_tokens": u.cache_write,
+            },
+            cost_usd=cost_usd(self.model, self.prices, u.input, u.output, u.cache_read, u.cache_write),
+        )
         self.messages.append({"role": "assistant", "content": reply.text, "tool_calls": reply.tool_calls})
         if not reply.tool_calls:
             self.messages.append({"role": "user", "content": NO_TOOL_CALL})
@@ -128,23 +151,43 @@ class BuiltinAgent:
         results = []
         for call in reply.tool_calls:
             if call.name == "submit":
-                self.record("tool_result", turn=n, tool_call_id=call.id, name=call.name, output="submitted",
-                            exit_code=0, duration_s=0.0)
+                self.record(
+                    "tool_result",
+                    turn=n,
+                    tool_call_id=call.id,
+                    name=call.name,
+                    output="submitted",
+                    exit_code=0,
+                    duration_s=0.0,
+                )
                 raise _Exit("submitted")
             remaining = ctx.limits.wall_time_s - (time.time() - outcome.started_at)
             timeout = max(1.0, min(ctx.limits.command_timeout_s, remaining))
             result = run_tool(call, ctx.sandbox, timeout, self.max_output_chars)
             output = redact_value(result.output, self.keys)
-            self.record("tool_result", turn=n, tool_call_id=call.id, name=call.name, output=output,
-                        exit_code=result.exit_code, duration_s=round(result.duration_s, 3))
+            self.record(
+                "tool_result",
+                turn=n,
+                tool_call_id=call.id,
+                name=call.name,
+                output=output,
+                exit_code=result.exit_code,
+                duration_s=round(result.duration_s, 3),
+            )
             results.append({"tool_call_id": call.id, "name": call.name, "output": output})
         self.messages.append({"role": "tool", "results": results})
 
     def _check_limits(self) -> None:
         limits, turns = self.ctx.limits, self.outcome.turns
         tokens = sum(t.context_tokens + t.output_tokens for t in turns)
-        cost = cost_usd(self.model, self.prices, sum(t.input_tokens for t in turns), sum(t.output_tokens for t in turns),
-                        sum(t.cache_read_tokens for t in turns), sum(t.cache_write_tokens for t in turns))
+        cost = cost_usd(
+            self.model,
+            self.prices,
+            sum(t.input_tokens for t in turns),
+            sum(t.output_tokens for t in turns),
+            sum(t.cache_read_tokens for t in turns),
+            sum(t.cache_write_tokens for t in turns),
+        )
         elapsed = time.time() - self.outcome.started_at
         if len(turns) >= limits.turns:
             raise _Exit("limit_turns", f"{len(turns)} turns reached limits.turns={limits.turns}")
@@ -162,5 +205,6 @@ def builtin_spec(options: AgentOptions) -> AgentSpec:
         raise ValueError("the builtin agent needs a model, e.g. --model anthropic/claude-sonnet-4-5")
     parse_model(options.model)
     model, base_url = options.model, options.base_url
-    return AgentSpec(BUILTIN, lambda trial: BuiltinAgent(model, base_url), model=model,
-                     check_ready=lambda: check_key(model))
+    return AgentSpec(
+        BUILTIN, lambda trial: BuiltinAgent(model, base_url), model=model, check_ready=lambda: check_key(model)
+    )

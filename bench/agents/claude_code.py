@@ -32,8 +32,12 @@ VERSION = os.environ.get("ATEBENCH_CLAUDE_CODE_VERSION", "2.1.332")
 def package(version: str = VERSION) -> CLIPackage:
     """The npm package; the native binary comes from its platform package (the postinstall's hardlink is
     not relied on: a stricter npm may skip install scripts)."""
-    return CLIPackage(CLAUDE_CODE, "@anthropic-ai/claude-code", version,
-                      f"node_modules/@anthropic-ai/claude-code-linux-{npm_arch()}/claude")
+    return CLIPackage(
+        CLAUDE_CODE,
+        "@anthropic-ai/claude-code",
+        version,
+        f"node_modules/@anthropic-ai/claude-code-linux-{npm_arch()}/claude",
+    )
 
 
 class ClaudeCodeAgent(CLIAgent):
@@ -49,14 +53,22 @@ class ClaudeCodeAgent(CLIAgent):
         return {"x-api-key": key}
 
     def command(self, binary: str, instruction: str) -> str:
-        return (f"ANTHROPIC_API_KEY={PLACEHOLDER_KEY} exec {binary} --print --model {shlex.quote(self.api_model)} "
-                f"--output-format stream-json --verbose --dangerously-skip-permissions -- "
-                f"{shlex.quote(instruction)}")
+        return (
+            f"ANTHROPIC_API_KEY={PLACEHOLDER_KEY} exec {binary} --print --model {shlex.quote(self.api_model)} "
+            f"--output-format stream-json --verbose --dangerously-skip-permissions -- "
+            f"{shlex.quote(instruction)}"
+        )
 
     def env(self) -> dict[str, str]:
-        return {"HOME": HOME_INSIDE, "IS_SANDBOX": "1", "ANTHROPIC_BASE_URL": f"http://127.0.0.1:{RELAY_PORT}",
-                "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1", "DISABLE_AUTOUPDATER": "1",
-                "DISABLE_TELEMETRY": "1", "DISABLE_ERROR_REPORTING": "1"}
+        return {
+            "HOME": HOME_INSIDE,
+            "IS_SANDBOX": "1",
+            "ANTHROPIC_BASE_URL": f"http://127.0.0.1:{RELAY_PORT}",
+            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+            "DISABLE_AUTOUPDATER": "1",
+            "DISABLE_TELEMETRY": "1",
+            "DISABLE_ERROR_REPORTING": "1",
+        }
 
     def on_line(self, line: dict) -> None:
         """stream-json: one `assistant` line per content block, `user` lines carry tool results, one `result`."""
@@ -65,10 +77,18 @@ class ClaudeCodeAgent(CLIAgent):
             message = line.get("message") or {}
             blocks = [b for b in message.get("content") or [] if isinstance(b, dict)]
             text = "".join(b.get("text", "") for b in blocks if b.get("type") == "text")
-            calls = [{"id": b.get("id"), "name": b.get("name"), "arguments": b.get("input")}
-                     for b in blocks if b.get("type") == "tool_use"]
-            self.record("assistant", message_id=message.get("id"), content=truncate(text, MAX_EVENT_CHARS),
-                        tool_calls=calls, subagent=line.get("parent_tool_use_id"))
+            calls = [
+                {"id": b.get("id"), "name": b.get("name"), "arguments": b.get("input")}
+                for b in blocks
+                if b.get("type") == "tool_use"
+            ]
+            self.record(
+                "assistant",
+                message_id=message.get("id"),
+                content=truncate(text, MAX_EVENT_CHARS),
+                tool_calls=calls,
+                subagent=line.get("parent_tool_use_id"),
+            )
         elif kind == "user":
             content = (line.get("message") or {}).get("content")
             for block in content if isinstance(content, list) else []:
@@ -76,26 +96,41 @@ class ClaudeCodeAgent(CLIAgent):
                     output = block.get("content")
                     if isinstance(output, list):
                         output = "".join(part.get("text", "") for part in output if isinstance(part, dict))
-                    self.record("tool_result", tool_call_id=block.get("tool_use_id"),
-                                output=truncate(str(output or ""), MAX_EVENT_CHARS),
-                                is_error=bool(block.get("is_error")))
+                    self.record(
+                        "tool_result",
+                        tool_call_id=block.get("tool_use_id"),
+                        output=truncate(str(output or ""), MAX_EVENT_CHARS),
+                        is_error=bool(block.get("is_error")),
+                    )
         elif kind == "result":
             self.result_line = line
-            self.record("cli_result", subtype=line.get("subtype"), is_error=line.get("is_error"),
-                        num_turns=line.get("num_turns"), duration_ms=line.get("duration_ms"),
-                        result=truncate(str(line.get("result") or ""), MAX_EVENT_CHARS))
+            self.record(
+                "cli_result",
+                subtype=line.get("subtype"),
+                is_error=line.get("is_error"),
+                num_turns=line.get("num_turns"),
+                duration_ms=line.get("duration_ms"),
+                result=truncate(str(line.get("result") or ""), MAX_EVENT_CHARS),
+            )
         elif kind == "system" and line.get("subtype") == "init":
-            self.record("cli_init", session_id=line.get("session_id"), version=line.get("claude_code_version"),
-                        tools=line.get("tools"), cwd=line.get("cwd"))
-
+            self.record(
+                "cli_init",
+                session_id=line.get("session_id"),
+                version=line.get("claude_code_version"),
+                tools=line.get("tools"),
+                cwd=line.get("cwd"),
+            )
 
     def cli_totals(self) -> dict[str, int] | None:
         usage = (self.result_line or {}).get("usage")
         if not isinstance(usage, dict):
             return None
-        return {"input": usage.get("input_tokens") or 0, "output": usage.get("output_tokens") or 0,
-                "cache_read": usage.get("cache_read_input_tokens") or 0,
-                "cache_write": usage.get("cache_creation_input_tokens") or 0}
+        return {
+            "input": usage.get("input_tokens") or 0,
+            "output": usage.get("output_tokens") or 0,
+            "cache_read": usage.get("cache_read_input_tokens") or 0,
+            "cache_write": usage.get("cache_creation_input_tokens") or 0,
+        }
 
 
 def claude_code_spec(options: AgentOptions) -> AgentSpec:
@@ -105,8 +140,9 @@ def claude_code_spec(options: AgentOptions) -> AgentSpec:
         raise ValueError("the claude-code agent needs a model, e.g. --model anthropic/claude-sonnet-4-5")
     provider = parse_model(options.model)[0]
     if provider != "anthropic":
-        raise ValueError(f"the claude-code agent speaks the Anthropic API: --model anthropic/<model>, "
-                         f"not {options.model!r}")
+        raise ValueError(
+            f"the claude-code agent speaks the Anthropic API: --model anthropic/<model>, not {options.model!r}"
+        )
     model, base_url = options.model, options.base_url
 
     def ready() -> None:

@@ -85,9 +85,11 @@ class CLIPackage:
             return self.root
         npm = shutil.which("npm")
         if npm is None:
-            raise CLIUnavailable(f"the {self.name} agent runs {self.package}@{self.version}, installed with npm, which "
-                                 f"is not on PATH: install Node.js and npm (e.g. apt-get install nodejs npm), or put "
-                                 f"an install at {self.root}")
+            raise CLIUnavailable(
+                f"the {self.name} agent runs {self.package}@{self.version}, installed with npm, which "
+                f"is not on PATH: install Node.js and npm (e.g. apt-get install nodejs npm), or put "
+                f"an install at {self.root}"
+            )
         self.root.parent.mkdir(parents=True, exist_ok=True)
         with open(self.root.parent / f".{self.name}@{self.version}.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
@@ -96,14 +98,29 @@ class CLIPackage:
             log(f"installing {self.package}@{self.version} into {self.root} (once; a few hundred MB)")
             partial = Path(tempfile.mkdtemp(prefix=f".{self.name}-partial-", dir=self.root.parent))
             try:
-                result = subprocess.run([npm, "install", "--prefix", str(partial), "--cache", str(partial / ".npm"),
-                                         "--no-audit", "--no-fund", "--loglevel=error",
-                                         f"{self.package}@{self.version}"],
-                                        capture_output=True, text=True, timeout=NPM_TIMEOUT_S)
+                result = subprocess.run(
+                    [
+                        npm,
+                        "install",
+                        "--prefix",
+                        str(partial),
+                        "--cache",
+                        str(partial / ".npm"),
+                        "--no-audit",
+                        "--no-fund",
+                        "--loglevel=error",
+                        f"{self.package}@{self.version}",
+                    ],
+                    capture_output=True,
+                    text=True,
+                    timeout=NPM_TIMEOUT_S,
+                )
                 if result.returncode != 0 or not os.access(partial / self.binary, os.X_OK):
-                    raise CLIUnavailable(f"npm install {self.package}@{self.version} failed (exit {result.returncode}; "
-                                         f"{self.binary} {'missing' if result.returncode == 0 else 'not built'}): "
-                                         f"{(result.stderr or result.stdout)[-1500:]}")
+                    raise CLIUnavailable(
+                        f"npm install {self.package}@{self.version} failed (exit {result.returncode}; "
+                        f"{self.binary} {'missing' if result.returncode == 0 else 'not built'}): "
+                        f"{(result.stderr or result.stdout)[-1500:]}"
+                    )
                 shutil.rmtree(partial / ".npm", ignore_errors=True)
                 shutil.rmtree(self.root, ignore_errors=True)
                 partial.rename(self.root)
@@ -206,30 +223,49 @@ class CLIAgent:
         spawned = None
         try:
             if not hasattr(ctx.sandbox, "spawn") or not getattr(ctx.sandbox, "isolated", False):
-                raise AgentSetupError(f"the {self.name} agent runs only in the isolated local sandbox (bubblewrap) "
-                                      f"for now; use --sandbox local without --no-isolate")
+                raise AgentSetupError(
+                    f"the {self.name} agent runs only in the isolated local sandbox (bubblewrap) "
+                    f"for now; use --sandbox local without --no-isolate"
+                )
             run_dir, home = scratch / "run", scratch / "home"
             run_dir.mkdir()
             home.mkdir()
             os.chmod(home, 0o777)
             write_forwarder(run_dir)
             self.prepare_home(home)
-            self.proxy = LLMProxy(run_dir / SOCKET_NAME, self.upstream, self.inject(provider_key(self.model)),
-                                  trial_dir / "llm_calls.jsonl", on_record=self._on_record, admit=self._admit).start()
+            self.proxy = LLMProxy(
+                run_dir / SOCKET_NAME,
+                self.upstream,
+                self.inject(provider_key(self.model)),
+                trial_dir / "llm_calls.jsonl",
+                on_record=self._on_record,
+                admit=self._admit,
+            ).start()
             binary = f"{CLI_DIR_INSIDE}/{self.package.binary}"
             command = self.command(binary, ctx.instruction)
-            self.record("system", model=self.model, agent=self.name,
-                        cli=f"{self.package.package}@{self.package.version}",
-                        command=command.replace(ctx.instruction, "<instruction>"), limits=ctx.limits.model_dump())
+            self.record(
+                "system",
+                model=self.model,
+                agent=self.name,
+                cli=f"{self.package.package}@{self.package.version}",
+                command=command.replace(ctx.instruction, "<instruction>"),
+                limits=ctx.limits.model_dump(),
+            )
             self.record("user", content=ctx.instruction)
             from bench.sandbox.local import (
                 Bind,  # the local sandbox's own type; the check above made sure of it
             )
-            spawned = ctx.sandbox.spawn(relay_prelude(RELAY_PORT) + command, env=self.env(),
-                                        binds=[Bind(str(run_dir), SANDBOX_RUN_DIR),
-                                               Bind(str(self.package.root), CLI_DIR_INSIDE),
-                                               Bind(str(home), HOME_INSIDE, writable=True)],
-                                        output_path=trial_dir / f"{self.name}.stdout.jsonl")
+
+            spawned = ctx.sandbox.spawn(
+                relay_prelude(RELAY_PORT) + command,
+                env=self.env(),
+                binds=[
+                    Bind(str(run_dir), SANDBOX_RUN_DIR),
+                    Bind(str(self.package.root), CLI_DIR_INSIDE),
+                    Bind(str(home), HOME_INSIDE, writable=True),
+                ],
+                output_path=trial_dir / f"{self.name}.stdout.jsonl",
+            )
             code = self._follow(spawned)
             if self.stop:
                 raise self.stop
@@ -254,8 +290,11 @@ class CLIAgent:
                 self.proxy.close()
                 self._count(outcome)
                 self._cross_check(outcome)
-            copied = copy_regular_files(scratch / "home" / self.transcript_dir, trial_dir / "transcripts", ".jsonl") \
-                if (scratch / "home" / self.transcript_dir).is_dir() else []
+            copied = (
+                copy_regular_files(scratch / "home" / self.transcript_dir, trial_dir / "transcripts", ".jsonl")
+                if (scratch / "home" / self.transcript_dir).is_dir()
+                else []
+            )
             if copied:
                 self.record("note", message=f"{self.name} transcripts copied to transcripts/: {', '.join(copied)}")
             shutil.rmtree(scratch, ignore_errors=True)
@@ -308,8 +347,9 @@ class CLIAgent:
             return
         why = result.get("subtype") or result.get("result") or result.get("message") or ""
         tail = self.ctx.trajectory.path.parent.joinpath(f"{self.name}.stdout.jsonl").read_text(errors="replace")[-800:]
-        self.outcome.error = redact_value(f"{self.name} exited with code {code}{f' ({why})' if why else ''}; "
-                                          f"the end of its output: {tail}", self.keys)
+        self.outcome.error = redact_value(
+            f"{self.name} exited with code {code}{f' ({why})' if why else ''}; the end of its output: {tail}", self.keys
+        )
         self.record("error", message=self.outcome.error)
 
     def _answered(self) -> list[CallRecord]:
@@ -320,8 +360,14 @@ class CLIAgent:
         limits, turns = self.ctx.limits, self._answered()
         used = [r.usage for r in turns]
         tokens = sum(u.input + u.output + u.cache_read + u.cache_write for u in used)
-        cost = cost_usd(self.model, self.prices, sum(u.input for u in used), sum(u.output for u in used),
-                        sum(u.cache_read for u in used), sum(u.cache_write for u in used))
+        cost = cost_usd(
+            self.model,
+            self.prices,
+            sum(u.input for u in used),
+            sum(u.output for u in used),
+            sum(u.cache_read for u in used),
+            sum(u.cache_write for u in used),
+        )
         stop = None
         if len(turns) >= limits.turns:
             stop = _Stop("limit_turns", f"{len(turns)} turns reached limits.turns={limits.turns}")
@@ -335,12 +381,26 @@ class CLIAgent:
 
     def _on_record(self, record: CallRecord) -> None:
         usage = record.usage.__dict__ if record.usage else None
-        self.record("llm_call", index=record.index, status=record.status, model=record.model, path=record.path,
-                    started=record.started, first_byte=record.first_byte, ended=record.ended, usage=usage,
-                    tool_calls=record.tool_calls, refused=record.refused)
+        self.record(
+            "llm_call",
+            index=record.index,
+            status=record.status,
+            model=record.model,
+            path=record.path,
+            started=record.started,
+            first_byte=record.first_byte,
+            ended=record.ended,
+            usage=usage,
+            tool_calls=record.tool_calls,
+            refused=record.refused,
+        )
         if record.failed:
-            self.record("api_error", status=record.status, message=truncate(record.error or "", 2000),
-                        retry_after=record.retry_after)
+            self.record(
+                "api_error",
+                status=record.status,
+                message=truncate(record.error or "", 2000),
+                retry_after=record.retry_after,
+            )
 
     def _cross_check(self, outcome: AgentOutcome) -> None:
         """A difference between the CLI's own totals and the proxy's is a note: the proxy's numbers stand."""
@@ -348,18 +408,34 @@ class CLIAgent:
         if cli is None:
             return
         turns = outcome.turns
-        proxy = {"input": sum(t.input_tokens for t in turns), "output": sum(t.output_tokens for t in turns),
-                 "cache_read": sum(t.cache_read_tokens for t in turns),
-                 "cache_write": sum(t.cache_write_tokens for t in turns)}
+        proxy = {
+            "input": sum(t.input_tokens for t in turns),
+            "output": sum(t.output_tokens for t in turns),
+            "cache_read": sum(t.cache_read_tokens for t in turns),
+            "cache_write": sum(t.cache_write_tokens for t in turns),
+        }
         differ = {k: (cli[k], proxy[k]) for k in proxy if k in cli and cli[k] != proxy[k]}
         if differ:
-            self.record("note", message=f"{self.name}'s own token totals differ from the proxy's (cli, proxy): "
-                                        f"{differ}; the metrics use the proxy's")
+            self.record(
+                "note",
+                message=f"{self.name}'s own token totals differ from the proxy's (cli, proxy): "
+                f"{differ}; the metrics use the proxy's",
+            )
 
     def _count(self, outcome: AgentOutcome) -> None:
         """Turns, tokens and API errors from the proxy's records: the one source of truth."""
         records = [r for r in self.proxy.records if r.refused is None]
-        outcome.turns = [TurnUsage(r.started, r.ended or r.started, r.usage.input, r.usage.output, r.usage.cache_read,
-                                   r.usage.cache_write, r.tool_calls) for r in self._answered()]
+        outcome.turns = [
+            TurnUsage(
+                r.started,
+                r.ended or r.started,
+                r.usage.input,
+                r.usage.output,
+                r.usage.cache_read,
+                r.usage.cache_write,
+                r.tool_calls,
+            )
+            for r in self._answered()
+        ]
         outcome.api_errors = sum(1 for r in records if r.failed)
         outcome.api_retries = sum(1 for r in records[:-1] if r.failed)  # a failed call followed by another

@@ -34,8 +34,12 @@ TRIPLES = {"x64": "x86_64-unknown-linux-musl", "arm64": "aarch64-unknown-linux-m
 def package(version: str = VERSION) -> CLIPackage:
     """The static musl binary itself (no Node needed at run time), not the `codex.js` launcher."""
     arch = npm_arch()
-    return CLIPackage(CODEX, "@openai/codex", version,
-                      f"node_modules/@openai/codex-linux-{arch}/vendor/{TRIPLES.get(arch, arch)}/bin/codex")
+    return CLIPackage(
+        CODEX,
+        "@openai/codex",
+        version,
+        f"node_modules/@openai/codex-linux-{arch}/vendor/{TRIPLES.get(arch, arch)}/bin/codex",
+    )
 
 
 def _toml(value: str) -> str:
@@ -75,11 +79,14 @@ class CodexAgent(CLIAgent):
             'name = "atebench"\n'
             f'base_url = "http://127.0.0.1:{RELAY_PORT}/v1"\n'
             'env_key = "ATEBENCH_LLM_KEY"\n'
-            'wire_api = "responses"\n')
+            'wire_api = "responses"\n'
+        )
 
     def command(self, binary: str, instruction: str) -> str:
-        return (f"ATEBENCH_LLM_KEY={PLACEHOLDER_KEY} exec {binary} exec --json --skip-git-repo-check "
-                f'--dangerously-bypass-approvals-and-sandbox -C "$PWD" -- {shlex.quote(instruction)} < /dev/null')
+        return (
+            f"ATEBENCH_LLM_KEY={PLACEHOLDER_KEY} exec {binary} exec --json --skip-git-repo-check "
+            f'--dangerously-bypass-approvals-and-sandbox -C "$PWD" -- {shlex.quote(instruction)} < /dev/null'
+        )
 
     def env(self) -> dict[str, str]:
         return {"HOME": HOME_INSIDE, "CODEX_HOME": f"{HOME_INSIDE}/.codex"}
@@ -88,11 +95,20 @@ class CodexAgent(CLIAgent):
         """`--json`: items start and complete (commands, messages, errors); one turn.completed at the end."""
         kind, item = line.get("type"), line.get("item") or {}
         if kind == "item.started" and item.get("type") == "command_execution":
-            self.record("assistant", content="", tool_calls=[{"id": item.get("id"), "name": "exec_command",
-                                                              "arguments": {"command": item.get("command")}}])
+            self.record(
+                "assistant",
+                content="",
+                tool_calls=[
+                    {"id": item.get("id"), "name": "exec_command", "arguments": {"command": item.get("command")}}
+                ],
+            )
         elif kind == "item.completed" and item.get("type") == "command_execution":
-            self.record("tool_result", tool_call_id=item.get("id"), exit_code=item.get("exit_code"),
-                        output=truncate(str(item.get("aggregated_output") or ""), MAX_EVENT_CHARS))
+            self.record(
+                "tool_result",
+                tool_call_id=item.get("id"),
+                exit_code=item.get("exit_code"),
+                output=truncate(str(item.get("aggregated_output") or ""), MAX_EVENT_CHARS),
+            )
         elif kind == "item.completed" and item.get("type") == "agent_message":
             self.record("assistant", content=truncate(str(item.get("text") or ""), MAX_EVENT_CHARS), tool_calls=[])
         elif kind == "item.completed" and item.get("type") == "file_change":
@@ -107,15 +123,18 @@ class CodexAgent(CLIAgent):
         elif kind == "thread.started":
             self.record("cli_init", thread_id=line.get("thread_id"))
 
-
     def cli_totals(self) -> dict[str, int] | None:
         """`turn.completed` sums the task's calls; its input includes the cached tokens, as OpenAI's does."""
         usage = self.usage_line
         if usage is None:
             return None
         cache_read, cache_write = usage.get("cached_input_tokens") or 0, usage.get("cache_write_input_tokens") or 0
-        return {"input": (usage.get("input_tokens") or 0) - cache_read - cache_write,
-                "output": usage.get("output_tokens") or 0, "cache_read": cache_read, "cache_write": cache_write}
+        return {
+            "input": (usage.get("input_tokens") or 0) - cache_read - cache_write,
+            "output": usage.get("output_tokens") or 0,
+            "cache_read": cache_read,
+            "cache_write": cache_write,
+        }
 
 
 def codex_spec(options: AgentOptions) -> AgentSpec:
@@ -125,8 +144,10 @@ def codex_spec(options: AgentOptions) -> AgentSpec:
         raise ValueError("the codex agent needs a model, e.g. --model openai/gpt-5-codex")
     provider = parse_model(options.model)[0]
     if provider not in ("openai", "openai-compatible"):
-        raise ValueError(f"the codex agent speaks the OpenAI Responses API: --model openai/<model> or "
-                         f"openai-compatible/<name>@<url>, not {options.model!r}")
+        raise ValueError(
+            f"the codex agent speaks the OpenAI Responses API: --model openai/<model> or "
+            f"openai-compatible/<name>@<url>, not {options.model!r}"
+        )
     model, base_url = options.model, options.base_url
 
     def ready() -> None:

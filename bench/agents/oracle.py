@@ -45,11 +45,18 @@ class OracleAgent:
         workdir = shlex.quote(ctx.sandbox.workdir)
         quoted = shlex.quote(patch_path)
         try:
-            result = ctx.sandbox.execute(f"cd {workdir} && git apply --whitespace=nowarn {quoted}", timeout=self.timeout_s)
+            result = ctx.sandbox.execute(
+                f"cd {workdir} && git apply --whitespace=nowarn {quoted}", timeout=self.timeout_s
+            )
         finally:
             ctx.sandbox.execute(f"rm -f {quoted}", timeout=30)
-        ctx.trajectory.append("oracle", command=f"git apply {patch_path}", output=result.output,
-                              exit_code=result.exit_code, duration_s=result.duration_s)
+        ctx.trajectory.append(
+            "oracle",
+            command=f"git apply {patch_path}",
+            output=result.output,
+            exit_code=result.exit_code,
+            duration_s=result.duration_s,
+        )
         if result.exit_code != 0:
             message = (
                 f"oracle agent: the solution patch does not apply (git apply exit {result.exit_code}): "
@@ -82,8 +89,9 @@ def _wrong_patch(trial: TrialInputs) -> OracleAgent:
         if variant.wrong_answer is None:
             raise AgentSetupError(f"task {variant.task.id!r} on {trial.framework.name!r} has no wrong/answer.md")
         try:
-            text = answers.render_template(variant.wrong_answer.read_text(), trial.workspace.prepared,
-                                           variant.wrong_answer)
+            text = answers.render_template(
+                variant.wrong_answer.read_text(), trial.workspace.prepared, variant.wrong_answer
+            )
         except SpecError as e:
             raise AgentSetupError(str(e)) from None
         return OracleAgent(None, answer=text)

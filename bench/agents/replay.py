@@ -23,7 +23,9 @@ def load_recording(path: Path) -> list[dict]:
     """The events of a trajectory.jsonl, with one clear error if the file is missing or malformed."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"replay agent: no recorded trajectory at {path}; pass the trajectory.jsonl of an earlier trial")
+        raise ValueError(
+            f"replay agent: no recorded trajectory at {path}; pass the trajectory.jsonl of an earlier trial"
+        )
     events = []
     for number, line in enumerate(path.read_text().splitlines(), start=1):
         if line.strip():
@@ -64,26 +66,53 @@ class ReplayAgent:
             usage = event.get("usage") or {}
             calls = event.get("tool_calls") or []
             started = time.time()
-            outcome.turns.append(TurnUsage(started, started, usage.get("input_tokens", 0), usage.get("output_tokens", 0),
-                                           usage.get("cache_read_tokens", 0), usage.get("cache_write_tokens", 0), len(calls)))
+            outcome.turns.append(
+                TurnUsage(
+                    started,
+                    started,
+                    usage.get("input_tokens", 0),
+                    usage.get("output_tokens", 0),
+                    usage.get("cache_read_tokens", 0),
+                    usage.get("cache_write_tokens", 0),
+                    len(calls),
+                )
+            )
             ctx.trajectory.append("assistant", **{k: v for k, v in event.items() if k not in ("t", "kind")})
             for call in calls:
                 if call["name"] == "submit":
-                    ctx.trajectory.append("tool_result", turn=event.get("turn"), tool_call_id=call["id"], name="submit",
-                                          output="submitted", exit_code=0, duration_s=0.0)
+                    ctx.trajectory.append(
+                        "tool_result",
+                        turn=event.get("turn"),
+                        tool_call_id=call["id"],
+                        name="submit",
+                        output="submitted",
+                        exit_code=0,
+                        duration_s=0.0,
+                    )
                     return
-                result = run_tool(ToolCall(call["id"], call["name"], call.get("arguments") or {}), ctx.sandbox,
-                                  ctx.limits.command_timeout_s, self.max_output_chars)
-                ctx.trajectory.append("tool_result", turn=event.get("turn"), tool_call_id=call["id"], name=call["name"],
-                                      output=result.output, exit_code=result.exit_code,
-                                      duration_s=round(result.duration_s, 3),
-                                      matches_recording=result.output == recorded_outputs.get(call["id"]))
+                result = run_tool(
+                    ToolCall(call["id"], call["name"], call.get("arguments") or {}),
+                    ctx.sandbox,
+                    ctx.limits.command_timeout_s,
+                    self.max_output_chars,
+                )
+                ctx.trajectory.append(
+                    "tool_result",
+                    turn=event.get("turn"),
+                    tool_call_id=call["id"],
+                    name=call["name"],
+                    output=result.output,
+                    exit_code=result.exit_code,
+                    duration_s=round(result.duration_s, 3),
+                    matches_recording=result.output == recorded_outputs.get(call["id"]),
+                )
 
 
 def replay_spec(options: AgentOptions) -> AgentSpec:
     """The run's one recording (`--replay TRAJECTORY`), checked once before any trial."""
     if not options.replay:
-        raise ValueError("the replay agent needs a recording: pass --replay TRAJECTORY (the trajectory.jsonl "
-                         "of an earlier trial)")
+        raise ValueError(
+            "the replay agent needs a recording: pass --replay TRAJECTORY (the trajectory.jsonl of an earlier trial)"
+        )
     recording = Path(options.replay)
     return AgentSpec(REPLAY, lambda trial: ReplayAgent(recording), check_ready=partial(load_recording, recording))

@@ -17,15 +17,18 @@ from bench.types import Sandbox, truncate
 BASH = ToolSpec(
     name="bash",
     description="Run one bash command in the workspace's persistent shell (cwd and env persist between calls). "
-                "Long output is cut in the middle. Do not start interactive programs.",
-    parameters={"type": "object", "properties": {"command": {"type": "string", "description": "the command to run"}},
-                "required": ["command"]},
+    "Long output is cut in the middle. Do not start interactive programs.",
+    parameters={
+        "type": "object",
+        "properties": {"command": {"type": "string", "description": "the command to run"}},
+        "required": ["command"],
+    },
 )
 EDIT = ToolSpec(
     name="str_replace_based_edit_tool",
     description="View, create or edit a file. view: show a file with line numbers (optionally view_range [start, end]) "
-                "or list a directory. create: write file_text to path. str_replace: replace old_str, which must "
-                "occur exactly once, by new_str. Relative paths are relative to the workspace.",
+    "or list a directory. create: write file_text to path. str_replace: replace old_str, which must "
+    "occur exactly once, by new_str. Relative paths are relative to the workspace.",
     parameters={
         "type": "object",
         "properties": {
@@ -34,7 +37,11 @@ EDIT = ToolSpec(
             "file_text": {"type": "string", "description": "create: the whole file"},
             "old_str": {"type": "string", "description": "str_replace: exact text to replace"},
             "new_str": {"type": "string", "description": "str_replace: replacement text"},
-            "view_range": {"type": "array", "items": {"type": "integer"}, "description": "view: [first, last] line, 1-based"},
+            "view_range": {
+                "type": "array",
+                "items": {"type": "integer"},
+                "description": "view: [first, last] line, 1-based",
+            },
         },
         "required": ["command", "path"],
     },
@@ -100,15 +107,17 @@ def _edit(args: dict, sandbox: Sandbox, timeout_s: float) -> tuple[str, int]:
 
 
 def _view(sandbox: Sandbox, path: str, view_range, timeout_s: float) -> tuple[str, int]:
-    listing = sandbox.execute(f"test -d {shlex.quote(path)} && find {shlex.quote(path)} -maxdepth 2 -not -path '*/.*' | sort",
-                              timeout=timeout_s)
+    listing = sandbox.execute(
+        f"test -d {shlex.quote(path)} && find {shlex.quote(path)} -maxdepth 2 -not -path '*/.*' | sort",
+        timeout=timeout_s,
+    )
     if listing.exit_code == 0:
         return listing.output, 0
     lines = sandbox.read_file(path).splitlines()
     first, last = 1, len(lines)
     if view_range:
         first, last = int(view_range[0]), int(view_range[1]) if int(view_range[1]) > 0 else len(lines)
-    return "\n".join(f"{n:6d}\t{line}" for n, line in enumerate(lines[first - 1:last], start=first)), 0
+    return "\n".join(f"{n:6d}\t{line}" for n, line in enumerate(lines[first - 1 : last], start=first)), 0
 
 
 def _str_replace(sandbox: Sandbox, path: str, shown: str, old: str | None, new: str) -> tuple[str, int]:

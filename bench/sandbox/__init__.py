@@ -18,8 +18,15 @@ SANDBOXES = {"local": LocalSandbox, "docker": DockerSandbox}
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
-def open_sandbox(kind: str, workdir: Path, framework: FrameworkSpec, resources: Resources, gpus: list[int],
-                 isolate: bool = True, log=print):
+def open_sandbox(
+    kind: str,
+    workdir: Path,
+    framework: FrameworkSpec,
+    resources: Resources,
+    gpus: list[int],
+    isolate: bool = True,
+    log=print,
+):
     """A fresh sandbox of `kind` on `workdir`, with the framework's env and setup commands applied."""
     if kind not in SANDBOXES:
         raise SandboxError(f"unknown sandbox {kind!r}; choose one of: {', '.join(SANDBOXES)}")
@@ -34,13 +41,30 @@ def open_sandbox(kind: str, workdir: Path, framework: FrameworkSpec, resources: 
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in gpus)
         if gpus:
             env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
-        return LocalSandbox(workdir, env=env, isolate=isolate, setup=framework.sandbox.setup, gpus=gpus,
-                            memory_gb=resources.memory_gb, pids=resources.pids)
+        return LocalSandbox(
+            workdir,
+            env=env,
+            isolate=isolate,
+            setup=framework.sandbox.setup,
+            gpus=gpus,
+            memory_gb=resources.memory_gb,
+            pids=resources.pids,
+        )
     client = docker_client()
-    image = ensure_framework_image(client, framework.name, framework.dir / framework.sandbox.dockerfile,
-                                   framework.sandbox.python_packages, log=log)
-    return DockerSandbox(workdir, image, env=env, cpus=resources.cpus, memory_gb=resources.memory_gb,
-                         pids=resources.pids, gpus=gpus, setup=framework.sandbox.setup, client=client)
+    image = ensure_framework_image(
+        client, framework.name, framework.dir / framework.sandbox.dockerfile, framework.sandbox.python_packages, log=log
+    )
+    return DockerSandbox(
+        workdir,
+        image,
+        env=env,
+        cpus=resources.cpus,
+        memory_gb=resources.memory_gb,
+        pids=resources.pids,
+        gpus=gpus,
+        setup=framework.sandbox.setup,
+        client=client,
+    )
 
 
 def docker_unavailable_reason() -> str | None:

@@ -54,7 +54,10 @@ def create(name: str, memory_gb: float | None, pids: int | None) -> Cgroup | Non
     if v2 is not None:
         files = {"memory_gb": (v2 / name, "memory.max"), "pids": (v2 / name, "pids.max")}
     elif (ROOT / "memory" / "memory.limit_in_bytes").is_file() and (ROOT / "pids" / "cgroup.procs").is_file():
-        files = {"memory_gb": (ROOT / "memory" / name, "memory.limit_in_bytes"), "pids": (ROOT / "pids" / name, "pids.max")}
+        files = {
+            "memory_gb": (ROOT / "memory" / name, "memory.limit_in_bytes"),
+            "pids": (ROOT / "pids" / name, "pids.max"),
+        }
     else:
         return None
     group = Cgroup([])
@@ -76,5 +79,7 @@ def create(name: str, memory_gb: float | None, pids: int | None) -> Cgroup | Non
 
 def unavailable_note() -> str:
     uid = os.geteuid()
-    return (f"no cgroup could be created under {ROOT} (uid {uid}); memory and process-count limits are not "
-            "enforced in the local sandbox on this host (the docker sandbox enforces them)")
+    return (
+        f"no cgroup could be created under {ROOT} (uid {uid}); memory and process-count limits are not "
+        "enforced in the local sandbox on this host (the docker sandbox enforces them)"
+    )

@@ -20,9 +20,9 @@ from pathlib import Path
 import docker
 from docker.types import DeviceRequest
 
+from bench.sandbox import files
 from bench.sandbox.env import gpu_settings, sandbox_env
 from bench.sandbox.errors import SandboxError
-from bench.sandbox import files
 from bench.sandbox.local import MAX_OUTPUT_CHARS
 from bench.types import ExecResult, truncate
 
@@ -49,8 +49,9 @@ def docker_client():
         client.ping()
         return client
     except docker.errors.DockerException as e:
-        raise SandboxError(f"no Docker daemon reachable ({e}); start one with .ci/setup-docker.sh "
-                           "or use --sandbox local") from None
+        raise SandboxError(
+            f"no Docker daemon reachable ({e}); start one with .ci/setup-docker.sh or use --sandbox local"
+        ) from None
 
 
 def nvidia_runtime_available(client) -> bool:
@@ -60,17 +61,28 @@ def nvidia_runtime_available(client) -> bool:
 class DockerSandbox:
     """One container per sandbox; `workdir` (host) is mounted read-write at /workspace."""
 
-    def __init__(self, workdir: Path | str, image: str, env: dict[str, str] | None = None, cpus: float = 2.0,
-                 memory_gb: float = 8.0, pids: int = 4096, gpus: list[int] | None = None,
-                 setup: list[str] | None = None, client=None):
+    def __init__(
+        self,
+        workdir: Path | str,
+        image: str,
+        env: dict[str, str] | None = None,
+        cpus: float = 2.0,
+        memory_gb: float = 8.0,
+        pids: int = 4096,
+        gpus: list[int] | None = None,
+        setup: list[str] | None = None,
+        client=None,
+    ):
         self.client = client or docker_client()
         self.host_workdir = Path(workdir).resolve()
         self.workdir = WORKDIR
         gpus = gpus or []
         if gpus and not nvidia_runtime_available(self.client):
-            raise SandboxError(f"this trial needs {len(gpus)} GPU(s) but the Docker daemon has no NVIDIA runtime "
-                               f"(runtimes: {', '.join(self.client.info().get('Runtimes') or {}) or 'none'}); "
-                               "install nvidia-container-toolkit and restart dockerd, or use --sandbox local")
+            raise SandboxError(
+                f"this trial needs {len(gpus)} GPU(s) but the Docker daemon has no NVIDIA runtime "
+                f"(runtimes: {', '.join(self.client.info().get('Runtimes') or {}) or 'none'}); "
+                "install nvidia-container-toolkit and restart dockerd, or use --sandbox local"
+            )
         extra = {k: v.replace("{workdir}", WORKDIR) for k, v in (env or {}).items()}
         extra.update({"HOME": "/root", "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"})
         if gpus:
@@ -79,14 +91,25 @@ class DockerSandbox:
         self._lock = threading.Lock()
         try:
             self.container = self.client.containers.run(
-                image, command=["bash", "-c", KEEPER], detach=True, network_mode="none",
-                name=f"atebench-{uuid.uuid4().hex[:12]}", working_dir=WORKDIR, environment=self._env,
+                image,
+                command=["bash", "-c", KEEPER],
+                detach=True,
+                network_mode="none",
+                name=f"atebench-{uuid.uuid4().hex[:12]}",
+                working_dir=WORKDIR,
+                environment=self._env,
                 volumes={str(self.host_workdir): {"bind": WORKDIR, "mode": "rw"}},
-                nano_cpus=int(cpus * 1e9), mem_limit=f"{int(memory_gb * 1024)}m", pids_limit=pids,
-                device_requests=[DeviceRequest(device_ids=[str(g) for g in gpus], capabilities=[["gpu"]])] if gpus else None,
-                init=False, auto_remove=False,
+                nano_cpus=int(cpus * 1e9),
+                mem_limit=f"{int(memory_gb * 1024)}m",
+                pids_limit=pids,
+                device_requests=[DeviceRequest(device_ids=[str(g) for g in gpus], capabilities=[["gpu"]])]
+                if gpus
+                else None,
+                init=False,
+                auto_remove=False,
                 # The same wall as the local sandbox: no capabilities, no privilege gain through setuid files.
-                cap_drop=["ALL"], security_opt=["no-new-privileges"],
+                cap_drop=["ALL"],
+                security_opt=["no-new-privileges"],
             )
         except docker.errors.ImageNotFound:
             raise SandboxError(f"docker image {image!r} not found; build it first (bench.sandbox.images)") from None
@@ -96,19 +119,23 @@ class DockerSandbox:
             result = self.execute(command, timeout=1800)
             if result.exit_code != 0:
                 self.close()
-                raise SandboxError(f"sandbox setup command {command!r} failed (exit {result.exit_code}): "
-                                   f"{result.output[-2000:]}")
+                raise SandboxError(
+                    f"sandbox setup command {command!r} failed (exit {result.exit_code}): {result.output[-2000:]}"
+                )
 
     def check_alive(self) -> None:
         """Raise SandboxError when the container was removed or stopped under us."""
         try:
             self.container.reload()
         except docker.errors.NotFound:
-            raise SandboxError(f"the sandbox container {self.container.name} is gone (removed mid-trial); "
-                               "the trial cannot continue") from None
+            raise SandboxError(
+                f"the sandbox container {self.container.name} is gone (removed mid-trial); the trial cannot continue"
+            ) from None
         if self.container.status != "running":
-            raise SandboxError(f"the sandbox container {self.container.name} is {self.container.status} "
-                               "(killed mid-trial); the trial cannot continue")
+            raise SandboxError(
+                f"the sandbox container {self.container.name} is {self.container.status} "
+                "(killed mid-trial); the trial cannot continue"
+            )
 
     def execute(self, command: str, timeout: float = 120.0, output_limit: int = MAX_OUTPUT_CHARS) -> ExecResult:
         with self._lock:
@@ -118,8 +145,9 @@ class DockerSandbox:
             api = self.client.api
             started = time.monotonic()
             try:
-                exec_id = api.exec_create(self.container.id, ["bash", "-c", wrapped],
-                                          stdout=True, stderr=True, environment=self._env)["Id"]
+                exec_id = api.exec_create(
+                    self.container.id, ["bash", "-c", wrapped], stdout=True, stderr=True, environment=self._env
+                )["Id"]
             except docker.errors.APIError as e:
                 self.check_alive()
                 raise SandboxError(f"docker exec failed: {e.explanation or e}") from None
@@ -141,8 +169,9 @@ class DockerSandbox:
                 output += f"\n[command timed out after {timeout:g}s; killing its processes failed: {kill_problem}]"
             elif timed_out:
                 output += f"\n[command timed out after {timeout:g}s; every process it started was killed]"
-            return ExecResult(output=output, exit_code=exit_code, timed_out=timed_out,
-                              duration_s=time.monotonic() - started)
+            return ExecResult(
+                output=output, exit_code=exit_code, timed_out=timed_out, duration_s=time.monotonic() - started
+            )
 
     def _exec_start(self, exec_id: str, box: dict) -> None:
         """Stream the command's output, keeping its head and tail: a command printing without end (`yes`)
@@ -152,7 +181,7 @@ class DockerSandbox:
             for chunk in self.client.api.exec_start(exec_id, stream=True, demux=False):
                 output = box["output"] + chunk
                 if len(output) > 4 * limit + 65536:
-                    output = output[:limit] + b"\n[... output cut ...]\n" + output[-2 * limit:]
+                    output = output[:limit] + b"\n[... output cut ...]\n" + output[-2 * limit :]
                 box["output"] = output
         except Exception as e:  # any failure of the stream (the container died under us): execute raises it
             box["error"] = f"{type(e).__name__}: {e}"

@@ -11,8 +11,20 @@ import sys
 
 from bench.keys import SECRET_NAME
 
-ALLOWED = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TERM", "TZ", "USER", "LOGNAME", "SHELL", "TMPDIR",
-           "LD_LIBRARY_PATH")
+ALLOWED = (
+    "PATH",
+    "HOME",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TERM",
+    "TZ",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+    "TMPDIR",
+    "LD_LIBRARY_PATH",
+)
 # GPU-machine settings reach the framework's processes: a host may require NCCL/NVSHMEM switches (e.g.
 # NVLink multicast off) that a training run must not lose by being sandboxed.
 GPU_SETTING_PREFIXES = ("NCCL_", "NVSHMEM_", "TORCH_SYMM_MEM_", "CUDA_", "NVIDIA_", "TRITON_")

@@ -25,11 +25,13 @@ class SandboxFileError(OSError):
 def read_file(execute, path: str, timeout: float = 60.0, max_bytes: int = MAX_READ_BYTES) -> str:
     """The text of a regular file of at most `max_bytes`, read by `execute` (a sandbox's execute)."""
     p = shlex.quote(path)
-    script = (f"if [ ! -e {p} ]; then echo 'no such file'; exit 3; fi; "
-              f"if [ ! -f {p} ]; then echo 'not a regular file'; exit 4; fi; "
-              f"size=$(stat -L -c %s {p}) || exit 5; "
-              f"if [ \"$size\" -gt {max_bytes} ]; then echo \"$size bytes\"; exit 6; fi; "
-              f"echo {_BEGIN}; head -c {max_bytes} -- {p} | base64 -w0; echo; echo {_END}")
+    script = (
+        f"if [ ! -e {p} ]; then echo 'no such file'; exit 3; fi; "
+        f"if [ ! -f {p} ]; then echo 'not a regular file'; exit 4; fi; "
+        f"size=$(stat -L -c %s {p}) || exit 5; "
+        f'if [ "$size" -gt {max_bytes} ]; then echo "$size bytes"; exit 6; fi; '
+        f"echo {_BEGIN}; head -c {max_bytes} -- {p} | base64 -w0; echo; echo {_END}"
+    )
     result = execute(script, timeout, output_limit=max_bytes * 4 // 3 + 4096)
     if result.timed_out:
         raise SandboxFileError(f"{path}: reading timed out after {timeout:g}s")
@@ -38,8 +40,10 @@ def read_file(execute, path: str, timeout: float = 60.0, max_bytes: int = MAX_RE
     if result.exit_code == 4:
         raise SandboxFileError(f"{path}: not a regular file (a directory, a device, a FIFO or a socket)")
     if result.exit_code == 6:
-        raise SandboxFileError(f"{path}: too large to open in the editor ({result.output.strip()}, limit "
-                               f"{max_bytes}); view parts with bash (head, sed -n)")
+        raise SandboxFileError(
+            f"{path}: too large to open in the editor ({result.output.strip()}, limit "
+            f"{max_bytes}); view parts with bash (head, sed -n)"
+        )
     if result.exit_code != 0 or _BEGIN not in result.output or _END not in result.output:
         raise SandboxFileError(f"{path}: could not be read (exit {result.exit_code}): {result.output[-500:]}")
     encoded = result.output.split(_BEGIN, 1)[1].split(_END, 1)[0]
@@ -51,14 +55,18 @@ def write_file(execute, path: str, content: str, timeout: float = 60.0) -> None:
     p = shlex.quote(path)
     staging = shlex.quote(f"{path}.atebench-{uuid.uuid4().hex[:8]}")
     data = content.encode()
-    steps = [f"if [ -d {p} ]; then echo 'is a directory'; exit 1; fi; "
-             f"mkdir -p -- \"$(dirname -- {p})\" && : > {staging}"]
-    steps += [f"printf %s '{base64.b64encode(data[i:i + WRITE_CHUNK]).decode()}' | base64 -d >> {staging}"
-              for i in range(0, len(data), WRITE_CHUNK)]
+    steps = [
+        f"if [ -d {p} ]; then echo 'is a directory'; exit 1; fi; mkdir -p -- \"$(dirname -- {p})\" && : > {staging}"
+    ]
+    steps += [
+        f"printf %s '{base64.b64encode(data[i : i + WRITE_CHUNK]).decode()}' | base64 -d >> {staging}"
+        for i in range(0, len(data), WRITE_CHUNK)
+    ]
     steps.append(f"mv -f -- {staging} {p}")
     for step in steps:
         result = execute(step, timeout)
         if result.exit_code != 0:
             execute(f"rm -f -- {staging}", timeout)
-            raise SandboxFileError(f"{path}: could not be written (exit {result.exit_code}): "
-                                   f"{result.output.strip()[-500:]}")
+            raise SandboxFileError(
+                f"{path}: could not be written (exit {result.exit_code}): {result.output.strip()[-500:]}"
+            )

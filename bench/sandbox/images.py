@@ -40,22 +40,34 @@ def ensure_base_image(client, log=print) -> str:
     if has_image(client, BASE_IMAGE):
         return BASE_IMAGE
     if shutil.which("debootstrap") is None:
-        raise SandboxError(f"docker image {BASE_IMAGE} is missing and debootstrap is not installed to build it; "
-                           "run .ci/setup-docker.sh (installs debootstrap) or apt-get install debootstrap")
+        raise SandboxError(
+            f"docker image {BASE_IMAGE} is missing and debootstrap is not installed to build it; "
+            "run .ci/setup-docker.sh (installs debootstrap) or apt-get install debootstrap"
+        )
     log(f"building {BASE_IMAGE} with debootstrap (once per host, about a minute)")
     scratch = Path(tempfile.mkdtemp(prefix="atebench-rootfs-"))
     try:
         rootfs = scratch / "rootfs"
-        proc = subprocess.run(["debootstrap", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}",
-                               "bookworm", str(rootfs)], capture_output=True, text=True, timeout=1800)
+        proc = subprocess.run(
+            ["debootstrap", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}", "bookworm", str(rootfs)],
+            capture_output=True,
+            text=True,
+            timeout=1800,
+        )
         unmount_all(rootfs)  # debootstrap mounts /proc and /sys inside the rootfs and leaves them on failure
         if proc.returncode != 0:
-            raise SandboxError(f"debootstrap failed (exit {proc.returncode}); it needs root and the Debian "
-                               f"registry:\n{(proc.stdout + proc.stderr)[-3000:]}")
+            raise SandboxError(
+                f"debootstrap failed (exit {proc.returncode}); it needs root and the Debian "
+                f"registry:\n{(proc.stdout + proc.stderr)[-3000:]}"
+            )
         remove_tree(rootfs / "var" / "cache" / "apt" / "archives")
         tar = subprocess.Popen(["tar", "-C", str(rootfs), "--one-file-system", "-c", "."], stdout=subprocess.PIPE)
-        imported = subprocess.run(["docker", "import", "-c", "ENV LANG=C.UTF-8", "-", BASE_IMAGE],
-                                  stdin=tar.stdout, capture_output=True, text=True)
+        imported = subprocess.run(
+            ["docker", "import", "-c", "ENV LANG=C.UTF-8", "-", BASE_IMAGE],
+            stdin=tar.stdout,
+            capture_output=True,
+            text=True,
+        )
         tar.wait()
         if imported.returncode != 0:
             raise SandboxError(f"docker import of the base image failed: {imported.stderr.strip()}")
@@ -96,8 +108,10 @@ def remove_tree(root: Path) -> None:
         return
     mounted = mounts_under(root)
     if mounted:
-        raise SandboxError(f"not deleting {root}: {', '.join(map(str, mounted))} is still mounted there; "
-                           f"unmount it (umount PATH) and delete {root} by hand")
+        raise SandboxError(
+            f"not deleting {root}: {', '.join(map(str, mounted))} is still mounted there; "
+            f"unmount it (umount PATH) and delete {root} by hand"
+        )
     subprocess.run(["rm", "-rf", "--one-file-system", "--", str(root)], check=True, capture_output=True)
 
 
@@ -107,7 +121,9 @@ def wheels_dir(requirements: list[str], log=print) -> Path | None:
     if os.environ.get("ATEBENCH_WHEELS"):
         folder = Path(os.environ["ATEBENCH_WHEELS"])
         if not folder.is_dir():
-            raise SandboxError(f"ATEBENCH_WHEELS={folder} is not a folder; point it at a folder of .whl files or unset it")
+            raise SandboxError(
+                f"ATEBENCH_WHEELS={folder} is not a folder; point it at a folder of .whl files or unset it"
+            )
         return folder
     if not requirements:
         return None
@@ -121,13 +137,33 @@ def wheels_dir(requirements: list[str], log=print) -> Path | None:
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".wheels-", dir=folder.parent))
     tags = [arg for tag in MANYLINUX_TAGS for arg in ("--platform", f"{tag}_{platform.machine()}")]
-    proc = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:", "--implementation", "cp",
-                           "--python-version", BASE_PYTHON, *tags, "--dest", str(staging), *requirements],
-                          capture_output=True, text=True, timeout=3600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "-q",
+            "--only-binary=:all:",
+            "--implementation",
+            "cp",
+            "--python-version",
+            BASE_PYTHON,
+            *tags,
+            "--dest",
+            str(staging),
+            *requirements,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    )
     if proc.returncode != 0:
         shutil.rmtree(staging, ignore_errors=True)
-        raise SandboxError(f"could not download wheels for the docker image ({', '.join(requirements)}); the host needs "
-                           f"the package registry, or set ATEBENCH_WHEELS to a folder of wheels:\n{proc.stderr[-3000:]}")
+        raise SandboxError(
+            f"could not download wheels for the docker image ({', '.join(requirements)}); the host needs "
+            f"the package registry, or set ATEBENCH_WHEELS to a folder of wheels:\n{proc.stderr[-3000:]}"
+        )
     (staging / ".complete").write_text("\n".join(requirements) + "\n")
     shutil.rmtree(folder, ignore_errors=True)
     staging.rename(folder)
@@ -138,7 +174,9 @@ def ensure_framework_image(client, name: str, dockerfile: Path, requirements: li
     """Build the framework's Dockerfile (FROM atebench/base...) with a context of the Dockerfile's folder
     plus `wheels/`; the tag is a hash of those inputs, so a changed Dockerfile rebuilds."""
     if not dockerfile.is_file():
-        raise SandboxError(f"framework {name!r}: Dockerfile {dockerfile} not found; fix sandbox.dockerfile in its framework.toml")
+        raise SandboxError(
+            f"framework {name!r}: Dockerfile {dockerfile} not found; fix sandbox.dockerfile in its framework.toml"
+        )
     ensure_base_image(client, log)
     wheels = wheels_dir(list(requirements), log)
     digest = hashlib.sha256(dockerfile.read_bytes())
@@ -153,8 +191,10 @@ def ensure_framework_image(client, name: str, dockerfile: Path, requirements: li
         context = Path(scratch)
         shutil.copytree(dockerfile.parent, context, dirs_exist_ok=True)
         (context / "wheels").mkdir(exist_ok=True)
-        for wheel in (wheels.glob("*.whl") if wheels else []):
-            os.link(wheel, context / "wheels" / wheel.name) if _same_fs(wheel, context) else shutil.copy2(wheel, context / "wheels")
+        for wheel in wheels.glob("*.whl") if wheels else []:
+            os.link(wheel, context / "wheels" / wheel.name) if _same_fs(wheel, context) else shutil.copy2(
+                wheel, context / "wheels"
+            )
         import docker
 
         try:

@@ -15,10 +15,10 @@ trusted code only, and the run says so on every start.
 
 from __future__ import annotations
 
-import os
-import re
 import functools
 import glob
+import os
+import re
 import shutil
 import signal
 import stat as stat_lib
@@ -42,9 +42,11 @@ SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/etc", "/op
 # hidden inside the sandbox, whose root maps to the host's root and would otherwise read them.
 MASKED_SCAN = ("/etc", "/opt")
 GPU_DEVICES = ("/dev/nvidia*", "/dev/nvidia-caps/*", "/dev/dri/*")
-NO_BWRAP = ("the local sandbox isolates agents with bubblewrap (bwrap), which is not installed here: install it "
-            "(apt-get install bubblewrap), or use --sandbox docker, or pass --no-isolate to run agents as plain "
-            "processes on this host, where they can read your files and keys")
+NO_BWRAP = (
+    "the local sandbox isolates agents with bubblewrap (bwrap), which is not installed here: install it "
+    "(apt-get install bubblewrap), or use --sandbox docker, or pass --no-isolate to run agents as plain "
+    "processes on this host, where they can read your files and keys"
+)
 
 
 def bwrap_available() -> bool:
@@ -88,7 +90,7 @@ def session_processes(sid: int) -> list[int]:
             stat = Path(f"/proc/{entry}/stat").read_text()
         except OSError:
             continue
-        fields = stat[stat.rfind(")") + 2:].split()
+        fields = stat[stat.rfind(")") + 2 :].split()
         if int(fields[3]) == sid:
             pids.append(int(entry))
     return pids
@@ -102,7 +104,7 @@ def descendants(pid: int) -> list[int]:
                 stat = Path(f"/proc/{entry}/stat").read_text()
             except OSError:
                 continue
-            children.setdefault(int(stat[stat.rfind(")") + 2:].split()[1]), []).append(int(entry))
+            children.setdefault(int(stat[stat.rfind(")") + 2 :].split()[1]), []).append(int(entry))
     found, todo = [], [pid]
     while todo:
         for child in children.get(todo.pop(), []):
@@ -144,7 +146,7 @@ def _read_into(proc: subprocess.Popen, out: _Output) -> None:
                 return
             out.buffer += chunk
             if len(out.buffer) > 4 * out.limit + 65536:  # a command printing without end cannot fill memory
-                out.buffer = out.buffer[:out.limit] + b"\n[... output cut ...]\n" + out.buffer[-2 * out.limit:]
+                out.buffer = out.buffer[: out.limit] + b"\n[... output cut ...]\n" + out.buffer[-2 * out.limit :]
             out.cond.notify_all()
 
 
@@ -190,9 +192,17 @@ class LocalSandbox:
     dumps) always; `limits` says which applied. `gpus` are host GPU indices whose device files the
     sandbox may open."""
 
-    def __init__(self, workdir: Path | str, env: dict[str, str] | None = None, isolate: bool = True,
-                 setup: list[str] | None = None, gpus: list[int] | None = None, memory_gb: float | None = None,
-                 pids: int | None = None, file_size_gb: float = 16.0):
+    def __init__(
+        self,
+        workdir: Path | str,
+        env: dict[str, str] | None = None,
+        isolate: bool = True,
+        setup: list[str] | None = None,
+        gpus: list[int] | None = None,
+        memory_gb: float | None = None,
+        pids: int | None = None,
+        file_size_gb: float = 16.0,
+    ):
         self.workdir = str(Path(workdir).resolve())
         self.isolated = bool(isolate)
         if self.isolated and not bwrap_available():
@@ -215,7 +225,11 @@ class LocalSandbox:
         self._spawned: list[Spawned] = []
         self._file_size_blocks = max(1, int(file_size_gb * 1024 * 1024))  # bash counts ulimit -f in KiB
         self._cgroup = cgroups.create(f"atebench-{self._nonce[:12]}", memory_gb, pids) if self.isolated else None
-        self.limits = {"file_size_gb": file_size_gb, "core_dumps": False, **(self._cgroup.applied if self._cgroup else {})}
+        self.limits = {
+            "file_size_gb": file_size_gb,
+            "core_dumps": False,
+            **(self._cgroup.applied if self._cgroup else {}),
+        }
         if not self._cgroup:
             self.limits["cgroup_note"] = cgroups.unavailable_note() if self.isolated else "not isolated: no limits"
         try:
@@ -230,8 +244,9 @@ class LocalSandbox:
             result = self.execute(command, timeout=1800)
             if result.exit_code != 0:
                 self.close()
-                raise SandboxError(f"sandbox setup command {command!r} failed (exit {result.exit_code}): "
-                                   f"{result.output[-2000:]}")
+                raise SandboxError(
+                    f"sandbox setup command {command!r} failed (exit {result.exit_code}): {result.output[-2000:]}"
+                )
 
     def _argv(self, binds: tuple[Bind, ...] = (), command: str | None = None) -> list[str]:
         shell = ["bash", "--noprofile", "--norc"] + (["-c", command] if command is not None else [])
@@ -239,11 +254,24 @@ class LocalSandbox:
             return shell
         # The private /tmp comes first: binds made after it (the Python install, the workspace) stay visible
         # even when they live under the host's /tmp.
-        argv = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
-                "--bind", str(self._control / "tmp"), "/tmp"]
+        argv = [
+            "bwrap",
+            "--unshare-all",
+            "--die-with-parent",
+            "--new-session",
+            "--cap-drop",
+            "ALL",
+            "--bind",
+            str(self._control / "tmp"),
+            "/tmp",
+        ]
         for folder in SYSTEM_DIRS:
             if os.path.isdir(folder):
-                argv += ["--ro-bind", folder, folder] if not os.path.islink(folder) else ["--symlink", os.readlink(folder), folder]
+                argv += (
+                    ["--ro-bind", folder, folder]
+                    if not os.path.islink(folder)
+                    else ["--symlink", os.readlink(folder), folder]
+                )
         for folder in sorted({sys.prefix, sys.base_prefix, str(Path(sys.executable).resolve().parent.parent)}):
             if not any(folder == d or folder.startswith(d + "/") for d in SYSTEM_DIRS) and os.path.isdir(folder):
                 argv += ["--ro-bind", folder, folder]
@@ -254,16 +282,32 @@ class LocalSandbox:
             argv += ["--ro-bind", "/dev/null", path]
         # The sandbox's root is the host's root to the kernel's owner checks: bubblewrap leaves /proc/sys
         # writable then (sysctls), so it is covered read-only here.
-        argv += ["--proc", "/proc", "--ro-bind", "/proc/sys", "/proc/sys",
-                 "--ro-bind-try", "/proc/sysrq-trigger", "/proc/sysrq-trigger", "--dev", "/dev"]
+        argv += [
+            "--proc",
+            "/proc",
+            "--ro-bind",
+            "/proc/sys",
+            "/proc/sys",
+            "--ro-bind-try",
+            "/proc/sysrq-trigger",
+            "/proc/sysrq-trigger",
+            "--dev",
+            "/dev",
+        ]
         if self._gpus:
             for pattern in GPU_DEVICES:
                 for device in sorted(glob.glob(pattern)):
                     argv += ["--dev-bind", device, device]
             if os.path.isdir("/sys"):
                 argv += ["--ro-bind", "/sys", "/sys"]  # NVML and the CUDA driver read PCI topology there
-        argv += ["--ro-bind", str(self._control / "cmd"), str(self._control / "cmd"),
-                 "--bind", self.workdir, self.workdir]
+        argv += [
+            "--ro-bind",
+            str(self._control / "cmd"),
+            str(self._control / "cmd"),
+            "--bind",
+            self.workdir,
+            self.workdir,
+        ]
         for bind in binds:
             argv += ["--bind" if bind.writable else "--ro-bind", bind.host, bind.inside]
         return argv + ["--chdir", self.workdir if command is not None else self._cwd] + shell
@@ -272,9 +316,15 @@ class LocalSandbox:
         argv = self._argv()
         if self._cgroup:
             argv = self._cgroup.wrap(argv)
-        self._proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                      stderr=subprocess.STDOUT, cwd=self._cwd, env=self._env,
-                                      start_new_session=True)
+        self._proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            cwd=self._cwd,
+            env=self._env,
+            start_new_session=True,
+        )
         self._out = _Output()
         threading.Thread(target=_read_into, args=(self._proc, self._out), daemon=True).start()
         # Limits first, before the agent's first command: without capabilities they cannot be raised again.
@@ -282,10 +332,12 @@ class LocalSandbox:
         self._send(f"{limits}printf '__ATEBENCH_READY_{self._nonce} %s\\n' $$\n")
         match = self._wait_for(re.compile(rf"__ATEBENCH_READY_{self._nonce} (\d+)\n".encode()), 30)
         if match is None:
-            raise SandboxError(f"the local sandbox shell did not start: {self._out.buffer.decode(errors='replace')[-2000:]}")
+            raise SandboxError(
+                f"the local sandbox shell did not start: {self._out.buffer.decode(errors='replace')[-2000:]}"
+            )
         self._shell_pid = _host_pid(self._proc.pid, int(match.group(1)))
         with self._out.cond:
-            self._out.buffer = self._out.buffer[match.end():]
+            self._out.buffer = self._out.buffer[match.end() :]
 
     def _send(self, text: str) -> None:
         try:
@@ -332,15 +384,18 @@ class LocalSandbox:
         note = ""
         if timed_out:
             keep = {self._proc.pid, self._shell_pid, *_ancestors(self._shell_pid, self._proc.pid)}
-            kill_pids([p for p in set(session_processes(self._proc.pid)) | set(descendants(self._proc.pid))
-                       if p not in keep])
+            kill_pids(
+                [p for p in set(session_processes(self._proc.pid)) | set(descendants(self._proc.pid)) if p not in keep]
+            )
             match = self._wait_for(pattern, 2)
         if match is None:
-            note = "\n[the shell itself was stuck or exited; a new shell was started in the same directory, " \
-                   "variables set earlier are gone]"
+            note = (
+                "\n[the shell itself was stuck or exited; a new shell was started in the same directory, "
+                "variables set earlier are gone]"
+            )
         with self._out.cond:
-            raw = self._out.buffer[:match.start()] if match else self._out.buffer
-            self._out.buffer = self._out.buffer[match.end():] if match else b""
+            raw = self._out.buffer[: match.start()] if match else self._out.buffer
+            self._out.buffer = self._out.buffer[match.end() :] if match else b""
             self._out.limit = MAX_OUTPUT_CHARS
         script.unlink(missing_ok=True)
         output = truncate(raw.decode(errors="replace"), output_limit)
@@ -375,8 +430,13 @@ class LocalSandbox:
         except subprocess.TimeoutExpired:
             pass  # SIGKILLed already; a zombie the kernel reaps later holds nothing
 
-    def spawn(self, command: str, binds: list[Bind] | tuple[Bind, ...] = (), env: dict[str, str] | None = None,
-              output_path: Path | None = None) -> Spawned:
+    def spawn(
+        self,
+        command: str,
+        binds: list[Bind] | tuple[Bind, ...] = (),
+        env: dict[str, str] | None = None,
+        output_path: Path | None = None,
+    ) -> Spawned:
         """Start `command` (bash) as a long-running process behind the same wall as the shell (same /tmp,
         workspace, limits), in the workspace, with `binds` added; it runs until it exits, `Spawned.kill`,
         or `close`. Output goes to a host file (`output_path`, by default one in the sandbox's control
@@ -386,8 +446,9 @@ class LocalSandbox:
         value the command needs under such a name goes on its command line."""
         self.check_alive()
         if binds and not self.isolated:
-            raise SandboxError("binds need the isolated local sandbox (bubblewrap); this one runs plain host "
-                               "processes (--no-isolate)")
+            raise SandboxError(
+                "binds need the isolated local sandbox (bubblewrap); this one runs plain host processes (--no-isolate)"
+            )
         for bind in binds:
             if not os.path.exists(bind.host):
                 raise SandboxError(f"cannot show {bind.host} in the sandbox at {bind.inside}: no such host path")
@@ -399,9 +460,15 @@ class LocalSandbox:
             (self._control / "spawn").mkdir(exist_ok=True)
             output_path = self._control / "spawn" / f"{len(self._spawned) + 1}.log"
         with open(output_path, "wb") as out:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                    cwd=self.workdir, env=sandbox_env({**self._env, **(env or {})}, host={}),
-                                    start_new_session=True)
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=self.workdir,
+                env=sandbox_env({**self._env, **(env or {})}, host={}),
+                start_new_session=True,
+            )
         spawned = Spawned(proc, output_path)
         self._spawned.append(spawned)
         return spawned
@@ -455,6 +522,6 @@ def _ancestors(pid: int, stop: int) -> list[int]:
             stat = Path(f"/proc/{pid}/stat").read_text()
         except OSError:
             break
-        pid = int(stat[stat.rfind(")") + 2:].split()[1])
+        pid = int(stat[stat.rfind(")") + 2 :].split()[1])
         chain.append(pid)
     return chain

@@ -14,8 +14,11 @@ SHAPES = {  # name: (batch, heads, kv_heads, seq, d_qk, d_v)
     "qwen3_30b_a3b": (4, 32, 4, 4096, 128, 128),
     "dsv3_16b_mla": (4, 16, 16, 4096, 192, 128),
 }
-BACKENDS = {"flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION,
-            "cudnn": SDPBackend.CUDNN_ATTENTION}
+BACKENDS = {
+    "flash": SDPBackend.FLASH_ATTENTION,
+    "efficient": SDPBackend.EFFICIENT_ATTENTION,
+    "cudnn": SDPBackend.CUDNN_ATTENTION,
+}
 
 
 def run_variant(q, k, v, backend, pad_v: bool, expand_kv: bool):
@@ -53,8 +56,8 @@ def main() -> None:
         flops = 6 * h * s * (dqk + dv) * b * s
         reference = None  # the first variant that runs; the others must agree with it
         for backend_name, backend in BACKENDS.items():
-            for pad_v in ([False, True] if dv < dqk else [False]):
-                for expand_kv in ([False, True] if kvh < h else [False]):
+            for pad_v in [False, True] if dv < dqk else [False]:
+                for expand_kv in [False, True] if kvh < h else [False]:
                     label = f"{name:14s} {backend_name:9s} pad_v={pad_v!s:5s} expand_kv={expand_kv!s:5s}"
                     try:
                         out = run_variant(q, k, v, backend, pad_v, expand_kv).float()

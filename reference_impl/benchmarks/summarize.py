@@ -14,7 +14,9 @@ import statistics
 import sys
 from pathlib import Path
 
-TT_STEP = re.compile(r"step:\s*(\d+)\s.*?memory:\s*([\d.]+)GiB.*?tps:\s*([\d,]+)\s.*?tflops:\s*([\d,.]+)\s.*?mfu:\s*([\d.]+)%")
+TT_STEP = re.compile(
+    r"step:\s*(\d+)\s.*?memory:\s*([\d.]+)GiB.*?tps:\s*([\d,]+)\s.*?tflops:\s*([\d,.]+)\s.*?mfu:\s*([\d.]+)%"
+)
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -25,11 +27,14 @@ def torchtitan_row(text: str, skip_steps: int) -> dict | None:
     if not timed:
         return None
     tps = [float(m.group(3).replace(",", "")) for m in timed]
-    return {"tokens_per_s": statistics.mean(tps), "spread": f"{min(tps):,.0f}-{max(tps):,.0f}",
-            "tflops": statistics.mean(float(m.group(4).replace(",", "")) for m in timed),
-            "mfu": statistics.mean(float(m.group(5)) for m in timed) / 100,
-            "memory_gib": max(float(m.group(2)) for m in steps),
-            "steps": f"{int(timed[0].group(1))}-{int(timed[-1].group(1))}"}
+    return {
+        "tokens_per_s": statistics.mean(tps),
+        "spread": f"{min(tps):,.0f}-{max(tps):,.0f}",
+        "tflops": statistics.mean(float(m.group(4).replace(",", "")) for m in timed),
+        "mfu": statistics.mean(float(m.group(5)) for m in timed) / 100,
+        "memory_gib": max(float(m.group(2)) for m in steps),
+        "steps": f"{int(timed[0].group(1))}-{int(timed[-1].group(1))}",
+    }
 
 
 def ours_row(text: str) -> dict | None:
@@ -37,9 +42,14 @@ def ours_row(text: str) -> dict | None:
     if not lines:
         return None
     r = json.loads(lines[-1])
-    return {"tokens_per_s": r["tokens_per_s"], "spread": "", "tflops": r["tflops"], "mfu": r["mfu"],
-            "memory_gib": r.get("peak_reserved_gb") or r["peak_mem_gb"],
-            "steps": f"{r['warmup'] + 1}-{r['warmup'] + r['steps']}"}
+    return {
+        "tokens_per_s": r["tokens_per_s"],
+        "spread": "",
+        "tflops": r["tflops"],
+        "mfu": r["mfu"],
+        "memory_gib": r.get("peak_reserved_gb") or r["peak_mem_gb"],
+        "steps": f"{r['warmup'] + 1}-{r['warmup'] + r['steps']}",
+    }
 
 
 def best_cell(best: tuple[float, str] | None) -> str:
@@ -59,14 +69,21 @@ def summarize(log_dir: Path, skip_steps: int) -> str:
             reason = "out of memory" if "OutOfMemoryError" in text or "CUDA out of memory" in text else "no result"
             rows.append(f"| {trainer} | {shape} | {variant} | {reason} | | | | | |")
             continue
-        rows.append(f"| {trainer} | {shape} | {variant} | {row['tokens_per_s']:,.0f} | {row['spread']} | "
-                    f"{row['tflops']:.1f} | {row['mfu']:.1%} | {row['memory_gib']:.1f} | {row['steps']} |")
+        rows.append(
+            f"| {trainer} | {shape} | {variant} | {row['tokens_per_s']:,.0f} | {row['spread']} | "
+            f"{row['tflops']:.1f} | {row['mfu']:.1%} | {row['memory_gib']:.1f} | {row['steps']} |"
+        )
         key = (shape, trainer)
         if key not in best or row["tokens_per_s"] > best[key][0]:
             best[key] = (row["tokens_per_s"], variant)
-    out = ["| trainer | shape | variant | tokens/s | per-step range | TFLOP/s | MFU | peak reserved GiB | steps |",
-           "|---|---|---|---|---|---|---|---|---|", *rows, "",
-           "| shape | ours (fastest) | TorchTitan (fastest) | ratio |", "|---|---|---|---|"]
+    out = [
+        "| trainer | shape | variant | tokens/s | per-step range | TFLOP/s | MFU | peak reserved GiB | steps |",
+        "|---|---|---|---|---|---|---|---|---|",
+        *rows,
+        "",
+        "| shape | ours (fastest) | TorchTitan (fastest) | ratio |",
+        "|---|---|---|---|",
+    ]
     for shape in sorted({s for s, _ in best}):
         ours, tt = best.get((shape, "ours")), best.get((shape, "tt"))
         ratio = f"{ours[0] / tt[0]:.2f}x" if ours and tt else "n/a"

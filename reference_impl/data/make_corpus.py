@@ -8,23 +8,96 @@ Run: python data/make_corpus.py  (from reference_impl/).
 import random
 from pathlib import Path
 
-NAMES = ["Anna", "Ben", "Clara", "David", "Ella", "Finn", "Grace", "Henry", "Iris", "Jack", "Lucy", "Max",
-         "Nora", "Oscar", "Pia", "Sam", "Tom", "Mia", "Leo", "Rosa"]
+NAMES = [
+    "Anna",
+    "Ben",
+    "Clara",
+    "David",
+    "Ella",
+    "Finn",
+    "Grace",
+    "Henry",
+    "Iris",
+    "Jack",
+    "Lucy",
+    "Max",
+    "Nora",
+    "Oscar",
+    "Pia",
+    "Sam",
+    "Tom",
+    "Mia",
+    "Leo",
+    "Rosa",
+]
 ANIMALS = ["cat", "dog", "fox", "owl", "rabbit", "horse", "duck", "mouse", "bear", "goat", "frog", "crow"]
-PLACES = ["the forest", "the river", "the old mill", "the market", "the hill", "the garden", "the harbour",
-          "the library", "the farm", "the village square", "the bridge", "the meadow"]
-OBJECTS = ["a red ball", "a small boat", "a wooden box", "a silver key", "a kite", "a map", "a lantern",
-           "a basket of apples", "a blue hat", "a book of songs", "a broken clock", "a loaf of bread"]
+PLACES = [
+    "the forest",
+    "the river",
+    "the old mill",
+    "the market",
+    "the hill",
+    "the garden",
+    "the harbour",
+    "the library",
+    "the farm",
+    "the village square",
+    "the bridge",
+    "the meadow",
+]
+OBJECTS = [
+    "a red ball",
+    "a small boat",
+    "a wooden box",
+    "a silver key",
+    "a kite",
+    "a map",
+    "a lantern",
+    "a basket of apples",
+    "a blue hat",
+    "a book of songs",
+    "a broken clock",
+    "a loaf of bread",
+]
 FEELINGS = ["happy", "sad", "tired", "curious", "afraid", "proud", "angry", "calm", "surprised", "hungry"]
-WEATHER = ["The sun was warm", "Rain fell all morning", "A cold wind blew", "The sky was grey",
-           "Snow covered the roofs", "The air smelled of flowers", "Fog hid the valley"]
-TIMES = ["One morning", "Late in the evening", "On a quiet Sunday", "Before dawn", "After lunch",
-         "Long ago", "In the middle of winter", "On the first day of spring"]
+WEATHER = [
+    "The sun was warm",
+    "Rain fell all morning",
+    "A cold wind blew",
+    "The sky was grey",
+    "Snow covered the roofs",
+    "The air smelled of flowers",
+    "Fog hid the valley",
+]
+TIMES = [
+    "One morning",
+    "Late in the evening",
+    "On a quiet Sunday",
+    "Before dawn",
+    "After lunch",
+    "Long ago",
+    "In the middle of winter",
+    "On the first day of spring",
+]
 VERBS = ["found", "lost", "carried", "painted", "fixed", "hid", "shared", "sold", "wanted", "dropped"]
-SAYINGS = ["Let us go together", "I can help you", "Where did it go", "This is the best day",
-           "We should ask for help", "Do not be afraid", "I have an idea", "Look over there"]
-LESSONS = ["friends make hard things easy", "it is good to ask for help", "patience pays off",
-           "small things can matter a lot", "kindness comes back", "it is fine to be afraid sometimes"]
+SAYINGS = [
+    "Let us go together",
+    "I can help you",
+    "Where did it go",
+    "This is the best day",
+    "We should ask for help",
+    "Do not be afraid",
+    "I have an idea",
+    "Look over there",
+]
+LESSONS = [
+    "friends make hard things easy",
+    "it is good to ask for help",
+    "patience pays off",
+    "small things can matter a lot",
+    "kindness comes back",
+    "it is fine to be afraid sometimes",
+]
 
 
 def sentence(rng: random.Random, hero: str, friend: str, animal: str) -> str:
@@ -39,7 +112,7 @@ def sentence(rng: random.Random, hero: str, friend: str, animal: str) -> str:
         f"{hero} felt {feel} because {friend} had {rng.choice(VERBS)} {obj}.",
         f"They sat by {place} and talked about {obj} for a long time.",
         f"Then the {animal} jumped, and everyone laughed.",
-        f"{friend} asked, \"Why is the {animal} so {feel}?\"",
+        f'{friend} asked, "Why is the {animal} so {feel}?"',
     ]
     return rng.choice(forms)
 

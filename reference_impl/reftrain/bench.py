@@ -25,7 +25,7 @@ import sys
 import torch
 import torch.distributed as dist
 
-from reftrain.config import ConfigError, Config, load_config
+from reftrain.config import Config, ConfigError, load_config
 from reftrain.launch import run_then_exit
 from reftrain.models import build_model
 from reftrain.moe import GroupedExperts
@@ -71,14 +71,30 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("config", help="TOML config, e.g. examples/tiny_qwen3_moe.toml")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation, allocator)")
     parser.add_argument("--steps", type=int, default=10, help="timed steps per window")
-    parser.add_argument("--repeats", type=int, default=1,
-                        help="timed windows of --steps steps; tokens_per_s is their median (default 1)")
-    parser.add_argument("--model-config", default="", metavar="CONFIG_JSON",
-                        help="HF config.json to benchmark instead of the TOML's [model] config (path from here)")
-    parser.add_argument("--peak-tflops", type=float, default=H100_BF16_DENSE_TFLOPS,
-                        help="per-device peak for MFU (default: H100 dense bf16, 989)")
-    parser.add_argument("--profile", default="", metavar="FILE",
-                        help="after timing, profile one more step and write its kernel-time table to FILE")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="timed windows of --steps steps; tokens_per_s is their median (default 1)",
+    )
+    parser.add_argument(
+        "--model-config",
+        default="",
+        metavar="CONFIG_JSON",
+        help="HF config.json to benchmark instead of the TOML's [model] config (path from here)",
+    )
+    parser.add_argument(
+        "--peak-tflops",
+        type=float,
+        default=H100_BF16_DENSE_TFLOPS,
+        help="per-device peak for MFU (default: H100 dense bf16, 989)",
+    )
+    parser.add_argument(
+        "--profile",
+        default="",
+        metavar="FILE",
+        help="after timing, profile one more step and write its kernel-time table to FILE",
+    )
     return parser.parse_known_args(argv)
 
 
@@ -108,8 +124,9 @@ def bench(cfg: Config, warmup: int, steps: int, peak_tflops: float, profile: str
         torch.cuda.reset_peak_memory_stats()
     records = [train_step(run, warmup + i) for i in range(steps * repeats)]
     tokens = cfg.data.global_batch_size * cfg.data.seq_len
-    samples = [tokens * steps / sum(r["step_time_s"] for r in records[w * steps:(w + 1) * steps])
-               for w in range(repeats)]
+    samples = [
+        tokens * steps / sum(r["step_time_s"] for r in records[w * steps : (w + 1) * steps]) for w in range(repeats)
+    ]
     tokens_per_s = statistics.median(samples)
     step_time = tokens / tokens_per_s
     world = dist.get_world_size()
@@ -121,17 +138,31 @@ def bench(cfg: Config, warmup: int, steps: int, peak_tflops: float, profile: str
         dist.all_reduce(peak_mem, op=dist.ReduceOp.MAX)
     if profile:
         profile_step(run, warmup + steps, profile)
-    return {"tokens_per_s": tokens_per_s, "tokens_per_s_per_device": tokens_per_s / world,
-            "tokens_per_s_samples": samples, "tokens_per_s_min": min(samples), "tokens_per_s_max": max(samples),
-            "model_type": hf.get("model_type"),
-            "layout": f"pp={cfg.parallel.pp} dp={cfg.parallel.dp} ep={cfg.parallel.ep}",
-            "tflops": tflops, "mfu": tflops / peak_tflops, "peak_tflops": peak_tflops,
-            "peak_mem_gb": float(peak_mem[0]), "peak_reserved_gb": float(peak_mem[1]), "step_time_s": step_time,
-            "final_loss": records[-1]["loss"],
-            "total_params": total, "active_params": active, "world_size": world,
-            "device": str(run.pm.device), "dtype": str(run.pm.dtype), "warmup": warmup, "steps": steps,
-            "repeats": repeats,
-            "config": cfg.to_dict()}
+    return {
+        "tokens_per_s": tokens_per_s,
+        "tokens_per_s_per_device": tokens_per_s / world,
+        "tokens_per_s_samples": samples,
+        "tokens_per_s_min": min(samples),
+        "tokens_per_s_max": max(samples),
+        "model_type": hf.get("model_type"),
+        "layout": f"pp={cfg.parallel.pp} dp={cfg.parallel.dp} ep={cfg.parallel.ep}",
+        "tflops": tflops,
+        "mfu": tflops / peak_tflops,
+        "peak_tflops": peak_tflops,
+        "peak_mem_gb": float(peak_mem[0]),
+        "peak_reserved_gb": float(peak_mem[1]),
+        "step_time_s": step_time,
+        "final_loss": records[-1]["loss"],
+        "total_params": total,
+        "active_params": active,
+        "world_size": world,
+        "device": str(run.pm.device),
+        "dtype": str(run.pm.dtype),
+        "warmup": warmup,
+        "steps": steps,
+        "repeats": repeats,
+        "config": cfg.to_dict(),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -28,8 +28,11 @@ def step_dir(root: str | Path, step: int) -> Path:
 
 def latest_step(root: str | Path) -> int | None:
     """The newest completed checkpoint step under `root` (DCP writes .metadata last)."""
-    steps = [int(m.group(1)) for p in Path(root).glob("step_*") if (m := re.fullmatch(r"step_(\d+)", p.name))
-             and (p / ".metadata").is_file()]
+    steps = [
+        int(m.group(1))
+        for p in Path(root).glob("step_*")
+        if (m := re.fullmatch(r"step_(\d+)", p.name)) and (p / ".metadata").is_file()
+    ]
     return max(steps, default=None)
 
 
@@ -78,12 +81,17 @@ def _train_state(loader, step: int) -> dict[str, torch.Tensor]:
 def save(root: str | Path, step: int, model, optimizer, loader, mesh: Mesh) -> Path:
     """Writes `root/step_{step}` collectively (every rank must call it)."""
     path = step_dir(root, step)
-    state = {"model": _globalize(_model_state(model), mesh),
-             "optim": _globalize(_optimizer_state(model, optimizer), mesh),
-             "train": _train_state(loader, step)}
+    state = {
+        "model": _globalize(_model_state(model), mesh),
+        "optim": _globalize(_optimizer_state(model, optimizer), mesh),
+        "train": _train_state(loader, step),
+    }
     dcp.save(state, checkpoint_id=str(path))
-    rng = {"world_size": dist.get_world_size(), "cpu": torch.get_rng_state(),
-           "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None}
+    rng = {
+        "world_size": dist.get_world_size(),
+        "cpu": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None,
+    }
     torch.save(rng, path / f"rng_rank{dist.get_rank()}.pt")
     dist.barrier()
     return path
@@ -95,8 +103,11 @@ def load(path: str | Path, model, optimizer, loader, mesh: Mesh) -> int:
     model_flat = _model_state(model)
     optim_full = get_optimizer_state_dict(model, optimizer)
     optim_flat = {f"{fqn}.{k}": v for fqn, per in optim_full["state"].items() for k, v in per.items()}
-    state = {"model": _globalize(model_flat, mesh), "optim": _globalize(optim_flat, mesh),
-             "train": {"step": torch.tensor(0), "data_position": torch.tensor(0)}}
+    state = {
+        "model": _globalize(model_flat, mesh),
+        "optim": _globalize(optim_flat, mesh),
+        "train": {"step": torch.tensor(0), "data_position": torch.tensor(0)},
+    }
     dcp.load(state, checkpoint_id=str(path))
     for flat, loaded in ((model_flat, state["model"]), (optim_flat, state["optim"])):
         for k, v in loaded.items():

@@ -125,8 +125,10 @@ class Config:
         """The HF config.json with the overrides applied."""
         path = self.model_config_path()
         if not path.is_file():
-            raise ConfigError(f"{self.source}: [model] config = {self.model.config!r}: {path} does not exist; "
-                              f"point it at a config.json (see examples/models/)")
+            raise ConfigError(
+                f"{self.source}: [model] config = {self.model.config!r}: {path} does not exist; "
+                f"point it at a config.json (see examples/models/)"
+            )
         hf = json.loads(path.read_text())
         hf.update(self.model.overrides)
         return hf
@@ -194,8 +196,9 @@ def _coerce(value, tp, where: str):
 def _set(cfg: Config, section: str, key: str, value, source: str):
     if section in MOVED and key is None:
         new = MOVED[section]
-        fix = (f"use --{new}.{section}={value}" if source.startswith("--")
-               else f"move `{section} = {value}` under [{new}]")
+        fix = (
+            f"use --{new}.{section}={value}" if source.startswith("--") else f"move `{section} = {value}` under [{new}]"
+        )
         raise ConfigError(f"{source}: {section} is no longer a top-level key, it is {new}.{section}; {fix}")
     if section not in SECTIONS:
         raise ConfigError(f"{source}: unknown section [{section}]; valid sections: {', '.join(SECTIONS)}")
@@ -250,7 +253,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     if path is not None:
         path = Path(path)
         if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist; pass a TOML file such as examples/tiny_qwen3_moe.toml")
+            raise ConfigError(
+                f"config file {path} does not exist; pass a TOML file such as examples/tiny_qwen3_moe.toml"
+            )
         try:
             table = tomllib.loads(path.read_text())
         except tomllib.TOMLDecodeError as e:
@@ -275,26 +280,34 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 def check_values(cfg: Config) -> None:
     """Checks that need no world size or model."""
     src = cfg.source
-    positive = {"parallel.pp": cfg.parallel.pp, "parallel.dp": cfg.parallel.dp, "parallel.ep": cfg.parallel.ep,
-                "training.steps": cfg.training.steps, "data.seq_len": cfg.data.seq_len,
-                "data.global_batch_size": cfg.data.global_batch_size,
-                "data.micro_batch_size": cfg.data.micro_batch_size,
-                "training.log_interval": cfg.training.log_interval}
+    positive = {
+        "parallel.pp": cfg.parallel.pp,
+        "parallel.dp": cfg.parallel.dp,
+        "parallel.ep": cfg.parallel.ep,
+        "training.steps": cfg.training.steps,
+        "data.seq_len": cfg.data.seq_len,
+        "data.global_batch_size": cfg.data.global_batch_size,
+        "data.micro_batch_size": cfg.data.micro_batch_size,
+        "training.log_interval": cfg.training.log_interval,
+    }
     for name, value in positive.items():
         if value < 1:
             raise ConfigError(f"{src}: {name} = {value} must be >= 1")
-    choices = {"parallel.pp_schedule": (cfg.parallel.pp_schedule, ("1F1B", "GPipe")),
-               "training.dtype": (cfg.training.dtype, ("auto", "float32", "bfloat16")),
-               "training.device": (cfg.training.device, ("auto", "cuda", "cpu")),
-               "data.source": (cfg.data.source, ("corpus", "files", "synthetic"))}
+    choices = {
+        "parallel.pp_schedule": (cfg.parallel.pp_schedule, ("1F1B", "GPipe")),
+        "training.dtype": (cfg.training.dtype, ("auto", "float32", "bfloat16")),
+        "training.device": (cfg.training.device, ("auto", "cuda", "cpu")),
+        "data.source": (cfg.data.source, ("corpus", "files", "synthetic")),
+    }
     for name, (value, allowed) in choices.items():
         if value not in allowed:
             raise ConfigError(f"{src}: {name} = {value!r} is not one of {', '.join(allowed)}")
     if cfg.data.source == "files" and not cfg.data.paths:
         raise ConfigError(f"{src}: data.source = 'files' needs data.paths = ['a.txt', ...] (.txt, .jsonl or .parquet)")
     if cfg.training.min_lr > cfg.training.lr:
-        raise ConfigError(f"{src}: training.min_lr = {cfg.training.min_lr} exceeds training.lr = {cfg.training.lr}; "
-                          f"lower min_lr")
+        raise ConfigError(
+            f"{src}: training.min_lr = {cfg.training.min_lr} exceeds training.lr = {cfg.training.lr}; lower min_lr"
+        )
     if cfg.checkpoint.resume and not cfg.checkpoint.dir:
         raise ConfigError(f"{src}: checkpoint.resume = true needs checkpoint.dir")
 
@@ -306,38 +319,53 @@ def validate(cfg: Config, world_size: int) -> None:
     """Checks against the launch (world size) and the model's config; one message per mistake."""
     src, p = cfg.source, cfg.parallel
     if p.pp * p.dp * p.ep != world_size:
-        raise ConfigError(f"{src}: parallel.pp * dp * ep = {p.pp}*{p.dp}*{p.ep} = {p.pp * p.dp * p.ep} but the world "
-                          f"size is {world_size}; launch {p.pp * p.dp * p.ep} processes or change pp/dp/ep")
+        raise ConfigError(
+            f"{src}: parallel.pp * dp * ep = {p.pp}*{p.dp}*{p.ep} = {p.pp * p.dp * p.ep} but the world "
+            f"size is {world_size}; launch {p.pp * p.dp * p.ep} processes or change pp/dp/ep"
+        )
     hf = cfg.hf_config_dict()
     num_experts = next((hf[k] for k in NUM_EXPERTS_KEYS if k in hf), None)
     if num_experts is None:
-        raise ConfigError(f"{src}: {cfg.model_config_path()} has none of {', '.join(NUM_EXPERTS_KEYS)}; "
-                          f"an MoE config is required")
+        raise ConfigError(
+            f"{src}: {cfg.model_config_path()} has none of {', '.join(NUM_EXPERTS_KEYS)}; an MoE config is required"
+        )
     if num_experts % p.ep:
-        raise ConfigError(f"{src}: the model has {num_experts} experts, not divisible by parallel.ep = {p.ep}; "
-                          f"choose ep dividing {num_experts}")
+        raise ConfigError(
+            f"{src}: the model has {num_experts} experts, not divisible by parallel.ep = {p.ep}; "
+            f"choose ep dividing {num_experts}"
+        )
     layers = hf.get("num_hidden_layers", 0)
     if layers < p.pp:
-        raise ConfigError(f"{src}: parallel.pp = {p.pp} exceeds the model's {layers} layers "
-                          f"(num_hidden_layers); lower pp or add layers")
+        raise ConfigError(
+            f"{src}: parallel.pp = {p.pp} exceeds the model's {layers} layers "
+            f"(num_hidden_layers); lower pp or add layers"
+        )
     unit = cfg.data_ranks * cfg.data.micro_batch_size
     if cfg.data.global_batch_size % unit:
-        raise ConfigError(f"{src}: data.global_batch_size = {cfg.data.global_batch_size} is not divisible by "
-                          f"dp * ep * micro_batch_size = {p.dp}*{p.ep}*{cfg.data.micro_batch_size} = {unit}; "
-                          f"use a multiple of {unit}")
+        raise ConfigError(
+            f"{src}: data.global_batch_size = {cfg.data.global_batch_size} is not divisible by "
+            f"dp * ep * micro_batch_size = {p.dp}*{p.ep}*{cfg.data.micro_batch_size} = {unit}; "
+            f"use a multiple of {unit}"
+        )
     if p.pp > 1 and cfg.num_microbatches < p.pp:
-        raise ConfigError(f"{src}: {p.pp_schedule} with pp = {p.pp} needs at least {p.pp} micro-batches per data rank, "
-                          f"got global_batch_size / (dp*ep*micro_batch_size) = {cfg.num_microbatches}; "
-                          f"raise global_batch_size or lower micro_batch_size")
+        raise ConfigError(
+            f"{src}: {p.pp_schedule} with pp = {p.pp} needs at least {p.pp} micro-batches per data rank, "
+            f"got global_batch_size / (dp*ep*micro_batch_size) = {cfg.num_microbatches}; "
+            f"raise global_batch_size or lower micro_batch_size"
+        )
     vocab = hf.get("vocab_size")
     if cfg.data.source != "synthetic" and vocab is not None and vocab < 256:
-        raise ConfigError(f"{src}: vocab_size = {vocab} is too small for a byte-level tokenizer (>= 256); "
-                          f"raise it in [model.overrides] or use data.source = 'synthetic'")
+        raise ConfigError(
+            f"{src}: vocab_size = {vocab} is too small for a byte-level tokenizer (>= 256); "
+            f"raise it in [model.overrides] or use data.source = 'synthetic'"
+        )
 
 
 def cli(argv: list[str] | None = None) -> Config:
     """`CONFIG.toml [--section.key=value ...]` -> Config; prints the one error and exits on mistakes."""
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0].startswith("--"):
-        raise ConfigError("usage: CONFIG.toml [--section.key=value ...], e.g. examples/tiny_qwen3_moe.toml --training.steps=20")
+        raise ConfigError(
+            "usage: CONFIG.toml [--section.key=value ...], e.g. examples/tiny_qwen3_moe.toml --training.steps=20"
+        )
     return load_config(argv[0], argv[1:])

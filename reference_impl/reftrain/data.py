@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from reftrain.config import ConfigError, Config
+from reftrain.config import Config, ConfigError
 from reftrain.tokenizer import CORPUS, load_tokenizer
 
 
@@ -27,14 +27,14 @@ def read_documents(paths: list[Path]) -> list[str]:
                 if line.strip():
                     row = json.loads(line)
                     if "text" not in row:
-                        raise ConfigError(f"{path}:{n}: a .jsonl line needs a \"text\" field")
+                        raise ConfigError(f'{path}:{n}: a .jsonl line needs a "text" field')
                     docs.append(row["text"])
         elif path.suffix == ".parquet":
             import pyarrow.parquet as pq
 
             table = pq.read_table(path)
             if "text" not in table.column_names:
-                raise ConfigError(f"{path}: a .parquet file needs a \"text\" column (has {table.column_names})")
+                raise ConfigError(f'{path}: a .parquet file needs a "text" column (has {table.column_names})')
             docs += [t for t in table.column("text").to_pylist() if t]
         else:
             raise ConfigError(f"data.paths: {path} has suffix {path.suffix!r}; use .txt, .jsonl or .parquet")
@@ -49,8 +49,10 @@ def pack(docs: list[str], tokenizer, eos: int, seq_len: int) -> torch.Tensor:
         ids.append(eos)
     n = len(ids) // (seq_len + 1)
     if n == 0:
-        raise ConfigError(f"the data has {len(ids)} tokens, fewer than one window of seq_len + 1 = {seq_len + 1}; "
-                          f"add text or lower data.seq_len")
+        raise ConfigError(
+            f"the data has {len(ids)} tokens, fewer than one window of seq_len + 1 = {seq_len + 1}; "
+            f"add text or lower data.seq_len"
+        )
     return torch.tensor(ids[: n * (seq_len + 1)], dtype=torch.long).view(n, seq_len + 1)
 
 

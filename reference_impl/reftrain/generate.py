@@ -73,7 +73,9 @@ def load_for_inference(hf_config: dict, checkpoint: str = "", hf_dir: str = ""):
         if not (path / ".metadata").is_file():
             step = ckpt.latest_step(path)
             if step is None:
-                raise FileNotFoundError(f"{checkpoint}: no DCP checkpoint (step_N/.metadata) here; train with checkpoint.dir set")
+                raise FileNotFoundError(
+                    f"{checkpoint}: no DCP checkpoint (step_N/.metadata) here; train with checkpoint.dir set"
+                )
             path = ckpt.step_dir(path, step)
         state = {"model": model.state_dict()}
         dcp.load(state, checkpoint_id=str(path))  # only the model's entries are read

@@ -84,7 +84,12 @@ def load_hf_checkpoint(model, directory):
             prefix = hub_name(model_type, name.rsplit(".", 1)[0])
             experts = range(module.expert_offset, module.expert_offset + param.shape[0])
             if name.endswith("gate_up_proj"):
-                return torch.stack([torch.cat((take(f"{prefix}.{e}.{gate}.weight"), take(f"{prefix}.{e}.{up}.weight"))) for e in experts])
+                return torch.stack(
+                    [
+                        torch.cat((take(f"{prefix}.{e}.{gate}.weight"), take(f"{prefix}.{e}.{up}.weight")))
+                        for e in experts
+                    ]
+                )
             return torch.stack([take(f"{prefix}.{e}.{down}.weight") for e in experts])
 
         seen = set()
@@ -104,7 +109,9 @@ def load_hf_checkpoint(model, directory):
                 assign_full(param, value.to(param.dtype))
     unexpected = sorted(k for k in remaining if not _owned_elsewhere(model, our_name(model_type, k)))
     if unexpected:
-        raise ValueError(f"{directory}: {len(unexpected)} tensors match no parameter of the model, e.g. {unexpected[:5]}")
+        raise ValueError(
+            f"{directory}: {len(unexpected)} tensors match no parameter of the model, e.g. {unexpected[:5]}"
+        )
 
 
 def _owned_elsewhere(model, key: str) -> bool:
@@ -195,5 +202,10 @@ def _hub_tensors(model, model_type: str, name: str, full) -> dict:
 def _check_complete(model):
     inner = model.model
     layers = len(inner.layers)
-    if inner.embed_tokens is None or inner.norm is None or model.lm_head is None or layers != model.config.num_hidden_layers:
+    if (
+        inner.embed_tokens is None
+        or inner.norm is None
+        or model.lm_head is None
+        or layers != model.config.num_hidden_layers
+    ):
         raise ValueError("export_hf_checkpoint needs the whole model; a pipeline stage holds only part of it")

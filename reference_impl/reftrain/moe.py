@@ -40,7 +40,8 @@ def _local(w):
 def expert_counts(flat_index, num_experts: int):
     """Rows routed to each expert. Why not `bincount`: on CUDA it reads the max back to the host."""
     return torch.zeros(num_experts, dtype=torch.int64, device=flat_index.device).index_add_(
-        0, flat_index, torch.ones_like(flat_index))
+        0, flat_index, torch.ones_like(flat_index)
+    )
 
 
 def matmul_dtype(x):
@@ -128,7 +129,9 @@ class GroupedExperts(nn.Module):
         row_expert = local_expert.repeat_interleave(counts_received, output_size=sum(output_splits))
         local_order = torch.argsort(row_expert, stable=True)
         local_counts = counts_received.view(ep, n_local).sum(0)
-        y = expert_mlp(received[local_order], _local(self.gate_up_proj), _local(self.down_proj), local_counts, self.act_fn)
+        y = expert_mlp(
+            received[local_order], _local(self.gate_up_proj), _local(self.down_proj), local_counts, self.act_fn
+        )
         y = y[torch.argsort(local_order)]
         return AllToAll.apply(y, input_splits, output_splits, group)
 

@@ -163,8 +163,10 @@ def ladder_rank(case: LadderCase) -> dict:
         dist_ = grad_distance(grad, ref)
         worst = max(worst, dist_)
         if not dist_ < case.grad_tol:
-            failures.append(f"{name}: gradient distance {dist_:.3e} >= {case.grad_tol} "
-                            f"(norm {grad.norm():.4e} vs reference {ref.norm():.4e})")
+            failures.append(
+                f"{name}: gradient distance {dist_:.3e} >= {case.grad_tol} "
+                f"(norm {grad.norm():.4e} vs reference {ref.norm():.4e})"
+            )
     all_names = [None] * dist.get_world_size()
     dist.all_gather_object(all_names, names)
     missing = set(ref_grads) - {n for per_rank in all_names for n in per_rank}
@@ -172,8 +174,12 @@ def ladder_rank(case: LadderCase) -> dict:
         failures.append(f"parameters held by no rank: {sorted(missing)}")
     if failures:
         raise AssertionError(f"{case.name} rank {dist.get_rank()}:\n  " + "\n  ".join(failures))
-    return {"case": case.name, "worst_grad_distance": worst, "worst_loss_error": loss_error,
-            "params_checked": len(names)}
+    return {
+        "case": case.name,
+        "worst_grad_distance": worst,
+        "worst_loss_error": loss_error,
+        "params_checked": len(names),
+    }
 
 
 def _free_port() -> int:
@@ -183,8 +189,14 @@ def _free_port() -> int:
 
 
 def _child(rank: int, world_size: int, port: int, out_dir: str, fn, args, device_type: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size),
-                      LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world_size))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE=str(world_size),
+        LOCAL_RANK=str(rank),
+        LOCAL_WORLD_SIZE=str(world_size),
+    )
     torch.set_num_threads(1)
     if device_type == "cuda":
         torch.cuda.set_device(rank)
@@ -209,15 +221,22 @@ def run_distributed(fn, world_size: int, *args, device_type: str = "cpu") -> lis
     """
     with tempfile.TemporaryDirectory() as out_dir:
         try:
-            mp.start_processes(_child, args=(world_size, _free_port(), out_dir, fn, args, device_type),
-                               nprocs=world_size, start_method="spawn")
+            mp.start_processes(
+                _child,
+                args=(world_size, _free_port(), out_dir, fn, args, device_type),
+                nprocs=world_size,
+                start_method="spawn",
+            )
         except mp.ProcessRaisedException:
             pass
         except mp.ProcessExitedException as e:
             raise AssertionError(f"a rank died: {e}") from None
-        outcomes = [torch.load(Path(out_dir) / f"rank{r}.pt", weights_only=False)
-                    if (Path(out_dir) / f"rank{r}.pt").is_file() else {"ok": False, "error": "no result"}
-                    for r in range(world_size)]
+        outcomes = [
+            torch.load(Path(out_dir) / f"rank{r}.pt", weights_only=False)
+            if (Path(out_dir) / f"rank{r}.pt").is_file()
+            else {"ok": False, "error": "no result"}
+            for r in range(world_size)
+        ]
     errors = [f"rank {r}: {o['error']}" for r, o in enumerate(outcomes) if not o["ok"]]
     if errors:
         raise AssertionError("\n".join(errors))
@@ -272,9 +291,13 @@ def expert_layout(model_type: str, ep: int) -> dict:
     mesh = init_mesh(1, 1, ep, "cpu")
     pm = build_parallel_model(case.config(), mesh, torch.device("cpu"))
     experts = grouped_experts(pm.model)
-    return {"num_experts": [e.num_experts for e in experts], "local": [e.num_local_experts for e in experts],
-            "offset": [e.expert_offset for e in experts], "has_group": [e.ep_group is not None for e in experts],
-            "shapes": [tuple(e.gate_up_proj.shape) for e in experts]}
+    return {
+        "num_experts": [e.num_experts for e in experts],
+        "local": [e.num_local_experts for e in experts],
+        "offset": [e.expert_offset for e in experts],
+        "has_group": [e.ep_group is not None for e in experts],
+        "shapes": [tuple(e.gate_up_proj.shape) for e in experts],
+    }
 
 
 def init_mesh_error(pp: int, dp: int, ep: int) -> str:

@@ -21,8 +21,12 @@ def train_bpe(text_files: list[Path], vocab_size: int) -> Tokenizer:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train([str(p) for p in text_files], trainer)
     return tok
 
@@ -44,14 +48,20 @@ def load_tokenizer(path: str, vocab_size: int) -> tuple[Tokenizer, int]:
     """(tokenizer, eos id); `path` empty means the bundled BPE sized to the model's vocabulary."""
     if path:
         if not Path(path).is_file():
-            raise ConfigError(f"data.tokenizer = {path!r} does not exist; give a tokenizers JSON file or leave it empty")
+            raise ConfigError(
+                f"data.tokenizer = {path!r} does not exist; give a tokenizers JSON file or leave it empty"
+            )
         tok = Tokenizer.from_file(path)
     else:
         tok = bundled_tokenizer(min(vocab_size, 4096))
     eos = next((tok.token_to_id(t) for t in EOS_CANDIDATES if tok.token_to_id(t) is not None), None)
     if eos is None:
-        raise ConfigError(f"tokenizer {path or 'bundled'} has no end-of-text token (one of {', '.join(EOS_CANDIDATES)})")
+        raise ConfigError(
+            f"tokenizer {path or 'bundled'} has no end-of-text token (one of {', '.join(EOS_CANDIDATES)})"
+        )
     if tok.get_vocab_size() > vocab_size:
-        raise ConfigError(f"tokenizer has {tok.get_vocab_size()} tokens but the model's vocab_size is {vocab_size}; "
-                          f"raise vocab_size in [model.overrides] or use a smaller tokenizer")
+        raise ConfigError(
+            f"tokenizer has {tok.get_vocab_size()} tokens but the model's vocab_size is {vocab_size}; "
+            f"raise vocab_size in [model.overrides] or use a smaller tokenizer"
+        )
     return tok, eos

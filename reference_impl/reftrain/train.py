@@ -73,14 +73,17 @@ def build_parallel_model(cfg: Config, mesh: Mesh, device: torch.device) -> Paral
     """Builds, splits, shards and initialises the model for this rank (weights from `training.seed`)."""
     hf = cfg.hf_config_dict()
     if mesh.pp > 1 and hf.get("tie_word_embeddings"):
-        raise ConfigError(f"{cfg.source}: tie_word_embeddings = true cannot be split over parallel.pp = {mesh.pp}; "
-                          f"set [model.overrides] tie_word_embeddings = false or pp = 1")
+        raise ConfigError(
+            f"{cfg.source}: tie_word_embeddings = true cannot be split over parallel.pp = {mesh.pp}; "
+            f"set [model.overrides] tie_word_embeddings = false or pp = 1"
+        )
     model = build_model(hf, device="meta")
     num_moe_layers = len(moe_blocks(model))
     split_model(model, mesh.pp, mesh.pp_rank)
     shard_experts(model, mesh.ep_mesh)
-    set_aux_loss_scale(moe_blocks(model), cfg.training.aux_loss_coef, num_moe_layers,
-                       cfg.data_ranks * cfg.num_microbatches)
+    set_aux_loss_scale(
+        moe_blocks(model), cfg.training.aux_loss_coef, num_moe_layers, cfg.data_ranks * cfg.num_microbatches
+    )
     dtype = compute_dtype(cfg, device)
     model.to_empty(device=device)
     model.init_weights(cfg.training.seed)
@@ -98,8 +101,16 @@ def build_parallel_model(cfg: Config, mesh: Mesh, device: torch.device) -> Paral
     if compile_on:
         pm.loss_fn.token_loss_sum = torch.compile(token_loss_sum)
     if mesh.pp > 1:
-        pm.schedule = build_schedule(model, mesh.pp_rank, mesh.pp, mesh.pp_group, device, cfg.num_microbatches,
-                                     pm.loss_fn, cfg.parallel.pp_schedule)
+        pm.schedule = build_schedule(
+            model,
+            mesh.pp_rank,
+            mesh.pp,
+            mesh.pp_group,
+            device,
+            cfg.num_microbatches,
+            pm.loss_fn,
+            cfg.parallel.pp_schedule,
+        )
     return pm
 
 
@@ -176,8 +187,11 @@ class Run:
 
 def setup(cfg: Config) -> Run:
     """Process group, validation, mesh, model, optimizer, data, and resume or HF init when asked."""
-    device_type = "cuda" if cfg.training.device == "cuda" or (cfg.training.device == "auto"
-                                                              and torch.cuda.is_available()) else "cpu"
+    device_type = (
+        "cuda"
+        if cfg.training.device == "cuda" or (cfg.training.device == "auto" and torch.cuda.is_available())
+        else "cpu"
+    )
     init_distributed(device_type)
     validate(cfg, dist.get_world_size())
     device = resolve_device(cfg)
@@ -211,9 +225,16 @@ def train_step(run: Run, step: int) -> dict:
     if pm.device.type == "cuda":
         torch.cuda.synchronize()
     dt = time.perf_counter() - t0
-    return {"step": step + 1, "loss": loss, "aux": aux, "grad_norm": grad_norm, "lr": lr,
-            "tokens_per_s": cfg.data.global_batch_size * cfg.data.seq_len / dt, "step_time_s": dt,
-            "peak_mem_gb": peak_memory_gb(pm.device)}
+    return {
+        "step": step + 1,
+        "loss": loss,
+        "aux": aux,
+        "grad_norm": grad_norm,
+        "lr": lr,
+        "tokens_per_s": cfg.data.global_batch_size * cfg.data.seq_len / dt,
+        "step_time_s": dt,
+        "peak_mem_gb": peak_memory_gb(pm.device),
+    }
 
 
 def train(cfg: Config) -> list[dict]:
@@ -221,18 +242,31 @@ def train(cfg: Config) -> list[dict]:
     run = setup(cfg)
     is_logger = dist.get_rank() == 0
     if is_logger:
-        print(json.dumps({"event": "start", "world_size": dist.get_world_size(), "device": str(run.pm.device),
-                          "dtype": str(run.pm.dtype), "start_step": run.start_step, "config": cfg.to_dict()}),
-              flush=True)
+        print(
+            json.dumps(
+                {
+                    "event": "start",
+                    "world_size": dist.get_world_size(),
+                    "device": str(run.pm.device),
+                    "dtype": str(run.pm.dtype),
+                    "start_step": run.start_step,
+                    "config": cfg.to_dict(),
+                }
+            ),
+            flush=True,
+        )
     records = []
     for step in range(run.start_step, cfg.training.steps):
         record = train_step(run, step)
         records.append(record)
         done = step + 1 == cfg.training.steps
         if is_logger and ((step + 1) % cfg.training.log_interval == 0 or done):
-            print(f"step {record['step']:5d} | loss {record['loss']:.4f} | aux {record['aux']:.4f} "
-                  f"| grad_norm {record['grad_norm']:.3f} | lr {record['lr']:.2e} "
-                  f"| tokens/s {record['tokens_per_s']:.0f} | peak_mem {record['peak_mem_gb']:.2f} GB", flush=True)
+            print(
+                f"step {record['step']:5d} | loss {record['loss']:.4f} | aux {record['aux']:.4f} "
+                f"| grad_norm {record['grad_norm']:.3f} | lr {record['lr']:.2e} "
+                f"| tokens/s {record['tokens_per_s']:.0f} | peak_mem {record['peak_mem_gb']:.2f} GB",
+                flush=True,
+            )
         if cfg.checkpoint.dir and (done or (cfg.checkpoint.interval and (step + 1) % cfg.checkpoint.interval == 0)):
             checkpoint.save(cfg.checkpoint.dir, step + 1, run.pm.model, run.optimizer, run.loader, run.pm.mesh)
     return records

@@ -11,8 +11,10 @@ from reftrain.config import PACKAGE_ROOT, load_config
 
 CONFIG = "examples/tiny_qwen3_moe.toml"
 SMALL = ["--training.steps=3", "--data.seq_len=32", "--training.log_interval=1"]
-STEP_LINE = re.compile(r"^step +(\d+) \| loss ([\d.]+) \| aux ([\d.]+) \| grad_norm ([\d.]+) \| lr ([\d.e+-]+) "
-                       r"\| tokens/s (\d+) \| peak_mem ([\d.]+) GB$")
+STEP_LINE = re.compile(
+    r"^step +(\d+) \| loss ([\d.]+) \| aux ([\d.]+) \| grad_norm ([\d.]+) \| lr ([\d.e+-]+) "
+    r"\| tokens/s (\d+) \| peak_mem ([\d.]+) GB$"
+)
 
 
 def run(cmd: list[str]) -> subprocess.CompletedProcess:
@@ -30,8 +32,20 @@ def test_torchrun_trains_with_expert_parallelism():
 
 
 def test_bench_prints_one_json_line_with_stated_flops():
-    proc = run([sys.executable, "-m", "reftrain.bench", CONFIG, "--warmup", "1", "--steps", "2",
-                "--data.seq_len=32", "--peak-tflops=100"])
+    proc = run(
+        [
+            sys.executable,
+            "-m",
+            "reftrain.bench",
+            CONFIG,
+            "--warmup",
+            "1",
+            "--steps",
+            "2",
+            "--data.seq_len=32",
+            "--peak-tflops=100",
+        ]
+    )
     lines = proc.stdout.strip().splitlines()
     assert len(lines) == 1
     result = json.loads(lines[0])
@@ -39,23 +53,46 @@ def test_bench_prints_one_json_line_with_stated_flops():
     hf = cfg.hf_config_dict()
     heads, d_qk, d_v = attention_dims(hf)
     h, e_i, k = hf["hidden_size"], hf["moe_intermediate_size"], hf["num_experts_per_tok"]
-    per_layer = (h * heads * d_qk * 2 + h * hf["num_key_value_heads"] * d_qk * 2 + 2 * d_qk + 2 * h
-                 + hf["num_experts"] * h + k * 3 * h * e_i)
+    per_layer = (
+        h * heads * d_qk * 2
+        + h * hf["num_key_value_heads"] * d_qk * 2
+        + 2 * d_qk
+        + 2 * h
+        + hf["num_experts"] * h
+        + k * 3 * h * e_i
+    )
     active = hf["num_hidden_layers"] * per_layer + h * hf["vocab_size"] + h
     assert result["active_params"] == active
     tokens = cfg.data.global_batch_size * cfg.data.seq_len
     flops = (6 * active + 6 * hf["num_hidden_layers"] * heads * cfg.data.seq_len * (d_qk + d_v)) * tokens
     assert abs(result["tflops"] - flops / result["step_time_s"] / 1e12) < 1e-9
     assert result["mfu"] == result["tflops"] / 100
-    assert result["tokens_per_s"] > 0 and result["peak_mem_gb"] > 0 and result["config"]["data"]["source"] == "synthetic"
+    assert (
+        result["tokens_per_s"] > 0 and result["peak_mem_gb"] > 0 and result["config"]["data"]["source"] == "synthetic"
+    )
 
 
 def test_bench_runs_another_model_config_and_states_its_spread():
     """--model-config swaps the model under the same run config; --repeats times separate windows."""
     tiny = sorted((PACKAGE_ROOT / "examples" / "models").glob("*_tiny.json"))
     other = next(p for p in tiny if json.loads(p.read_text())["model_type"] != "qwen3_moe")
-    proc = run([sys.executable, "-m", "reftrain.bench", CONFIG, "--warmup", "1", "--steps", "2", "--repeats", "3",
-                "--data.seq_len=32", "--model-config", str(other.relative_to(PACKAGE_ROOT))])
+    proc = run(
+        [
+            sys.executable,
+            "-m",
+            "reftrain.bench",
+            CONFIG,
+            "--warmup",
+            "1",
+            "--steps",
+            "2",
+            "--repeats",
+            "3",
+            "--data.seq_len=32",
+            "--model-config",
+            str(other.relative_to(PACKAGE_ROOT)),
+        ]
+    )
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["model_type"] == json.loads(other.read_text())["model_type"]
     assert result["config"]["model"]["config"] == str(other)
@@ -63,6 +100,11 @@ def test_bench_runs_another_model_config_and_states_its_spread():
     assert len(samples) == 3 and result["repeats"] == 3 and result["layout"] == "pp=1 dp=1 ep=1"
     assert sorted(samples)[1] == result["tokens_per_s"]
     assert result["tokens_per_s_min"] == min(samples) and result["tokens_per_s_max"] == max(samples)
-    missing = subprocess.run([sys.executable, "-m", "reftrain.bench", CONFIG, "--model-config", "nope.json"],
-                             capture_output=True, text=True, timeout=180, cwd=PACKAGE_ROOT)
+    missing = subprocess.run(
+        [sys.executable, "-m", "reftrain.bench", CONFIG, "--model-config", "nope.json"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=PACKAGE_ROOT,
+    )
     assert missing.returncode == 2 and "--model-config nope.json: no such file" in missing.stderr

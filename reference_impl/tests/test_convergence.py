@@ -11,8 +11,9 @@ MARGIN = 0.30
 @pytest.mark.timeout(120)
 def test_tiny_qwen3_moe_loss_falls_on_bundled_corpus():
     config = str(PACKAGE_ROOT / "examples" / "tiny_qwen3_moe.toml")
-    records = run_distributed(train_records, 1, config, ["--training.steps=40", "--data.seq_len=64",
-                                                         "--training.log_interval=100"])[0]
+    records = run_distributed(
+        train_records, 1, config, ["--training.steps=40", "--data.seq_len=64", "--training.log_interval=100"]
+    )[0]
     first = records[0]["loss"]
     last = sum(r["loss"] for r in records[-5:]) / 5
     assert last <= (1 - MARGIN) * first, f"loss {first:.3f} -> {last:.3f}: fell less than {MARGIN:.0%}"

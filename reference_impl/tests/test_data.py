@@ -7,8 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from reftrain.config import ConfigError, load_config
-from reftrain.config import PACKAGE_ROOT
+from reftrain.config import PACKAGE_ROOT, ConfigError, load_config
 from reftrain.data import PackedLoader, read_documents
 
 CONFIG = PACKAGE_ROOT / "examples" / "tiny_qwen3_moe.toml"

@@ -25,8 +25,18 @@ def test_generate_from_trained_checkpoint_matches_transformers(tmp_path):
     trained = run("-m", "reftrain.train", str(CONFIG), "--training.steps=3", f"--checkpoint.dir={ckpt}")
     assert trained.returncode == 0, trained.stderr[-2000:]
 
-    result = run("-m", "reftrain.generate", str(CONFIG), "--checkpoint", str(ckpt), "--prompt", "Once upon a time",
-                 "--max-new-tokens", "12", "--json")
+    result = run(
+        "-m",
+        "reftrain.generate",
+        str(CONFIG),
+        "--checkpoint",
+        str(ckpt),
+        "--prompt",
+        "Once upon a time",
+        "--max-new-tokens",
+        "12",
+        "--json",
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])
     prompt = torch.tensor([out["prompt_ids"]])
@@ -40,10 +50,12 @@ def test_generate_from_trained_checkpoint_matches_transformers(tmp_path):
     assert changed, "the checkpoint's trained weights were not loaded"
 
     hf = transformers.AutoModelForCausalLM.from_config(
-        transformers.AutoConfig.for_model(**hf_config), attn_implementation="eager").eval()
+        transformers.AutoConfig.for_model(**hf_config), attn_implementation="eager"
+    ).eval()
     hf.load_state_dict(ours.state_dict(), strict=True)
-    expected = hf.generate(prompt, max_new_tokens=len(out["ids"]) - prompt.shape[1], do_sample=False,
-                           eos_token_id=None, pad_token_id=0)
+    expected = hf.generate(
+        prompt, max_new_tokens=len(out["ids"]) - prompt.shape[1], do_sample=False, eos_token_id=None, pad_token_id=0
+    )
     assert out["ids"] == expected[0].tolist()
 
 

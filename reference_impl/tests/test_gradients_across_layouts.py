@@ -19,8 +19,15 @@ from reftrain.loss import IGNORE_INDEX
 from reftrain.models import MODELS
 from reftrain.optim import clip_grads, global_grad_norm
 from reftrain.parallel.mesh import init_mesh
-from reftrain.testing import (LadderCase, each_case, full_grad, grad_distance, random_batch, reference_step,
-                              run_distributed)
+from reftrain.testing import (
+    LadderCase,
+    each_case,
+    full_grad,
+    grad_distance,
+    random_batch,
+    reference_step,
+    run_distributed,
+)
 
 LAYOUTS = {"dp2": (1, 2, 1), "ep2": (1, 1, 2), "pp2": (2, 1, 1)}
 CPU_TOLERANCES = dict(loss_rtol=1e-5, loss_atol=1e-6, grad_tol=4e-9)
@@ -79,8 +86,10 @@ def layout_rank(case: LadderCase) -> dict:
             if grad.shape != want.shape:
                 problems.append(f"{when} {name}: shape {tuple(grad.shape)} != {tuple(want.shape)}")
             elif not grad_distance(grad, want) < case.grad_tol:
-                problems.append(f"{when} {name}: gradient distance {grad_distance(grad, want):.2e} "
-                                f"(norm {grad.norm():.4e} vs reference {want.norm():.4e})")
+                problems.append(
+                    f"{when} {name}: gradient distance {grad_distance(grad, want):.2e} "
+                    f"(norm {grad.norm():.4e} vs reference {want.norm():.4e})"
+                )
 
     compare(1.0, "before clipping:")
     clip_grads(params, ref_norm / 2)
@@ -107,8 +116,11 @@ def test_padded_batch_gradients_norm_and_clipping_match_one_device(model_type, l
 def test_padded_batch_gradients_norm_and_clipping_match_one_device_gpu(world_size):
     if torch.cuda.device_count() < world_size:
         pytest.skip(f"needs {world_size} GPUs, {torch.cuda.device_count()} visible")
-    cases = [LadderCase(model_type, pp=pp, dp=dp, ep=ep, device="cuda", **GPU_TOLERANCES)
-             for model_type in sorted(MODELS) for pp, dp, ep in GPU_LAYOUTS[world_size]]
+    cases = [
+        LadderCase(model_type, pp=pp, dp=dp, ep=ep, device="cuda", **GPU_TOLERANCES)
+        for model_type in sorted(MODELS)
+        for pp, dp, ep in GPU_LAYOUTS[world_size]
+    ]
     results = run_distributed(each_case, world_size, layout_rank, cases, device_type="cuda")
     assert {r["case"] for per_rank in results for r in per_rank} == {c.name for c in cases}
 

@@ -118,11 +118,30 @@ PAIRS = [
     {"use_sliding_window": True, "sliding_window": 6, "num_key_value_heads": 4},
     # Rope scaling x positions beyond the original length (original 8, decoding to DECODE_LEN). head_dim
     # is explicit because transformers' yarn reads it from the config (None fails there).
-    {"rope_parameters": {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 8,
-                         "rope_theta": 100.0}, "max_position_embeddings": 32, "head_dim": 16},
-    {"rope_parameters": {"rope_type": "yarn", "factor": 2.0, "original_max_position_embeddings": 8,
-                         "rope_theta": 50.0, "beta_fast": 8, "beta_slow": 2, "mscale": 1.0,
-                         "mscale_all_dim": 0.5}, "max_position_embeddings": 16, "head_dim": 16},
+    {
+        "rope_parameters": {
+            "rope_type": "yarn",
+            "factor": 4.0,
+            "original_max_position_embeddings": 8,
+            "rope_theta": 100.0,
+        },
+        "max_position_embeddings": 32,
+        "head_dim": 16,
+    },
+    {
+        "rope_parameters": {
+            "rope_type": "yarn",
+            "factor": 2.0,
+            "original_max_position_embeddings": 8,
+            "rope_theta": 50.0,
+            "beta_fast": 8,
+            "beta_slow": 2,
+            "mscale": 1.0,
+            "mscale_all_dim": 0.5,
+        },
+        "max_position_embeddings": 16,
+        "head_dim": 16,
+    },
     {"rope_parameters": {"rope_type": "linear", "factor": 0.25, "rope_theta": 20.0}},
     {"rope_parameters": {"rope_type": "default", "rope_theta": 7.0}},
     {"rope_theta": 40.0, "rope_scaling": {"type": "linear", "factor": 2.5}},
@@ -143,11 +162,29 @@ DROP = "<absent>"
 """An override value that removes the key from the tiny config: the model must fall back to transformers'
 default, which the tiny config (setting every key) never exercises."""
 
-DEFAULTED = ["rms_norm_eps", "rope_theta", "rope_scaling", "sliding_window", "router_jitter_noise",
-             "tie_word_embeddings", "attention_bias", "mlp_bias", "norm_topk_prob", "routed_scaling_factor",
-             "topk_method", "n_group", "topk_group", "first_k_dense_replace", "n_shared_experts",
-             "decoder_sparse_step", "mlp_only_layers", "use_sliding_window", "num_experts_per_tok", "hidden_act",
-             "max_position_embeddings"]
+DEFAULTED = [
+    "rms_norm_eps",
+    "rope_theta",
+    "rope_scaling",
+    "sliding_window",
+    "router_jitter_noise",
+    "tie_word_embeddings",
+    "attention_bias",
+    "mlp_bias",
+    "norm_topk_prob",
+    "routed_scaling_factor",
+    "topk_method",
+    "n_group",
+    "topk_group",
+    "first_k_dense_replace",
+    "n_shared_experts",
+    "decoder_sparse_step",
+    "mlp_only_layers",
+    "use_sliding_window",
+    "num_experts_per_tok",
+    "hidden_act",
+    "max_position_embeddings",
+]
 """Keys whose transformers default suits a tiny model (no size field with a default of thousands)."""
 
 RANDOM_CASES = 12
@@ -194,7 +231,11 @@ def applies(model_type: str, overrides: dict) -> bool:
     config = make_config(model_type, overrides)
     if config.get("topk_method") == "group_limited_greedy":
         experts, groups = config["n_routed_experts"], config.get("n_group") or 0
-        if not groups or experts % groups or config["num_experts_per_tok"] > (config.get("topk_group") or 0) * experts // groups:
+        if (
+            not groups
+            or experts % groups
+            or config["num_experts_per_tok"] > (config.get("topk_group") or 0) * experts // groups
+        ):
             return False
     if config["num_attention_heads"] % config.get("num_key_value_heads", config["num_attention_heads"]):
         return False
@@ -308,8 +349,11 @@ def compare(model_type: str, overrides: dict) -> dict:
         ours = build_model(config, device="cpu")
     except ValueError as e:
         # Refusable: the REFUSABLE fields, and a removed key transformers has no usable default for (None).
-        refused = [name for name, value in overrides.items() if name in str(e) and (
-            name in REFUSABLE or value == DROP and hf_default(model_type, name) is None)]
+        refused = [
+            name
+            for name, value in overrides.items()
+            if name in str(e) and (name in REFUSABLE or value == DROP and hf_default(model_type, name) is None)
+        ]
         assert refused, f"{overrides}: refused with {e!r}; only {sorted(REFUSABLE)} may be refused, by name"
         return {}
     ours.load_state_dict(hf.state_dict(), strict=True)
@@ -328,7 +372,9 @@ def compare(model_type: str, overrides: dict) -> dict:
     assert expected.abs().max() > 1.0, "weights too small for the comparison to mean anything"
     with torch.no_grad():
         errors["logits"] = max(rel_err(fast, expected), rel_err(ours.reference_forward(ids), expected))
-    assert len(our_routing) == len(hf_routing), f"{len(our_routing)} MoE routers ran, transformers ran {len(hf_routing)}"
+    assert len(our_routing) == len(hf_routing), (
+        f"{len(our_routing)} MoE routers ran, transformers ran {len(hf_routing)}"
+    )
     blocks = [m for m in ours.modules() if hasattr(m, "aux_loss_scale")]
     assert len(blocks) == len(hf_routing)
     errors["routing"] = errors["aux"] = 0.0
@@ -363,29 +409,46 @@ def compare(model_type: str, overrides: dict) -> dict:
             continue
         got = torch.zeros_like(want) if our_grads[name] is None else our_grads[name]
         errors["grads"] = max(errors["grads"], rel_err(got, want, floor))
-        if config.get("pad_token_id") is not None and name.endswith("embed_tokens.weight") and not config.get(
-            "tie_word_embeddings"):  # tied, the lm_head side gives the padding row a gradient
+        if (
+            config.get("pad_token_id") is not None
+            and name.endswith("embed_tokens.weight")
+            and not config.get("tie_word_embeddings")
+        ):  # tied, the lm_head side gives the padding row a gradient
             assert not our_grads[name][config["pad_token_id"]].any(), "the padding embedding row got a gradient"
 
     # Greedy decoding past every window and original rope length: tokens and each step's logits.
     prompt = batch(config, seq=DECODE_PROMPT, seed=3)
-    out = hf.generate(prompt, max_new_tokens=DECODE_NEW, do_sample=False, eos_token_id=None, pad_token_id=0,
-                      output_logits=True, return_dict_in_generate=True)
+    out = hf.generate(
+        prompt,
+        max_new_tokens=DECODE_NEW,
+        do_sample=False,
+        eos_token_id=None,
+        pad_token_id=0,
+        output_logits=True,
+        return_dict_in_generate=True,
+    )
     cached_tokens, cached_steps = decode_steps(ours, prompt, DECODE_NEW, cached=True)
     full_tokens, full_steps = decode_steps(ours, prompt, DECODE_NEW, cached=False)
     assert torch.equal(cached_tokens, out.sequences), "greedy tokens with the KV cache differ from transformers'"
     assert torch.equal(full_tokens, out.sequences), "greedy tokens without the KV cache differ from transformers'"
     assert torch.equal(greedy_generate(ours, prompt, DECODE_NEW), out.sequences)
-    errors["decode"] = max(rel_err(step, want) for steps in (cached_steps, full_steps)
-                           for step, want in zip(steps, out.logits))
+    errors["decode"] = max(
+        rel_err(step, want) for steps in (cached_steps, full_steps) for step, want in zip(steps, out.logits)
+    )
     return errors
 
 
 @pytest.mark.parametrize("model_type,overrides", CASES)
 def test_parity_with_transformers_over_the_config_sweep(model_type, overrides):
     errors = compare(model_type, overrides)
-    limits = {"logits": LOGITS_RTOL, "train_logits": LOGITS_RTOL, "decode": DECODE_RTOL, "grads": GRAD_RTOL,
-              "routing": ROUTING_RTOL, "aux": AUX_RTOL}
+    limits = {
+        "logits": LOGITS_RTOL,
+        "train_logits": LOGITS_RTOL,
+        "decode": DECODE_RTOL,
+        "grads": GRAD_RTOL,
+        "routing": ROUTING_RTOL,
+        "aux": AUX_RTOL,
+    }
     too_far = {k: f"{v:.2e} > {limits[k]:.0e}" for k, v in errors.items() if not v <= limits[k]}
     assert not too_far, f"{overrides}: relative error beyond fp32 tolerance: {too_far}"
 
@@ -394,19 +457,29 @@ def test_parity_with_transformers_over_the_config_sweep(model_type, overrides):
 def test_every_config_field_is_swept_or_excluded(model_type):
     """Each field of transformers' config class gets a value new to the tiny config somewhere in the
     sweep, or is excluded with a reason: a field transformers adds cannot go unchecked silently."""
-    covered = {name for case in sweep(model_type) for name, value in case.items()
-               if name in hf_fields(model_type) and value != DROP and differs(model_type, name, value)}
+    covered = {
+        name
+        for case in sweep(model_type)
+        for name, value in case.items()
+        if name in hf_fields(model_type) and value != DROP and differs(model_type, name, value)
+    }
     missing = [n for n in hf_fields(model_type) if n not in covered and n not in EXCLUDED]
-    assert not missing, (f"{model_type}: config fields no sweep case changes: {missing}; add values to "
-                         "FIELD_VALUES or PAIRS, or a reason to EXCLUDED")
+    assert not missing, (
+        f"{model_type}: config fields no sweep case changes: {missing}; add values to "
+        "FIELD_VALUES or PAIRS, or a reason to EXCLUDED"
+    )
 
 
 def test_sweep_is_deterministic_and_reaches_beyond_windows_and_rope_lengths():
     assert [sweep(m) for m in MODEL_TYPES] == [sweep(m) for m in MODEL_TYPES]
     windows = [c["sliding_window"] for m in MODEL_TYPES for c in sweep(m) if isinstance(c.get("sliding_window"), int)]
     assert windows and max(windows) < DECODE_LEN
-    originals = [c["rope_parameters"]["original_max_position_embeddings"] for m in MODEL_TYPES for c in sweep(m)
-                 if "original_max_position_embeddings" in (c.get("rope_parameters") or {})]
+    originals = [
+        c["rope_parameters"]["original_max_position_embeddings"]
+        for m in MODEL_TYPES
+        for c in sweep(m)
+        if "original_max_position_embeddings" in (c.get("rope_parameters") or {})
+    ]
     assert originals and max(originals) < DECODE_LEN
 
 

@@ -6,7 +6,7 @@ Both our fast path (SDPA, permuted grouped experts) and our eager `reference_for
 import pytest
 import torch
 import torch.nn.functional as F
-from hf_models import HF_CLASSES, MODEL_TYPES, EXAMPLES, hf_model, our_model, tiny_config, tokens
+from hf_models import EXAMPLES, HF_CLASSES, MODEL_TYPES, hf_model, our_model, tiny_config, tokens
 
 from reftrain.models import build_model, load_hf_config
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from reftrain.models import MODELS
-from reftrain.testing import LadderCase, cases_for, grad_distance, run_distributed, ladder_rungs
+from reftrain.testing import LadderCase, cases_for, grad_distance, ladder_rungs, run_distributed
 
 GPU_TOLERANCES = dict(dtype="bfloat16", loss_rtol=2e-2, loss_atol=2e-2, grad_tol=5e-2)
 """bf16 autocast + bf16 FSDP compute vs an fp32 reference: about 3 significant digits per op."""

@@ -60,8 +60,11 @@ def test_pipeline_stages_chain_to_the_full_model(model_type):
 def router_outputs(model) -> tuple[list, list]:
     """Forward hooks on every MoE router (`...mlp.gate`): each call's (router logits, chosen experts)."""
     records = []
-    handles = [m.register_forward_hook(lambda mod, args, out: records.append((out[0], out[2])))
-               for n, m in model.named_modules() if n.endswith("mlp.gate")]
+    handles = [
+        m.register_forward_hook(lambda mod, args, out: records.append((out[0], out[2])))
+        for n, m in model.named_modules()
+        if n.endswith("mlp.gate")
+    ]
     return records, handles
 
 
@@ -138,7 +141,10 @@ def test_training_loss_with_aux_equals_transformers(model_type, train):
     torch.manual_seed(0)
     out = hf(ids, labels=ids)
     if getattr(out, "aux_loss", None) is None:
-        pytest.skip(f"transformers' {model_type} defines no router aux loss (test_aux_loss_value_and_its_gradient_at_the_scale covers ours)")
+        pytest.skip(
+            f"transformers' {model_type} defines no router aux loss "
+            "(test_aux_loss_value_and_its_gradient_at_the_scale covers ours)"
+        )
     out.loss.backward()
     ours = our_model(hf, config).train(train)
     blocks = [m for m in ours.modules() if hasattr(m, "aux_loss_scale")]
@@ -161,7 +167,9 @@ def test_training_loss_with_aux_equals_transformers(model_type, train):
 def test_unknown_model_type_names_the_known_ones(tmp_path):
     path = tmp_path / "config.json"
     path.write_text(json.dumps({"model_type": "llama"}))
-    with pytest.raises(ValueError, match=r"'llama' is not supported; known model types: \['deepseek_v2', 'mixtral', 'qwen3_moe'\]"):
+    with pytest.raises(
+        ValueError, match=r"'llama' is not supported; known model types: \['deepseek_v2', 'mixtral', 'qwen3_moe'\]"
+    ):
         load_hf_config(tmp_path)
     with pytest.raises(ValueError, match="rope type 'longrope'"):
         build_model(tiny_config("mixtral", rope_scaling={"type": "longrope", "factor": 2.0}))

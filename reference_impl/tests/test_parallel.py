@@ -12,8 +12,9 @@ def test_each_ep_rank_holds_only_its_slice_of_experts(model_type):
     ranks = run_distributed(expert_layout, 2, model_type, 2)
     for rank, layout in enumerate(ranks):
         assert layout["num_experts"], "the model has no MoE layers"
-        for total, local, offset, shape in zip(layout["num_experts"], layout["local"], layout["offset"],
-                                               layout["shapes"]):
+        for total, local, offset, shape in zip(
+            layout["num_experts"], layout["local"], layout["offset"], layout["shapes"]
+        ):
             assert local == total // 2 and shape[0] == total // 2
             assert offset == rank * total // 2
         assert all(layout["has_group"])

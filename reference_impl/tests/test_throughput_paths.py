@@ -52,16 +52,24 @@ def test_summary_of_recorded_run_reproduces_its_table(tmp_path):
     parts = re.split(r"^=== (\S+) \(limit.*$", text, flags=re.M)
     for name, body in zip(parts[1::2], parts[2::2]):
         (tmp_path / f"{name}.log").write_text(body.split("\n=== ")[0])
-    recorded_table = text[text.index("| trainer |"):text.index("DONE in")].strip()
-    proc = subprocess.run([sys.executable, str(PACKAGE_ROOT / "benchmarks" / "summarize.py"), str(tmp_path)],
-                          capture_output=True, text=True, timeout=60)
+    recorded_table = text[text.index("| trainer |") : text.index("DONE in")].strip()
+    proc = subprocess.run(
+        [sys.executable, str(PACKAGE_ROOT / "benchmarks" / "summarize.py"), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == recorded_table
     assert re.search(r"^\| qwen \| [\d,]+ \(noac\) \| [\d,]+ \(\w+\) \| \d\.\d\dx \|$", proc.stdout, re.M)
 
 
 def test_summary_of_a_missing_folder_says_what_to_pass(tmp_path):
-    proc = subprocess.run([sys.executable, str(PACKAGE_ROOT / "benchmarks" / "summarize.py"), str(tmp_path / "nope")],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, str(PACKAGE_ROOT / "benchmarks" / "summarize.py"), str(tmp_path / "nope")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode != 0
     assert "is not a folder" in proc.stderr and "side_by_side.sh" in proc.stderr

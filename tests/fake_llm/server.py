@@ -14,8 +14,8 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable
 
 # Shapes of real provider keys; a test key must never look like one.
 REAL_KEY_PATTERN = re.compile(r"(?:sk-ant-api\d\d-|sk-proj-|sk-svcacct-|sk-)[A-Za-z0-9_\-]{32,}")
@@ -67,8 +67,13 @@ def tool_results_in(path: str, body: dict) -> int:
     """How many tool results the request carries: the step of a conversation, without server state
     (each CLI resends the whole history every call)."""
     if path == "/v1/messages":
-        return sum(1 for m in body.get("messages", []) if isinstance(m.get("content"), list)
-                   for block in m["content"] if isinstance(block, dict) and block.get("type") == "tool_result")
+        return sum(
+            1
+            for m in body.get("messages", [])
+            if isinstance(m.get("content"), list)
+            for block in m["content"]
+            if isinstance(block, dict) and block.get("type") == "tool_result"
+        )
     if path == "/v1/responses":
         items = body.get("input") if isinstance(body.get("input"), list) else []
         return sum(1 for item in items if isinstance(item, dict) and item.get("type") == "function_call_output")
@@ -174,7 +179,10 @@ def _handler_for(server: FakeLLMServer):
             if isinstance(item, Failure):
                 headers = {}
                 if item.retry_after_s is not None:
-                    headers = {"retry-after": f"{item.retry_after_s:g}", "retry-after-ms": str(int(item.retry_after_s * 1000))}
+                    headers = {
+                        "retry-after": f"{item.retry_after_s:g}",
+                        "retry-after-ms": str(int(item.retry_after_s * 1000)),
+                    }
                 return self._send(item.status, _error_body(anthropic, item.status, item.message), headers)
             model = body.get("model", "fake")
             if item.on_serve:
@@ -230,14 +238,23 @@ def _error_body(anthropic: bool, status: int, message: str) -> dict:
 
 def _anthropic_message(reply: Reply, model: str) -> dict:
     content = [{"type": "text", "text": reply.text}] if reply.text else []
-    content += [{"type": "tool_use", "id": f"toolu_{uuid.uuid4().hex[:20]}", "name": name, "input": args}
-                for name, args in reply.tool_calls]
+    content += [
+        {"type": "tool_use", "id": f"toolu_{uuid.uuid4().hex[:20]}", "name": name, "input": args}
+        for name, args in reply.tool_calls
+    ]
     return {
-        "id": f"msg_{uuid.uuid4().hex[:20]}", "type": "message", "role": "assistant", "model": model,
-        "content": content, "stop_reason": "tool_use" if reply.tool_calls else "end_turn", "stop_sequence": None,
+        "id": f"msg_{uuid.uuid4().hex[:20]}",
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": content,
+        "stop_reason": "tool_use" if reply.tool_calls else "end_turn",
+        "stop_sequence": None,
         "usage": {
-            "input_tokens": reply.input_tokens, "output_tokens": reply.output_tokens,
-            "cache_creation_input_tokens": reply.cache_write_tokens, "cache_read_input_tokens": reply.cache_read_tokens,
+            "input_tokens": reply.input_tokens,
+            "output_tokens": reply.output_tokens,
+            "cache_creation_input_tokens": reply.cache_write_tokens,
+            "cache_read_input_tokens": reply.cache_read_tokens,
         },
     }
 
@@ -246,7 +263,11 @@ def _openai_completion(reply: Reply, model: str) -> dict:
     message: dict = {"role": "assistant", "content": reply.text or None}
     if reply.tool_calls:
         message["tool_calls"] = [
-            {"id": f"call_{uuid.uuid4().hex[:20]}", "type": "function", "function": {"name": name, "arguments": args if isinstance(args, str) else json.dumps(args)}}
+            {
+                "id": f"call_{uuid.uuid4().hex[:20]}",
+                "type": "function",
+                "function": {"name": name, "arguments": args if isinstance(args, str) else json.dumps(args)},
+            }
             for name, args in reply.tool_calls
         ]
     prompt_tokens = reply.input_tokens + reply.cache_read_tokens + reply.cache_write_tokens
@@ -254,11 +275,21 @@ def _openai_completion(reply: Reply, model: str) -> dict:
     if reply.cache_write_tokens:
         details["cache_write_tokens"] = reply.cache_write_tokens
     return {
-        "id": f"chatcmpl-{uuid.uuid4().hex[:20]}", "object": "chat.completion", "created": int(time.time()), "model": model,
-        "choices": [{"index": 0, "message": message, "logprobs": None,
-                     "finish_reason": "tool_calls" if reply.tool_calls else "stop"}],
+        "id": f"chatcmpl-{uuid.uuid4().hex[:20]}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": message,
+                "logprobs": None,
+                "finish_reason": "tool_calls" if reply.tool_calls else "stop",
+            }
+        ],
         "usage": {
-            "prompt_tokens": prompt_tokens, "completion_tokens": reply.output_tokens,
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": reply.output_tokens,
             "total_tokens": prompt_tokens + reply.output_tokens,
             "prompt_tokens_details": details,
         },
@@ -268,34 +299,63 @@ def _openai_completion(reply: Reply, model: str) -> dict:
 def _split(text: str, parts: int = 3) -> list[str]:
     """`text` in up to `parts` pieces cut anywhere, as real streams cut JSON and text mid-token."""
     size = max(1, -(-len(text) // parts))
-    return [text[i:i + size] for i in range(0, len(text), size)] or [""]
+    return [text[i : i + size] for i in range(0, len(text), size)] or [""]
 
 
 def _anthropic_events(reply: Reply, model: str) -> list[tuple[str, dict]]:
     """The Messages API stream: message_start (input usage, output 1), one start/delta/stop per block,
     message_delta with the final output tokens, message_stop."""
-    events: list[tuple[str, dict]] = [("message_start", {"type": "message_start", "message": {
-        "id": f"msg_{uuid.uuid4().hex[:20]}", "type": "message", "role": "assistant", "model": model, "content": [],
-        "stop_reason": None, "stop_sequence": None,
-        "usage": {"input_tokens": reply.input_tokens, "cache_creation_input_tokens": reply.cache_write_tokens,
-                  "cache_read_input_tokens": reply.cache_read_tokens, "output_tokens": 1}}}),
-        ("ping", {"type": "ping"})]
+    events: list[tuple[str, dict]] = [
+        (
+            "message_start",
+            {
+                "type": "message_start",
+                "message": {
+                    "id": f"msg_{uuid.uuid4().hex[:20]}",
+                    "type": "message",
+                    "role": "assistant",
+                    "model": model,
+                    "content": [],
+                    "stop_reason": None,
+                    "stop_sequence": None,
+                    "usage": {
+                        "input_tokens": reply.input_tokens,
+                        "cache_creation_input_tokens": reply.cache_write_tokens,
+                        "cache_read_input_tokens": reply.cache_read_tokens,
+                        "output_tokens": 1,
+                    },
+                },
+            },
+        ),
+        ("ping", {"type": "ping"}),
+    ]
     blocks: list[tuple[dict, list[dict]]] = []
     if reply.text:
-        blocks.append(({"type": "text", "text": ""},
-                       [{"type": "text_delta", "text": piece} for piece in _split(reply.text)]))
+        blocks.append(
+            ({"type": "text", "text": ""}, [{"type": "text_delta", "text": piece} for piece in _split(reply.text)])
+        )
     for name, args in reply.tool_calls:
         raw = args if isinstance(args, str) else json.dumps(args)
-        blocks.append(({"type": "tool_use", "id": f"toolu_{uuid.uuid4().hex[:20]}", "name": name, "input": {}},
-                       [{"type": "input_json_delta", "partial_json": piece} for piece in _split(raw)]))
+        blocks.append(
+            (
+                {"type": "tool_use", "id": f"toolu_{uuid.uuid4().hex[:20]}", "name": name, "input": {}},
+                [{"type": "input_json_delta", "partial_json": piece} for piece in _split(raw)],
+            )
+        )
     for index, (start, deltas) in enumerate(blocks):
         events.append(("content_block_start", {"type": "content_block_start", "index": index, "content_block": start}))
         events += [("content_block_delta", {"type": "content_block_delta", "index": index, "delta": d}) for d in deltas]
         events.append(("content_block_stop", {"type": "content_block_stop", "index": index}))
-    events.append(("message_delta", {"type": "message_delta",
-                                     "delta": {"stop_reason": "tool_use" if reply.tool_calls else "end_turn",
-                                               "stop_sequence": None},
-                                     "usage": {"output_tokens": reply.output_tokens}}))
+    events.append(
+        (
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "tool_use" if reply.tool_calls else "end_turn", "stop_sequence": None},
+                "usage": {"output_tokens": reply.output_tokens},
+            },
+        )
+    )
     events.append(("message_stop", {"type": "message_stop"}))
     return events
 
@@ -305,20 +365,41 @@ def _openai_response(reply: Reply, model: str) -> dict:
     the Responses API has no cache-write count, so `cache_write_tokens` is billed as plain input here."""
     output: list[dict] = []
     if reply.text:
-        output.append({"type": "message", "id": f"msg_{uuid.uuid4().hex[:20]}", "status": "completed",
-                       "role": "assistant",
-                       "content": [{"type": "output_text", "text": reply.text, "annotations": []}]})
+        output.append(
+            {
+                "type": "message",
+                "id": f"msg_{uuid.uuid4().hex[:20]}",
+                "status": "completed",
+                "role": "assistant",
+                "content": [{"type": "output_text", "text": reply.text, "annotations": []}],
+            }
+        )
     for name, args in reply.tool_calls:
-        output.append({"type": "function_call", "id": f"fc_{uuid.uuid4().hex[:20]}",
-                       "call_id": f"call_{uuid.uuid4().hex[:20]}", "name": name, "status": "completed",
-                       "arguments": args if isinstance(args, str) else json.dumps(args)})
+        output.append(
+            {
+                "type": "function_call",
+                "id": f"fc_{uuid.uuid4().hex[:20]}",
+                "call_id": f"call_{uuid.uuid4().hex[:20]}",
+                "name": name,
+                "status": "completed",
+                "arguments": args if isinstance(args, str) else json.dumps(args),
+            }
+        )
     input_tokens = reply.input_tokens + reply.cache_read_tokens + reply.cache_write_tokens
     return {
-        "id": f"resp_{uuid.uuid4().hex[:20]}", "object": "response", "created_at": int(time.time()),
-        "status": "completed", "model": model, "output": output,
-        "usage": {"input_tokens": input_tokens, "input_tokens_details": {"cached_tokens": reply.cache_read_tokens},
-                  "output_tokens": reply.output_tokens, "output_tokens_details": {"reasoning_tokens": 0},
-                  "total_tokens": input_tokens + reply.output_tokens},
+        "id": f"resp_{uuid.uuid4().hex[:20]}",
+        "object": "response",
+        "created_at": int(time.time()),
+        "status": "completed",
+        "model": model,
+        "output": output,
+        "usage": {
+            "input_tokens": input_tokens,
+            "input_tokens_details": {"cached_tokens": reply.cache_read_tokens},
+            "output_tokens": reply.output_tokens,
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": input_tokens + reply.output_tokens,
+        },
     }
 
 
@@ -327,24 +408,61 @@ def _responses_events(response: dict) -> list[tuple[str, dict]]:
     completed with the usage."""
     seq = iter(range(1_000_000))
     pending = {**response, "status": "in_progress", "output": [], "usage": None}
-    events: list[tuple[str, dict]] = [("response.created", {"type": "response.created", "sequence_number": next(seq),
-                                                            "response": pending})]
+    events: list[tuple[str, dict]] = [
+        ("response.created", {"type": "response.created", "sequence_number": next(seq), "response": pending})
+    ]
     for index, item in enumerate(response["output"]):
         if item["type"] == "message":
             text = item["content"][0]["text"]
-            events.append(("response.output_item.added", {
-                "type": "response.output_item.added", "sequence_number": next(seq), "output_index": index,
-                "item": {**item, "status": "in_progress", "content": []}}))
+            events.append(
+                (
+                    "response.output_item.added",
+                    {
+                        "type": "response.output_item.added",
+                        "sequence_number": next(seq),
+                        "output_index": index,
+                        "item": {**item, "status": "in_progress", "content": []},
+                    },
+                )
+            )
             for piece in _split(text):
-                events.append(("response.output_text.delta", {
-                    "type": "response.output_text.delta", "sequence_number": next(seq), "item_id": item["id"],
-                    "output_index": index, "content_index": 0, "delta": piece}))
+                events.append(
+                    (
+                        "response.output_text.delta",
+                        {
+                            "type": "response.output_text.delta",
+                            "sequence_number": next(seq),
+                            "item_id": item["id"],
+                            "output_index": index,
+                            "content_index": 0,
+                            "delta": piece,
+                        },
+                    )
+                )
         else:
-            events.append(("response.output_item.added", {
-                "type": "response.output_item.added", "sequence_number": next(seq), "output_index": index,
-                "item": {**item, "status": "in_progress", "arguments": ""}}))
-        events.append(("response.output_item.done", {"type": "response.output_item.done", "sequence_number": next(seq),
-                                                      "output_index": index, "item": item}))
-    events.append(("response.completed", {"type": "response.completed", "sequence_number": next(seq),
-                                          "response": response}))
+            events.append(
+                (
+                    "response.output_item.added",
+                    {
+                        "type": "response.output_item.added",
+                        "sequence_number": next(seq),
+                        "output_index": index,
+                        "item": {**item, "status": "in_progress", "arguments": ""},
+                    },
+                )
+            )
+        events.append(
+            (
+                "response.output_item.done",
+                {
+                    "type": "response.output_item.done",
+                    "sequence_number": next(seq),
+                    "output_index": index,
+                    "item": item,
+                },
+            )
+        )
+    events.append(
+        ("response.completed", {"type": "response.completed", "sequence_number": next(seq), "response": response})
+    )
     return events

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 
-import torch
-
 import titan_cpu
+import torch
 
 titan_cpu.install()
 
@@ -21,8 +20,9 @@ from torchtitan.protocols.train_spec import get_train_spec  # noqa: E402
 
 EXPERTS, TOP_K, LAYERS = 8, 2, 2
 BATCH, SEQ = 4, 32
-SIZES = dict(n_layers=LAYERS, dim=64, n_heads=4, n_kv_heads=2, head_dim=16, vocab_size=256, hidden_dim=96,
-             max_seq_len=64)
+SIZES = dict(
+    n_layers=LAYERS, dim=64, n_heads=4, n_kv_heads=2, head_dim=16, vocab_size=256, hidden_dim=96, max_seq_len=64
+)
 
 
 def spec():
@@ -73,13 +73,27 @@ def hf_config(args, moe_hidden: int):
     from transformers import Qwen3MoeConfig
 
     return Qwen3MoeConfig(
-        vocab_size=args.vocab_size, hidden_size=args.dim, intermediate_size=args.hidden_dim,
-        moe_intermediate_size=moe_hidden, num_hidden_layers=args.n_layers, num_attention_heads=args.n_heads,
-        num_key_value_heads=args.n_kv_heads, head_dim=args.head_dim, num_experts=EXPERTS,
-        num_experts_per_tok=TOP_K, norm_topk_prob=True, decoder_sparse_step=1, mlp_only_layers=[],
-        rms_norm_eps=args.norm_eps, rope_theta=args.rope_theta, max_position_embeddings=args.max_seq_len,
-        tie_word_embeddings=args.enable_weight_tying, attention_bias=False, router_aux_loss_coef=0.0,
-        attn_implementation="eager")
+        vocab_size=args.vocab_size,
+        hidden_size=args.dim,
+        intermediate_size=args.hidden_dim,
+        moe_intermediate_size=moe_hidden,
+        num_hidden_layers=args.n_layers,
+        num_attention_heads=args.n_heads,
+        num_key_value_heads=args.n_kv_heads,
+        head_dim=args.head_dim,
+        num_experts=EXPERTS,
+        num_experts_per_tok=TOP_K,
+        norm_topk_prob=True,
+        decoder_sparse_step=1,
+        mlp_only_layers=[],
+        rms_norm_eps=args.norm_eps,
+        rope_theta=args.rope_theta,
+        max_position_embeddings=args.max_seq_len,
+        tie_word_embeddings=args.enable_weight_tying,
+        attention_bias=False,
+        router_aux_loss_coef=0.0,
+        attn_implementation="eager",
+    )
 
 
 def hf_model(config, seed: int = 1):
@@ -144,8 +158,15 @@ def one_device(seed: int = 3) -> dict:
     grads = {n: p.grad.detach().clone() for n, p in model.named_parameters()}
     norm = torch.nn.utils.clip_grad_norm_(model.parameters(), MAX_NORM).item()
     clipped = {n: p.grad.detach().clone() for n, p in model.named_parameters()}
-    return {"state": state, "tokens": tokens, "labels": labels, "loss": loss.item(), "grads": grads, "norm": norm,
-            "clipped": clipped}
+    return {
+        "state": state,
+        "tokens": tokens,
+        "labels": labels,
+        "loss": loss.item(),
+        "grads": grads,
+        "norm": norm,
+        "clipped": clipped,
+    }
 
 
 def run_layout(layout: str, reference: dict, folder, step: bool = False) -> dict:
@@ -159,14 +180,33 @@ def run_layout(layout: str, reference: dict, folder, step: bool = False) -> dict
 
     here, folder = Path(__file__).resolve().parent, Path(folder)
     torch.save({k: reference[k] for k in ("state", "tokens", "labels")}, folder / "in.pt")
-    env = {**os.environ, "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join([str(Path.cwd()), str(here), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
-                           "1" if layout == "one" else "2", str(here / "titan_layout.py"), layout, str(folder),
-                           str(MAX_NORM), *(["step"] if step else [])],
-                          capture_output=True, text=True, env=env, timeout=600)
-    assert proc.returncode == 0 and (folder / "out.pt").is_file(), \
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([str(Path.cwd()), str(here), os.environ.get("PYTHONPATH", "")]),
+    }
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "1" if layout == "one" else "2",
+            str(here / "titan_layout.py"),
+            layout,
+            str(folder),
+            str(MAX_NORM),
+            *(["step"] if step else []),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert proc.returncode == 0 and (folder / "out.pt").is_file(), (
         f"{layout} run failed (exit {proc.returncode}):\n{(proc.stdout + proc.stderr)[-4000:]}"
+    )
     return torch.load(folder / "out.pt")
 
 
@@ -177,6 +217,7 @@ def worst(got: dict, want: dict) -> tuple[float, str]:
 
 
 # ---- inputs for TorchTitan's own trainer (titan_train.py) -------------------------------------------------
+
 
 def trainer_inputs(folder) -> tuple[str, str]:
     """A word-level tokenizer (fits the tiny vocabulary) and a c4-style train.jsonl in `folder`; returns
@@ -193,7 +234,9 @@ def trainer_inputs(folder) -> tuple[str, str]:
     tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
     (folder / "tokenizer").mkdir(parents=True)
     tokenizer.save(str(folder / "tokenizer" / "tokenizer.json"))
-    (folder / "tokenizer" / "tokenizer_config.json").write_text(json.dumps({"bos_token": "<bos>", "eos_token": "<eos>"}))
+    (folder / "tokenizer" / "tokenizer_config.json").write_text(
+        json.dumps({"bos_token": "<bos>", "eos_token": "<eos>"})
+    )
     (folder / "data").mkdir()
     g = torch.Generator().manual_seed(7)
     with open(folder / "data" / "train.jsonl", "w") as f:
@@ -204,15 +247,44 @@ def trainer_inputs(folder) -> tuple[str, str]:
 
 
 def trainer_args(assets: str, data: str, dump: str, steps: int = 3) -> list[str]:
-    return ["--model.name", "qwen3", "--model.flavor", "atebench_tiny", "--model.hf_assets_path", assets,
-            "--training.dataset", "c4_test", "--training.dataset_path", data, "--training.local_batch_size", "2",
-            "--training.seq_len", str(SEQ), "--training.steps", str(steps), "--training.mixed_precision_param",
-            "float32", "--activation_checkpoint.mode", "none", "--metrics.log_freq", "1",
-            "--metrics.disable_color_printing", "--debug.seed", "42", "--debug.deterministic", "--job.dump_folder",
-            dump, "--checkpoint.enable", "--lr_scheduler.warmup_steps", "1"]
+    return [
+        "--model.name",
+        "qwen3",
+        "--model.flavor",
+        "atebench_tiny",
+        "--model.hf_assets_path",
+        assets,
+        "--training.dataset",
+        "c4_test",
+        "--training.dataset_path",
+        data,
+        "--training.local_batch_size",
+        "2",
+        "--training.seq_len",
+        str(SEQ),
+        "--training.steps",
+        str(steps),
+        "--training.mixed_precision_param",
+        "float32",
+        "--activation_checkpoint.mode",
+        "none",
+        "--metrics.log_freq",
+        "1",
+        "--metrics.disable_color_printing",
+        "--debug.seed",
+        "42",
+        "--debug.deterministic",
+        "--job.dump_folder",
+        dump,
+        "--checkpoint.enable",
+        "--lr_scheduler.warmup_steps",
+        "1",
+    ]
 
 
-def run_trainer(nproc: int, args: list[str], extra: list[str] = (), padded: bool = False) -> list[tuple[int, float, float]]:
+def run_trainer(
+    nproc: int, args: list[str], extra: list[str] = (), padded: bool = False
+) -> list[tuple[int, float, float]]:
     """torchrun of titan_train.py; (step, loss, grad_norm) of every logged step. padded: the trainer trains on
     titan_train.padded_batches (one global batch, unevenly padded). AssertionError with the output when it
     fails."""
@@ -220,19 +292,38 @@ def run_trainer(nproc: int, args: list[str], extra: list[str] = (), padded: bool
     import re
     import subprocess
     import sys
+    import tempfile
     from pathlib import Path
 
-    import tempfile
-
     here = Path(__file__).resolve().parent
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_DATASETS_CACHE": tempfile.mkdtemp(prefix="hf-datasets-"),
-           "HF_HUB_OFFLINE": "1", "ATEBENCH_PADDED_BATCHES": "1" if padded else "0",
-           "PYTHONPATH": os.pathsep.join([str(Path.cwd()), str(here), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
-                           str(nproc), str(here / "titan_train.py"), *args, *extra],
-                          capture_output=True, text=True, env=env, timeout=600)
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "HF_DATASETS_CACHE": tempfile.mkdtemp(prefix="hf-datasets-"),
+        "HF_HUB_OFFLINE": "1",
+        "ATEBENCH_PADDED_BATCHES": "1" if padded else "0",
+        "PYTHONPATH": os.pathsep.join([str(Path.cwd()), str(here), os.environ.get("PYTHONPATH", "")]),
+    }
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            str(nproc),
+            str(here / "titan_train.py"),
+            *args,
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, f"trainer failed (exit {proc.returncode}):\n{out[-5000:]}"
-    rows = re.findall(r"\[rank0\].*?step:\s*(\d+)\s+loss:\s*([\d.]+)\s+grad_norm:\s*([\d.]+)", out) or \
-        re.findall(r"step:\s*(\d+)\s+loss:\s*([\d.]+)\s+grad_norm:\s*([\d.]+)", out)
-    return sorted({(int(s), float(l), float(g)) for s, l, g in rows})
+    rows = re.findall(r"\[rank0\].*?step:\s*(\d+)\s+loss:\s*([\d.]+)\s+grad_norm:\s*([\d.]+)", out) or re.findall(
+        r"step:\s*(\d+)\s+loss:\s*([\d.]+)\s+grad_norm:\s*([\d.]+)", out
+    )
+    return sorted({(int(step), float(loss), float(norm)) for step, loss, norm in rows})

@@ -39,13 +39,30 @@ def install() -> None:
     triton_fill = kernels.fill_indices_wrapper
 
     @functools.wraps(triton_fill)
-    def fill_indices(tokens_per_expert_group, start_index_values, write_offsets, experts_per_rank, num_ranks,
-                     max_len, *args, **kwargs):
+    def fill_indices(
+        tokens_per_expert_group,
+        start_index_values,
+        write_offsets,
+        experts_per_rank,
+        num_ranks,
+        max_len,
+        *args,
+        **kwargs,
+    ):
         if tokens_per_expert_group.device.type == "cpu":
-            return kernels.fill_indices_cpu(tokens_per_expert_group, start_index_values, write_offsets,
-                                            experts_per_rank, num_ranks, max_len)
-        return triton_fill(tokens_per_expert_group, start_index_values, write_offsets, experts_per_rank,
-                           num_ranks, max_len, *args, **kwargs)
+            return kernels.fill_indices_cpu(
+                tokens_per_expert_group, start_index_values, write_offsets, experts_per_rank, num_ranks, max_len
+            )
+        return triton_fill(
+            tokens_per_expert_group,
+            start_index_values,
+            write_offsets,
+            experts_per_rank,
+            num_ranks,
+            max_len,
+            *args,
+            **kwargs,
+        )
 
     kernels.fill_indices_wrapper = fill_indices
 

@@ -11,10 +11,9 @@ Loss convention is TorchTitan's: local cross-entropy sum over the global token c
 import sys
 from pathlib import Path
 
+import titan_case as case
 import torch
 import torch.distributed as dist
-
-import titan_case as case
 from torchtitan.config import JobConfig
 from torchtitan.distributed import ParallelDims
 from torchtitan.distributed import utils as dist_utils
@@ -47,8 +46,9 @@ def main(layout: str, folder: Path, max_norm: float, step: bool) -> None:
     loss = case.ce_sum(model(tokens[mine]), labels[mine]) / labels.numel()
     loss.backward()
     grads = {name: full(p.grad).detach().clone() for name, p in model.named_parameters() if p.grad is not None}
-    norm = dist_utils.clip_grad_norm_([p for p in model.parameters()], max_norm, foreach=True, pp_mesh=None,
-                                      ep_enabled=dims.ep_enabled)
+    norm = dist_utils.clip_grad_norm_(
+        [p for p in model.parameters()], max_norm, foreach=True, pp_mesh=None, ep_enabled=dims.ep_enabled
+    )
     clipped = {name: full(p.grad).detach().clone() for name, p in model.named_parameters() if p.grad is not None}
     experts = [p for n, p in model.named_parameters() if n.startswith("layers.0.") and n.endswith("experts.w1")]
     local_rows = experts[0].to_local().shape[0] if experts and hasattr(experts[0], "to_local") else -1
@@ -69,9 +69,17 @@ def main(layout: str, folder: Path, max_norm: float, step: bool) -> None:
     bias_per_rank = [None] * world
     dist.all_gather_object(bias_per_rank, biases)
     if rank == 0:
-        torch.save({"loss": total.item(), "grads": grads, "clipped": clipped, "norms": norms,
-                    "expert_rows": expert_rows, "expert_bias": bias_per_rank},
-                   folder / "out.pt")
+        torch.save(
+            {
+                "loss": total.item(),
+                "grads": grads,
+                "clipped": clipped,
+                "norms": norms,
+                "expert_rows": expert_rows,
+                "expert_bias": bias_per_rank,
+            },
+            folder / "out.pt",
+        )
     dist.barrier()
     dist.destroy_process_group()
 

@@ -7,12 +7,17 @@ A task's hidden test module imports them (`from titan_layout_checks import *`); 
 from __future__ import annotations
 
 import pytest
-
 import titan_case as case
 
-__all__ = ["reference", "ep2", "dp2", "test_clipping_is_active_in_the_reference",
-           "test_grad_norm_on_every_rank_equals_one_device", "test_clipped_gradients_equal_one_device",
-           "test_loss_and_gradients_before_clipping_equal_one_device"]
+__all__ = [
+    "reference",
+    "ep2",
+    "dp2",
+    "test_clipping_is_active_in_the_reference",
+    "test_grad_norm_on_every_rank_equals_one_device",
+    "test_clipped_gradients_equal_one_device",
+    "test_loss_and_gradients_before_clipping_equal_one_device",
+]
 
 GRAD_REL = 1e-5  # gold: 6e-7 worst per parameter
 NORM_REL = 1e-5  # gold: 1.6e-7 (norm), 3e-7 (clipped gradients); norm from local expert shards: 4e-4

@@ -7,9 +7,9 @@ Why a launcher and not a config: the shims patch this process only; the agent's 
 """
 
 import sys
-import torch
 
 import titan_case as case
+import torch
 from torchtitan.components import metrics
 from torchtitan.distributed import utils as dist_utils
 from torchtitan.models.qwen3 import qwen3_args

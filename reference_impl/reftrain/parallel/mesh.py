@@ -80,7 +80,9 @@ def init_mesh(pp: int, dp: int, ep: int, device_type: str) -> Mesh:
     init_distributed(device_type)
     world = dist.get_world_size()
     if pp * dp * ep != world:
-        raise ValueError(f"mesh pp*dp*ep = {pp}*{dp}*{ep} = {pp * dp * ep} does not match the {world} launched "
-                         f"processes; launch {pp * dp * ep} processes or change parallel.pp/dp/ep")
+        raise ValueError(
+            f"mesh pp*dp*ep = {pp}*{dp}*{ep} = {pp * dp * ep} does not match the {world} launched "
+            f"processes; launch {pp * dp * ep} processes or change parallel.pp/dp/ep"
+        )
     mesh = init_device_mesh(device_type, (pp, dp, ep), mesh_dim_names=("pp", "dp", "ep"))
     return Mesh(mesh=mesh, dp_ep_mesh=mesh["dp", "ep"]._flatten("dp_ep"), pp=pp, dp=dp, ep=ep)

@@ -35,8 +35,16 @@ def split_model(model: nn.Module, pp: int, stage: int) -> nn.Module:
     return model
 
 
-def build_schedule(model: nn.Module, stage: int, pp: int, pp_group, device: torch.device, num_microbatches: int,
-                   loss_fn, schedule: str = "1F1B"):
+def build_schedule(
+    model: nn.Module,
+    stage: int,
+    pp: int,
+    pp_group,
+    device: torch.device,
+    num_microbatches: int,
+    loss_fn,
+    schedule: str = "1F1B",
+):
     """A `torch.distributed.pipelining` schedule over this rank's stage.
 
     `scale_grads=False` because `loss_fn` already divides by the global token count.

@@ -25,10 +25,23 @@ def main() -> int:
     parser.add_argument("--tolerance", type=float, default=0.05)
     parser.add_argument("--save", help="write this run's JSON here (to use as a later baseline)")
     args, overrides = parser.parse_known_args()  # the rest are --section.key=value overrides
-    launcher = ([str(Path(sys.executable).with_name("torchrun")), "--nproc_per_node", str(args.nproc)]
-                if args.nproc > 1 else [sys.executable])
-    cmd = [*launcher, "-m", "reftrain.bench", args.config, "--warmup", str(args.warmup), "--steps", str(args.steps),
-           *(["--peak-tflops", args.peak_tflops] if args.peak_tflops else []), *overrides]
+    launcher = (
+        [str(Path(sys.executable).with_name("torchrun")), "--nproc_per_node", str(args.nproc)]
+        if args.nproc > 1
+        else [sys.executable]
+    )
+    cmd = [
+        *launcher,
+        "-m",
+        "reftrain.bench",
+        args.config,
+        "--warmup",
+        str(args.warmup),
+        "--steps",
+        str(args.steps),
+        *(["--peak-tflops", args.peak_tflops] if args.peak_tflops else []),
+        *overrides,
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode != 0 or len(lines) != 1:

@@ -1,6 +1,6 @@
 """Distributed correctness ladder for one or all models; prints one PASS/FAIL line per rung and overall.
 
-    python .agents/skills/validate-correctness/check.py [MODEL_TYPE ...] [--worlds 1,2,4] [--gpu]
+python .agents/skills/validate-correctness/check.py [MODEL_TYPE ...] [--worlds 1,2,4] [--gpu]
 """
 
 import argparse

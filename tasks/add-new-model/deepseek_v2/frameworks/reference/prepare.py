@@ -22,8 +22,9 @@ assets = root / "task_assets" / MODEL
 shutil.copy(root / "examples/models" / f"{MODEL}_tiny.json", assets / "config.json")
 shutil.copy(root / "examples/models" / REAL_CONFIG, assets / "full-size" / "config.json")
 # Every example config of the model (tiny, real, benchmark variants) and the run configs using them.
-removed = sorted(p.name for p in (root / "examples/models").glob("*.json")
-                 if json.loads(p.read_text()).get("model_type") == MODEL)
+removed = sorted(
+    p.name for p in (root / "examples/models").glob("*.json") if json.loads(p.read_text()).get("model_type") == MODEL
+)
 if f"{MODEL}_tiny.json" not in removed or REAL_CONFIG not in removed:
     ck.fail(f"examples/models/ lacks {MODEL}_tiny.json or {REAL_CONFIG}")
 for name in removed:
@@ -33,16 +34,30 @@ for toml in sorted((root / "examples").glob("*.toml")):
         toml.unlink()
 
 ck.remove(f"reftrain/models/{MODEL}.py")
-ck.edit("reftrain/models/__init__.py", "from reftrain.models.deepseek_v2 import DeepseekV2Config, DeepseekV2ForCausalLM\n")
+ck.edit(
+    "reftrain/models/__init__.py", "from reftrain.models.deepseek_v2 import DeepseekV2Config, DeepseekV2ForCausalLM\n"
+)
 ck.edit("reftrain/models/__init__.py", '    "deepseek_v2": (DeepseekV2Config, DeepseekV2ForCausalLM),\n')
 ck.edit("reftrain/hf_checkpoint.py", '    "deepseek_v2": ("mlp", "gate_proj", "up_proj", "down_proj"),\n')
-ck.edit(".agents/skills/add-new-model/SKILL.md", "(e.g. DeepSeek's latent norms use eps 1e-6, not `rms_norm_eps`)",
-     "(e.g. a norm whose eps is not `rms_norm_eps`)")
-ck.edit(".agents/skills/add-new-model/SKILL.md", "some routers compute in fp32 (DeepSeek), some", "some routers compute in fp32, some")
+ck.edit(
+    ".agents/skills/add-new-model/SKILL.md",
+    "(e.g. DeepSeek's latent norms use eps 1e-6, not `rms_norm_eps`)",
+    "(e.g. a norm whose eps is not `rms_norm_eps`)",
+)
+ck.edit(
+    ".agents/skills/add-new-model/SKILL.md",
+    "some routers compute in fp32 (DeepSeek), some",
+    "some routers compute in fp32, some",
+)
 
-ck.edit("tests/hf_models.py", 'MODEL_TYPES = ("qwen3_moe", "mixtral", "deepseek_v2")',
-     'MODEL_TYPES = ("qwen3_moe", "mixtral")')
-ck.edit("tests/hf_models.py", '    "deepseek_v2": (transformers.DeepseekV2Config, transformers.DeepseekV2ForCausalLM),\n')
+ck.edit(
+    "tests/hf_models.py",
+    'MODEL_TYPES = ("qwen3_moe", "mixtral", "deepseek_v2")',
+    'MODEL_TYPES = ("qwen3_moe", "mixtral")',
+)
+ck.edit(
+    "tests/hf_models.py", '    "deepseek_v2": (transformers.DeepseekV2Config, transformers.DeepseekV2ForCausalLM),\n'
+)
 parity = root / "tests/test_hf_parity.py"
 rows = re.findall(r'^    \("deepseek_v2", \{.*\}\),\n', parity.read_text(), flags=re.M)
 if not rows:

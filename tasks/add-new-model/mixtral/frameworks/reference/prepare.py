@@ -22,8 +22,9 @@ assets = root / "task_assets" / MODEL
 shutil.copy(root / "examples/models" / f"{MODEL}_tiny.json", assets / "config.json")
 shutil.copy(root / "examples/models" / REAL_CONFIG, assets / "full-size" / "config.json")
 # Every example config of the model (tiny, real, benchmark variants) and the run configs using them.
-removed = sorted(p.name for p in (root / "examples/models").glob("*.json")
-                 if json.loads(p.read_text()).get("model_type") == MODEL)
+removed = sorted(
+    p.name for p in (root / "examples/models").glob("*.json") if json.loads(p.read_text()).get("model_type") == MODEL
+)
 if f"{MODEL}_tiny.json" not in removed or REAL_CONFIG not in removed:
     ck.fail(f"examples/models/ lacks {MODEL}_tiny.json or {REAL_CONFIG}")
 for name in removed:
@@ -36,14 +37,22 @@ ck.remove(f"reftrain/models/{MODEL}.py")
 ck.edit("reftrain/models/__init__.py", "from reftrain.models.mixtral import MixtralConfig, MixtralForCausalLM\n")
 ck.edit("reftrain/models/__init__.py", '    "mixtral": (MixtralConfig, MixtralForCausalLM),\n')
 ck.edit("reftrain/hf_checkpoint.py", '    "mixtral": ("block_sparse_moe", "w1", "w3", "w2"),\n')
-ck.edit("reftrain/hf_checkpoint.py", "(`mlp.experts.{e}.gate_proj.weight`, Mixtral's\n"
-     "`block_sparse_moe.experts.{e}.w1.weight`), which",
-     "(`mlp.experts.{e}.gate_proj.weight`, or\nother block and projection names), which")
-ck.edit(".agents/skills/add-new-model/SKILL.md", "(Mixtral: `block_sparse_moe`,\n   `w1/w3/w2`)",
-     "(another MoE\n   block name, per-projection names)")
+ck.edit(
+    "reftrain/hf_checkpoint.py",
+    "(`mlp.experts.{e}.gate_proj.weight`, Mixtral's\n`block_sparse_moe.experts.{e}.w1.weight`), which",
+    "(`mlp.experts.{e}.gate_proj.weight`, or\nother block and projection names), which",
+)
+ck.edit(
+    ".agents/skills/add-new-model/SKILL.md",
+    "(Mixtral: `block_sparse_moe`,\n   `w1/w3/w2`)",
+    "(another MoE\n   block name, per-projection names)",
+)
 
-ck.edit("tests/hf_models.py", 'MODEL_TYPES = ("qwen3_moe", "mixtral", "deepseek_v2")',
-     'MODEL_TYPES = ("qwen3_moe", "deepseek_v2")')
+ck.edit(
+    "tests/hf_models.py",
+    'MODEL_TYPES = ("qwen3_moe", "mixtral", "deepseek_v2")',
+    'MODEL_TYPES = ("qwen3_moe", "deepseek_v2")',
+)
 ck.edit("tests/hf_models.py", '    "mixtral": (transformers.MixtralConfig, transformers.MixtralForCausalLM),\n')
 parity = root / "tests/test_hf_parity.py"
 rows = re.findall(r'^    \("mixtral", \{.*\}\),\n', parity.read_text(), flags=re.M)
@@ -53,10 +62,16 @@ for row in rows:
     ck.edit("tests/test_hf_parity.py", row)
 ck.edit("tests/test_hf_parity.py", '"Mixtral-8x7B-v0.1", ')
 ck.edit("tests/test_models.py", r"\['deepseek_v2', 'mixtral', 'qwen3_moe'\]", r"\['deepseek_v2', 'qwen3_moe'\]")
-ck.edit("tests/test_models.py", 'build_model(tiny_config("mixtral", rope_scaling=',
-     'build_model(tiny_config("qwen3_moe", rope_scaling=')
-ck.edit("tests/test_hf_checkpoint.py", '    config = tiny_config("mixtral")\n    tensors =',
-     '    config = tiny_config("qwen3_moe")\n    tensors =')
+ck.edit(
+    "tests/test_models.py",
+    'build_model(tiny_config("mixtral", rope_scaling=',
+    'build_model(tiny_config("qwen3_moe", rope_scaling=',
+)
+ck.edit(
+    "tests/test_hf_checkpoint.py",
+    '    config = tiny_config("mixtral")\n    tensors =',
+    '    config = tiny_config("qwen3_moe")\n    tensors =',
+)
 ck.edit("tests/test_ladder.py", "-k mixtral", "-k qwen3_moe")
 
 # Docs may mention the model's files or commands; drop those lines (prose naming "Mixtral" stays).

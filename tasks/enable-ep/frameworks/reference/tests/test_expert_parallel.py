@@ -21,8 +21,15 @@ GPU_TOLERANCES = dict(dtype="bfloat16", loss_rtol=2e-2, loss_atol=2e-2, grad_tol
 """As the framework's GPU ladder: bf16 autocast + bf16 FSDP compute vs an fp32 reference."""
 GPU_EP_LAYOUTS = {1: [(1, 1, 1)], 2: [(1, 1, 2)], 4: [(2, 1, 2), (1, 2, 2)]}
 """(pp, dp, ep) per GPU count: one GPU can only smoke-test the plain layout; from two on, ep = 2."""
-SMALL = ["--training.steps=3", "--data.source=synthetic", "--data.seq_len=16", "--data.global_batch_size=8",
-         "--data.micro_batch_size=2", "--training.dtype=float32", "--training.device=cpu"]
+SMALL = [
+    "--training.steps=3",
+    "--data.source=synthetic",
+    "--data.seq_len=16",
+    "--data.global_batch_size=8",
+    "--data.micro_batch_size=2",
+    "--training.dtype=float32",
+    "--training.device=cpu",
+]
 
 
 def _local(t: torch.Tensor) -> torch.Tensor:
@@ -54,10 +61,18 @@ def expert_shares(model_type: str) -> list[dict]:
         reference = full.get_submodule(name)
         gate_up, down = _local(module.gate_up_proj).detach(), _local(module.down_proj).detach()
         n = module.num_experts // 2
-        shares.append({"layer": name, "num_experts": module.num_experts, "held": gate_up.shape[0],
-                       "down_held": down.shape[0],
-                       "mine": bool(torch.equal(gate_up, reference.gate_up_proj[rank * n:(rank + 1) * n].detach())
-                                    and torch.equal(down, reference.down_proj[rank * n:(rank + 1) * n].detach()))})
+        shares.append(
+            {
+                "layer": name,
+                "num_experts": module.num_experts,
+                "held": gate_up.shape[0],
+                "down_held": down.shape[0],
+                "mine": bool(
+                    torch.equal(gate_up, reference.gate_up_proj[rank * n : (rank + 1) * n].detach())
+                    and torch.equal(down, reference.down_proj[rank * n : (rank + 1) * n].detach())
+                ),
+            }
+        )
     return shares
 
 
@@ -70,7 +85,9 @@ def tokens_per_expert(model_type: str) -> dict:
     def count_into(counts: dict):
         def hook(module, args):
             counts[id(module)] = counts.get(id(module), 0) + torch.bincount(
-                args[1].reshape(-1), minlength=module.num_experts)
+                args[1].reshape(-1), minlength=module.num_experts
+            )
+
         return hook
 
     def counted(model, batches) -> list[torch.Tensor]:
@@ -99,8 +116,10 @@ def test_each_rank_holds_only_its_share_of_the_experts(model_type):
     for rank, shares in enumerate(ranks):
         for share in shares:
             assert share["held"] == share["down_held"] == share["num_experts"] // 2, (rank, share)
-            assert share["mine"], f"rank {rank} {share['layer']}: does not hold experts " \
-                                  f"[{rank} * E/2, {rank + 1} * E/2) of the single-device model"
+            assert share["mine"], (
+                f"rank {rank} {share['layer']}: does not hold experts "
+                f"[{rank} * E/2, {rank + 1} * E/2) of the single-device model"
+            )
 
 
 @pytest.mark.timeout(240)
@@ -124,8 +143,11 @@ def test_ladder_ep2_matches_the_single_device_reference():
 def test_ladder_ep_gpu(world_size):
     if torch.cuda.device_count() < world_size:
         pytest.skip(f"needs {world_size} GPUs, {torch.cuda.device_count()} visible")
-    cases = [LadderCase(model_type, pp=pp, dp=dp, ep=ep, device="cuda", **GPU_TOLERANCES)
-             for model_type in ("qwen3_moe", "mixtral", "deepseek_v2") for pp, dp, ep in GPU_EP_LAYOUTS[world_size]]
+    cases = [
+        LadderCase(model_type, pp=pp, dp=dp, ep=ep, device="cuda", **GPU_TOLERANCES)
+        for model_type in ("qwen3_moe", "mixtral", "deepseek_v2")
+        for pp, dp, ep in GPU_EP_LAYOUTS[world_size]
+    ]
     results = run_distributed(ladder_rungs, world_size, cases, device_type="cuda")
     assert {r["case"] for per_rank in results for r in per_rank} == {c.name for c in cases}
 

@@ -9,9 +9,11 @@ from bench.prepare_kit import Checkout
 
 ck = Checkout()
 
-ck.edit("reftrain/moe.py",
-     "        return grad_in, None, None, None\n",
-     "        return grad_in / dist.get_world_size(ctx.group), None, None, None\n")
+ck.edit(
+    "reftrain/moe.py",
+    "        return grad_in, None, None, None\n",
+    "        return grad_in / dist.get_world_size(ctx.group), None, None, None\n",
+)
 ck.remove("tests/test_gradients_across_layouts.py")
 
 # The check that grades this task must not be in the agent's checkout, nor named in it.

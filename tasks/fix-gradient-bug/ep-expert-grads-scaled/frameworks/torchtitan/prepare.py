@@ -16,17 +16,21 @@ def edit(rel: str, old: str, new: str) -> None:
     path = root / rel
     text = path.read_text()
     if text.count(old) != 1:
-        sys.exit(f"prepare: expected exactly one of these in {rel}, found {text.count(old)}:\n{old}\n"
-                 "TorchTitan changed; update this prepare.py")
+        sys.exit(
+            f"prepare: expected exactly one of these in {rel}, found {text.count(old)}:\n{old}\n"
+            "TorchTitan changed; update this prepare.py"
+        )
     path.write_text(text.replace(old, new))
 
 
-edit("torchtitan/models/llama4/infra/parallelize.py",
-     "    # Disable FSDP's automatic gradient division for all FSDP modules\n"
-     "    disable_fsdp_gradient_division(model)\n",
-     "    # Disable FSDP's automatic gradient division for all FSDP modules\n"
-     "    disable_fsdp_gradient_division(model)\n"
-     "    # pyrefly: ignore [missing-attribute]\n"
-     "    for transformer_block in model.layers.values():\n"
-     "        if transformer_block.moe_enabled and ep_degree > 1:\n"
-     "            transformer_block.moe.experts.set_gradient_divide_factor(ep_degree)\n")
+edit(
+    "torchtitan/models/llama4/infra/parallelize.py",
+    "    # Disable FSDP's automatic gradient division for all FSDP modules\n"
+    "    disable_fsdp_gradient_division(model)\n",
+    "    # Disable FSDP's automatic gradient division for all FSDP modules\n"
+    "    disable_fsdp_gradient_division(model)\n"
+    "    # pyrefly: ignore [missing-attribute]\n"
+    "    for transformer_block in model.layers.values():\n"
+    "        if transformer_block.moe_enabled and ep_degree > 1:\n"
+    "            transformer_block.moe.experts.set_gradient_divide_factor(ep_degree)\n",
+)

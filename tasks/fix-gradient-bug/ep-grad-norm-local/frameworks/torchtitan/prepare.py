@@ -16,11 +16,15 @@ def edit(rel: str, old: str, new: str) -> None:
     path = root / rel
     text = path.read_text()
     if text.count(old) != 1:
-        sys.exit(f"prepare: expected exactly one of these in {rel}, found {text.count(old)}:\n{old}\n"
-                 "TorchTitan changed; update this prepare.py")
+        sys.exit(
+            f"prepare: expected exactly one of these in {rel}, found {text.count(old)}:\n{old}\n"
+            "TorchTitan changed; update this prepare.py"
+        )
     path.write_text(text.replace(old, new))
 
 
-edit("torchtitan/distributed/utils.py",
-     "            ep_params.append(p)\n            ep_grads.append(p.grad)\n",
-     "            ep_params.append(p)\n            ep_grads.append(p.grad.to_local())\n")
+edit(
+    "torchtitan/distributed/utils.py",
+    "            ep_params.append(p)\n            ep_grads.append(p.grad)\n",
+    "            ep_params.append(p)\n            ep_grads.append(p.grad.to_local())\n",
+)

@@ -16,13 +16,16 @@ def edit(rel: str, old: str, new: str) -> None:
     path = root / rel
     text = path.read_text()
     if text.count(old) != 1:
-        sys.exit(f"prepare: expected exactly one of these in {rel}, found {text.count(old)}:\n{old}\n"
-                 "TorchTitan changed; update this prepare.py")
+        sys.exit(
+            f"prepare: expected exactly one of these in {rel}, found {text.count(old)}:\n{old}\n"
+            "TorchTitan changed; update this prepare.py"
+        )
     path.write_text(text.replace(old, new))
 
 
-edit("torchtitan/components/optimizer.py",
-     """                )
+edit(
+    "torchtitan/components/optimizer.py",
+    """                )
             else:
                 # Perform single all-reduce to get global statistics across all processes
                 pg = loss_mesh.get_group()
@@ -31,5 +34,7 @@ edit("torchtitan/components/optimizer.py",
                     group=pg,
                     op=torch.distributed.ReduceOp.SUM,
                 )
-""", """                )
-""")
+""",
+    """                )
+""",
+)

@@ -9,9 +9,11 @@ from bench.prepare_kit import Checkout
 
 ck = Checkout()
 
-ck.edit("reftrain/optim.py",
-     "    if dist.is_initialized() and dist.get_world_size() > 1:\n        dist.all_reduce(sq)\n",
-     "")
+ck.edit(
+    "reftrain/optim.py",
+    "    if dist.is_initialized() and dist.get_world_size() > 1:\n        dist.all_reduce(sq)\n",
+    "",
+)
 ck.remove("tests/test_gradients_across_layouts.py")
 
 # The check that grades this task must not be in the agent's checkout, nor named in it.

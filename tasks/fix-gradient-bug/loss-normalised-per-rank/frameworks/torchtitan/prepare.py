@@ -16,11 +16,15 @@ def edit(rel: str, old: str, new: str) -> None:
     path = root / rel
     text = path.read_text()
     if text.count(old) != 1:
-        sys.exit(f"prepare: expected exactly one of these in {rel}, found {text.count(old)}:\n{old}\n"
-                 "TorchTitan changed; update this prepare.py")
+        sys.exit(
+            f"prepare: expected exactly one of these in {rel}, found {text.count(old)}:\n{old}\n"
+            "TorchTitan changed; update this prepare.py"
+        )
     path.write_text(text.replace(old, new))
 
 
-edit("torchtitan/train.py",
-     "            global_valid_tokens = dist_utils.dist_sum(local_valid_tokens, batch_mesh)\n",
-     "            global_valid_tokens = local_valid_tokens.float() * batch_mesh.size()\n")
+edit(
+    "torchtitan/train.py",
+    "            global_valid_tokens = dist_utils.dist_sum(local_valid_tokens, batch_mesh)\n",
+    "            global_valid_tokens = local_valid_tokens.float() * batch_mesh.size()\n",
+)

@@ -9,17 +9,24 @@ from bench.prepare_kit import Checkout
 
 ck = Checkout()
 
-ck.edit("reftrain/parallel/fsdp.py",
-     "    for layer in model.model.layers.values():\n",
-     "    # Routers are tiny and read by every token: keep them replicated instead of sharded.\n"
-     "    routers = {block.gate.weight for block in model.modules() if hasattr(block, \"aux_loss_scale\")}\n"
-     "    for layer in model.model.layers.values():\n")
-ck.edit("reftrain/parallel/fsdp.py",
-     "        fully_shard(layer, mesh=mesh.dp_ep_mesh, mp_policy=policy)\n",
-     "        fully_shard(layer, mesh=mesh.dp_ep_mesh, mp_policy=policy, ignored_params=routers)\n")
-ck.edit("reftrain/parallel/fsdp.py",
-     "    fully_shard(model, mesh=mesh.dp_ep_mesh, mp_policy=policy, reshard_after_forward=False)\n",
-     "    fully_shard(model, mesh=mesh.dp_ep_mesh, mp_policy=policy, reshard_after_forward=False, ignored_params=routers)\n")
+ck.edit(
+    "reftrain/parallel/fsdp.py",
+    "    for layer in model.model.layers.values():\n",
+    "    # Routers are tiny and read by every token: keep them replicated instead of sharded.\n"
+    '    routers = {block.gate.weight for block in model.modules() if hasattr(block, "aux_loss_scale")}\n'
+    "    for layer in model.model.layers.values():\n",
+)
+ck.edit(
+    "reftrain/parallel/fsdp.py",
+    "        fully_shard(layer, mesh=mesh.dp_ep_mesh, mp_policy=policy)\n",
+    "        fully_shard(layer, mesh=mesh.dp_ep_mesh, mp_policy=policy, ignored_params=routers)\n",
+)
+ck.edit(
+    "reftrain/parallel/fsdp.py",
+    "    fully_shard(model, mesh=mesh.dp_ep_mesh, mp_policy=policy, reshard_after_forward=False)\n",
+    "    fully_shard(model, mesh=mesh.dp_ep_mesh, mp_policy=policy, reshard_after_forward=False, "
+    "ignored_params=routers)\n",
+)
 ck.remove("tests/test_gradients_across_layouts.py")
 
 # The check that grades this task must not be in the agent's checkout, nor named in it.

@@ -1,5 +1,4 @@
 import pytest
-
 from bench_utils.rates import format_rate, tokens_per_second
 
 

@@ -10,9 +10,8 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
-
 import titan_case as case
+import torch
 
 HERE = Path(__file__).resolve().parent
 LOGIT_ATOL = 1e-5  # the gold: 5e-8
@@ -76,8 +75,13 @@ def test_adapter_round_trip_is_exact_and_hub_shaped(pair):
 def test_full_size_flavor_has_the_shapes_of_qwen3_30b_a3b():
     from transformers import Qwen3MoeConfig, Qwen3MoeForCausalLM
 
-    config = Qwen3MoeConfig(**{k: v for k, v in json.loads((HERE / "Qwen3-30B-A3B.json").read_text()).items()
-                               if k not in ("architectures", "model_type", "torch_dtype", "transformers_version")})
+    config = Qwen3MoeConfig(
+        **{
+            k: v
+            for k, v in json.loads((HERE / "Qwen3-30B-A3B.json").read_text()).items()
+            if k not in ("architectures", "model_type", "torch_dtype", "transformers_version")
+        }
+    )
     args = case.spec().model_args["30B-A3B"]
     with torch.device("meta"):
         titan = case.spec().model_cls(args)
@@ -87,8 +91,9 @@ def test_full_size_flavor_has_the_shapes_of_qwen3_30b_a3b():
     assert ours == theirs
 
 
-@pytest.mark.parametrize("flavor, layers, experts, top_k", [("debugmodel_moe", 8, 64, 8), ("30B-A3B", 48, 128, 8),
-                                                            ("235B-A22B", 94, 128, 8)])
+@pytest.mark.parametrize(
+    "flavor, layers, experts, top_k", [("debugmodel_moe", 8, 64, 8), ("30B-A3B", 48, 128, 8), ("235B-A22B", 94, 128, 8)]
+)
 def test_flavors_have_the_promised_sizes(flavor, layers, experts, top_k):
     args = case.spec().model_args[flavor]
     moe = getattr(args, case.moe_field(args))
@@ -96,6 +101,7 @@ def test_flavors_have_the_promised_sizes(flavor, layers, experts, top_k):
 
 
 # ---- layouts: one torchrun per layout, shared by the checks of that layout --------------------------------
+
 
 @pytest.fixture(scope="module")
 def reference():
@@ -147,6 +153,7 @@ def test_dp2_clip_norm_and_clipped_gradients_equal_one_device(dp2, reference):
 
 # ---- TorchTitan's own trainer: 3 steps at world 2, ep=2 vs dp=2 from one seed checkpoint -------------------
 
+
 def test_trainer_runs_with_ep2_and_dp2_log_the_same_losses_and_grad_norms(tmp_path):
     assets, data = case.trainer_inputs(tmp_path)
     args = case.trainer_args(assets, data, str(tmp_path / "dump"))
@@ -160,6 +167,7 @@ def test_trainer_runs_with_ep2_and_dp2_log_the_same_losses_and_grad_norms(tmp_pa
 
 # ---- the dense qwen3 the checkout already had must still work ------------------------------------------
 
+
 def test_dense_qwen3_still_matches_transformers():
     import dataclasses
 
@@ -167,12 +175,21 @@ def test_dense_qwen3_still_matches_transformers():
 
     args = dataclasses.replace(case.spec().model_args["debugmodel"], **case.SIZES)
     titan = case.build(args)
-    config = Qwen3Config(vocab_size=args.vocab_size, hidden_size=args.dim, intermediate_size=args.hidden_dim,
-                         num_hidden_layers=args.n_layers, num_attention_heads=args.n_heads,
-                         num_key_value_heads=args.n_kv_heads, head_dim=args.head_dim, rms_norm_eps=args.norm_eps,
-                         rope_theta=args.rope_theta, max_position_embeddings=args.max_seq_len,
-                         tie_word_embeddings=args.enable_weight_tying, attention_bias=False,
-                         attn_implementation="eager")
+    config = Qwen3Config(
+        vocab_size=args.vocab_size,
+        hidden_size=args.dim,
+        intermediate_size=args.hidden_dim,
+        num_hidden_layers=args.n_layers,
+        num_attention_heads=args.n_heads,
+        num_key_value_heads=args.n_kv_heads,
+        head_dim=args.head_dim,
+        rms_norm_eps=args.norm_eps,
+        rope_theta=args.rope_theta,
+        max_position_embeddings=args.max_seq_len,
+        tie_word_embeddings=args.enable_weight_tying,
+        attention_bias=False,
+        attn_implementation="eager",
+    )
     torch.manual_seed(5)
     hf = Qwen3ForCausalLM(config).float()
     with torch.no_grad():

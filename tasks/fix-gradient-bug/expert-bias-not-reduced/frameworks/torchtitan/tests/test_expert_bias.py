@@ -7,9 +7,8 @@ run's. Shared helpers and CPU shims: frameworks/torchtitan/grader_support/, plac
 from __future__ import annotations
 
 import pytest
-import torch
-
 import titan_case as case
+import torch
 
 GRAD_REL = 1e-5  # gold: 6e-7 worst per parameter
 
@@ -21,8 +20,10 @@ def reference():
 
 @pytest.fixture(scope="module")
 def runs(reference, tmp_path_factory):
-    return {layout: case.run_layout(layout, reference, tmp_path_factory.mktemp(layout), step=True)
-            for layout in ("one", "ep2", "dp2")}
+    return {
+        layout: case.run_layout(layout, reference, tmp_path_factory.mktemp(layout), step=True)
+        for layout in ("one", "ep2", "dp2")
+    }
 
 
 def test_one_process_moves_every_moe_layers_expert_bias(runs):

@@ -7,7 +7,6 @@ must log the same losses and grad norms. Shared helpers and CPU shims: framework
 from __future__ import annotations
 
 import pytest
-
 import titan_case as case
 
 LOSS_REL = 1e-4  # the log prints 5 decimals; the bug moves the loss by about 10%
@@ -22,9 +21,11 @@ def runs(tmp_path_factory):
     case.run_trainer(1, args, ["--checkpoint.create_seed_checkpoint"])
     assert (folder / "dump" / "checkpoint" / "step-0").is_dir(), "no seed checkpoint was written"
     load = ["--checkpoint.load_only"]
-    return {"one": case.run_trainer(1, args, load, padded=True),
-            "dp2": case.run_trainer(2, args, load, padded=True),
-            "ep2": case.run_trainer(2, args, [*load, "--parallelism.expert_parallel_degree", "2"], padded=True)}
+    return {
+        "one": case.run_trainer(1, args, load, padded=True),
+        "dp2": case.run_trainer(2, args, load, padded=True),
+        "ep2": case.run_trainer(2, args, [*load, "--parallelism.expert_parallel_degree", "2"], padded=True),
+    }
 
 
 def test_every_run_logs_three_steps(runs):
