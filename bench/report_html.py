@@ -458,6 +458,19 @@ def grade_html(grade: dict | None) -> str:
     ]
     if grade.get("error"):
         parts.append(f'<p class="error">Grader error: {escape(str(grade["error"]))}</p>')
+    if grade.get("facts") or grade.get("answer_problems"):  # a task graded by the agent's answer (Q&A)
+        parts += [f'<p class="error">{escape(problem)}</p>' for problem in grade.get("answer_problems") or []]
+        facts = grade.get("facts") or {}
+        rows = "".join(
+            f'<tr><td>{escape(fact)}</td><td class="{"resolved" if why == "found" else "unresolved"}">'
+            f"{escape(why)}</td></tr>"
+            for fact, why in facts.items()
+        )
+        found = sum(why == "found" for why in facts.values())
+        parts.append(
+            f"<h3>Facts of the answer key ({found} of {len(facts)} found)</h3>"
+            + scroll(f"<table><tr><th>Fact</th><th>Found, or why not</th></tr>{rows}</table>")
+        )
     for title, key in (("Fail-to-pass", "fail_to_pass"), ("Pass-to-pass", "pass_to_pass")):
         tests = grade.get(key) or {}
         rows = "".join(

@@ -380,6 +380,16 @@ def test_qa_trials_through_the_harness(tmp_path, cache):
     log = (tmp_path / "results" / "qa" / "qa__mul" / "toy" / "wrong" / "0" / "grader.log").read_text()
     assert "fact mul: no statement cites" in log and "add returns a * b: calc/ops.py:1-2" in log
 
+    # The trial pages show which facts were found, and what failed a whole answer.
+    from bench.report_cli import cmd_report
+
+    assert cmd_report(["qa", "--results-dir", str(tmp_path / "results"), "--out", str(tmp_path / "report")]) == 0
+    pages = {p.name: p.read_text() for p in (tmp_path / "report" / "trajectories").glob("*.html")}
+    wrong = next(text for name, text in pages.items() if "wrong" in name)
+    editor = next(text for name, text in pages.items() if "editor" in name)
+    assert "Facts of the answer key (0 of 1 found)" in wrong and "no statement cites inside" in wrong
+    assert "Facts of the answer key (1 of 1 found)" in editor and "read-only" in editor
+
 
 @pytest.mark.parametrize("task_id", [t for t in specs.list_tasks() if t.startswith("qa/")])
 def test_every_fact_of_a_shipped_key_decides(tmp_path, task_id):
