@@ -119,7 +119,11 @@ def run_parser() -> argparse.ArgumentParser:
     )
     add_trial_options(p, task_default="smoke")
     p.add_argument("--agent", default=DEFAULT_AGENT, help=f"agent, or several comma-separated: {', '.join(AGENTS)}")
-    p.add_argument("--model", help="model for the builtin agent, e.g. anthropic/claude-sonnet-4-5")
+    p.add_argument(
+        "--model",
+        help="the LLM agents' model, e.g. anthropic/claude-sonnet-4-5; or one per agent: "
+        "claude-code=anthropic/claude-sonnet-4-5,codex=openai/gpt-5",
+    )
     p.add_argument("--base-url", help="LLM API base URL for the builtin agent (default: the provider's)")
     p.add_argument("--replay", metavar="TRAJECTORY", help="trajectory.jsonl for the replay agent")
     p.add_argument(

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 
-from bench.agents import make_spec
+from bench.agents import AgentOptions, make_spec, make_specs
 from bench.agents.claude_code import ClaudeCodeAgent
 from bench.agents.claude_code import package as claude_code_package
 from bench.agents.cli_agent import PLACEHOLDER_KEY, CLIUnavailable
@@ -401,6 +401,19 @@ def test_cli_specs_check_the_key_before_installing(agent, model, variable, monke
     with pytest.raises(ValueError, match=variable):
         make_spec(agent, model=model)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_one_run_gives_each_cli_agent_its_own_model(claude_code, codex):
+    """--agent claude-code,codex --model claude-code=...,codex=...: two providers in one run."""
+    specs = make_specs(["claude-code", "codex"], AgentOptions(model=f"claude-code={MODEL},codex={CODEX_MODEL}"))
+    assert {name: spec.model for name, spec in specs.items()} == {"claude-code": MODEL, "codex": CODEX_MODEL}
+    assert make_specs(["claude-code"], AgentOptions(model=MODEL))["claude-code"].model == MODEL
+    with pytest.raises(ValueError, match="this run does not have"):
+        make_specs(["claude-code"], AgentOptions(model=f"claude-code={MODEL},codex={CODEX_MODEL}"))
+    with pytest.raises(ValueError, match="is not AGENT=MODEL"):
+        make_specs(["claude-code", "codex"], AgentOptions(model=f"claude-code={MODEL},{CODEX_MODEL}"))
+    with pytest.raises(ValueError, match="the codex agent needs a model"):
+        make_specs(["claude-code", "codex"], AgentOptions(model=f"claude-code={MODEL}"))
 
 
 def test_without_npm_the_install_is_one_clear_error(monkeypatch, tmp_path):

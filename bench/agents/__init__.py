@@ -7,6 +7,8 @@ Nothing outside this folder names an agent: a new agent is a module here plus on
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from bench.agents.builtin import BUILTIN, BuiltinAgent, builtin_spec
 from bench.agents.claude_code import CLAUDE_CODE, ClaudeCodeAgent, claude_code_spec
 from bench.agents.codex import CODEX, CodexAgent, codex_spec
@@ -71,4 +73,23 @@ def make_specs(names: list[str], options: AgentOptions) -> dict[str, AgentSpec]:
     unknown = [n for n in names if n not in AGENTS]
     if unknown:
         raise ValueError(f"unknown agent {unknown[0]!r}; choose one of: {', '.join(AGENTS)}")
-    return {name: make_spec(name, options) for name in dict.fromkeys(names)}
+    models = models_by_agent(options.model, names)
+    return {name: make_spec(name, replace(options, model=models.get(name))) for name in dict.fromkeys(names)}
+
+
+def models_by_agent(model: str | None, names: list[str]) -> dict[str, str | None]:
+    """`--model` is one model for every agent (`anthropic/claude-sonnet-4-5`) or one per agent
+    (`claude-code=anthropic/claude-sonnet-4-5,codex=openai/gpt-5`): CLI agents of two providers in one run."""
+    if not model or "=" not in model:
+        return {name: model for name in names}
+    models = {}
+    for part in model.split(","):
+        agent, sep, value = (x.strip() for x in part.partition("="))
+        if not sep or not agent or not value:
+            raise ValueError(
+                f"--model {model!r}: {part!r} is not AGENT=MODEL; write e.g. claude-code=anthropic/x,codex=openai/y"
+            )
+        if agent not in names:
+            raise ValueError(f"--model names agent {agent!r}, which this run does not have (--agent {','.join(names)})")
+        models[agent] = value
+    return models
