@@ -31,7 +31,7 @@ class Checkout:
         self.script = Path(sys.argv[0]).name or "prepare.py"
 
     def fail(self, message: str) -> None:
-        sys.exit(f"prepare: {message}; the framework changed, update this task's {self.script}")
+        sys.exit(f"prepare: {message}; the framework changed, update this {self.script}")
 
     def _text(self, rel: str) -> str:
         path = self.root / rel
@@ -106,5 +106,5 @@ class Checkout:
         if leaks:
             sys.exit(
                 f"prepare: the checkout still contains what the task removes ({pattern!r}) in: "
-                f"{', '.join(leaks)}; extend this task's {self.script}"
+                f"{', '.join(leaks)}; extend this {self.script}"
             )
