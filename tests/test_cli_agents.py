@@ -98,6 +98,14 @@ def run_claude(tmp_path, server, limits=None, agent=None):
     return repo, outcome, trajectory.read()
 
 
+def run_smoke(agent: str, model: str, base_url: str, run_id: str, results: Path, env: dict):
+    """`runner.py --task smoke` with one CLI agent against the fake server, as a user runs it."""
+    command = [sys.executable, str(REPO / "runner.py"), "--task", "smoke", "--framework", "reference"]
+    command += ["--agent", agent, "--model", model, "--base-url", base_url, "--run-id", run_id]
+    command += ["--results-dir", str(results), "--no-throughput"]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=REPO)
+
+
 def all_text(folder: Path) -> str:
     return "\n".join(p.read_text(errors="replace") for p in folder.rglob("*") if p.is_file())
 
@@ -215,32 +223,7 @@ def test_runner_resolves_smoke_with_claude_code_and_the_proxy_metrics(claude_cod
         "ATEBENCH_CLI_CACHE": str(claude_code.parent),
     }
     with FakeLLMServer(script, by_step=True) as server:
-        done = subprocess.run(
-            [
-                sys.executable,
-                str(REPO / "runner.py"),
-                "--task",
-                "smoke",
-                "--framework",
-                "reference",
-                "--agent",
-                "claude-code",
-                "--model",
-                MODEL,
-                "--base-url",
-                server.url,
-                "--run-id",
-                "cc",
-                "--results-dir",
-                str(results),
-                "--no-throughput",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            env=env,
-            cwd=REPO,
-        )
+        done = run_smoke("claude-code", MODEL, server.url, "cc", results, env)
         served, bodies = server.served_replies(), json.dumps([r.body for r in server.requests])
         credentials = {r.headers.get("x-api-key") for r in server.requests}
     assert done.returncode == 0, done.stdout + done.stderr
@@ -332,32 +315,7 @@ def test_runner_resolves_smoke_with_codex(codex, tmp_path):
         "ATEBENCH_CLI_CACHE": str(codex.parent),
     }
     with FakeLLMServer(script, by_step=True) as server:
-        done = subprocess.run(
-            [
-                sys.executable,
-                str(REPO / "runner.py"),
-                "--task",
-                "smoke",
-                "--framework",
-                "reference",
-                "--agent",
-                "codex",
-                "--model",
-                CODEX_MODEL,
-                "--base-url",
-                server.url + "/v1",
-                "--run-id",
-                "cx",
-                "--results-dir",
-                str(results),
-                "--no-throughput",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            env=env,
-            cwd=REPO,
-        )
+        done = run_smoke("codex", CODEX_MODEL, server.url + "/v1", "cx", results, env)
         served, bodies = server.served_replies(), json.dumps([r.body for r in server.requests])
         credentials = {r.headers.get("authorization") for r in server.requests}
     assert done.returncode == 0, done.stdout + done.stderr
