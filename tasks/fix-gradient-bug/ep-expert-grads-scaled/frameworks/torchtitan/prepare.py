@@ -6,24 +6,11 @@ The injection asserts its anchor text, so a different TorchTitan fails preparati
 producing a task without a bug. Usage: python prepare.py <checkout>
 """
 
-import sys
-from pathlib import Path
+from bench.prepare_kit import Checkout
 
-root = Path(sys.argv[1])
+ck = Checkout()
 
-
-def edit(rel: str, old: str, new: str) -> None:
-    path = root / rel
-    text = path.read_text()
-    if text.count(old) != 1:
-        sys.exit(
-            f"prepare: expected exactly one of these in {rel}, found {text.count(old)}:\n{old}\n"
-            "TorchTitan changed; update this prepare.py"
-        )
-    path.write_text(text.replace(old, new))
-
-
-edit(
+ck.edit(
     "torchtitan/models/llama4/infra/parallelize.py",
     "    # Disable FSDP's automatic gradient division for all FSDP modules\n"
     "    disable_fsdp_gradient_division(model)\n",

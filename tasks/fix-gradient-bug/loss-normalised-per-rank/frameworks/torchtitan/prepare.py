@@ -6,24 +6,11 @@ The injection asserts its anchor text, so a different TorchTitan fails preparati
 producing a task without a bug. Usage: python prepare.py <checkout>
 """
 
-import sys
-from pathlib import Path
+from bench.prepare_kit import Checkout
 
-root = Path(sys.argv[1])
+ck = Checkout()
 
-
-def edit(rel: str, old: str, new: str) -> None:
-    path = root / rel
-    text = path.read_text()
-    if text.count(old) != 1:
-        sys.exit(
-            f"prepare: expected exactly one of these in {rel}, found {text.count(old)}:\n{old}\n"
-            "TorchTitan changed; update this prepare.py"
-        )
-    path.write_text(text.replace(old, new))
-
-
-edit(
+ck.edit(
     "torchtitan/train.py",
     "            global_valid_tokens = dist_utils.dist_sum(local_valid_tokens, batch_mesh)\n",
     "            global_valid_tokens = local_valid_tokens.float() * batch_mesh.size()\n",
