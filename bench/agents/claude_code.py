@@ -19,10 +19,10 @@ from bench.agents.cli_agent import (
     RELAY_PORT,
     CLIAgent,
     CLIPackage,
+    cli_agent_spec,
     npm_arch,
 )
 from bench.agents.spec import AgentOptions, AgentSpec
-from bench.llm import check_key, parse_model
 from bench.types import truncate
 
 CLAUDE_CODE = "claude-code"
@@ -136,17 +136,12 @@ class ClaudeCodeAgent(CLIAgent):
 def claude_code_spec(options: AgentOptions) -> AgentSpec:
     """`--model anthropic/<model>` (the CLI gets `<model>`), `--base-url` the Anthropic API; the CLI is
     installed on first use, and the key checked, before any trial."""
-    if not options.model:
-        raise ValueError("the claude-code agent needs a model, e.g. --model anthropic/claude-sonnet-4-5")
-    provider = parse_model(options.model)[0]
-    if provider != "anthropic":
-        raise ValueError(
-            f"the claude-code agent speaks the Anthropic API: --model anthropic/<model>, not {options.model!r}"
-        )
-    model, base_url = options.model, options.base_url
-
-    def ready() -> None:
-        check_key(model)
-        package().ensure_installed()
-
-    return AgentSpec(CLAUDE_CODE, lambda trial: ClaudeCodeAgent(model, base_url), model=model, check_ready=ready)
+    return cli_agent_spec(
+        CLAUDE_CODE,
+        options,
+        ("anthropic",),
+        "the claude-code agent needs a model, e.g. --model anthropic/claude-sonnet-4-5",
+        "the claude-code agent speaks the Anthropic API: --model anthropic/<model>, not {model!r}",
+        ClaudeCodeAgent,
+        package,
+    )

@@ -155,6 +155,34 @@ def copy_regular_files(src: Path, dest: Path, suffix: str) -> list[str]:
     return sorted(copied)
 
 
+def cli_agent_spec(
+    name: str,
+    options,
+    providers: tuple[str, ...],
+    needs_model: str,
+    wrong_provider: str,
+    make_agent,
+    package: CLIPackage,
+):
+    """The spec of a CLI agent: a model of one of its `providers`, else one error naming the flag
+    (`needs_model` / `wrong_provider`, the latter formatted with the given --model); the key checked and
+    the CLI installed before any trial."""
+    from bench.agents.spec import AgentSpec
+    from bench.llm import check_key
+
+    if not options.model:
+        raise ValueError(needs_model)
+    if parse_model(options.model)[0] not in providers:
+        raise ValueError(wrong_provider.format(model=options.model))
+    model, base_url = options.model, options.base_url
+
+    def ready() -> None:
+        check_key(model)
+        package().ensure_installed()
+
+    return AgentSpec(name, lambda trial: make_agent(model, base_url), model=model, check_ready=ready)
+
+
 class _Stop(Exception):
     def __init__(self, status: str, message: str):
         super().__init__(message)

@@ -20,10 +20,11 @@ from bench.agents.cli_agent import (
     RELAY_PORT,
     CLIAgent,
     CLIPackage,
+    cli_agent_spec,
     npm_arch,
 )
 from bench.agents.spec import AgentOptions, AgentSpec
-from bench.llm import check_key, parse_model
+from bench.llm import parse_model
 from bench.types import truncate
 
 CODEX = "codex"
@@ -140,18 +141,13 @@ class CodexAgent(CLIAgent):
 def codex_spec(options: AgentOptions) -> AgentSpec:
     """`--model openai/<slug>` (or `openai-compatible/<name>@<url>`, a server with the Responses API),
     `--base-url` the OpenAI API; the CLI is installed on first use, and the key checked, before any trial."""
-    if not options.model:
-        raise ValueError("the codex agent needs a model, e.g. --model openai/gpt-5-codex")
-    provider = parse_model(options.model)[0]
-    if provider not in ("openai", "openai-compatible"):
-        raise ValueError(
-            f"the codex agent speaks the OpenAI Responses API: --model openai/<model> or "
-            f"openai-compatible/<name>@<url>, not {options.model!r}"
-        )
-    model, base_url = options.model, options.base_url
-
-    def ready() -> None:
-        check_key(model)
-        package().ensure_installed()
-
-    return AgentSpec(CODEX, lambda trial: CodexAgent(model, base_url), model=model, check_ready=ready)
+    return cli_agent_spec(
+        CODEX,
+        options,
+        ("openai", "openai-compatible"),
+        "the codex agent needs a model, e.g. --model openai/gpt-5-codex",
+        "the codex agent speaks the OpenAI Responses API: --model openai/<model> or "
+        "openai-compatible/<name>@<url>, not {model!r}",
+        CodexAgent,
+        package,
+    )
