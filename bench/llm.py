@@ -129,24 +129,9 @@ class _Retrier:
             self.api_errors += 1
             will_retry = retryable and attempt < self.policy.max_retries
             delay = self.policy.delay_s(attempt, retry_after) if will_retry else 0.0
-            if will_retry and deadline is not None and time.monotonic() + delay >= deadline:
-                if self.on_api_error:
-                    self.on_api_error(
-                        {
-                            "provider": self.provider,
-                            "status": status,
-                            "message": redact(message),
-                            "attempt": attempt + 1,
-                            "will_retry": False,
-                            "retry_in_s": 0.0,
-                        }
-                    )
-                raise DeadlineExceeded(
-                    redact(
-                        f"{self.provider} API failed ({message}) and the trial's wall-time "
-                        "limit leaves no time to retry"
-                    )
-                )
+            out_of_time = will_retry and deadline is not None and time.monotonic() + delay >= deadline
+            if out_of_time:
+                will_retry, delay = False, 0.0
             if self.on_api_error:
                 self.on_api_error(
                     {
@@ -157,6 +142,13 @@ class _Retrier:
                         "will_retry": will_retry,
                         "retry_in_s": round(delay, 3),
                     }
+                )
+            if out_of_time:
+                raise DeadlineExceeded(
+                    redact(
+                        f"{self.provider} API failed ({message}) and the trial's wall-time "
+                        "limit leaves no time to retry"
+                    )
                 )
             if not will_retry:
                 tries = f"after {attempt + 1} attempts" if retryable else "(not retryable)"
