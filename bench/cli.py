@@ -17,7 +17,7 @@ from rich.table import Table
 
 from bench import mutants, results, specs, workspace
 from bench.agents import AGENTS, DEFAULT_AGENT, MUTANT, NOP, ORACLE, VALIDATION_AGENTS, WRONG, AgentOptions, make_specs
-from bench.grading import missing_ids
+from bench.grading import missing_ids, wrong_reason_to_fail
 from bench.run import (
     Plan,
     RunConfig,
@@ -360,7 +360,13 @@ def validation_matrix(rows: list[dict]) -> tuple[Table, bool]:
                 f"grading.toml): {', '.join(never_ran[:5])}" + (" ..." if len(never_ran) > 5 else "")
             )
         oracle_ok = by_agent.get(ORACLE, {}).get("status") == "resolved" and not never_ran
-        nop_ok = by_agent.get(NOP, {}).get("status") == "unresolved"
+        nop = by_agent.get(NOP, {})
+        nop_wrong = wrong_reason_to_fail(nop["grade"]) if nop.get("grade") else None
+        if nop_wrong:
+            spec_errors.append(
+                f"{task} on {framework}: {NOP} fails for the wrong reason (fix grading.toml): {nop_wrong}"
+            )
+        nop_ok = nop.get("status") == "unresolved" and not nop_wrong
         wrong_ok = WRONG not in by_agent or by_agent[WRONG]["status"] == "unresolved"
         valid = oracle_ok and nop_ok and wrong_ok
         all_valid &= valid

@@ -144,6 +144,19 @@ def missing_ids(fail_to_pass: dict[str, str], pass_to_pass: dict[str, str]) -> l
     return [test for test, v in (*fail_to_pass.items(), *pass_to_pass.items()) if v == "missing"]
 
 
+def wrong_reason_to_fail(grade: dict) -> str | None:
+    """Why an untouched checkout (the nop agent) failed for the wrong reason, or None. It must fail every
+    fail-to-pass test (else one passes without a fix) and pass every pass-to-pass test (else the prepare
+    step broke the checkout, or a P2P id really needs the fix and belongs in fail_to_pass)."""
+    passing = sorted(t for t, v in grade.get("fail_to_pass", {}).items() if v == "passed")
+    if passing:
+        return f"fail-to-pass test(s) pass without a fix: {', '.join(passing[:3])}"
+    broken = sorted(t for t, v in grade.get("pass_to_pass", {}).items() if v != "passed")
+    if broken:
+        return f"pass-to-pass test(s) fail on the prepared checkout: {', '.join(broken[:3])}"
+    return None
+
+
 def modified_test_files(changed: list[str], hidden: list[str]) -> list[str]:
     """Changed paths that are test files: the hidden tests' paths or anything named like a test."""
     hidden_set = set(hidden)
