@@ -65,11 +65,11 @@ def profile_of_step_3(tmp_path_factory):
     overrides = "".join(f"{key} = {value}\n" for key, value in RUN["model"]["overrides"].items())
     (scratch / "train.toml").write_text(
         f'[model]\nconfig = "{ROOT / "examples/models/qwen3_moe_tiny.json"}"\n[model.overrides]\n{overrides}'
-        f"[training]\nsteps = {WARMUP + REPEATS}\nseed = {RUN['training']['seed']}\n[data]\n"
+        f"[training]\nsteps = {RUN['training']['steps']}\nseed = {RUN['training']['seed']}\n[data]\n"
         + "".join(f"{key} = {value!r}\n".replace("'", '"') for key, value in RUN["data"].items())
     )
     cfg = load_config(scratch / "train.toml")
-    run = setup(cfg)
+    run = setup(cfg)  # the run's own 3 steps, so step 3 is the agent's step 3; steps 4 and 5 only add timings
     for step in range(WARMUP):
         train_step(run, step)
     profiles = []
