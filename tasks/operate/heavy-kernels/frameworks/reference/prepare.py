@@ -1,8 +1,8 @@
 """Puts the run to profile into the checkout: runs/profile/train.toml, 3 steps of a small qwen3_moe.
 
 The shape is chosen so the top 3 operators of a step stand well apart on CPU (attention backward,
-matmul, attention forward; the 4th is ~3.6x below the 3rd on 1 thread), which keeps the task's
-answer the same from one machine load to the next. Usage: python prepare.py <checkout>
+matmul, attention forward; the 4th is 2.8-3.8x below the 3rd on 1 thread in the sandbox), which keeps
+the task's answer the same from one machine load to the next. Usage: python prepare.py <checkout>
 """
 
 import sys
