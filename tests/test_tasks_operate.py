@@ -1,0 +1,113 @@
+"""The operate family on the reference framework: what tests/test_tasks_reference.py does not cover.
+
+Operate tasks differ from the build families: the answer is output files, not the original checkout, so
+each ships a solution.patch made by its gold producer (tasks/operate/make_patches.py). Checked here: the
+specs, the prepared workspace (the run's inputs, none of the outputs), the patches (they apply and write
+only the outputs), and, in the slow run, that the gold producer still makes the shipped trace.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench import specs, workspace
+
+REPO = Path(__file__).resolve().parents[1]
+TASKS = {
+    "operate/heavy-kernels": {"inputs": ["runs/profile/train.toml"], "outputs": ["heavy_kernels.csv"]},
+    "operate/routing-trace": {
+        "inputs": [
+            "runs/routing/train.toml",
+            "runs/routing/checkpoint/config.json",
+            "runs/routing/checkpoint/model.safetensors",
+        ],
+        "outputs": [f"routing_trace/step_{n}.npz" for n in range(1, 5)],
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("atebench-cache")
+
+
+@pytest.fixture(scope="module")
+def framework():
+    return specs.load_framework("reference")
+
+
+def variant(task_id: str) -> specs.TaskVariant:
+    return specs.load_task(task_id).variant("reference")
+
+
+def patch_files(patch: str) -> list[str]:
+    return sorted(line.split(" b/", 1)[1] for line in patch.splitlines() if line.startswith("diff --git "))
+
+
+def test_every_operate_task_is_covered_here():
+    assert specs.select_tasks("operate") == sorted(TASKS)
+
+
+@pytest.mark.parametrize("task_id", sorted(TASKS))
+def test_spec_ships_produced_patches_and_restores_what_the_grader_runs(task_id):
+    v = variant(task_id)
+    assert v.task.family == "operate" and v.task.spec.resources.gpus == 0
+    assert not v.task.spec.measure_throughput, "an operate task changes no training speed"
+    assert v.task.spec.grading.timeout_s <= 300
+    assert v.solution_patch is not None, "the answer is output files: ship solution.patch (make_patches.py)"
+    assert v.wrong_patch is not None and (v.dir / "gold" / "solve.py").is_file()
+    assert v.grading.tests_target == "grader_tests" and v.tests_dir.is_dir()
+    for test_id in v.grading.fail_to_pass + v.grading.pass_to_pass:
+        path = test_id.split("::")[0]
+        assert (v.tests_dir / path.removeprefix("grader_tests/")).is_file(), f"{test_id}: no such hidden test file"
+    for rel in v.grading.restore_from_original:
+        assert (REPO / "reference_impl" / rel).is_file(), f"restore_from_original names {rel}, not in reftrain"
+    assert "reftrain/train.py" in v.grading.restore_from_original, "the grader's reference must run the original step"
+    assert "{framework}" in v.task.instruction_template
+
+
+@pytest.mark.parametrize("task_id", sorted(TASKS))
+def test_workspace_has_the_inputs_none_of_the_outputs_and_the_patches_write_only_outputs(
+    task_id, framework, cache, tmp_path
+):
+    v = variant(task_id)
+    work = workspace.create_workspace(v, framework, tmp_path / "ws", cache)
+    for rel in TASKS[task_id]["inputs"]:
+        assert (work / rel).is_file(), f"prepare.py did not write {rel}"
+    for rel in TASKS[task_id]["outputs"]:
+        assert not (work / rel).exists(), f"the workspace already holds the answer {rel}"
+    assert not (work / "grader_tests").exists()
+    for patch in (v.solution_patch, v.wrong_patch):
+        assert patch_files(patch.read_text()) == sorted(TASKS[task_id]["outputs"]), f"{patch.name} writes other files"
+        proc = subprocess.run(["git", "apply", "--check", str(patch)], cwd=work, capture_output=True, text=True)
+        assert proc.returncode == 0, (
+            f"{patch.name} no longer applies: {proc.stderr} (rerun tasks/operate/make_patches.py)"
+        )
+    assert v.solution_patch.read_text() != v.wrong_patch.read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_routing_trace_gold_producer_still_makes_the_shipped_trace(framework, cache, tmp_path):
+    """A change to reftrain's init, data order or router moves the trace: rerun make_patches.py then."""
+    v = variant("operate/routing-trace")
+    shipped = workspace.create_workspace(v, framework, tmp_path / "shipped", cache)
+    subprocess.run(["git", "apply", str(v.solution_patch)], cwd=shipped, check=True)
+    fresh = workspace.create_workspace(v, framework, tmp_path / "fresh", cache)
+    threads = {"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}  # the task's resources.cpus, as make_patches.py
+    env = {**os.environ, **threads, "PYTHONPATH": str(fresh), "TMPDIR": str(tmp_path)}  # torch's caches stay here
+    proc = subprocess.run(
+        [sys.executable, str(v.dir / "gold" / "solve.py")], cwd=fresh, env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    for rel in TASKS["operate/routing-trace"]["outputs"]:
+        with np.load(shipped / rel) as a, np.load(fresh / rel) as b:
+            for key in ("layers", "tokens", "expert_ids"):
+                np.testing.assert_array_equal(a[key], b[key], err_msg=f"{rel}: {key}")
+            np.testing.assert_allclose(a["gate_weights"], b["gate_weights"], rtol=0, atol=1e-6, err_msg=rel)
