@@ -410,3 +410,38 @@ def test_every_fact_of_a_shipped_key_decides(tmp_path, task_id):
         shifted = "\n".join(gold[:i] + [moved] + gold[i + 1 :])
         grade = answers.grade(variant, [{"kind": "assistant", "content": shifted}], [], source, tmp_path / "log")
         assert not grade.resolved and grade.facts[fact.id] != "found", fact.id
+
+
+# ---- the builtin agent answers through `submit` ----
+
+
+def test_the_builtin_agents_submit_summary_is_the_graded_answer(tmp_path, tree, variant, monkeypatch):
+    """A real BuiltinAgent against the scripted LLM server: the answer it puts in `submit`'s summary is read
+    back from the trajectory and graded."""
+    from bench.agents import BuiltinAgent
+    from bench.sandbox.local import LocalSandbox
+    from bench.specs import Limits
+    from bench.types import AgentContext, TrajectoryWriter
+    from tests.fake_llm import FakeLLMServer, Reply
+
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "test-anthropic-key-not-real-5c1d")
+    body = "- Norm takes EPS, 1e-6: pkg/norm.py:9-10\n- forward returns x: pkg/norm.py:12-14"
+    answer = f"<final_answer>\n{body}\n</final_answer>"
+    script = [
+        Reply(tool_calls=[("bash", {"command": "cat -n pkg/norm.py"})]),
+        Reply(text="Done.", tool_calls=[("submit", {"summary": answer})]),
+    ]
+    trajectory = TrajectoryWriter(tmp_path / "out" / "trajectory.jsonl")
+    with FakeLLMServer(script) as server:
+        agent = BuiltinAgent(model="anthropic/claude-haiku-4-5", base_url=server.url)
+        sandbox = LocalSandbox(tree)
+        try:
+            ctx = AgentContext(instruction="Where is eps set?", sandbox=sandbox, limits=Limits(), trajectory=trajectory)
+            outcome = agent.run(ctx)
+        finally:
+            sandbox.close()
+    assert outcome.exit_status == "submitted", outcome.error
+    events = trajectory.read()
+    assert answers.final_answer(events) == body
+    grade = answers.grade(variant, events, [], tree, tmp_path / "grader.log")
+    assert grade.resolved and grade.facts == {"eps": "found", "forward": "found"}, grade
