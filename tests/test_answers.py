@@ -294,6 +294,16 @@ def test_an_answer_task_refuses_hidden_tests_and_a_tests_task_refuses_a_key(tmp_
         specs.load_task("qa/topic", root).variant("fw")
 
 
+def test_a_qa_task_needs_no_gpu_whatever_the_framework_asks(variant):
+    """Q&A only reads the source: a framework whose sandbox asks for GPUs still answers on a CPU machine."""
+    from bench.gpu import gpus_per_trial
+
+    framework = specs.load_framework("reference")
+    on_gpus = framework.model_copy(update={"sandbox": framework.sandbox.model_copy(update={"gpus": 4})})
+    assert gpus_per_trial(on_gpus, variant.task.spec) == 0
+    assert gpus_per_trial(on_gpus, specs.load_task("add-new-model/mixtral").spec) == 4  # a build task still asks
+
+
 def test_key_mistakes_its_types_catch(tmp_path):
     with pytest.raises(specs.SpecError, match=r"fact ids eps appear more than once"):
         make_task(tmp_path / "a", KEY + KEY.split("[[facts]]")[1].join(["[[facts]]", ""]))
