@@ -60,6 +60,13 @@ def task_category(family: str) -> str:
     return family if family in ("qa", "operate") else "build"
 
 
+def not_reported(row: dict, key: str) -> str | None:
+    """Why a metric is left out of a row of its category (Q&A reports no session duration or GPU time), or None."""
+    if key in CATEGORY_METRICS[row["category"]]:
+        return None
+    return f"not reported for {CATEGORIES[row['category']]}"
+
+
 def level_value(row: dict, level: str) -> str:
     """What names a row in its table: the task, the family, or the category's label."""
     value = row[LEVEL_KEYS[level]]
@@ -501,7 +508,7 @@ def markdown_tables(
         "|---|---|---|" + "---|" * len(keys),
     ]
     for r in rows:
-        cells = "".join(f" {format_cell(r['metrics'][k], METRICS[k][1])} |" for k in keys)
+        cells = "".join(f" {not_reported(r, k) or format_cell(r['metrics'][k], METRICS[k][1])} |" for k in keys)
         lines.append(f"| {level_value(r, level)} | {r['framework']} | {r['agent']}/{r['model']} |{cells}")
     compared = [r for r in rows if r["vs_reference"]]
     if compared:
@@ -514,7 +521,8 @@ def markdown_tables(
         ]
         for r in compared:
             cells = "".join(
-                f" {format_change(r['vs_reference'][k]) if k in r['vs_reference'] else 'n/a'} |" for k in keys
+                f" {not_reported(r, k) or (format_change(r['vs_reference'][k]) if k in r['vs_reference'] else 'n/a')} |"
+                for k in keys
             )
             lines.append(f"| {level_value(r, level)} | {r['framework']} | {r['agent']}/{r['model']} |{cells}")
     if level == "task" and throughput:

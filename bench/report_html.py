@@ -33,6 +33,7 @@ from bench.report import (
     in_category,
     level_value,
     metric_header,
+    not_reported,
     qa_cell,
     qa_matrix,
     shows_families,
@@ -144,6 +145,9 @@ def summary_table(rows: list[dict], level: str, metrics: list[str] | None = None
         cells = [escape(level_value(r, level)), escape(r["framework"]), escape(f"{r['agent']}/{r['model']}")]
         for k in keys:
             unit = METRICS[k][1]
+            if not_reported(r, k):
+                cells.append(f'<span class="na">{escape(not_reported(r, k))}</span>')
+                continue
             text = escape(format_cell(r["metrics"][k], unit))
             if r["metrics"][k]["unavailable"]:
                 text = f'<span class="na">{text}</span>'

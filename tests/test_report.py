@@ -440,6 +440,9 @@ def test_results_are_grouped_by_category_in_ate_bench_order(tmp_path):
     sections = [line for line in md.splitlines() if line.startswith("## ")]
     assert sections == ["## By category", "## Q&A", "## Operate", "## Build"]
     assert "| Q&A | megatron | builtin/test-model | 4 | 3 | 0 | 0 | 1 | 100% |" in md
+    # the overview spans categories: a Q&A row leaves out what Q&A does not report, a build row keeps it
+    assert "| Q&A | reference | builtin/test-model | 6 turns [5, 7] | not reported for Q&A |" in md
+    assert "| Build | reference | builtin/test-model | 13 turns [10, 20] | 13.3 min [" in md
     build = md[md.index("## Build") :]
     assert "#### Outcomes (task family)" in build and "| add-new-model | reference |" in build
     assert "(task family)" not in md[md.index("## Q&A") : md.index("## Build")]  # one family: the category
