@@ -226,7 +226,8 @@ def gold_answer(key: AnswerKey, resolved: dict[str, list[Span]]) -> str:
 
 def states_value(statement: str, value: str | float) -> bool:
     """A number matches in any notation (1e-6 = 1e-06 = 0.000001, 1e6 = 1,000,000); a string as a whole word,
-    any case."""
+    any case, or as the head of a longer identifier (dp_ep in dp_ep_mesh: agents quote the code's names), but
+    never inside a longer word (ep is not in epoch, intermediate_size is not in moe_intermediate_size)."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         numbers = []
         for token in NUMBER.findall(THOUSANDS.sub("", statement)):
@@ -235,7 +236,7 @@ def states_value(statement: str, value: str | float) -> bool:
             except ValueError:
                 continue
         return any(math.isclose(n, float(value), rel_tol=1e-9, abs_tol=0.0) for n in numbers)
-    return re.search(r"(?<!\w)" + re.escape(str(value)) + r"(?!\w)", statement, re.IGNORECASE) is not None
+    return re.search(r"(?<!\w)" + re.escape(str(value)) + r"(?![^\W_])", statement, re.IGNORECASE) is not None
 
 
 def _inside(citation: Citation, rel: str, span: Span) -> bool:

@@ -25,9 +25,12 @@ MIB = 1024 * 1024
 
 def gpus_per_trial(framework: FrameworkSpec, task: TaskSpec | None, override: int | None = None) -> int:
     """The GPUs a trial holds exclusively: `--gpus` when given, else the larger of what the task
-    (resources.gpus) and the framework (sandbox.gpus) ask for. The run's plan and the trial both ask here."""
+    (resources.gpus) and the framework (sandbox.gpus) ask for; a task graded by its answer (Q&A) only reads
+    the source, so only its own ask counts. The run's plan and the trial both ask here."""
     if override is not None:
         return override
+    if task is not None and task.grading.kind == "answer":
+        return task.resources.gpus
     return max(framework.sandbox.gpus, task.resources.gpus if task is not None else 0)
 
 

@@ -33,11 +33,45 @@ THROUGHPUT = "throughput_tokens_per_s"
 GPU_METRICS = {"active_gpu_s", "gpu_hours_allocated"}  # throughput is measured on CPU too
 HIGHER_IS_BETTER = {"throughput_tokens_per_s"}
 
+# ATE-Bench's categories, in the order its tables use: the qa family asks read-only questions, the operate
+# family runs and profiles the framework, every other family builds something (a model, a fix, a feature).
+CATEGORIES = {"qa": "Q&A", "operate": "Operate", "build": "Build"}
+# The effort columns of each category's tables, in order. Q&A is read-only and needs no GPU: ATE-Bench
+# reports neither session duration nor GPU time for it, and the context an agent reads per turn is what
+# its Q&A comparison turns on, so that column leads; the summary files keep every metric.
+CATEGORY_METRICS = {
+    "qa": ["per_turn_context_p50", "agent_turns", "output_tokens", "cost_usd"],
+    "operate": list(METRICS),
+    "build": list(METRICS),
+}
+
 # a level of the leaderboard -> the fields that make one row
 GROUPINGS = {
+    "category": ["category", "framework", "agent", "model"],
     "family": ["task_family", "framework", "agent", "model"],
     "task": ["task", "framework", "agent", "model"],
 }
+LEVEL_KEYS = {"category": "category", "family": "task_family", "task": "task"}
+LEVEL_TITLES = {"category": "Category", "family": "Task family", "task": "Task"}
+
+
+def task_category(family: str) -> str:
+    """The ATE-Bench category of a task family: qa, operate, or build for every other family."""
+    return family if family in ("qa", "operate") else "build"
+
+
+def not_reported(row: dict, key: str) -> str | None:
+    """Why a metric is left out of a row of its category (Q&A reports no session duration or GPU time), or None."""
+    if key in CATEGORY_METRICS[row["category"]]:
+        return None
+    return f"not reported for {CATEGORIES[row['category']]}"
+
+
+def level_value(row: dict, level: str) -> str:
+    """What names a row in its table: the task, the family, or the category's label."""
+    value = row[LEVEL_KEYS[level]]
+    return CATEGORIES.get(value, value) if level == "category" else str(value)
+
 
 FINISHED = {"resolved", "unresolved", "error"}
 INCOMPLETE = {"running", "interrupted", "missing"}
@@ -161,6 +195,7 @@ def trial_frame(trials: list[dict]) -> pd.DataFrame:
             "run_id": t.get("run_id"),
             "task": t["task"],
             "task_family": t.get("task_family") or t["task"].split("/")[0],
+            "category": task_category(t.get("task_family") or t["task"].split("/")[0]),
             "framework": t["framework"],
             "agent": t["agent"],
             "model": t.get("model") or "-",
@@ -265,6 +300,7 @@ def summarize(
         one_task = n_tasks == 1 and attempts > 0  # pass@k means "k tries at ONE task"; across tasks it means nothing
         row = {
             "level": level,
+            "category": group["category"].iloc[0],  # a family lies in one category, so every level has one
             **ident,
             "n_trials": len(group),
             "n_resolved": resolved,
@@ -294,6 +330,8 @@ def summarize(
         rows.append(row)
     if level == "task":
         _compare_tasks_throughput(rows)
+    if level == "category":
+        rows.sort(key=lambda r: list(CATEGORIES).index(r["category"]))  # ATE-Bench's order; stable otherwise
     return rows
 
 
@@ -434,14 +472,19 @@ def format_rate(value: float | None) -> str:
 
 
 def row_label(row: dict) -> str:
-    where = row.get("task") or row.get("task_family")
+    where = row.get("task") or row.get("task_family") or CATEGORIES.get(row.get("category"), row.get("category"))
     return f"{where} · {row['framework']} · {row['agent']}/{row['model']}"
 
 
-def markdown_tables(rows: list[dict], level: str, reference_framework: str) -> str:
-    """Three paste-able tables for one level: outcomes, effort medians with CI, change vs reference."""
-    where = "Task" if level == "task" else "Task family"
-    key = "task" if level == "task" else "task_family"
+def markdown_tables(
+    rows: list[dict], level: str, reference_framework: str, metrics: list[str] | None = None, throughput: bool = True
+) -> str:
+    """Three paste-able tables for one level: outcomes, effort medians with CI, change vs reference.
+
+    `metrics` picks and orders the effort columns (default: all); `throughput` adds the task level's
+    post-task throughput table."""
+    where = LEVEL_TITLES[level]
+    keys = metrics or list(METRICS)
     head = f"| {where} | Framework | Agent / model |"
     lines = [
         f"#### Outcomes ({where.lower()})",
@@ -452,36 +495,94 @@ def markdown_tables(rows: list[dict], level: str, reference_framework: str) -> s
     for r in rows:
         pass_k = format_pass_at_k(r)
         lines.append(
-            f"| {r[key]} | {r['framework']} | {r['agent']}/{r['model']} | {r['n_trials']} | {r['n_resolved']} "
-            f"| {r['n_unresolved']} | {r['n_error']} | {r['n_incomplete']} | {format_rate(r['success_rate'])} "
-            f"| {format_rate(r['pass_at_1'])} | {pass_k} |"
+            f"| {level_value(r, level)} | {r['framework']} | {r['agent']}/{r['model']} | {r['n_trials']} "
+            f"| {r['n_resolved']} | {r['n_unresolved']} | {r['n_error']} | {r['n_incomplete']} "
+            f"| {format_rate(r['success_rate'])} | {format_rate(r['pass_at_1'])} | {pass_k} |"
         )
+    header = head + "".join(f" {metric_header(*METRICS[k])} |" for k in keys)
     lines += [
         "",
         f"#### Effort, median [95% CI] ({where.lower()})",
         "",
-        head + "".join(f" {metric_header(label, unit)} |" for label, unit in METRICS.values()),
-        "|---|---|---|" + "---|" * len(METRICS),
+        header,
+        "|---|---|---|" + "---|" * len(keys),
     ]
     for r in rows:
-        cells = "".join(f" {format_cell(r['metrics'][k], unit)} |" for k, (_, unit) in METRICS.items())
-        lines.append(f"| {r[key]} | {r['framework']} | {r['agent']}/{r['model']} |{cells}")
+        cells = "".join(f" {not_reported(r, k) or format_cell(r['metrics'][k], METRICS[k][1])} |" for k in keys)
+        lines.append(f"| {level_value(r, level)} | {r['framework']} | {r['agent']}/{r['model']} |{cells}")
     compared = [r for r in rows if r["vs_reference"]]
     if compared:
         lines += [
             "",
             f"#### Change of medians versus `{reference_framework}` [95% CI] ({where.lower()})",
             "",
-            head + "".join(f" {metric_header(label, unit)} |" for label, unit in METRICS.values()),
-            "|---|---|---|" + "---|" * len(METRICS),
+            header,
+            "|---|---|---|" + "---|" * len(keys),
         ]
         for r in compared:
             cells = "".join(
-                f" {format_change(r['vs_reference'][k]) if k in r['vs_reference'] else 'n/a'} |" for k in METRICS
+                f" {not_reported(r, k) or (format_change(r['vs_reference'][k]) if k in r['vs_reference'] else 'n/a')} |"
+                for k in keys
             )
-            lines.append(f"| {r[key]} | {r['framework']} | {r['agent']}/{r['model']} |{cells}")
-    if level == "task":
+            lines.append(f"| {level_value(r, level)} | {r['framework']} | {r['agent']}/{r['model']} |{cells}")
+    if level == "task" and throughput:
         lines += ["", throughput_markdown(rows)]
+    return "\n".join(lines) + "\n"
+
+
+def in_category(rows: list[dict], category: str) -> list[dict]:
+    return [r for r in rows if r["category"] == category]
+
+
+def shows_families(category: str) -> bool:
+    """Whether a category's families are worth their own tables: Q&A and operate are one family each
+    (the family row would repeat the category row); build spans several (new models, fixes, features)."""
+    return category == "build"
+
+
+def qa_matrix(task_rows: list[dict], category_rows: list[dict], reference_framework: str) -> dict:
+    """The Q&A comparison as ATE-Bench tabulates it: one line per topic (and agent/model), one column per
+    framework, the reference framework first; a last line per agent/model pools every topic."""
+    qa_tasks = in_category(task_rows, "qa")
+    frameworks = sorted({r["framework"] for r in qa_tasks}, key=lambda f: (f != reference_framework, f))
+    lines: dict[tuple, dict] = {}
+    for r in qa_tasks:
+        lines.setdefault((r["agent"], r["model"], r["task"]), {})[r["framework"]] = r
+    pooled = {}
+    for r in in_category(category_rows, "qa"):
+        pooled.setdefault((r["agent"], r["model"], "all Q&A topics"), {})[r["framework"]] = r
+    ordered = sorted(lines.items()) + sorted(pooled.items())
+    return {
+        "frameworks": frameworks,
+        "lines": [{"agent": a, "model": m, "task": t, "cells": cells} for (a, m, t), cells in ordered],
+    }
+
+
+def qa_cell(row: dict | None) -> str:
+    """One framework's result on one topic: per-turn context first, then turns and the resolved share."""
+    if row is None:
+        return "not run"
+    context, turns = row["metrics"]["per_turn_context_p50"], row["metrics"]["agent_turns"]
+    ctx = (
+        f"context {context['unavailable']}"
+        if context["unavailable"]
+        else f"{with_unit(format_number(context['median'], 'tokens'), 'tokens')} per turn"
+    )
+    steps = turns["unavailable"] if turns["unavailable"] else f"{format_number(turns['median'], 'turns')} turns"
+    return f"{ctx} · {steps} · {row['n_resolved']}/{row['n_attempts']} resolved"
+
+
+def qa_matrix_markdown(matrix: dict) -> str:
+    frameworks = matrix["frameworks"]
+    lines = [
+        "#### Q&A across frameworks: per-turn context (median) · agent turns (median) · resolved",
+        "",
+        "| Topic | Agent / model |" + "".join(f" {f} |" for f in frameworks),
+        "|---|---|" + "---|" * len(frameworks),
+    ]
+    for line in matrix["lines"]:
+        cells = "".join(f" {qa_cell(line['cells'].get(f))} |" for f in frameworks)
+        lines.append(f"| {line['task']} | {line['agent']}/{line['model']} |{cells}")
     return "\n".join(lines) + "\n"
 
 
@@ -564,13 +665,31 @@ def markdown_report(
         "post-task throughput is the median of repeated benchmark runs, and a throughput difference whose "
         "sample ranges overlap is reported as within noise.",
         "",
-        "## By task family",
+        "## By category",
         "",
-        markdown_tables(summaries["family"], "family", reference_framework),
-        "## By task",
+        "Q&A asks read-only questions graded by the cited answer; operate runs and profiles the framework; "
+        "build changes it (new models, fixes, features).",
         "",
-        markdown_tables(summaries["task"], "task", reference_framework),
+        markdown_tables(summaries["category"], "category", reference_framework),
     ]
+    for category, label in CATEGORIES.items():
+        tasks = in_category(summaries["task"], category)
+        if not tasks:
+            continue
+        parts += [f"## {label}", ""]
+        if category == "qa":
+            matrix = qa_matrix(summaries["task"], summaries["category"], reference_framework)
+            parts += [
+                "Read-only: no session duration or GPU time (as in ATE-Bench); per-turn context leads.",
+                "",
+                qa_matrix_markdown(matrix),
+            ]
+        if shows_families(category):
+            families = in_category(summaries["family"], category)
+            parts += [markdown_tables(families, "family", reference_framework, CATEGORY_METRICS[category])]
+        parts += [
+            markdown_tables(tasks, "task", reference_framework, CATEGORY_METRICS[category], category != "qa"),
+        ]
     mutation = mutation_scores(run_dirs)
     if mutation:
         parts += ["## Grader mutation score (validate --mutants)", "", mutation_markdown(mutation)]

@@ -17,7 +17,10 @@ from pathlib import Path
 
 from bench import plots, profile, throughput
 from bench.report import (
+    CATEGORIES,
+    CATEGORY_METRICS,
     GROUPINGS,
+    LEVEL_TITLES,
     METRICS,
     THROUGHPUT,
     format_cell,
@@ -27,7 +30,13 @@ from bench.report import (
     format_rate,
     format_spread,
     format_trials_noise,
+    in_category,
+    level_value,
     metric_header,
+    not_reported,
+    qa_cell,
+    qa_matrix,
+    shows_families,
     throughput_rows,
     trial_error,
     trial_frame,
@@ -108,14 +117,13 @@ def scroll(table: str) -> str:
 
 
 def outcome_table(rows: list[dict], level: str) -> str:
-    key = "task" if level == "task" else "task_family"
     head = (
         "<tr><th>{}</th><th>Framework</th><th>Agent / model</th><th>Trials</th><th>Resolved</th><th>Unresolved</th>"
         "<th>Error</th><th>Incomplete</th><th>Success</th><th>pass@1</th><th>pass@k</th></tr>"
-    ).format("Task" if level == "task" else "Task family")
+    ).format(LEVEL_TITLES[level])
     body = []
     for r in rows:
-        cells = [escape(str(r[key])), escape(r["framework"]), escape(f"{r['agent']}/{r['model']}")]
+        cells = [escape(level_value(r, level)), escape(r["framework"]), escape(f"{r['agent']}/{r['model']}")]
         cells += [str(r[n]) for n in ("n_trials", "n_resolved", "n_unresolved", "n_error", "n_incomplete")]
         cells += [format_rate(r["success_rate"]), format_rate(r["pass_at_1"]), escape(format_pass_at_k(r))]
         body.append(
@@ -126,17 +134,20 @@ def outcome_table(rows: list[dict], level: str) -> str:
     return scroll(f"<table>{head}{''.join(body)}</table>")
 
 
-def summary_table(rows: list[dict], level: str) -> str:
-    """Effort metrics: median [95% CI] with units, change versus the reference framework below."""
-    key = "task" if level == "task" else "task_family"
-    head = "<tr><th>{}</th><th>Framework</th><th>Agent / model</th>".format(
-        "Task" if level == "task" else "Task family"
-    )
-    head += "".join(f"<th>{escape(metric_header(label, unit))}</th>" for label, unit in METRICS.values()) + "</tr>"
+def summary_table(rows: list[dict], level: str, metrics: list[str] | None = None) -> str:
+    """Effort metrics: median [95% CI] with units, change versus the reference framework below; `metrics`
+    picks and orders the columns (default: all)."""
+    keys = metrics or list(METRICS)
+    head = f"<tr><th>{LEVEL_TITLES[level]}</th><th>Framework</th><th>Agent / model</th>"
+    head += "".join(f"<th>{escape(metric_header(*METRICS[k]))}</th>" for k in keys) + "</tr>"
     body = []
     for r in rows:
-        cells = [escape(str(r[key])), escape(r["framework"]), escape(f"{r['agent']}/{r['model']}")]
-        for k, (_, unit) in METRICS.items():
+        cells = [escape(level_value(r, level)), escape(r["framework"]), escape(f"{r['agent']}/{r['model']}")]
+        for k in keys:
+            unit = METRICS[k][1]
+            if not_reported(r, k):
+                cells.append(f'<span class="na">{escape(not_reported(r, k))}</span>')
+                continue
             text = escape(format_cell(r["metrics"][k], unit))
             if r["metrics"][k]["unavailable"]:
                 text = f'<span class="na">{text}</span>'
@@ -151,6 +162,57 @@ def summary_table(rows: list[dict], level: str) -> str:
             + "</tr>"
         )
     return scroll(f"<table>{head}{''.join(body)}</table>")
+
+
+def qa_matrix_table(matrix: dict) -> str:
+    """Q&A across frameworks: a line per topic, a column per framework, per-turn context first."""
+    frameworks = matrix["frameworks"]
+    head = "<tr><th>Topic</th><th>Agent / model</th>" + "".join(f"<th>{escape(f)}</th>" for f in frameworks)
+    body = []
+    for line in matrix["lines"]:
+        cells = []
+        for f in frameworks:
+            row = line["cells"].get(f)
+            if row is None:
+                cells.append('<td class="na">not run</td>')
+                continue
+            ctx, rest = qa_cell(row).split(" · ", 1)
+            cells.append(f'<td class="num"><b class="context">{escape(ctx)}</b><br>{escape(rest)}</td>')
+        body.append(
+            f'<tr><td class="id">{escape(line["task"])}</td><td class="id">{escape(line["agent"])}/'
+            f"{escape(str(line['model']))}</td>{''.join(cells)}</tr>"
+        )
+    return scroll(f'<table class="qa-matrix">{head}</tr>{"".join(body)}</table>')
+
+
+def category_sections(summaries: dict[str, list[dict]], reference_framework: str) -> list[str]:
+    """One section per category the runs hold (Q&A, operate, build), in ATE-Bench's order."""
+    parts = []
+    for category, label in CATEGORIES.items():
+        tasks = in_category(summaries["task"], category)
+        if not tasks:
+            continue
+        parts.append(f'<h2 id="category-{category}">{escape(label)}</h2>')
+        if category == "qa":
+            parts += [
+                '<p class="meta">Read-only questions graded by the cited answer. No session duration or GPU time '
+                "(as in ATE-Bench); the context an agent reads per turn comes first.</p>",
+                "<h3>Q&amp;A across frameworks: per-turn context (median) · agent turns (median) · resolved</h3>",
+                qa_matrix_table(qa_matrix(summaries["task"], summaries["category"], reference_framework)),
+            ]
+        if shows_families(category):
+            families = in_category(summaries["family"], category)
+            parts += [
+                "<h3>By task family</h3>",
+                outcome_table(families, "family"),
+                summary_table(families, "family", CATEGORY_METRICS[category]),
+            ]
+        parts += [
+            "<h3>By task</h3>",
+            outcome_table(tasks, "task"),
+            summary_table(tasks, "task", CATEGORY_METRICS[category]),
+        ]
+    return parts
 
 
 def throughput_table(rows: list[dict]) -> str:
@@ -314,14 +376,12 @@ def report_html(
         "trials (interrupted, running, missing) are listed but left out of both. pass@k is per task. Post-task "
         "throughput is the median of repeated benchmark runs of what the task changed; a difference whose "
         "sample ranges overlap is within noise.</p>",
-        "<h2>By task family</h2>",
-        outcome_table(summaries["family"], "family"),
-        summary_table(summaries["family"], "family"),
-        "<h2>By task</h2>",
-        outcome_table(task_rows, "task"),
-        summary_table(task_rows, "task"),
+        "<h2>By category</h2>",
+        outcome_table(summaries["category"], "category"),
+        summary_table(summaries["category"], "category"),
+        *category_sections(summaries, reference_framework),
         "<h2>Post-task throughput</h2>",
-        throughput_table(task_rows),
+        throughput_table([r for r in task_rows if r["category"] != "qa"]),
         "<h2>Metrics by task (median; whiskers: 95% CI, or for throughput the range of all samples)</h2>",
         f'<div class="figs">{bars}</div>',
         "<h2>Throughput versus agent turns</h2>",

@@ -15,7 +15,7 @@ FIXTURES = Path(__file__).parent / "fixtures" / "runs"
 
 
 def row(summary: dict, level: str, where: str, framework: str, agent: str = "builtin") -> dict:
-    key = "task" if level == "task" else "task_family"
+    key = report.LEVEL_KEYS[level]
     matches = [r for r in summary[level] if r[key] == where and r["framework"] == framework and r["agent"] == agent]
     assert len(matches) == 1, f"expected one {level} row for {where}/{framework}/{agent}"
     return matches[0]
@@ -104,7 +104,9 @@ def test_ratio_to_reference(built):
 def test_markdown_tables_are_well_formed(built):
     lines = (built / "report.md").read_text().splitlines()
     separators = [i for i, line in enumerate(lines) if line.startswith("|---")]
-    assert len(separators) == 7  # outcomes, effort, change: per family and per task; throughput per task
+    # by category: outcomes, effort, change; Q&A: the cross-framework table, then outcomes, effort, change per
+    # task; build: outcomes, effort, change per family and per task, then throughput per task
+    assert len(separators) == 3 + 4 + 7
     for i in separators:
         width = lines[i - 1].count("|")
         rows = []
@@ -121,7 +123,7 @@ def test_report_is_reproducible(built, tmp_path):
     assert (tmp_path / "summary.json").read_bytes() == (built / "summary.json").read_bytes()
     assert (tmp_path / "summary.csv").read_bytes() == (built / "summary.csv").read_bytes()
     csv_rows = (built / "summary.csv").read_text().strip().splitlines()
-    assert len(csv_rows) == 1 + 6 + 9  # header, family rows, task rows
+    assert len(csv_rows) == 1 + 6 + 6 + 9  # header, category rows, family rows, task rows
 
 
 def test_trajectory_page_escapes_and_truncates(built):
@@ -390,3 +392,80 @@ def test_report_and_compare_name_only_metrics_a_result_has():
     names = {f.name for f in fields(Metrics)}
     assert set(report.METRICS) <= names and report.GPU_METRICS <= names and report.HIGHER_IS_BETTER <= names
     assert {key for key in ALIASES.values() if key != "success"} <= names
+
+
+# ---- categories (ATE-Bench's Q&A / operate / build) ----
+
+
+def test_task_families_map_to_ate_bench_categories():
+    assert [report.task_category(f) for f in ("qa", "operate", "add-new-model", "fix-gradient-bug", "enable-ep")] == [
+        "qa",
+        "operate",
+        "build",
+        "build",
+        "build",
+    ]
+
+
+def _with_operate_trial(tmp_path: Path) -> Path:
+    """The fixture run plus one operate trial (a copy of a Q&A trial, renamed)."""
+    run = tmp_path / "fx-report"
+    shutil.copytree(FIXTURES / "fx-report", run)
+    shutil.copytree(
+        run / "qa__rope" / "reference" / "builtin" / "0", run / "operate__routing-trace" / "reference" / "builtin" / "0"
+    )
+    _edit_result(run, "operate__routing-trace/reference/builtin/0", task="operate/routing-trace", task_family="operate")
+    return run
+
+
+def test_results_are_grouped_by_category_in_ate_bench_order(tmp_path):
+    run = _with_operate_trial(tmp_path)
+    out = tmp_path / "out"
+    assert cmd_report([str(run), "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert [(r["category"], r["framework"], r["agent"]) for r in summary["category"]] == [
+        ("qa", "megatron", "builtin"),
+        ("qa", "reference", "builtin"),
+        ("qa", "reference", "oracle"),
+        ("operate", "reference", "builtin"),
+        ("build", "megatron", "builtin"),
+        ("build", "reference", "builtin"),
+        ("build", "reference", "oracle"),
+    ]
+    qa = row(summary, "category", "qa", "megatron")
+    assert (qa["n_trials"], qa["n_resolved"], qa["n_incomplete"]) == (4, 3, 1)
+    assert qa["vs_reference"]["per_turn_context_p50"]["ratio"] == pytest.approx(3.0)  # 30K vs 10K
+    assert {r["category"] for r in summary["task"] if r["task"].startswith("add-new-model/")} == {"build"}
+    md = (out / "report.md").read_text()
+    sections = [line for line in md.splitlines() if line.startswith("## ")]
+    assert sections == ["## By category", "## Q&A", "## Operate", "## Build"]
+    assert "| Q&A | megatron | builtin/test-model | 4 | 3 | 0 | 0 | 1 | 100% |" in md
+    # the overview spans categories: a Q&A row leaves out what Q&A does not report, a build row keeps it
+    assert "| Q&A | reference | builtin/test-model | 6 turns [5, 7] | not reported for Q&A |" in md
+    assert "| Build | reference | builtin/test-model | 13 turns [10, 20] | 13.3 min [" in md
+    build = md[md.index("## Build") :]
+    assert "#### Outcomes (task family)" in build and "| add-new-model | reference |" in build
+    assert "(task family)" not in md[md.index("## Q&A") : md.index("## Build")]  # one family: the category
+    html = (out / "report.html").read_text()
+    order = [html.index(h) for h in ("<h2>By category</h2>", ">Q&amp;A</h2>", ">Operate</h2>", ">Build</h2>")]
+    assert order == sorted(order)
+
+
+def test_qa_tables_lead_with_per_turn_context_and_compare_frameworks(built):
+    md = (built / "report.md").read_text()
+    qa = md[md.index("## Q&A") : md.index("## Build")]
+    assert "| Topic | Agent / model | reference | megatron |" in qa  # the reference framework first
+    assert (
+        "| qa/rope | builtin/test-model | 10.0K tokens per turn · 6 turns · 3/3 resolved "
+        "| 30.0K tokens per turn · 12 turns · 3/3 resolved |"
+    ) in qa
+    assert "| all Q&A topics | builtin/test-model | 10.0K tokens per turn ·" in qa
+    assert "| qa/rope | oracle/- | context n/a (not recorded) · 0 turns · 1/1 resolved | not run |" in qa
+    effort = next(line for line in qa.splitlines() if line.startswith("| Task |") and "Per-turn" in line)
+    assert effort.startswith("| Task | Framework | Agent / model | Per-turn context (tokens) | Agent turns (turns) |")
+    assert "Session duration" not in qa and "Active GPU time" not in qa and "Post-task throughput" not in qa
+    assert "| qa/rope | megatron | builtin/test-model | +200% [" in qa  # per-turn context: 30K vs 10K
+    throughput = md[md.index("#### Post-task throughput") :]
+    assert "qa/rope" not in throughput
+    html = (built / "report.html").read_text()
+    assert '<table class="qa-matrix">' in html and '<b class="context">10.0K tokens per turn</b>' in html

@@ -21,7 +21,8 @@ SYSTEM_PROMPT = """You are an expert software engineer working alone in the repo
 Use the tools: `bash` to explore, run and test; `str_replace_based_edit_tool` to view and edit files;
 `submit` when the task is done. Work in small verified steps: read the relevant code, make the change,
 run the tests that cover it, then call `submit`. Nobody will answer questions; decide and proceed.
-Hidden tests grade the workspace after you submit; do not edit existing tests to make them pass."""
+Hidden tests grade the workspace after you submit; do not edit existing tests to make them pass.
+A task that asks a question is read-only instead: change no file, and give your answer in `submit`'s summary."""
 
 BUILTIN = "builtin"
 NO_TOOL_CALL = "Your reply called no tool. Use the tools to work on the task, and call `submit` when it is done."

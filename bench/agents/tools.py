@@ -48,8 +48,11 @@ EDIT = ToolSpec(
 )
 SUBMIT = ToolSpec(
     name="submit",
-    description="Call once the task is done and verified. Ends the session; the workspace is then graded.",
-    parameters={"type": "object", "properties": {"summary": {"type": "string", "description": "what you changed"}}},
+    description="Call once the task is done and verified. Ends the session; the workspace (or answer) is graded.",
+    parameters={
+        "type": "object",
+        "properties": {"summary": {"type": "string", "description": "what you changed, or your answer to a question"}},
+    },
 )
 TOOLS = [BASH, EDIT, SUBMIT]
 
