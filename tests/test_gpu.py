@@ -96,3 +96,5 @@ def test_gpus_per_trial_is_the_override_else_the_larger_ask(toy_root):
     bigger = framework.model_copy(update={"sandbox": framework.sandbox.model_copy(update={"gpus": 4})})
     assert gpus_per_trial(bigger, asking) == 4 and gpus_per_trial(bigger, None) == 4
     assert gpus_per_trial(bigger, asking, override=1) == 1 and gpus_per_trial(bigger, asking, override=0) == 0
+    question = asking.model_copy(update={"grading": asking.grading.model_copy(update={"kind": "answer"})})
+    assert gpus_per_trial(bigger, question) == 0 and gpus_per_trial(bigger, question, override=1) == 1
