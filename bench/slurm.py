@@ -13,6 +13,8 @@ status "error", `error.kind` "infra_error", Slurm's state and reason; --resume r
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
 import os
@@ -21,6 +23,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -114,15 +117,17 @@ def run_trial_job(config: TrialConfig) -> str:
 
     GPUs: Slurm sets CUDA_VISIBLE_DEVICES for the job's GPUs; detect_gpus reads it, so the trial's
     sandbox, NVML sampling and gpu_hours_allocated use exactly those, as on a local machine.
-    SIGTERM (scancel, a time limit, preemption) closes the trial's sandboxes and removes its scratch
-    before Slurm's SIGKILL, so no container or workspace is left on the node; the host labels the trial.
+    SIGTERM (scancel, a time limit, preemption) closes the trial's sandboxes and removes its temporary
+    folder (workspace, grading copy, sandbox control files: the job points TMPDIR at one folder of its
+    own) before Slurm's SIGKILL, so nothing is left on the node; the host labels the trial.
     """
+    own_tmp = tempfile.mkdtemp(prefix="atebench-job-")
+    os.environ["TMPDIR"] = tempfile.tempdir = own_tmp
     trial = Trial(replace(config, gpu_allocator=GpuAllocator(detect_gpus())))
 
     def stop(signum, frame):
         trial.interrupt(signal.Signals(signum).name)
-        if trial.scratch is not None:
-            shutil.rmtree(trial.scratch, ignore_errors=True)
+        shutil.rmtree(own_tmp, ignore_errors=True)
         sys.stdout.flush()
         os._exit(128 + signum)
 
@@ -130,7 +135,10 @@ def run_trial_job(config: TrialConfig) -> str:
     # submitit's own handler of the time-limit warning (SIGUSR2) would requeue the job, or raise inside
     # the trial; a trial is not checkpointable, so it runs on until the limit and the host labels it.
     signal.signal(signal.SIGUSR2, signal.SIG_IGN)
-    result = trial.run()
+    try:
+        result = trial.run()
+    finally:
+        shutil.rmtree(own_tmp, ignore_errors=True)
     return result.status if result else "interrupted"
 
 
@@ -241,9 +249,10 @@ class SlurmRun:
         target = self.folder / f"probe-{os.getpid()}.txt"
         executor = self.executor({"cpus_per_task": 1, "mem": "256M", "time": 5})
         try:
-            job = executor.submit(probe_job, str(target))
+            with contextlib.redirect_stderr(io.StringIO()):  # submitit echoes sbatch's stderr; the error says it
+                job = executor.submit(probe_job, str(target))
         except (submitit.core.utils.FailedJobError, subprocess.SubprocessError, OSError) as e:
-            raise SlurmError(f"sbatch refused the probe job: {e}") from None
+            raise SlurmError(f"sbatch refused the probe job: {_sbatch_error(e)}") from None
         self._submitted([job])
         self.console.print(
             f"slurm: probe job {job.job_id} checks that jobs can write into {self.run_dir}", highlight=False
@@ -291,10 +300,10 @@ class SlurmRun:
                 replace(t.config, gpu_allocator=None, results_root=t.config.results_root.resolve()) for t in group
             ]
             try:
-                with executor.batch():
+                with contextlib.redirect_stderr(io.StringIO()), executor.batch():
                     jobs = [executor.submit(run_trial_job, c) for c in configs]
             except (submitit.core.utils.FailedJobError, subprocess.SubprocessError, OSError) as e:
-                raise SlurmError(f"sbatch refused the trials' jobs ({dict(shape)}): {e}") from None
+                raise SlurmError(f"sbatch refused the trials' jobs ({dict(shape)}): {_sbatch_error(e)}") from None
             self._submitted(jobs)
             submitted.update({t: str(j.job_id) for t, j in zip(group, jobs)})
         self._record(submitted)
@@ -402,6 +411,12 @@ def _current_phase(folder: Path) -> str | None:
         if (folder / marker).exists():
             return phase
     return "setup"
+
+
+def _sbatch_error(error: Exception) -> str:
+    """sbatch's complaint on one line (its first error line names what it refused)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return "; ".join(dict.fromkeys(lines)) or type(error).__name__
 
 
 def _reason(reason: str) -> str:
