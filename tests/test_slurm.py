@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import REPO, make_toy_root
 
 from bench.slurm import slurm_unavailable_reason
-from conftest import REPO, make_toy_root
 
 UNAVAILABLE = slurm_unavailable_reason()
 pytestmark = pytest.mark.skipif(
