@@ -115,15 +115,17 @@ def trial_resources(config: TrialConfig) -> dict:
 def run_trial_job(config: TrialConfig) -> str:
     """A trial's job: the trial a local run would run, holding the GPUs Slurm gave the job.
 
-    GPUs: Slurm sets CUDA_VISIBLE_DEVICES for the job's GPUs; detect_gpus reads it, so the trial's
-    sandbox, NVML sampling and gpu_hours_allocated use exactly those, as on a local machine.
+    GPUs: Slurm sets CUDA_VISIBLE_DEVICES to the job's GPUs; detect_gpus reads it, so the trial's
+    sandbox, NVML sampling and gpu_hours_allocated use exactly those, as on a local machine. A job Slurm
+    gave no GPUs offers none, even on a GPU node (not every GPU NVML sees there).
     SIGTERM (scancel, a time limit, preemption) closes the trial's sandboxes and removes its temporary
     folder (workspace, grading copy, sandbox control files: the job points TMPDIR at one folder of its
     own) before Slurm's SIGKILL, so nothing is left on the node; the host labels the trial.
     """
     own_tmp = tempfile.mkdtemp(prefix="atebench-job-")
     os.environ["TMPDIR"] = tempfile.tempdir = own_tmp
-    trial = Trial(replace(config, gpu_allocator=GpuAllocator(detect_gpus())))
+    granted = detect_gpus() if "CUDA_VISIBLE_DEVICES" in os.environ else []
+    trial = Trial(replace(config, gpu_allocator=GpuAllocator(granted)))
 
     def stop(signum, frame):
         trial.interrupt(signal.Signals(signum).name)
