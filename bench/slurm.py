@@ -37,7 +37,7 @@ from bench.gpu import GpuAllocator, detect_gpus, gpus_per_trial
 from bench.trial import Trial, TrialConfig
 
 SETUP_ALLOWANCE_S = 600  # workspace preparation and result writing, on top of the task's own limits
-POLL_S = 2.0
+POLL_S = 1.0  # squeue and scontrol calls are cheap; progress and labels follow within a second
 # squeue's states of a job that has not ended (COMPLETING: ended, its processes are still being killed)
 LIVE = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED", "REQUEUE_HOLD", "RESIZING"}
 LIVE |= {"REQUEUE_FED", "SIGNALING", "STAGE_OUT", "STOPPED", "RESV_DEL_HOLD", "POWER_UP_NODE"}
@@ -128,6 +128,8 @@ def run_trial_job(config: TrialConfig) -> str:
     trial = Trial(replace(config, gpu_allocator=GpuAllocator(granted)))
 
     def stop(signum, frame):
+        # Slurm signals every process of the job, srun forwards its own: the first signal does the work
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         trial.interrupt(signal.Signals(signum).name)
         shutil.rmtree(own_tmp, ignore_errors=True)
         sys.stdout.flush()
@@ -137,11 +139,17 @@ def run_trial_job(config: TrialConfig) -> str:
     # submitit's own handler of the time-limit warning (SIGUSR2) would requeue the job, or raise inside
     # the trial; a trial is not checkpointable, so it runs on until the limit and the host labels it.
     signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+    # the trial runs in a thread: the handler runs in the main thread and takes the trial's lock, which
+    # it could never get if it had interrupted the trial's own frame while that held it
+    outcome = []
+    worker = threading.Thread(target=lambda: outcome.append(trial.run()), name="trial")
+    worker.start()
     try:
-        result = trial.run()
+        while worker.is_alive():
+            worker.join(0.5)
     finally:
         shutil.rmtree(own_tmp, ignore_errors=True)
-    return result.status if result else "interrupted"
+    return outcome[0].status if outcome and outcome[0] else "interrupted"
 
 
 def probe_job(path: str) -> str:
@@ -229,12 +237,27 @@ class SlurmRun:
 
     def executor(self, resources: dict) -> submitit.SlurmExecutor:
         executor = submitit.SlurmExecutor(folder=self.folder / "%j", max_num_timeout=0)
-        params = {"signal_delay_s": 60, **resources, **sbatch_parameters(self.options, f"atebench-{self.run_id}")}
+        # submitit always asks Slurm for a SIGUSR2 this long before the time limit (its checkpoint cue); a
+        # trial has nothing to checkpoint and ignores it, and a short delay never lands on a job still
+        # starting (with --slurm-arg time=1 a 60 s delay would kill the job at its start)
+        params = {"signal_delay_s": 5, **resources, **sbatch_parameters(self.options, f"atebench-{self.run_id}")}
         try:
             executor.update_parameters(**params)
         except ValueError as e:
             raise SlurmError(f"the Slurm options are not valid: {e}") from None
         return executor
+
+    @contextlib.contextmanager
+    def _submitting(self):
+        """Ctrl-C waits until sbatch has answered and the new job ids are known, so that it cancels them
+        too; submitit echoes sbatch's stderr, which the SlurmError says again on one line."""
+        signals = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+        signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+        try:
+            with contextlib.redirect_stderr(io.StringIO()):
+                yield
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, signals)
 
     def _submitted(self, jobs) -> None:
         with self.lock:
@@ -251,15 +274,17 @@ class SlurmRun:
         target = self.folder / f"probe-{os.getpid()}.txt"
         executor = self.executor({"cpus_per_task": 1, "mem": "256M", "time": 5})
         try:
-            with contextlib.redirect_stderr(io.StringIO()):  # submitit echoes sbatch's stderr; the error says it
+            with self._submitting():
                 job = executor.submit(probe_job, str(target))
+                self._submitted([job])
         except (submitit.core.utils.FailedJobError, subprocess.SubprocessError, OSError) as e:
             raise SlurmError(f"sbatch refused the probe job: {_sbatch_error(e)}") from None
-        self._submitted([job])
         self.console.print(
             f"slurm: probe job {job.job_id} checks that jobs can write into {self.run_dir}", highlight=False
         )
         state, reason = self._wait(str(job.job_id))
+        with self.lock:  # ended: Ctrl-C from now on cancels the trials' jobs only
+            self.job_ids.remove(str(job.job_id))
         written = target.is_file() and target.read_text().startswith("written by a Slurm job")
         if not written:
             log = _tail(Path(str(job.paths.stderr)))
@@ -302,11 +327,12 @@ class SlurmRun:
                 replace(t.config, gpu_allocator=None, results_root=t.config.results_root.resolve()) for t in group
             ]
             try:
-                with contextlib.redirect_stderr(io.StringIO()), executor.batch():
-                    jobs = [executor.submit(run_trial_job, c) for c in configs]
+                with self._submitting():
+                    with executor.batch():
+                        jobs = [executor.submit(run_trial_job, c) for c in configs]
+                    self._submitted(jobs)
             except (submitit.core.utils.FailedJobError, subprocess.SubprocessError, OSError) as e:
                 raise SlurmError(f"sbatch refused the trials' jobs ({dict(shape)}): {_sbatch_error(e)}") from None
-            self._submitted(jobs)
             submitted.update({t: str(j.job_id) for t, j in zip(group, jobs)})
         self._record(submitted)
         return submitted

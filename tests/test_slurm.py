@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO, make_toy_root
 
+from bench import cli
 from bench.slurm import slurm_unavailable_reason
 
 UNAVAILABLE = slurm_unavailable_reason()
@@ -100,22 +101,27 @@ def no_job_left():
     subprocess.run(["scancel", "--name", names], capture_output=True)
 
 
+@pytest.mark.slow
 def test_smoke_trials_as_slurm_jobs_equal_a_local_run(tmp_path):
+    """One trial here, then the run continued on the cluster (--resume --extend): two more trials as
+    one job array, each result like the local one."""
     env = {"ATEBENCH_CACHE": str(tmp_path / "cache")}
     common = ("--task", "smoke", "--framework", "reference", "--agent", "oracle", "--results-dir", str(tmp_path))
-    on_slurm = runner(*common, "--executor", "slurm", "--trials", "3", "--run-id", "s", env=env)
-    assert on_slurm.returncode == 0, on_slurm.stdout + on_slurm.stderr
-    assert "slurm: probe job " in on_slurm.stdout and "3 resolved" in on_slurm.stdout
-    assert "slurm: 3 job(s) submitted: " in on_slurm.stdout
-    for i in range(3):
-        assert f"[{i + 1}/3] smoke / reference / oracle #{i}: resolved after " in on_slurm.stdout
-    local = runner(*common, "--run-id", "l", env=env)
+    local = runner(*common, "--run-id", "s", env=env)
     assert local.returncode == 0, local.stdout + local.stderr
-    here = result(tmp_path / "l" / "smoke" / "reference" / "oracle" / "0")
+    here = result(tmp_path / "s" / "smoke" / "reference" / "oracle" / "0")
+    on_slurm = runner(*common, "--run-id", "s", "--resume", "--extend", "--trials", "3", "--executor", "slurm", env=env)
+    assert on_slurm.returncode == 0, on_slurm.stdout + on_slurm.stderr
+    assert "run s: 3 trial(s), 1 already finished, 2 to run" in on_slurm.stdout
+    assert "slurm: probe job " in on_slurm.stdout and "slurm: 2 job(s) submitted: " in on_slurm.stdout
+    for i in (1, 2):
+        assert f"[{i}/2] smoke / reference / oracle #{i}: resolved after " in on_slurm.stdout
+    assert "3 resolved" in on_slurm.stdout
+    assert result(tmp_path / "s" / "smoke" / "reference" / "oracle" / "0") == here, "the local trial is kept as it was"
     jobs = json.loads((tmp_path / "s" / "slurm" / "jobs.json").read_text())
-    assert sorted(jobs) == [f"smoke/reference/oracle/{i}" for i in range(3)]
+    assert sorted(jobs) == ["smoke/reference/oracle/1", "smoke/reference/oracle/2"]
     assert len({j.split("_")[0] for j in jobs.values()}) == 1, "trials of one resource shape are one job array"
-    for i in range(3):
+    for i in (1, 2):
         there = result(tmp_path / "s" / "smoke" / "reference" / "oracle" / str(i))
         assert there["trial"] == i and there["run_id"] == "s"
         for key in ("status", "exit_status", "error", "files", "task", "framework", "agent", "schema_version"):
@@ -123,10 +129,9 @@ def test_smoke_trials_as_slurm_jobs_equal_a_local_run(tmp_path):
         assert sorted(there["metrics"]) == sorted(here["metrics"])
         assert sorted(there["grade"]) == sorted(here["grade"]) and there["grade"]["tests_run"] == 5
         assert sorted(there["phase_seconds"]) == sorted(here["phase_seconds"])
-    report = runner("report", "s", "--results-dir", str(tmp_path))
-    assert report.returncode == 0, report.stdout + report.stderr
 
 
+@pytest.mark.slow
 def test_scancelled_job_is_labelled_and_resume_reruns_only_it(gated_root, tmp_path):
     root, flag = gated_root
     args = ("--specs-root", str(root), "--framework", "toy", "--agent", "oracle", "--no-isolate")
@@ -209,7 +214,7 @@ def test_sigint_cancels_every_job_of_the_run(gated_root, tmp_path):
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 130, out
-    assert "cancelled 4 Slurm job(s) of the run" in out, out  # the probe and the three trials
+    assert "cancelled 3 Slurm job(s) of the run" in out, out
     assert f"Resume with: python runner.py --run-id i --resume --results-dir {results_dir}" in out
     wait_for(lambda: not run_jobs("i"), 30, "squeue to hold no job of the run")
     trials = (results_dir / "i" / "arith__gated" / "toy" / "oracle").iterdir()
@@ -217,23 +222,18 @@ def test_sigint_cancels_every_job_of_the_run(gated_root, tmp_path):
     assert "interrupted" in statuses and statuses <= {"interrupted", "not started"}, statuses  # all resumable
 
 
-def test_a_refused_submission_is_one_error_and_leaves_no_run(tmp_path):
-    done = runner(
-        "--task", "smoke", "--agent", "oracle", "--executor", "slurm", "--slurm-partition", "no-such-partition",
-        "--run-id", "p", "--results-dir", str(tmp_path),
-    )  # fmt: skip
-    assert done.returncode == 2, done.stdout + done.stderr
-    [line] = done.stderr.strip().splitlines()
+def test_a_refused_submission_is_one_error_and_leaves_no_run(tmp_path, capsys):
+    argv = ["--task", "smoke", "--agent", "oracle", "--executor", "slurm", "--slurm-partition", "no-such-partition"]
+    assert cli.cmd_run([*argv, "--run-id", "p", "--results-dir", str(tmp_path)]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("error: sbatch refused the probe job") and "no-such-partition" in line.lower(), line
-    assert not (tmp_path / "p").exists()
+    assert not (tmp_path / "p").exists(), "a failed probe leaves no run behind"
 
 
-def test_slurm_options_need_the_slurm_executor(tmp_path):
-    done = runner(
-        "--task", "smoke", "--slurm-qos", "high", "--slurm-arg", "constraint=h100", "--results-dir", str(tmp_path)
-    )
-    assert done.returncode == 2
-    assert done.stderr.strip() == "error: --slurm-qos, --slurm-arg: add --executor slurm, or drop them"
-    bad = runner("--task", "smoke", "--executor", "slurm", "--slurm-arg", "constraint", "--results-dir", str(tmp_path))
-    assert bad.returncode == 2 and "--slurm-arg 'constraint' is not KEY=VALUE" in bad.stderr
+def test_slurm_options_need_the_slurm_executor(tmp_path, capsys):
+    argv = ["--task", "smoke", "--results-dir", str(tmp_path)]
+    assert cli.cmd_run([*argv, "--slurm-qos", "high", "--slurm-arg", "constraint=h100"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --slurm-qos, --slurm-arg: add --executor slurm, or drop them"
+    assert cli.cmd_run([*argv, "--executor", "slurm", "--slurm-arg", "constraint"]) == 2
+    assert "--slurm-arg 'constraint' is not KEY=VALUE" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
