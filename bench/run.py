@@ -211,8 +211,10 @@ class Progress:
                 row["cost"] += event.get("cost_usd") or 0.0
             elif kind == "finished":
                 row["state"], row["ended"] = event["status"], time.monotonic()
-                line = f"{event['status']} after {_elapsed(row)}" + (
-                    f" - {event['error']}" if event.get("error") else ""
+                line = (
+                    event["status"]
+                    + (f" after {_elapsed(row)}" if row["started"] is not None else " (never started)")
+                    + (f" - {event['error']}" if event.get("error") else "")
                 )
             elif kind == "log":
                 line = event["message"]

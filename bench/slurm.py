@@ -41,7 +41,9 @@ POLL_S = 1.0  # squeue and scontrol calls are cheap; progress and labels follow 
 # squeue's states of a job that has not ended (COMPLETING: ended, its processes are still being killed)
 LIVE = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED", "REQUEUE_HOLD", "RESIZING"}
 LIVE |= {"REQUEUE_FED", "SIGNALING", "STAGE_OUT", "STOPPED", "RESV_DEL_HOLD", "POWER_UP_NODE"}
-MISSES_BEFORE_UNKNOWN = 5  # polls a job may be absent from squeue, scontrol and sacct before it is lost
+# How long a job may be absent from squeue, scontrol and sacct, with squeue answering, before it counts
+# as gone: an array task cancelled while queued leaves no record at all without accounting.
+LOST_AFTER_S = 30.0
 JOBS_FILE = "jobs.json"  # <run>/slurm/jobs.json: trial folder -> the Slurm job that runs it
 
 
@@ -162,15 +164,18 @@ def probe_job(path: str) -> str:
 # ---- Slurm's view of the jobs ----
 
 
-def job_states(job_ids: list[str]) -> dict[str, tuple[str, str]]:
-    """{job id: (state, reason)} for the jobs Slurm still knows: squeue for live ones, then scontrol
-    (ended jobs, for MinJobAge), then sacct where accounting is on. Array tasks are `<array>_<index>`."""
+def job_states(job_ids: list[str], name: str) -> dict[str, tuple[str, str]] | None:
+    """{job id: (state, reason)} for the jobs Slurm still knows: squeue for live ones (by the run's job
+    name), then scontrol (ended jobs, for MinJobAge), then sacct where accounting is on. Array tasks are
+    `<array>_<index>`. None when squeue does not answer (a busy controller): nothing is known then."""
     wanted = set(job_ids)
     found: dict[str, tuple[str, str]] = {}
     if not wanted:
         return found
     mains = sorted({j.split("_")[0] for j in wanted})
-    out = _slurm(["squeue", "--noheader", "--array", "--jobs", ",".join(mains), "--format", "%i|%T|%r"])
+    out = _slurm(["squeue", "--noheader", "--array", "--name", name, "--format", "%i|%T|%r"])
+    if out is None:
+        return None
     for line in out.splitlines():
         job, _, rest = line.partition("|")
         state, _, reason = rest.partition("|")
@@ -179,7 +184,7 @@ def job_states(job_ids: list[str]) -> dict[str, tuple[str, str]]:
     for main in mains:
         if all(j in found for j in wanted if j.split("_")[0] == main):
             continue
-        for line in _slurm(["scontrol", "--oneliner", "show", "job", main]).splitlines():
+        for line in (_slurm(["scontrol", "--oneliner", "show", "job", main]) or "").splitlines():
             fields = dict(part.split("=", 1) for part in line.split() if "=" in part)
             job = fields.get("JobId", "")
             if fields.get("ArrayJobId") and fields.get("ArrayTaskId", "").isdigit():
@@ -191,18 +196,20 @@ def job_states(job_ids: list[str]) -> dict[str, tuple[str, str]]:
         out = _slurm(
             ["sacct", "--noheader", "--parsable2", "--allocations", "--format", "JobID,State", "-j", ",".join(missing)]
         )
-        for line in out.splitlines():
+        for line in (out or "").splitlines():
             job, _, state = line.partition("|")
             if job in wanted and job not in found:
                 found[job] = (state.split()[0] if state else "UNKNOWN", "")
     return found
 
 
-def _slurm(command: list[str]) -> str:
-    """A Slurm client's output; '' when it fails (an unknown job id, accounting off): callers treat a
-    job nobody reports as missing and give up on it only after MISSES_BEFORE_UNKNOWN polls."""
-    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
-    return done.stdout if done.returncode == 0 else ""
+def _slurm(command: list[str]) -> str | None:
+    """A Slurm client's output; None when it fails (an unknown job id, accounting off, no answer)."""
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        return None
+    return done.stdout if done.returncode == 0 else None
 
 
 def slurm_unavailable_reason() -> str | None:
@@ -232,6 +239,7 @@ class SlurmRun:
         self.run_id = run_id
         self.options = options
         self.console = console
+        self.job_name = f"atebench-{run_id}"  # squeue --name lists the run's jobs
         self.job_ids: list[str] = []  # every job this invocation submitted
         self.lock = threading.Lock()
 
@@ -240,7 +248,7 @@ class SlurmRun:
         # submitit always asks Slurm for a SIGUSR2 this long before the time limit (its checkpoint cue); a
         # trial has nothing to checkpoint and ignores it, and a short delay never lands on a job still
         # starting (with --slurm-arg time=1 a 60 s delay would kill the job at its start)
-        params = {"signal_delay_s": 5, **resources, **sbatch_parameters(self.options, f"atebench-{self.run_id}")}
+        params = {"signal_delay_s": 5, **resources, **sbatch_parameters(self.options, self.job_name)}
         try:
             executor.update_parameters(**params)
         except ValueError as e:
@@ -297,14 +305,14 @@ class SlurmRun:
         target.unlink()
 
     def _wait(self, job_id: str) -> tuple[str, str]:
-        misses, said = 0, None
+        lost, said = _Lost(), None
         while True:
-            state, reason = job_states([job_id]).get(job_id, ("", ""))
+            states = job_states([job_id], self.job_name)
+            state, reason = (states or {}).get(job_id, ("", ""))
             if state and state not in LIVE:
                 return state, reason
-            misses = 0 if state else misses + 1
-            if misses >= MISSES_BEFORE_UNKNOWN:
-                return "UNKNOWN", "Slurm no longer reports the job"
+            if lost.gone(job_id, states):
+                return "UNKNOWN", "Slurm no longer lists the job"
             if state == "PENDING" and said != reason:
                 self.console.print(f"slurm: job {job_id} pending{_reason(reason)}", highlight=False)
                 said = reason
@@ -351,7 +359,7 @@ class SlurmRun:
             return
         recorded = json.loads(path.read_text())
         ids = [recorded[k] for k in (str(t.folder.relative_to(self.run_dir)) for t in trials) if k in recorded]
-        live = [j for j, (state, _) in job_states(ids).items() if state in LIVE]
+        live = [j for j, (state, _) in (job_states(ids, self.job_name) or {}).items() if state in LIVE]
         if live:
             self.console.print(f"slurm: cancelling {len(live)} job(s) left by an earlier invocation", highlight=False)
             cancel(live)
@@ -363,12 +371,11 @@ class SlurmRun:
         result for each trial whose job ended before the trial did."""
         pending = dict(submitted)
         seen: dict[Trial, str] = {}
-        misses: dict[Trial, int] = {}
+        lost = _Lost()
         while pending:
-            states = job_states(list(pending.values()))
+            states = job_states(list(pending.values()), self.job_name)
             for trial, job in list(pending.items()):
-                state, reason = states.get(job, ("", ""))
-                misses[trial] = 0 if state else misses.get(trial, 0) + 1
+                state, reason = (states or {}).get(job, ("", ""))
                 phase = _current_phase(trial.folder)
                 if phase and seen.get(trial) != phase:
                     on_event(trial, {"kind": "phase", "phase": phase})
@@ -376,10 +383,17 @@ class SlurmRun:
                 elif state == "PENDING" and trial not in seen:
                     on_event(trial, {"kind": "log", "message": f"Slurm job {job} pending{_reason(reason)}"})
                     seen[trial] = "pending"
-                if state in LIVE or (not state and misses[trial] < MISSES_BEFORE_UNKNOWN):
+                gone = lost.gone(job, states)
+                if state in LIVE or (not state and not gone):
                     continue
                 del pending[trial]
-                result = self.label(trial, job, state or "UNKNOWN", reason or "Slurm no longer reports the job")
+                if not state:
+                    state, reason = (
+                        "UNKNOWN",
+                        "Slurm no longer lists the job"
+                        + ("; its trial never started: cancelled or removed while queued" if not phase else ""),
+                    )
+                result = self.label(trial, job, state, reason)
                 error = result["error"]
                 on_event(
                     trial,
@@ -421,14 +435,34 @@ class SlurmRun:
         result.error = {
             "phase": phase.get("phase") or _current_phase(trial.folder) or "setup",
             "message": f"infra_error: Slurm job {job} ended {state}{_reason(reason)} before the trial did; "
-            f"its log: {log.relative_to(self.run_dir) if log.is_relative_to(self.run_dir) else log}; "
-            "run again with --resume",
+            + (
+                f"its log: {log.relative_to(self.run_dir) if log.is_relative_to(self.run_dir) else log}; "
+                if log.exists()
+                else ""
+            )
+            + "run again with --resume",
             "kind": "infra_error",
             "slurm": {"job_id": job, "state": state, "reason": reason},
         }
         result.finished_at = results.now_iso()
         results.write_json_atomic(trial.folder / "result.json", result.to_json())
         return result.to_json()
+
+
+class _Lost:
+    """When a job Slurm stopped listing counts as gone: LOST_AFTER_S after squeue first answered
+    without it. Polls where squeue did not answer prove nothing and do not count."""
+
+    def __init__(self):
+        self.since: dict[str, float] = {}
+
+    def gone(self, job: str, states: dict | None) -> bool:
+        if states is None:
+            return False
+        if job in states:
+            self.since.pop(job, None)
+            return False
+        return time.monotonic() - self.since.setdefault(job, time.monotonic()) >= LOST_AFTER_S
 
 
 def _current_phase(folder: Path) -> str | None:
