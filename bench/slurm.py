@@ -216,9 +216,13 @@ def slurm_unavailable_reason() -> str | None:
     """Why no Slurm controller answers from here, or None."""
     if shutil.which("sbatch") is None or shutil.which("squeue") is None:
         return "the Slurm clients (sbatch, squeue) are not installed on this machine"
-    done = subprocess.run(["sinfo", "--noheader", "-o", "%P"], capture_output=True, text=True, timeout=60)
+    try:
+        done = subprocess.run(["sinfo", "--noheader", "-o", "%P"], capture_output=True, text=True, timeout=20)
+    except subprocess.TimeoutExpired:
+        return "sinfo got no answer from a Slurm controller within 20 s"
     if done.returncode != 0:
-        return f"sinfo failed: {(done.stderr or done.stdout).strip()[:300]}"
+        lines = (done.stderr or done.stdout).strip().splitlines() or ["no message"]
+        return f"sinfo failed: {lines[-1][:300]}"
     return None
 
 
