@@ -263,7 +263,7 @@ def execute(cfg: RunConfig, plan: Plan, console: Console | None = None) -> list[
     console = console or Console()
     run_dir = Path(cfg.results_dir) / cfg.run_id
     slurm_run = slurm.SlurmRun(run_dir, cfg.run_id, cfg.slurm_options(), console) if cfg.executor == "slurm" else None
-    if slurm_run:
+    if slurm_run and any(_unfinished(t.folder) for t in plan.trials):  # a resume with nothing to run: no probe
         existed = run_dir.exists()
         previous = _install_slurm_interrupt(slurm_run, cfg, console)
         try:
@@ -324,6 +324,15 @@ def execute(cfg: RunConfig, plan: Plan, console: Console | None = None) -> list[
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     return results.load_results(Path(cfg.results_dir), cfg.run_id)
+
+
+def _unfinished(folder: Path) -> bool:
+    """What --resume will run (results.is_finished, without setting a corrupt folder aside yet)."""
+    try:
+        found = results.read_result(folder)
+    except results.CorruptResult:
+        return True
+    return found is None or found["status"] not in results.FINISHED
 
 
 def execute_slurm(run: slurm.SlurmRun, cfg: RunConfig, trials: list[Trial], progress: Progress, console: Console):
