@@ -15,7 +15,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from bench import mutants, results, specs, workspace
+from bench import mutants, results, slurm, specs, workspace
 from bench.agents import AGENTS, DEFAULT_AGENT, MUTANT, NOP, ORACLE, VALIDATION_AGENTS, WRONG, AgentOptions, make_specs
 from bench.grading import missing_ids, wrong_reason_to_fail
 from bench.run import (
@@ -95,6 +95,25 @@ def add_trial_options(p: argparse.ArgumentParser, task_default: str) -> None:
         help="GPUs each trial holds exclusively; its grading adds the task's GPU ladder steps they cover "
         "(default: what the task asks for)",
     )
+    p.add_argument(
+        "--executor",
+        default="local",
+        choices=["local", "slurm"],
+        help="local: trials run on this machine (the default); slurm: each trial is a Slurm job, results "
+        "written into the run folder, which must be on a filesystem the nodes share (docs/scale-out.md)",
+    )
+    p.add_argument("--slurm-partition", metavar="NAME", help="--executor slurm: the partition the jobs go to")
+    p.add_argument("--slurm-account", metavar="NAME", help="--executor slurm: the account the jobs are charged to")
+    p.add_argument("--slurm-qos", metavar="NAME", help="--executor slurm: the jobs' quality of service")
+    p.add_argument(
+        "--slurm-arg",
+        dest="slurm_args",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="--executor slurm, repeatable: any sbatch option for the site (constraint=h100, "
+        "gres=gpu:h100:1, exclusive=user); time=MINUTES replaces the limit computed from the task",
+    )
 
 
 def _check_trial_options(args: argparse.Namespace) -> str | None:
@@ -108,7 +127,22 @@ def _check_trial_options(args: argparse.Namespace) -> str | None:
         return "--parallel must be at least 1"
     if args.gpus is not None and args.gpus < 0:
         return "--gpus must be 0 or more"
+    try:
+        slurm.parse_slurm_args(args.slurm_args)
+    except ValueError as e:
+        return str(e)
+    given = [f"--{k.replace('_', '-')}" for k in ("slurm_partition", "slurm_account", "slurm_qos") if getattr(args, k)]
+    if args.executor != "slurm" and (given or args.slurm_args):
+        return f"{', '.join(given + ['--slurm-arg'] * bool(args.slurm_args))}: add --executor slurm, or drop them"
+    if args.executor == "slurm":
+        return slurm.slurm_unavailable_reason()
     return None
+
+
+def slurm_config(args: argparse.Namespace) -> dict:
+    """The RunConfig fields of the executor options (the same names, so --resume reads them back)."""
+    names = ("executor", "slurm_partition", "slurm_account", "slurm_qos", "slurm_args")
+    return {name: getattr(args, name) for name in names}
 
 
 def run_parser() -> argparse.ArgumentParser:
@@ -198,6 +232,7 @@ def cmd_run(argv: list[str]) -> int:
         results_dir=args.results_dir,
         specs_root=args.specs_root,
         gpus=args.gpus,
+        **slurm_config(args),
     )
     changed = {k: (saved[k], getattr(cfg, k)) for k in EXTENDABLE + FIXED if k in saved and saved[k] != getattr(cfg, k)}
     if changed:
@@ -223,7 +258,10 @@ def cmd_run(argv: list[str]) -> int:
     except (ValueError, specs.SpecError, RunError) as e:
         return fail(str(e))
     console = make_console()
-    rows = execute(cfg, plan, console)
+    try:
+        rows = execute(cfg, plan, console)
+    except slurm.SlurmError as e:
+        return fail(str(e))
     console.print(result_table(rows))
     console.print(f"{summary_line(rows)} -> {Path(cfg.results_dir) / cfg.run_id}", highlight=False)
     console.print(f"next: python runner.py report {cfg.run_id}{results_dir_option(cfg.results_dir)}", highlight=False)
@@ -297,6 +335,7 @@ def cmd_validate(argv: list[str]) -> int:
         results_dir=args.results_dir,
         specs_root=args.specs_root,
         gpus=args.gpus,
+        **slurm_config(args),
         command="validate",
         mutants=args.mutants,
         seed=args.seed,
@@ -317,7 +356,10 @@ def cmd_validate(argv: list[str]) -> int:
             return fail(str(e))
     plan = Plan(trials=plan.trials + mutated, skipped=plan.skipped, frameworks=plan.frameworks)
     console = make_console()
-    rows = execute(cfg, plan, console)
+    try:
+        rows = execute(cfg, plan, console)
+    except slurm.SlurmError as e:
+        return fail(str(e))
     table, all_valid = validation_matrix([r for r in rows if r["agent"] != MUTANT])
     console.print(table)
     if args.mutants:

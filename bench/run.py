@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from bench import results, specs
+from bench import results, slurm, specs
 from bench.agents import DEFAULT_AGENT, AgentSpec
 from bench.gpu import GpuAllocator, detect_gpus, gpus_per_trial
 from bench.metrics import Metrics
@@ -58,6 +58,16 @@ class RunConfig:
     command: str = "run"  # the runner.py command that made the run: "run" or "validate" (its resume differs)
     mutants: int = 0  # validate --mutants: mutants graded per task (run.json keeps it, so a resume draws the same)
     seed: int = 0  # validate --seed: which mutants
+    executor: str = "local"  # "local": a thread pool on this machine; "slurm": one Slurm job per trial
+    slurm_partition: str | None = None
+    slurm_account: str | None = None
+    slurm_qos: str | None = None
+    slurm_args: list[str] = field(default_factory=list)  # --slurm-arg KEY=VALUE, as given
+
+    def slurm_options(self) -> slurm.SlurmOptions:
+        return slurm.SlurmOptions(
+            partition=self.slurm_partition, account=self.slurm_account, qos=self.slurm_qos, args=tuple(self.slurm_args)
+        )
 
 
 @dataclass
@@ -80,8 +90,9 @@ def framework_unavailable(
 
 
 def isolation_problem(cfg: RunConfig) -> str | None:
-    """Why the local sandbox cannot isolate as asked, or None. Never a silent fall-back to plain bash."""
-    if cfg.sandbox == "local" and cfg.isolate and not bwrap_available():
+    """Why the local sandbox cannot isolate as asked, or None. Never a silent fall-back to plain bash.
+    Under Slurm the nodes run the sandboxes: a node without bubblewrap fails its trial's setup, saying so."""
+    if cfg.executor == "local" and cfg.sandbox == "local" and cfg.isolate and not bwrap_available():
         return NO_BWRAP
     return None
 
@@ -107,8 +118,13 @@ def make_plan(cfg: RunConfig, agents: dict[str, AgentSpec]) -> Plan:
                 f"framework {framework.name!r}: its bundled source folder {framework.bundled_path()} does "
                 "not exist; fix source.path in its framework.toml (or the ATEBENCH_SRC_* override)"
             )
-        reason = framework_unavailable(
-            framework, [t for t in tasks if framework.name in t.frameworks()], cfg.sandbox, gpus, cfg.gpus
+        # under Slurm the cluster has the GPUs and Docker engines, not this host: the jobs ask for them
+        reason = (
+            framework_unavailable(
+                framework, [t for t in tasks if framework.name in t.frameworks()], cfg.sandbox, gpus, cfg.gpus
+            )
+            if cfg.executor == "local"
+            else None
         )
         if reason and cfg.framework != "all":
             raise RunError(f"framework {framework.name!r} cannot run here: {reason}")
@@ -195,8 +211,10 @@ class Progress:
                 row["cost"] += event.get("cost_usd") or 0.0
             elif kind == "finished":
                 row["state"], row["ended"] = event["status"], time.monotonic()
-                line = f"{event['status']} after {_elapsed(row)}" + (
-                    f" - {event['error']}" if event.get("error") else ""
+                line = (
+                    event["status"]
+                    + (f" after {_elapsed(row)}" if row["started"] is not None else " (never started)")
+                    + (f" - {event['error']}" if event.get("error") else "")
                 )
             elif kind == "log":
                 line = event["message"]
@@ -240,9 +258,22 @@ def resume_command(cfg: RunConfig) -> str:
 
 def execute(cfg: RunConfig, plan: Plan, console: Console | None = None) -> list[dict]:
     """Run the plan; finished trials are skipped on resume. Ctrl-C, SIGTERM or SIGHUP mark running
-    trials interrupted (resumable), remove their workspaces and exit."""
+    trials interrupted (resumable), remove their workspaces and exit. Under Slurm a probe job checks
+    first that jobs can write into the run folder (slurm.SlurmError when they cannot, nothing submitted)."""
     console = console or Console()
     run_dir = Path(cfg.results_dir) / cfg.run_id
+    slurm_run = slurm.SlurmRun(run_dir, cfg.run_id, cfg.slurm_options(), console) if cfg.executor == "slurm" else None
+    if slurm_run and any(_unfinished(t.folder) for t in plan.trials):  # a resume with nothing to run: no probe
+        existed = run_dir.exists()
+        previous = _install_slurm_interrupt(slurm_run, cfg, console)
+        try:
+            slurm_run.probe()
+        except slurm.SlurmError:
+            if not existed:  # a failed probe leaves no run behind: the same command works once it is fixed
+                shutil.rmtree(run_dir, ignore_errors=True)
+            raise
+        finally:
+            _restore(previous)
     rel_paths = [
         str(results.trial_path(t.variant.task.id, t.framework.name, t.agent_name, t.index)) for t in plan.trials
     ]
@@ -274,6 +305,9 @@ def execute(cfg: RunConfig, plan: Plan, console: Console | None = None) -> list[
     )
     trials = [Trial(config, on_event=lambda t, e: progress.event(t, e)) for config in todo]
     progress = Progress(console, trials)
+    if slurm_run:
+        execute_slurm(slurm_run, cfg, trials, progress, console)
+        return results.load_results(Path(cfg.results_dir), cfg.run_id)
 
     def run_one(trial: Trial):
         if not trial.interrupted:
@@ -292,7 +326,69 @@ def execute(cfg: RunConfig, plan: Plan, console: Console | None = None) -> list[
     return results.load_results(Path(cfg.results_dir), cfg.run_id)
 
 
+def _unfinished(folder: Path) -> bool:
+    """What --resume will run (results.is_finished, without setting a corrupt folder aside yet)."""
+    try:
+        found = results.read_result(folder)
+    except results.CorruptResult:
+        return True
+    return found is None or found["status"] not in results.FINISHED
+
+
+def execute_slurm(run: slurm.SlurmRun, cfg: RunConfig, trials: list[Trial], progress: Progress, console: Console):
+    """The plan's unfinished trials as Slurm jobs: submit, watch until every job has ended.
+    Ctrl-C, SIGTERM or SIGHUP cancel every job this invocation submitted (their trials stay resumable)."""
+    if not trials:
+        return
+    if cfg.parallel > 1:
+        console.print(
+            "slurm: --parallel is for the local executor; the cluster decides how many jobs run at once "
+            "(--slurm-arg array_parallelism=N caps it)",
+            highlight=False,
+        )
+    previous = _install_slurm_interrupt(run, cfg, console)
+    try:
+        run.cancel_leftovers(trials)
+        submitted = run.submit(trials)
+        console.print(
+            f"slurm: {len(submitted)} job(s) submitted: {', '.join(sorted(set(submitted.values()))[:8])}"
+            + (" ..." if len(submitted) > 8 else ""),
+            highlight=False,
+        )
+        with progress:
+            run.watch(submitted, progress.event)
+    finally:
+        _restore(previous)
+
+
+def _restore(handlers: dict) -> None:
+    for signum, handler in handlers.items():
+        signal.signal(signum, handler)
+
+
 INTERRUPT_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def _install_slurm_interrupt(run: slurm.SlurmRun, cfg: RunConfig, console: Console) -> dict:
+    """On Ctrl-C, SIGTERM or SIGHUP: cancel the run's jobs (each marks its trial interrupted on the
+    node), say how to resume, exit 128 + the signal's number."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def handler(signum, frame):
+        cancelled = run.cancel_all()
+        console.show_cursor(True)
+        console.print(
+            f"\ninterrupted ({signal.Signals(signum).name}); cancelled {cancelled} Slurm job(s) of the run; "
+            f"finished trials are kept. Resume with: {resume_command(cfg)}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(128 + signum)
+
+    return {signum: signal.signal(signum, handler) for signum in INTERRUPT_SIGNALS}
 
 
 def _install_interrupt(trials: list[Trial], cfg: RunConfig, console: Console) -> dict:

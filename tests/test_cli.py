@@ -271,6 +271,11 @@ def test_run_and_validate_declare_their_shared_options_once():
         "results_dir",
         "specs_root",
         "gpus",
+        "executor",
+        "slurm_partition",
+        "slurm_account",
+        "slurm_qos",
+        "slurm_args",
     }
     assert names <= {a.dest for a in cli.run_parser()._actions}
     assert cli.cmd_validate(["--parallel", "0"]) == 2 and cli.cmd_run(["--gpus", "-1"]) == 2
