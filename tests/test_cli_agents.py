@@ -22,7 +22,7 @@ from bench.agents.cli_agent import PLACEHOLDER_KEY, CLIUnavailable
 from bench.agents.codex import CodexAgent
 from bench.agents.codex import package as codex_package
 from bench.metrics import trial_metrics
-from bench.pricing import load_prices
+from bench.pricing import cost_usd, load_prices
 from bench.sandbox.local import LocalSandbox, bwrap_available
 from bench.specs import Limits
 from bench.types import AgentContext, AgentOutcome, TrajectoryWriter, TurnUsage
@@ -32,6 +32,7 @@ from tests.tiny_task import make_task_repo, task_tests_pass
 HOST_KEY = f"sk-ant-host-secret-{uuid.uuid4().hex}"
 MODEL = "anthropic/claude-haiku-4-5"
 OPENAI_HOST_KEY = f"sk-proj-host-secret-{uuid.uuid4().hex}"
+TOKEN_FIELDS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
 CODEX_MODEL = "openai/atebench-test-model"
 """A slug Codex does not know: it offers its fallback tools (exec_command), which the script uses."""
 
@@ -329,6 +330,80 @@ def test_runner_resolves_smoke_with_codex(codex, tmp_path):
     assert credentials == {f"Bearer {OPENAI_HOST_KEY}"}
     assert "ATEBENCH_LLM_KEY=" + PLACEHOLDER_KEY in bodies and OPENAI_HOST_KEY not in bodies
     assert OPENAI_HOST_KEY not in all_text(results) + all_text(tmp_path / "cache")
+    assert cli_processes() == []
+
+
+PRICED_CODEX_MODEL = "openai/gpt-5-mini"
+"""A priced slug, so the run's cost can be checked against what the server served."""
+
+
+def test_runner_resolves_smoke_with_both_clis_against_one_server(claude_code, codex, tmp_path):
+    """The issue's acceptance run: `--agent claude-code,codex --model claude-code=...,codex=... --base-url`
+    against one fake server; each resolves, and its turns, tokens and cost are what the server served."""
+    cc_script = [
+        [
+            Failure(429, "slow down", retry_after_s=0.2),
+            Reply(
+                tool_calls=[("Bash", {"command": "cat bench_utils/rates.py", "description": "look"})],
+                input_tokens=2100,
+                output_tokens=41,
+                cache_write_tokens=400,
+            ),
+        ],
+        Reply(
+            tool_calls=[("Bash", {"command": SMOKE_FIX, "description": "implement"})],
+            input_tokens=310,
+            output_tokens=121,
+            cache_read_tokens=2500,
+        ),
+        Reply(text="Implemented tokens_per_second.", input_tokens=210, output_tokens=16, cache_read_tokens=2900),
+    ]
+    codex_script = [
+        Reply(
+            tool_calls=[("exec_command", {"cmd": "cat bench_utils/rates.py"})],
+            input_tokens=2600,
+            output_tokens=21,
+            cache_read_tokens=800,
+        ),
+        [
+            Failure(503, "overloaded", retry_after_s=0.2),
+            Reply(
+                tool_calls=[("exec_command", {"cmd": SMOKE_FIX})],
+                input_tokens=320,
+                output_tokens=111,
+                cache_read_tokens=3200,
+            ),
+        ],
+        Reply(text="Implemented tokens_per_second.", input_tokens=220, output_tokens=13, cache_read_tokens=3600),
+    ]
+    results, prices = tmp_path / "results", load_prices()
+    env = {
+        **os.environ,
+        "ANTHROPIC_API_KEY": HOST_KEY,
+        "OPENAI_API_KEY": OPENAI_HOST_KEY,
+        "ATEBENCH_CACHE": str(tmp_path / "cache"),
+        "ATEBENCH_CLI_CACHE": str(claude_code.parent),
+    }
+    models = {"claude-code": MODEL, "codex": PRICED_CODEX_MODEL}
+    routes = {"claude-code": "/v1/messages", "codex": "/v1/responses"}
+    with FakeLLMServer({routes["claude-code"]: cc_script, routes["codex"]: codex_script}, by_step=True) as server:
+        done = run_smoke(
+            "claude-code,codex", ",".join(f"{a}={m}" for a, m in models.items()), server.url, "both", results, env
+        )
+        served = {agent: server.served_replies(route) for agent, route in routes.items()}
+        credentials = {r.path: {r.headers.get("x-api-key") or r.headers.get("authorization")} for r in server.requests}
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert credentials == {"/v1/messages": {HOST_KEY}, "/v1/responses": {f"Bearer {OPENAI_HOST_KEY}"}}
+    for agent, replies in served.items():
+        result = json.loads((results / "both" / "smoke" / "reference" / agent / "0" / "result.json").read_text())
+        assert (result["status"], result["exit_status"], result["model"]) == ("resolved", "submitted", models[agent])
+        metrics = result["metrics"]
+        sums = {f: sum(getattr(r, f) for r in replies) for f in TOKEN_FIELDS}
+        assert metrics["agent_turns"] == len(replies) == 3, agent
+        assert {f: metrics[f] for f in TOKEN_FIELDS} == sums, agent
+        assert metrics["cost_usd"] == pytest.approx(cost_usd(models[agent], prices, *sums.values())), agent
+        assert (metrics["api_errors"], metrics["api_retries"]) == (1, 1), agent
+    assert HOST_KEY not in all_text(results) and OPENAI_HOST_KEY not in all_text(results)
     assert cli_processes() == []
 
 

@@ -21,21 +21,24 @@ from bench.agents.cli_agent import (
     CLIPackage,
     cli_agent_spec,
     npm_arch,
+    pinned_version,
 )
 from bench.agents.spec import AgentOptions, AgentSpec
 from bench.types import truncate
 
 CLAUDE_CODE = "claude-code"
-VERSION = os.environ.get("ATEBENCH_CLAUDE_CODE_VERSION", "2.1.332")
+PINNED = "2.1.332"
+VERSION_VARIABLE = "ATEBENCH_CLAUDE_CODE_VERSION"
+"""Overrides the pin (e.g. to try a newer release); the fake-server tests say whether it still works."""
 
 
-def package(version: str = VERSION) -> CLIPackage:
+def package(version: str | None = None) -> CLIPackage:
     """The npm package; the native binary comes from its platform package (the postinstall's hardlink is
     not relied on: a stricter npm may skip install scripts)."""
     return CLIPackage(
         CLAUDE_CODE,
         "@anthropic-ai/claude-code",
-        version,
+        version or pinned_version(VERSION_VARIABLE, PINNED),
         f"node_modules/@anthropic-ai/claude-code-linux-{npm_arch()}/claude",
     )
 
@@ -44,7 +47,7 @@ class ClaudeCodeAgent(CLIAgent):
     name = CLAUDE_CODE
     upstream_default = "https://api.anthropic.com"
 
-    def __init__(self, model: str, base_url: str | None = None, version: str = VERSION, **options):
+    def __init__(self, model: str, base_url: str | None = None, version: str | None = None, **options):
         super().__init__(model, base_url or os.environ.get("ATEBENCH_ANTHROPIC_BASE_URL"), **options)
         self.package = package(version)
         self.transcript_dir = ".claude/projects"

@@ -12,6 +12,7 @@ import fcntl
 import json
 import os
 import platform
+import re
 import shutil
 import stat
 import subprocess
@@ -54,6 +55,14 @@ class CLIUnavailable(ValueError):
 def cli_cache() -> Path:
     """$ATEBENCH_CLI_CACHE, else the harness cache's cli/ (kept apart so a per-run ATEBENCH_CACHE reuses it)."""
     return Path(os.environ.get("ATEBENCH_CLI_CACHE") or cache_dir() / "cli")
+
+
+def pinned_version(variable: str, pinned: str) -> str:
+    """The version to install: `pinned`, unless the environment variable `variable` names another."""
+    version = os.environ.get(variable, "").strip()
+    if version and not re.fullmatch(r"[0-9A-Za-z.+-]+", version):
+        raise CLIUnavailable(f"{variable}={version!r} is not an npm version (e.g. {pinned}); unset it or fix it")
+    return version or pinned
 
 
 def npm_arch() -> str:
