@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 
-from bench.agents import AgentOptions, make_spec, make_specs
+from bench import specs
+from bench.agents import AgentOptions, TrialInputs, make_spec, make_specs
 from bench.agents.claude_code import ClaudeCodeAgent
 from bench.agents.claude_code import package as claude_code_package
 from bench.agents.cli_agent import PLACEHOLDER_KEY, CLIUnavailable
@@ -404,6 +405,55 @@ def test_runner_resolves_smoke_with_both_clis_against_one_server(claude_code, co
         assert metrics["cost_usd"] == pytest.approx(cost_usd(models[agent], prices, *sums.values())), agent
         assert (metrics["api_errors"], metrics["api_retries"]) == (1, 1), agent
     assert HOST_KEY not in all_text(results) and OPENAI_HOST_KEY not in all_text(results)
+    assert cli_processes() == []
+
+
+# --- Q&A mode: a read-only task ---
+
+
+def test_a_read_only_task_builds_cli_agents_without_their_edit_tools(claude_code, codex, tmp_path):
+    """`[grading] kind = "answer"` makes a task read-only: each CLI agent built for it knows."""
+    qa, smoke = specs.load_task("qa/rope").variant("reference"), specs.load_task("smoke").variant("reference")
+    for name, model in (("claude-code", MODEL), ("codex", CODEX_MODEL)):
+        spec = make_spec(name, model=model)
+        assert spec.build(TrialInputs(qa, None, None)).read_only is True
+        assert spec.build(TrialInputs(smoke, None, None)).read_only is False
+
+
+def test_claude_code_on_a_read_only_task_is_offered_no_edit_tool(claude_code, tmp_path):
+    calc = str(tmp_path / "repo" / "calc.py")
+    script = [
+        Reply(tool_calls=[("Read", {"file_path": calc})]),
+        Reply(tool_calls=[("Edit", {"file_path": calc, "old_string": "a - b", "new_string": "a + b"})]),
+        Reply(text="add subtracts (calc.py:2)."),
+    ]
+    with FakeLLMServer(script, by_step=True) as server:
+        repo, outcome, events = run_claude(
+            tmp_path, server, agent=ClaudeCodeAgent(MODEL, base_url=server.url, read_only=True)
+        )
+        offered = [{t.get("name") for t in r.body.get("tools", [])} for r in server.requests]
+    assert outcome.exit_status == "submitted", (outcome.error, events[-3:])
+    assert all(tools and not tools & {"Edit", "Write", "NotebookEdit"} for tools in offered), offered
+    assert all("Read" in tools and "Bash" in tools for tools in offered)
+    edit_result = [e for e in events if e["kind"] == "tool_result"][1]
+    assert edit_result["is_error"], edit_result
+    assert "a - b" in (repo / "calc.py").read_text(), "the disallowed Edit changed nothing"
+    assert cli_processes() == []
+
+
+def test_codex_on_a_read_only_task_sees_a_read_only_workspace(codex, tmp_path):
+    script = [
+        Reply(tool_calls=[("exec_command", {"cmd": "cat calc.py; echo x > new.txt; sed -i s/a/b/ calc.py"})]),
+        Reply(text="add subtracts (calc.py:2)."),
+    ]
+    with FakeLLMServer(script, by_step=True) as server:
+        repo, outcome, events = run_claude(
+            tmp_path, server, agent=CodexAgent(CODEX_MODEL, base_url=server.url, read_only=True)
+        )
+    assert outcome.exit_status == "submitted", (outcome.error, events[-3:])
+    (result,) = [e for e in events if e["kind"] == "tool_result"]
+    assert "def add" in result["output"] and "Read-only file system" in result["output"], result
+    assert not (repo / "new.txt").exists() and "a - b" in (repo / "calc.py").read_text()
     assert cli_processes() == []
 
 

@@ -30,6 +30,8 @@ CLAUDE_CODE = "claude-code"
 PINNED = "2.1.332"
 VERSION_VARIABLE = "ATEBENCH_CLAUDE_CODE_VERSION"
 """Overrides the pin (e.g. to try a newer release); the fake-server tests say whether it still works."""
+EDIT_TOOLS = ("Edit", "Write", "NotebookEdit")
+"""Disallowed on a read-only (Q&A) task, as ATE-Bench did; Bash can still write, and the grader fails that."""
 
 
 def package(version: str | None = None) -> CLIPackage:
@@ -56,9 +58,10 @@ class ClaudeCodeAgent(CLIAgent):
         return {"x-api-key": key}
 
     def command(self, binary: str, instruction: str) -> str:
+        read_only = f"--disallowedTools {','.join(EDIT_TOOLS)} " if self.read_only else ""
         return (
             f"ANTHROPIC_API_KEY={PLACEHOLDER_KEY} exec {binary} --print --model {shlex.quote(self.api_model)} "
-            f"--output-format stream-json --verbose --dangerously-skip-permissions -- "
+            f"--output-format stream-json --verbose --dangerously-skip-permissions {read_only}-- "
             f"{shlex.quote(instruction)}"
         )
 

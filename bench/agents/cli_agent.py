@@ -189,7 +189,10 @@ def cli_agent_spec(
         check_key(model)
         package().ensure_installed()
 
-    return AgentSpec(name, lambda trial: make_agent(model, base_url), model=model, check_ready=ready)
+    def build(trial):
+        return make_agent(model, base_url, read_only=trial.variant.task.spec.grading.kind == "answer")
+
+    return AgentSpec(name, build, model=model, check_ready=ready)
 
 
 class _Stop(Exception):
@@ -206,8 +209,18 @@ class CLIAgent:
     package: CLIPackage
     upstream_default = ""
 
-    def __init__(self, model: str, base_url: str | None = None, prices_path=PRICES_PATH, poll_s: float = 0.1):
+    def __init__(
+        self,
+        model: str,
+        base_url: str | None = None,
+        prices_path=PRICES_PATH,
+        poll_s: float = 0.1,
+        read_only: bool = False,
+    ):
         self.model = model
+        self.read_only = read_only
+        """A read-only task (a Q&A task): the CLI runs without its edit tools, as ATE-Bench ran it. The
+        answer grader still fails any change to the workspace, whatever tool made it."""
         self.api_model = parse_model(model)[1]
         self.upstream = base_url or self.upstream_default
         self.prices = load_prices(prices_path)
@@ -236,6 +249,10 @@ class CLIAgent:
 
     def on_line(self, line: dict) -> None:
         """One JSON line the CLI printed: record what matters as trajectory events."""
+
+    read_only_workspace = False
+    """True: on a read-only task the CLI sees its workspace read-only (for a CLI without a switch that
+    drops its edit tools); False: `command` drops them."""
 
     transcript_dir = ""
     """Below the CLI's home: where its own transcript files (*.jsonl) are, copied into the trial folder."""
@@ -286,6 +303,7 @@ class CLIAgent:
                 agent=self.name,
                 cli=f"{self.package.package}@{self.package.version}",
                 command=command.replace(ctx.instruction, "<instruction>"),
+                read_only=self.read_only,
                 limits=ctx.limits.model_dump(),
             )
             self.record("user", content=ctx.instruction)
@@ -300,7 +318,12 @@ class CLIAgent:
                     Bind(str(run_dir), SANDBOX_RUN_DIR),
                     Bind(str(self.package.root), CLI_DIR_INSIDE),
                     Bind(str(home), HOME_INSIDE, writable=True),
-                ],
+                ]
+                + (
+                    [Bind(ctx.sandbox.workdir, ctx.sandbox.workdir)]  # over the writable one: read-only now
+                    if self.read_only and self.read_only_workspace
+                    else []
+                ),
                 output_path=trial_dir / f"{self.name}.stdout.jsonl",
             )
             code = self._follow(spawned)

@@ -53,6 +53,10 @@ def _toml(value: str) -> str:
 class CodexAgent(CLIAgent):
     name = CODEX
     upstream_default = "https://api.openai.com"
+    read_only_workspace = True
+    """On a read-only task its workspace is mounted read-only: Codex's own read-only policy starts a
+    bubblewrap of its own, which cannot nest inside ours ("setting up uid map: Operation not
+    permitted"), and it has no switch that drops only its edit tool."""
 
     def __init__(self, model: str, base_url: str | None = None, version: str | None = None, **options):
         provider, api_model, url = parse_model(model)
