@@ -24,6 +24,8 @@ from bench.agents.codex import CodexAgent
 from bench.agents.codex import package as codex_package
 from bench.metrics import trial_metrics
 from bench.pricing import cost_usd, load_prices
+from bench.sandbox.docker import DockerSandbox
+from bench.sandbox.images import BASE_IMAGE
 from bench.sandbox.local import LocalSandbox, bwrap_available
 from bench.specs import Limits
 from bench.types import AgentContext, AgentOutcome, TrajectoryWriter, TurnUsage
@@ -88,10 +90,11 @@ def fix_calc(repo: Path) -> list:
     ]
 
 
-def run_claude(tmp_path, server, limits=None, agent=None):
+def run_claude(tmp_path, server, limits=None, agent=None, docker_client=None):
+    """One CLI agent's trial on the tiny task, in the local sandbox (or docker, given a client)."""
     repo = make_task_repo(tmp_path)
     trajectory = TrajectoryWriter(tmp_path / "trial" / "trajectory.jsonl")
-    sandbox = LocalSandbox(repo)
+    sandbox = DockerSandbox(repo, BASE_IMAGE, client=docker_client) if docker_client else LocalSandbox(repo)
     agent = agent or ClaudeCodeAgent(MODEL, base_url=server.url)
     try:
         outcome = agent.run(AgentContext("Fix add in calc.py.", sandbox, limits or Limits(turns=10), trajectory))
@@ -100,11 +103,11 @@ def run_claude(tmp_path, server, limits=None, agent=None):
     return repo, outcome, trajectory.read()
 
 
-def run_smoke(agent: str, model: str, base_url: str, run_id: str, results: Path, env: dict):
-    """`runner.py --task smoke` with one CLI agent against the fake server, as a user runs it."""
+def run_smoke(agent: str, model: str, base_url: str, run_id: str, results: Path, env: dict, sandbox: str = "local"):
+    """`runner.py --task smoke` with CLI agents against the fake server, as a user runs it."""
     command = [sys.executable, str(REPO / "runner.py"), "--task", "smoke", "--framework", "reference"]
     command += ["--agent", agent, "--model", model, "--base-url", base_url, "--run-id", run_id]
-    command += ["--results-dir", str(results), "--no-throughput"]
+    command += ["--results-dir", str(results), "--no-throughput", "--sandbox", sandbox]
     return subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=REPO)
 
 
@@ -148,11 +151,13 @@ def test_claude_code_fixes_a_task_metered_by_the_proxy(claude_code, tmp_path):
     print(f"claude-code session: {took:.1f} s")
 
 
-def test_claude_code_retries_are_counted_and_a_turn_limit_ends_it(claude_code, tmp_path):
+@pytest.mark.parametrize("sandbox", ["local", "docker"])
+def test_claude_code_retries_are_counted_and_a_turn_limit_ends_it(claude_code, sandbox, request, tmp_path):
     script = fix_calc(tmp_path / "repo")
     script[0] = [Failure(429, "slow down", retry_after_s=0.1), Failure(500), script[0]]
+    client = request.getfixturevalue("docker_client") if sandbox == "docker" else None
     with FakeLLMServer(script, by_step=True) as server:
-        repo, outcome, events = run_claude(tmp_path, server, Limits(turns=2))
+        repo, outcome, events = run_claude(tmp_path, server, Limits(turns=2), docker_client=client)
         forwarded = len(server.requests)
     assert outcome.exit_status == "limit_turns", (outcome.error, events[-3:])
     assert (len(outcome.turns), outcome.api_errors, outcome.api_retries) == (2, 2, 2)
@@ -293,6 +298,25 @@ def test_codex_fixes_a_task_metered_by_the_proxy(codex, tmp_path):
     assert cli_processes() == []
 
 
+def test_a_turn_limit_ends_codex_and_is_labelled(codex, tmp_path):
+    script = [
+        Reply(tool_calls=[("exec_command", {"cmd": "ls"})], input_tokens=300, output_tokens=9),
+        Reply(tool_calls=[("exec_command", {"cmd": "sed -i 's/a - b/a + b/' calc.py"})]),
+        Reply(text="Fixed add."),
+    ]
+    with FakeLLMServer(script, by_step=True) as server:
+        repo, outcome, events = run_claude(
+            tmp_path, server, Limits(turns=1), agent=CodexAgent(CODEX_MODEL, base_url=server.url + "/v1")
+        )
+        forwarded = len(server.requests)
+    assert outcome.exit_status == "limit_turns", (outcome.error, events[-3:])
+    assert len(outcome.turns) == forwarded == 1, "the second call is refused by the proxy, never forwarded"
+    assert any(e["kind"] == "limit" and "limits.turns=1" in e["message"] for e in events)
+    assert events[-1]["kind"] == "exit" and events[-1]["exit_status"] == "limit_turns"
+    assert not task_tests_pass(repo)
+    assert cli_processes() == []
+
+
 def test_runner_resolves_smoke_with_codex(codex, tmp_path):
     script = [
         Reply(
@@ -338,14 +362,18 @@ PRICED_CODEX_MODEL = "openai/gpt-5-mini"
 """A priced slug, so the run's cost can be checked against what the server served."""
 
 
-def test_runner_resolves_smoke_with_both_clis_against_one_server(claude_code, codex, tmp_path):
+@pytest.mark.parametrize("sandbox", ["local", "docker"])
+def test_runner_resolves_smoke_with_both_clis_against_one_server(claude_code, codex, sandbox, request, tmp_path):
     """The issue's acceptance run: `--agent claude-code,codex --model claude-code=...,codex=... --base-url`
-    against one fake server; each resolves, and its turns, tokens and cost are what the server served."""
+    against one fake server; each resolves, and its turns, tokens and cost are what the server served.
+    The docker variant runs on the real local engine (the framework image built locally, never pulled)."""
+    if sandbox == "docker":
+        request.getfixturevalue("docker_client")
     cc_script = [
         [
             Failure(429, "slow down", retry_after_s=0.2),
             Reply(
-                tool_calls=[("Bash", {"command": "cat bench_utils/rates.py", "description": "look"})],
+                tool_calls=[("Bash", {"command": "env; cat bench_utils/rates.py", "description": "look"})],
                 input_tokens=2100,
                 output_tokens=41,
                 cache_write_tokens=400,
@@ -361,7 +389,7 @@ def test_runner_resolves_smoke_with_both_clis_against_one_server(claude_code, co
     ]
     codex_script = [
         Reply(
-            tool_calls=[("exec_command", {"cmd": "cat bench_utils/rates.py"})],
+            tool_calls=[("exec_command", {"cmd": "env; cat bench_utils/rates.py"})],
             input_tokens=2600,
             output_tokens=21,
             cache_read_tokens=800,
@@ -389,12 +417,22 @@ def test_runner_resolves_smoke_with_both_clis_against_one_server(claude_code, co
     routes = {"claude-code": "/v1/messages", "codex": "/v1/responses"}
     with FakeLLMServer({routes["claude-code"]: cc_script, routes["codex"]: codex_script}, by_step=True) as server:
         done = run_smoke(
-            "claude-code,codex", ",".join(f"{a}={m}" for a, m in models.items()), server.url, "both", results, env
+            "claude-code,codex",
+            ",".join(f"{a}={m}" for a, m in models.items()),
+            server.url,
+            "both",
+            results,
+            env,
+            sandbox,
         )
         served = {agent: server.served_replies(route) for agent, route in routes.items()}
+        bodies = json.dumps([r.body for r in server.requests])
         credentials = {r.path: {r.headers.get("x-api-key") or r.headers.get("authorization")} for r in server.requests}
     assert done.returncode == 0, done.stdout + done.stderr
     assert credentials == {"/v1/messages": {HOST_KEY}, "/v1/responses": {f"Bearer {OPENAI_HOST_KEY}"}}
+    # Each CLI's environment, as the model saw it: the placeholder, never a host key.
+    assert "ANTHROPIC_API_KEY=" + PLACEHOLDER_KEY in bodies and "ATEBENCH_LLM_KEY=" + PLACEHOLDER_KEY in bodies
+    assert HOST_KEY not in bodies and OPENAI_HOST_KEY not in bodies
     for agent, replies in served.items():
         result = json.loads((results / "both" / "smoke" / "reference" / agent / "0" / "result.json").read_text())
         assert (result["status"], result["exit_status"], result["model"]) == ("resolved", "submitted", models[agent])
@@ -404,8 +442,15 @@ def test_runner_resolves_smoke_with_both_clis_against_one_server(claude_code, co
         assert {f: metrics[f] for f in TOKEN_FIELDS} == sums, agent
         assert metrics["cost_usd"] == pytest.approx(cost_usd(models[agent], prices, *sums.values())), agent
         assert (metrics["api_errors"], metrics["api_retries"]) == (1, 1), agent
+    trial = results / "both" / "smoke" / "reference" / "claude-code" / "0"
+    events = [json.loads(line) for line in (trial / "trajectory.jsonl").read_text().splitlines()]
+    (init,) = [e for e in events if e["kind"] == "cli_init"]
+    assert init["cwd"].startswith("/workspace" if sandbox == "docker" else "/"), init
     assert HOST_KEY not in all_text(results) and OPENAI_HOST_KEY not in all_text(results)
     assert cli_processes() == []
+    if sandbox == "docker":
+        left = [c.name for c in request.getfixturevalue("docker_client").containers.list(all=True)]
+        assert not [name for name in left if "-spawn-" in name], left
 
 
 # --- Q&A mode: a read-only task ---
@@ -528,7 +573,7 @@ def test_an_unisolated_sandbox_is_refused_with_the_reason(tmp_path):
             sandbox.close()
         assert server.requests == []
     assert outcome.exit_status == "agent_error"
-    assert "runs only in the isolated local sandbox" in outcome.error
+    assert "runs only behind a sandbox's wall" in outcome.error
 
 
 def test_a_cli_that_disagrees_with_the_proxy_gets_a_note(tmp_path):

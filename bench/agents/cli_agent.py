@@ -34,6 +34,7 @@ from bench.llm_proxy import (
     write_forwarder,
 )
 from bench.pricing import PRICES_PATH, cost_usd, load_prices
+from bench.sandbox.local import Bind
 from bench.types import AgentContext, AgentOutcome, TurnUsage, truncate
 from bench.workspace import cache_dir
 
@@ -278,8 +279,8 @@ class CLIAgent:
         try:
             if not hasattr(ctx.sandbox, "spawn") or not getattr(ctx.sandbox, "isolated", False):
                 raise AgentSetupError(
-                    f"the {self.name} agent runs only in the isolated local sandbox (bubblewrap) "
-                    f"for now; use --sandbox local without --no-isolate"
+                    f"the {self.name} agent runs only behind a sandbox's wall (--sandbox docker, or "
+                    f"--sandbox local with bubblewrap), not with --no-isolate: its commands are the model's"
                 )
             run_dir, home = scratch / "run", scratch / "home"
             run_dir.mkdir()
@@ -307,10 +308,6 @@ class CLIAgent:
                 limits=ctx.limits.model_dump(),
             )
             self.record("user", content=ctx.instruction)
-            from bench.sandbox.local import (
-                Bind,  # the local sandbox's own type; the check above made sure of it
-            )
-
             spawned = ctx.sandbox.spawn(
                 relay_prelude(RELAY_PORT) + command,
                 env=self.env(),
@@ -318,13 +315,9 @@ class CLIAgent:
                     Bind(str(run_dir), SANDBOX_RUN_DIR),
                     Bind(str(self.package.root), CLI_DIR_INSIDE),
                     Bind(str(home), HOME_INSIDE, writable=True),
-                ]
-                + (
-                    [Bind(ctx.sandbox.workdir, ctx.sandbox.workdir)]  # over the writable one: read-only now
-                    if self.read_only and self.read_only_workspace
-                    else []
-                ),
+                ],
                 output_path=trial_dir / f"{self.name}.stdout.jsonl",
+                workdir_writable=not (self.read_only and self.read_only_workspace),
             )
             code = self._follow(spawned)
             if self.stop:
