@@ -19,9 +19,10 @@ from bench import specs
 from bench.agents import AgentOptions, TrialInputs, make_spec, make_specs
 from bench.agents.claude_code import ClaudeCodeAgent
 from bench.agents.claude_code import package as claude_code_package
-from bench.agents.cli_agent import PLACEHOLDER_KEY, CLIUnavailable
+from bench.agents.cli_agent import CLIUnavailable
 from bench.agents.codex import CodexAgent
 from bench.agents.codex import package as codex_package
+from bench.llm_proxy import PLACEHOLDER_KEY
 from bench.metrics import trial_metrics
 from bench.pricing import cost_usd, load_prices
 from bench.sandbox.docker import DockerSandbox

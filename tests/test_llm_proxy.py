@@ -473,3 +473,54 @@ def _host_processes() -> list[str]:
         except OSError:
             continue
     return found
+
+
+# --- the builtin agent is metered by the same proxy and the same code ---
+
+
+@pytest.mark.parametrize("provider", ["anthropic", "openai"])
+def test_the_builtin_agents_metrics_are_the_proxys_records(provider, tmp_path, monkeypatch):
+    from bench.agents.builtin import BuiltinAgent
+    from bench.llm import RetryPolicy
+    from bench.llm_proxy import CLIENT_GONE
+    from bench.specs import Limits
+    from bench.types import AgentContext, TrajectoryWriter
+    from tests.tiny_task import make_task_repo
+
+    monkeypatch.setenv("ANTHROPIC_API_KEY", HOST_KEY)
+    monkeypatch.setenv("OPENAI_API_KEY", HOST_KEY)
+    script = [
+        Failure(429, "slow down", retry_after_s=0.05),
+        # Answered after the agent gave up (its timeout is 0.5 s): billed, recorded, never a turn.
+        Reply(tool_calls=[("bash", {"command": "echo late"})], input_tokens=999, output_tokens=99, delay_s=1.0),
+        Reply(tool_calls=[("bash", {"command": "sleep 1.5; echo ok"})], input_tokens=300, cache_read_tokens=50),
+        Reply(tool_calls=[("submit", {})], input_tokens=400, output_tokens=7, cache_write_tokens=20),
+    ]
+    repo = make_task_repo(tmp_path)
+    trajectory = TrajectoryWriter(tmp_path / "trial" / "trajectory.jsonl")
+    with FakeLLMServer(script) as server:
+        agent = BuiltinAgent(
+            f"{provider}/model-x",
+            base_url=server.url if provider == "anthropic" else server.url + "/v1",
+            request_timeout_s=0.5,
+            retry=RetryPolicy(max_retries=3, base_s=0.01, max_s=0.1),
+        )
+        sandbox = LocalSandbox(repo, isolate=bwrap_available())
+        try:
+            outcome = agent.run(AgentContext("Fix add.", sandbox, Limits(), trajectory))
+        finally:
+            sandbox.close()
+        seen = [r.headers.get("x-api-key") or r.headers.get("authorization") for r in server.requests]
+        served = server.served_replies()
+    assert outcome.exit_status == "submitted", outcome.error
+    records = [json.loads(line) for line in (tmp_path / "trial" / "llm_calls.jsonl").read_text().splitlines()]
+    assert sorted(r["status"] for r in records) == [200, 200, 200, 429]
+    (late,) = [r for r in records if r["error"] == CLIENT_GONE]
+    assert late["usage"]["input"] == 999, "what the provider served after the agent gave up is still on record"
+    assert [(t.input_tokens, t.output_tokens, t.cache_read_tokens, t.cache_write_tokens) for t in outcome.turns] == [
+        (r.input_tokens, r.output_tokens, r.cache_read_tokens, r.cache_write_tokens) for r in served[1:]
+    ]
+    assert (outcome.api_errors, outcome.api_retries) == (2, 2)  # the 429 and the timed-out call
+    assert len([e for e in trajectory.read() if e["kind"] == "llm_call"]) == 4
+    assert set(seen) == {HOST_KEY if provider == "anthropic" else f"Bearer {HOST_KEY}"}
+    assert PLACEHOLDER not in json.dumps([r.headers for r in server.requests])

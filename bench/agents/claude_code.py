@@ -15,7 +15,6 @@ import shlex
 from bench.agents.cli_agent import (
     HOME_INSIDE,
     MAX_EVENT_CHARS,
-    PLACEHOLDER_KEY,
     RELAY_PORT,
     CLIAgent,
     CLIPackage,
@@ -24,6 +23,7 @@ from bench.agents.cli_agent import (
     pinned_version,
 )
 from bench.agents.spec import AgentOptions, AgentSpec
+from bench.llm_proxy import PLACEHOLDER_KEY
 from bench.types import truncate
 
 CLAUDE_CODE = "claude-code"

@@ -30,20 +30,21 @@ from bench.llm_proxy import (
     SOCKET_NAME,
     CallRecord,
     LLMProxy,
+    api_error_counts,
+    call_event,
+    limit_reached,
+    metered_turns,
     relay_prelude,
     write_forwarder,
 )
-from bench.pricing import PRICES_PATH, cost_usd, load_prices
+from bench.pricing import PRICES_PATH, load_prices
 from bench.sandbox.local import Bind
-from bench.types import AgentContext, AgentOutcome, TurnUsage, truncate
+from bench.types import AgentContext, AgentOutcome, truncate
 from bench.workspace import cache_dir
 
 CLI_DIR_INSIDE = "/atebench-cli"
 HOME_INSIDE = "/atebench-home"
 RELAY_PORT = 18080
-PLACEHOLDER_KEY = "atebench-placeholder-not-a-key"
-"""What the CLI is given as its key: the proxy drops it. It cannot look like a real key, so a real-key
-pattern found anywhere still means a leak."""
 MAX_EVENT_CHARS = 10_000
 MAX_TRANSCRIPT_BYTES = 64 * 2**20
 NPM_TIMEOUT_S = 900
@@ -405,48 +406,15 @@ class CLIAgent:
         )
         self.record("error", message=self.outcome.error)
 
-    def _answered(self) -> list[CallRecord]:
-        return [r for r in self.proxy.records if r.ok and r.usage is not None]
-
     def _admit(self, record: CallRecord) -> str | None:
         """Checked before each call goes upstream, as the builtin agent checks before each API call."""
-        limits, turns = self.ctx.limits, self._answered()
-        used = [r.usage for r in turns]
-        tokens = sum(u.input + u.output + u.cache_read + u.cache_write for u in used)
-        cost = cost_usd(
-            self.model,
-            self.prices,
-            sum(u.input for u in used),
-            sum(u.output for u in used),
-            sum(u.cache_read for u in used),
-            sum(u.cache_write for u in used),
-        )
-        stop = None
-        if len(turns) >= limits.turns:
-            stop = _Stop("limit_turns", f"{len(turns)} turns reached limits.turns={limits.turns}")
-        elif tokens >= limits.tokens:
-            stop = _Stop("limit_tokens", f"{tokens} tokens reached limits.tokens={limits.tokens}")
-        elif cost is not None and cost >= limits.cost_usd:
-            stop = _Stop("limit_cost", f"${cost:.4f} reached limits.cost_usd={limits.cost_usd}")
-        if stop and self.stop is None:
-            self.stop = stop
-        return stop.message if stop else None
+        reached = limit_reached(self.ctx.limits, self.model, self.prices, metered_turns(self.proxy.records))
+        if reached and self.stop is None:
+            self.stop = _Stop(*reached)
+        return reached[1] if reached else None
 
     def _on_record(self, record: CallRecord) -> None:
-        usage = record.usage.__dict__ if record.usage else None
-        self.record(
-            "llm_call",
-            index=record.index,
-            status=record.status,
-            model=record.model,
-            path=record.path,
-            started=record.started,
-            first_byte=record.first_byte,
-            ended=record.ended,
-            usage=usage,
-            tool_calls=record.tool_calls,
-            refused=record.refused,
-        )
+        self.record("llm_call", **call_event(record))
         if record.failed:
             self.record(
                 "api_error",
@@ -477,18 +445,5 @@ class CLIAgent:
 
     def _count(self, outcome: AgentOutcome) -> None:
         """Turns, tokens and API errors from the proxy's records: the one source of truth."""
-        records = [r for r in self.proxy.records if r.refused is None]
-        outcome.turns = [
-            TurnUsage(
-                r.started,
-                r.ended or r.started,
-                r.usage.input,
-                r.usage.output,
-                r.usage.cache_read,
-                r.usage.cache_write,
-                r.tool_calls,
-            )
-            for r in self._answered()
-        ]
-        outcome.api_errors = sum(1 for r in records if r.failed)
-        outcome.api_retries = sum(1 for r in records[:-1] if r.failed)  # a failed call followed by another
+        outcome.turns = metered_turns(self.proxy.records)
+        outcome.api_errors, outcome.api_retries = api_error_counts(self.proxy.records)

@@ -16,7 +16,6 @@ from pathlib import Path
 from bench.agents.cli_agent import (
     HOME_INSIDE,
     MAX_EVENT_CHARS,
-    PLACEHOLDER_KEY,
     RELAY_PORT,
     CLIAgent,
     CLIPackage,
@@ -26,6 +25,7 @@ from bench.agents.cli_agent import (
 )
 from bench.agents.spec import AgentOptions, AgentSpec
 from bench.llm import parse_model
+from bench.llm_proxy import PLACEHOLDER_KEY
 from bench.types import truncate
 
 CODEX = "codex"
