@@ -537,7 +537,9 @@ def limit_reached(
 
 
 def call_event(record: CallRecord) -> dict:
-    """The trajectory's `llm_call` event of one record: the same for every agent."""
+    """The trajectory's `llm_call` event of one record, its usage named as the builtin agent's
+    `assistant` events name theirs (so the report shows both alike)."""
+    usage = record.usage
     return {
         "index": record.index,
         "status": record.status,
@@ -546,7 +548,14 @@ def call_event(record: CallRecord) -> dict:
         "started": record.started,
         "first_byte": record.first_byte,
         "ended": record.ended,
-        "usage": asdict(record.usage) if record.usage else None,
+        "usage": {
+            "input_tokens": usage.input,
+            "output_tokens": usage.output,
+            "cache_read_tokens": usage.cache_read,
+            "cache_write_tokens": usage.cache_write,
+        }
+        if usage
+        else None,
         "tool_calls": record.tool_calls,
         "refused": record.refused,
         "error": record.error,

@@ -452,6 +452,15 @@ def test_runner_resolves_smoke_with_both_clis_against_one_server(claude_code, co
     if sandbox == "docker":
         left = [c.name for c in request.getfixturevalue("docker_client").containers.list(all=True)]
         assert not [name for name in left if "-spawn-" in name], left
+    # The report's trajectory pages show a CLI's turns as the builtin's: usage per turn, named tool calls.
+    report = [sys.executable, str(REPO / "runner.py"), "report", "both", "--results-dir", str(results)]
+    assert subprocess.run(report, capture_output=True, text=True, timeout=120, env=env, cwd=REPO).returncode == 0
+    pages = results / "both" / "report" / "trajectories"
+    for agent, tool in (("claude-code", "Bash"), ("codex", "exec_command")):
+        page = (pages / f"both__smoke__reference__{agent}__0.html").read_text()
+        first = served[agent][0]
+        assert "llm_call · turn 1" in page and f"input {first.input_tokens} · output {first.output_tokens}" in page
+        assert f"tool call <b>{tool}</b>" in page and f"{tool} · exit 0" in page and "None · exit" not in page
 
 
 # --- Q&A mode: a read-only task ---

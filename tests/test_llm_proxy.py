@@ -521,6 +521,7 @@ def test_the_builtin_agents_metrics_are_the_proxys_records(provider, tmp_path, m
         (r.input_tokens, r.output_tokens, r.cache_read_tokens, r.cache_write_tokens) for r in served[1:]
     ]
     assert (outcome.api_errors, outcome.api_retries) == (2, 2)  # the 429 and the timed-out call
-    assert len([e for e in trajectory.read() if e["kind"] == "llm_call"]) == 4
+    usage = [e["usage"] for e in trajectory.read() if e["kind"] == "assistant"]
+    assert [u["input_tokens"] for u in usage] == [300, 400], "each turn's usage, as the proxy recorded it"
     assert set(seen) == {HOST_KEY if provider == "anthropic" else f"Bearer {HOST_KEY}"}
     assert PLACEHOLDER not in json.dumps([r.headers for r in server.requests])

@@ -28,7 +28,7 @@ from bench.llm import (
     make_client,
     parse_model,
 )
-from bench.llm_proxy import SOCKET_NAME, LLMProxy, api_error_counts, call_event, limit_reached, metered_turns
+from bench.llm_proxy import SOCKET_NAME, LLMProxy, api_error_counts, limit_reached, metered_turns
 from bench.pricing import PRICES_PATH, cost_usd, load_prices, missing_price_note
 from bench.types import AgentContext, AgentOutcome
 
@@ -94,7 +94,6 @@ class BuiltinAgent:
                 f"{parts.scheme}://{parts.netloc}",
                 inject,
                 ctx.trajectory.path.parent / "llm_calls.jsonl",
-                on_record=lambda record: self.record("llm_call", **call_event(record)),
             ).start()
             client = make_client(
                 self.model,

@@ -107,6 +107,7 @@ class ClaudeCodeAgent(CLIAgent):
                         tool_call_id=block.get("tool_use_id"),
                         output=truncate(str(output or ""), MAX_EVENT_CHARS),
                         is_error=bool(block.get("is_error")),
+                        exit_code=1 if block.get("is_error") else 0,  # the CLI's error flag; it gives no code
                     )
         elif kind == "result":
             self.result_line = line

@@ -37,7 +37,7 @@ from bench.llm_proxy import (
     relay_prelude,
     write_forwarder,
 )
-from bench.pricing import PRICES_PATH, load_prices
+from bench.pricing import PRICES_PATH, cost_usd, load_prices
 from bench.sandbox.local import Bind
 from bench.types import AgentContext, AgentOutcome, truncate
 from bench.workspace import cache_dir
@@ -233,6 +233,8 @@ class CLIAgent:
         self.keys: list[str] = []
         self.stop: _Stop | None = None
         self.result_line: dict | None = None
+        self._calls: dict[str, tuple[str | None, float]] = {}
+        """Tool calls seen and not yet answered: id -> (tool name, when seen)."""
 
     # --- what each CLI says ---
 
@@ -267,6 +269,14 @@ class CLIAgent:
     # --- the run ---
 
     def record(self, kind: str, **data) -> None:
+        """Append to the trajectory, redacted; a `tool_result` gets its call's tool name and duration (from
+        when the call and its result were seen), as the builtin agent's results have them."""
+        if kind == "assistant":
+            for call in data.get("tool_calls") or []:
+                self._calls[str(call.get("id"))] = (call.get("name"), time.time())
+        elif kind == "tool_result":
+            name, issued = self._calls.pop(str(data.get("tool_call_id")), (None, None))
+            data = {"name": name, **data, "duration_s": None if issued is None else round(time.time() - issued, 3)}
         self.ctx.trajectory.append(kind, **redact_value(data, self.keys))
 
     def run(self, ctx: AgentContext) -> AgentOutcome:
@@ -414,7 +424,14 @@ class CLIAgent:
         return reached[1] if reached else None
 
     def _on_record(self, record: CallRecord) -> None:
-        self.record("llm_call", **call_event(record))
+        """Each call as it ends: the CLI's own lines cannot be matched to calls reliably, so the usage of
+        a turn is shown here (with its turn number and cost), not on the `assistant` events."""
+        event = call_event(record)
+        if record.ok and record.usage is not None:
+            u = record.usage
+            event["turn"] = len(metered_turns(self.proxy.records))
+            event["cost_usd"] = cost_usd(self.model, self.prices, u.input, u.output, u.cache_read, u.cache_write)
+        self.record("llm_call", **event)
         if record.failed:
             self.record(
                 "api_error",
