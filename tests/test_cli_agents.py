@@ -554,6 +554,24 @@ def test_one_run_gives_each_cli_agent_its_own_model(claude_code, codex):
         make_specs(["claude-code", "codex"], AgentOptions(model=f"claude-code={MODEL}"))
 
 
+@pytest.mark.parametrize(
+    ("package", "variable", "pinned"),
+    [
+        (claude_code_package, "ATEBENCH_CLAUDE_CODE_VERSION", "2.1.332"),
+        (codex_package, "ATEBENCH_CODEX_VERSION", "0.171.0"),
+    ],
+)
+def test_an_environment_variable_overrides_the_pin(package, variable, pinned, monkeypatch, tmp_path):
+    monkeypatch.setenv("ATEBENCH_CLI_CACHE", str(tmp_path))
+    monkeypatch.delenv(variable, raising=False)
+    assert package().version == pinned
+    monkeypatch.setenv(variable, "9.8.7")
+    assert (package().version, package().root) == ("9.8.7", tmp_path / f"{package().name}@9.8.7")
+    monkeypatch.setenv(variable, "latest; rm -rf /")
+    with pytest.raises(CLIUnavailable, match=f"{variable}=.* is not an npm version"):
+        package()
+
+
 def test_without_npm_the_install_is_one_clear_error(monkeypatch, tmp_path):
     monkeypatch.setenv("ATEBENCH_CLI_CACHE", str(tmp_path))
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
