@@ -154,6 +154,8 @@ class BuiltinAgent:
         reply = client.complete(system, self.messages, TOOLS, deadline=deadline)
         self.proxy.settle()
         outcome.turns = metered_turns(self.proxy.records)  # the proxy's record of this reply is its turn
+        if not outcome.turns:
+            raise LLMError(f"the metering proxy has no record of the reply; see {self.proxy.records_path.name}")
         n, u = len(outcome.turns), outcome.turns[-1]
         self.record(
             "assistant",
