@@ -299,6 +299,19 @@ def test_codex_fixes_a_task_metered_by_the_proxy(codex, tmp_path):
     assert cli_processes() == []
 
 
+def test_codex_retries_a_429_after_its_retry_after_and_it_is_counted(codex, tmp_path):
+    """Codex 0.171 waits out a whole-second retry-after (it gives up at once on a fractional one, "0.2")."""
+    script = [[Failure(429, "slow down", retry_after_s=1), Reply(text="Nothing to fix.", output_tokens=4)]]
+    with FakeLLMServer(script, by_step=True) as server:
+        _, outcome, events = run_claude(tmp_path, server, agent=CodexAgent(CODEX_MODEL, base_url=server.url))
+        forwarded = len(server.requests)
+    assert outcome.exit_status == "submitted", (outcome.error, events[-3:])
+    assert forwarded == 2 and (outcome.api_errors, outcome.api_retries, len(outcome.turns)) == (1, 1, 1)
+    (error,) = [e for e in events if e["kind"] == "api_error"]
+    assert (error["status"], error["retry_after"]) == (429, "1")
+    assert cli_processes() == []
+
+
 def test_a_turn_limit_ends_codex_and_is_labelled(codex, tmp_path):
     script = [
         Reply(tool_calls=[("exec_command", {"cmd": "ls"})], input_tokens=300, output_tokens=9),
