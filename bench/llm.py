@@ -14,11 +14,14 @@ import random
 import time
 from dataclasses import dataclass
 from typing import Callable, Protocol
+from urllib.parse import urlsplit
 
 import anthropic
+import httpx2  # the HTTP library both SDKs are built on (their http_client)
 import openai
 
 from bench.keys import redact
+from bench.llm_proxy import PLACEHOLDER_KEY
 
 
 @dataclass
@@ -188,10 +191,13 @@ class AnthropicClient:
         timeout_s: float = 600.0,
         max_reply_tokens: int = 16384,
         on_api_error: Callable[[dict], None] | None = None,
+        http_client: httpx2.Client | None = None,
     ):
         self.model = f"anthropic/{model}"
         self._model_id = model
-        self._sdk = anthropic.Anthropic(api_key=api_key, base_url=base_url, timeout=timeout_s, max_retries=0)
+        self._sdk = anthropic.Anthropic(
+            api_key=api_key, base_url=base_url, timeout=timeout_s, max_retries=0, http_client=http_client
+        )
         self._retrier = _Retrier("anthropic", retry or RetryPolicy(), on_api_error)
         self.timeout_s = timeout_s
         self.max_reply_tokens = max_reply_tokens
@@ -270,10 +276,15 @@ class OpenAIClient:
         max_reply_tokens: int = 16384,
         on_api_error: Callable[[dict], None] | None = None,
         provider: str = "openai",
+        http_client: httpx2.Client | None = None,
+        model_url: str | None = None,
     ):
-        self.model = f"{provider}/{model}" + (f"@{base_url}" if provider == "openai-compatible" else "")
+        shown_url = model_url or base_url
+        self.model = f"{provider}/{model}" + (f"@{shown_url}" if provider == "openai-compatible" else "")
         self._model_id = model
-        self._sdk = openai.OpenAI(api_key=api_key, base_url=base_url, timeout=timeout_s, max_retries=0)
+        self._sdk = openai.OpenAI(
+            api_key=api_key, base_url=base_url, timeout=timeout_s, max_retries=0, http_client=http_client
+        )
         self._retrier = _Retrier(provider, retry or RetryPolicy(), on_api_error)
         self.timeout_s = timeout_s
         self.max_reply_tokens = max_reply_tokens
@@ -357,6 +368,7 @@ PROVIDERS = {
     "openai": ("OPENAI_API_KEY", "ATEBENCH_OPENAI_BASE_URL"),
     "openai-compatible": ("ATEBENCH_OPENAI_COMPATIBLE_API_KEY", None),
 }
+DEFAULT_BASE_URLS = {"anthropic": "https://api.anthropic.com", "openai": "https://api.openai.com/v1"}
 
 
 def parse_model(name: str) -> tuple[str, str, str | None]:
@@ -388,14 +400,36 @@ def check_key(name: str, env=None) -> None:
         )
 
 
-def make_client(name: str, base_url: str | None = None, env=None, **options) -> LLMClient:
-    """The client for `name`; `base_url` (or ATEBENCH_<PROVIDER>_BASE_URL) points it at another server."""
+def endpoint(name: str, base_url: str | None = None, env=None) -> tuple[str, dict[str, str]]:
+    """(base URL, credential headers) of `name`'s API: `base_url`, else the URL in the name, else
+    ATEBENCH_<PROVIDER>_BASE_URL, else the provider's; the headers carry the host's key (none for an
+    openai-compatible server without ATEBENCH_OPENAI_COMPATIBLE_API_KEY)."""
+    provider, _, url_in_name = parse_model(name)
+    env = os.environ if env is None else env
+    check_key(name, env)
+    key_var, base_url_var = PROVIDERS[provider]
+    url = base_url or url_in_name or (env.get(base_url_var) if base_url_var else None) or DEFAULT_BASE_URLS[provider]
+    key = env.get(key_var)
+    if provider == "anthropic":
+        return url, {"x-api-key": key}
+    return url, {"authorization": f"Bearer {key}"} if key else {}
+
+
+def make_client(name: str, base_url: str | None = None, env=None, proxy_socket: str | None = None, **options):
+    """The client for `name`; `base_url` (or ATEBENCH_<PROVIDER>_BASE_URL) points it at another server.
+
+    With `proxy_socket` (an `LLMProxy`'s unix socket, forwarding to `endpoint(name, base_url)` with the
+    key) every call goes through that metering proxy and the client holds only a placeholder key."""
     provider, model, url_in_name = parse_model(name)
     env = os.environ if env is None else env
     check_key(name, env)
     key_var, base_url_var = PROVIDERS[provider]
     base_url = base_url or url_in_name or (env.get(base_url_var) if base_url_var else None) or None
-    if provider == "anthropic":
-        return AnthropicClient(model, env[key_var], base_url=base_url, **options)
     api_key = env.get(key_var) or "no-key"
-    return OpenAIClient(model, api_key, base_url=base_url, provider=provider, **options)
+    if proxy_socket is not None:
+        path = urlsplit(endpoint(name, base_url, env)[0]).path.rstrip("/")
+        options["http_client"] = httpx2.Client(transport=httpx2.HTTPTransport(uds=proxy_socket))
+        base_url, api_key = f"http://atebench-llm-proxy{path}", PLACEHOLDER_KEY
+    if provider == "anthropic":
+        return AnthropicClient(model, api_key, base_url=base_url, **options)
+    return OpenAIClient(model, api_key, base_url=base_url, provider=provider, model_url=url_in_name, **options)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import socket
 import socketserver
 import threading
 import time
@@ -25,6 +26,10 @@ from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Callable
 from urllib.parse import urlsplit
+
+from bench.pricing import Price, cost_usd
+from bench.specs import Limits
+from bench.types import TurnUsage
 
 HOP_BY_HOP = {
     "connection",
@@ -40,6 +45,11 @@ HOP_BY_HOP = {
 }
 CREDENTIAL_HEADERS = {"x-api-key", "authorization", "api-key"}
 ERROR_EXCERPT_CHARS = 500
+PLACEHOLDER_KEY = "atebench-placeholder-not-a-key"
+"""What a metered agent holds as its key: the proxy drops it. It cannot look like a real key, so a
+real-key pattern found anywhere still means a leak."""
+CLIENT_GONE = "the agent hung up before the reply came (its request timed out)"
+UNFINISHED = "unfinished when the agent stopped"
 
 
 @dataclass
@@ -142,7 +152,8 @@ class UsageReader:
             body = json.loads(self.buffer or b"null")
         except json.JSONDecodeError:
             return
-        if isinstance(body, dict) and isinstance(body.get("usage"), dict):
+        if isinstance(body, dict) and any(k in body for k in ("usage", "choices", "content", "output")):
+            usage = body["usage"] if isinstance(body.get("usage"), dict) else {}  # a reply without usage: 0 tokens
             self.model = body.get("model") or self.model
             blocks = body.get("content") if self.anthropic else body.get("output")
             self.tool_calls = sum(
@@ -154,9 +165,9 @@ class UsageReader:
                 self.tool_calls = len(((body["choices"][0] or {}).get("message") or {}).get("tool_calls") or [])
             if self.anthropic:
                 self.usage = CallUsage()
-                usage_from_anthropic(body["usage"], self.usage)
+                usage_from_anthropic(usage, self.usage)
             else:
-                self.usage = usage_from_openai(body["usage"])
+                self.usage = usage_from_openai(usage)
 
     def _event(self, event: dict) -> None:
         kind = event.get("type")
@@ -219,6 +230,8 @@ class LLMProxy:
         self.timeout_s = timeout_s
         self.records: list[CallRecord] = []
         self._lock = threading.Lock()
+        self._ended = threading.Condition(self._lock)
+        self._closed = False
         self.socket_path.parent.mkdir(parents=True, exist_ok=True)
         self.socket_path.unlink(missing_ok=True)
         self._server = _UnixServer(str(self.socket_path), _handler_for(self))
@@ -230,10 +243,19 @@ class LLMProxy:
         return self
 
     def close(self) -> None:
+        """Stop serving. A call still in flight (its agent gave up on it) is recorded now, as failed; its
+        handler, if the upstream answers later, records nothing more."""
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
         self.socket_path.unlink(missing_ok=True)
+        with self._lock:
+            self._closed = True
+            unfinished = [r for r in self.records if r.ended is None]
+            for record in unfinished:
+                record.error, record.ended = record.error or UNFINISHED, time.time()
+        for record in unfinished:
+            self._write(record)
 
     def __enter__(self) -> LLMProxy:
         return self.start()
@@ -252,7 +274,23 @@ class LLMProxy:
             return record
 
     def _finish(self, record: CallRecord) -> None:
-        record.ended = time.time()
+        with self._lock:
+            if self._closed:
+                return  # recorded by close() as unfinished; the agent is gone
+            record.ended = time.time()
+        self._write(record)
+        with self._ended:
+            self._ended.notify_all()
+
+    def settle(self, timeout_s: float = 10.0) -> None:
+        """Wait until every answered call is recorded: the agent may read a reply's last byte a moment
+        before the proxy has finished its record. (A call whose answer has not begun is not waited for.)"""
+        with self._ended:
+            self._ended.wait_for(
+                lambda: all(r.ended is not None for r in self.records if r.status is not None), timeout_s
+            )
+
+    def _write(self, record: CallRecord) -> None:
         line = json.dumps(asdict(record))
         with self._lock, open(self.records_path, "a") as f:
             f.write(line + "\n")
@@ -328,10 +366,28 @@ def _handler_for(proxy: LLMProxy):
                     self.rfile.readline()
             return self.rfile.read(int(self.headers.get("content-length") or 0))
 
+        def _client_gone(self) -> bool:
+            """The agent closed its end before any reply came: its request timed out. (A client never
+            half-closes while it waits for a reply, so end-of-stream here means it gave up.)"""
+            try:
+                return self.connection.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+            except BlockingIOError:
+                return False
+            except OSError:
+                return True
+
         def _relay(self, response: http.client.HTTPResponse, record: CallRecord) -> None:
             record.status = response.status
             record.retry_after = response.getheader("retry-after")
             reader = UsageReader(self.path.split("?")[0], response.getheader("content-type") or "")
+            if self._client_gone():
+                record.error = CLIENT_GONE
+                self.close_connection = True
+                while chunk := response.read1(65536):
+                    reader.feed(chunk)  # what the provider served (and bills) is still recorded
+                reader.finish()
+                record.usage, record.tool_calls = reader.usage, reader.tool_calls
+                return
             length = response.getheader("content-length")
             chunked = length is None
             self.send_response_only(response.status, response.reason)
@@ -429,3 +485,78 @@ def relay_prelude(port: int, run_dir: str = SANDBOX_RUN_DIR, wait_s: float = 10.
         f"grep -q listening /tmp/atebench-fwd.log || {{ echo 'atebench: the LLM forwarder did not start:'; "
         f"cat /tmp/atebench-fwd.log; exit 98; }}\n"
     )
+
+
+def metered_turns(records: list[CallRecord]) -> list[TurnUsage]:
+    """One turn per answered call (2xx, usage read, the agent got it): the one definition of a turn and
+    its tokens, for every agent."""
+    return [
+        TurnUsage(
+            r.started,
+            r.ended or r.started,
+            r.usage.input,
+            r.usage.output,
+            r.usage.cache_read,
+            r.usage.cache_write,
+            r.tool_calls,
+        )
+        for r in records
+        if r.ok and r.usage is not None
+    ]
+
+
+def api_error_counts(records: list[CallRecord]) -> tuple[int, int]:
+    """(API errors, retries): calls that failed (error status, broken stream, timed out), and those of
+    them another call followed (the agent retried). A call the harness refused at a limit is neither."""
+    called = [r for r in records if r.refused is None]
+    failed = [r.failed for r in called]
+    return sum(failed), sum(failed[:-1])
+
+
+def limit_reached(
+    limits: Limits, model: str | None, prices: dict[str, Price], turns: list[TurnUsage]
+) -> tuple[str, str] | None:
+    """(exit status, message) when the turns so far reach a limit, checked before the next API call:
+    the same check for every agent. Wall time is each agent's own timeout."""
+    tokens = sum(t.context_tokens + t.output_tokens for t in turns)
+    cost = cost_usd(
+        model,
+        prices,
+        sum(t.input_tokens for t in turns),
+        sum(t.output_tokens for t in turns),
+        sum(t.cache_read_tokens for t in turns),
+        sum(t.cache_write_tokens for t in turns),
+    )
+    if len(turns) >= limits.turns:
+        return "limit_turns", f"{len(turns)} turns reached limits.turns={limits.turns}"
+    if tokens >= limits.tokens:
+        return "limit_tokens", f"{tokens} tokens reached limits.tokens={limits.tokens}"
+    if cost is not None and cost >= limits.cost_usd:
+        return "limit_cost", f"${cost:.4f} reached limits.cost_usd={limits.cost_usd}"
+    return None
+
+
+def call_event(record: CallRecord) -> dict:
+    """The trajectory's `llm_call` event of one record, its usage named as the builtin agent's
+    `assistant` events name theirs (so the report shows both alike)."""
+    usage = record.usage
+    return {
+        "index": record.index,
+        "status": record.status,
+        "model": record.model,
+        "path": record.path,
+        "started": record.started,
+        "first_byte": record.first_byte,
+        "ended": record.ended,
+        "usage": {
+            "input_tokens": usage.input,
+            "output_tokens": usage.output,
+            "cache_read_tokens": usage.cache_read,
+            "cache_write_tokens": usage.cache_write,
+        }
+        if usage
+        else None,
+        "tool_calls": record.tool_calls,
+        "refused": record.refused,
+        "error": record.error,
+    }

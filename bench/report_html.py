@@ -495,7 +495,11 @@ def event_html(event: dict, start: float) -> str:
     if kind == "assistant":
         text = event.get("content") or ""
         calls = "".join(tool_call_html(c) for c in event.get("tool_calls") or [])
-        body = (f"<pre>{head_tail(text)}</pre>" if text else "") + calls + usage_line(event)
+        usage = usage_line(event) if "usage" in event else ""  # a CLI agent's usage is on its llm_call events
+        body = (f"<pre>{head_tail(text)}</pre>" if text else "") + calls + usage
+    elif kind == "llm_call" and event.get("usage"):  # a CLI agent's turn, as its metering proxy recorded it
+        call = f'<div class="meta">{escape(str(event.get("model")))} · HTTP {event.get("status")}</div>'
+        body = call + usage_line(event)
     elif kind == "tool_result":
         body = (
             f'<div class="meta">{escape(str(event.get("name")))} · exit {escape(str(event.get("exit_code")))} · '

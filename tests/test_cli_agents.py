@@ -15,14 +15,18 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 
-from bench.agents import AgentOptions, make_spec, make_specs
+from bench import specs
+from bench.agents import AgentOptions, TrialInputs, make_spec, make_specs
 from bench.agents.claude_code import ClaudeCodeAgent
 from bench.agents.claude_code import package as claude_code_package
-from bench.agents.cli_agent import PLACEHOLDER_KEY, CLIUnavailable
+from bench.agents.cli_agent import CLIUnavailable
 from bench.agents.codex import CodexAgent
 from bench.agents.codex import package as codex_package
+from bench.llm_proxy import PLACEHOLDER_KEY
 from bench.metrics import trial_metrics
-from bench.pricing import load_prices
+from bench.pricing import cost_usd, load_prices
+from bench.sandbox.docker import DockerSandbox
+from bench.sandbox.images import BASE_IMAGE
 from bench.sandbox.local import LocalSandbox, bwrap_available
 from bench.specs import Limits
 from bench.types import AgentContext, AgentOutcome, TrajectoryWriter, TurnUsage
@@ -32,6 +36,7 @@ from tests.tiny_task import make_task_repo, task_tests_pass
 HOST_KEY = f"sk-ant-host-secret-{uuid.uuid4().hex}"
 MODEL = "anthropic/claude-haiku-4-5"
 OPENAI_HOST_KEY = f"sk-proj-host-secret-{uuid.uuid4().hex}"
+TOKEN_FIELDS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
 CODEX_MODEL = "openai/atebench-test-model"
 """A slug Codex does not know: it offers its fallback tools (exec_command), which the script uses."""
 
@@ -86,10 +91,11 @@ def fix_calc(repo: Path) -> list:
     ]
 
 
-def run_claude(tmp_path, server, limits=None, agent=None):
+def run_claude(tmp_path, server, limits=None, agent=None, docker_client=None):
+    """One CLI agent's trial on the tiny task, in the local sandbox (or docker, given a client)."""
     repo = make_task_repo(tmp_path)
     trajectory = TrajectoryWriter(tmp_path / "trial" / "trajectory.jsonl")
-    sandbox = LocalSandbox(repo)
+    sandbox = DockerSandbox(repo, BASE_IMAGE, client=docker_client) if docker_client else LocalSandbox(repo)
     agent = agent or ClaudeCodeAgent(MODEL, base_url=server.url)
     try:
         outcome = agent.run(AgentContext("Fix add in calc.py.", sandbox, limits or Limits(turns=10), trajectory))
@@ -98,11 +104,11 @@ def run_claude(tmp_path, server, limits=None, agent=None):
     return repo, outcome, trajectory.read()
 
 
-def run_smoke(agent: str, model: str, base_url: str, run_id: str, results: Path, env: dict):
-    """`runner.py --task smoke` with one CLI agent against the fake server, as a user runs it."""
+def run_smoke(agent: str, model: str, base_url: str, run_id: str, results: Path, env: dict, sandbox: str = "local"):
+    """`runner.py --task smoke` with CLI agents against the fake server, as a user runs it."""
     command = [sys.executable, str(REPO / "runner.py"), "--task", "smoke", "--framework", "reference"]
     command += ["--agent", agent, "--model", model, "--base-url", base_url, "--run-id", run_id]
-    command += ["--results-dir", str(results), "--no-throughput"]
+    command += ["--results-dir", str(results), "--no-throughput", "--sandbox", sandbox]
     return subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=REPO)
 
 
@@ -146,11 +152,13 @@ def test_claude_code_fixes_a_task_metered_by_the_proxy(claude_code, tmp_path):
     print(f"claude-code session: {took:.1f} s")
 
 
-def test_claude_code_retries_are_counted_and_a_turn_limit_ends_it(claude_code, tmp_path):
+@pytest.mark.parametrize("sandbox", ["local", "docker"])
+def test_claude_code_retries_are_counted_and_a_turn_limit_ends_it(claude_code, sandbox, request, tmp_path):
     script = fix_calc(tmp_path / "repo")
     script[0] = [Failure(429, "slow down", retry_after_s=0.1), Failure(500), script[0]]
+    client = request.getfixturevalue("docker_client") if sandbox == "docker" else None
     with FakeLLMServer(script, by_step=True) as server:
-        repo, outcome, events = run_claude(tmp_path, server, Limits(turns=2))
+        repo, outcome, events = run_claude(tmp_path, server, Limits(turns=2), docker_client=client)
         forwarded = len(server.requests)
     assert outcome.exit_status == "limit_turns", (outcome.error, events[-3:])
     assert (len(outcome.turns), outcome.api_errors, outcome.api_retries) == (2, 2, 2)
@@ -168,10 +176,10 @@ def test_the_wall_time_limit_ends_a_slow_claude_code(claude_code, tmp_path):
     script[1] = Reply(tool_calls=[("Bash", slow)])
     with FakeLLMServer(script, by_step=True) as server:
         started = time.monotonic()
-        _, outcome, events = run_claude(tmp_path, server, Limits(turns=10, wall_time_s=4))
+        _, outcome, events = run_claude(tmp_path, server, Limits(turns=10, wall_time_s=10))
     assert outcome.exit_status == "limit_time"
-    assert time.monotonic() - started < 15
-    assert len(outcome.turns) == 2
+    assert time.monotonic() - started < 30, "ended at the limit, not when the 60 s command would have"
+    assert len(outcome.turns) == 2, "the limit came while the second turn's command ran"
     assert cli_processes() == []
 
 
@@ -291,6 +299,38 @@ def test_codex_fixes_a_task_metered_by_the_proxy(codex, tmp_path):
     assert cli_processes() == []
 
 
+def test_codex_retries_a_429_after_its_retry_after_and_it_is_counted(codex, tmp_path):
+    """Codex 0.171 waits out a whole-second retry-after (it gives up at once on a fractional one, "0.2")."""
+    script = [[Failure(429, "slow down", retry_after_s=1), Reply(text="Nothing to fix.", output_tokens=4)]]
+    with FakeLLMServer(script, by_step=True) as server:
+        _, outcome, events = run_claude(tmp_path, server, agent=CodexAgent(CODEX_MODEL, base_url=server.url))
+        forwarded = len(server.requests)
+    assert outcome.exit_status == "submitted", (outcome.error, events[-3:])
+    assert forwarded == 2 and (outcome.api_errors, outcome.api_retries, len(outcome.turns)) == (1, 1, 1)
+    (error,) = [e for e in events if e["kind"] == "api_error"]
+    assert (error["status"], error["retry_after"]) == (429, "1")
+    assert cli_processes() == []
+
+
+def test_a_turn_limit_ends_codex_and_is_labelled(codex, tmp_path):
+    script = [
+        Reply(tool_calls=[("exec_command", {"cmd": "ls"})], input_tokens=300, output_tokens=9),
+        Reply(tool_calls=[("exec_command", {"cmd": "sed -i 's/a - b/a + b/' calc.py"})]),
+        Reply(text="Fixed add."),
+    ]
+    with FakeLLMServer(script, by_step=True) as server:
+        repo, outcome, events = run_claude(
+            tmp_path, server, Limits(turns=1), agent=CodexAgent(CODEX_MODEL, base_url=server.url + "/v1")
+        )
+        forwarded = len(server.requests)
+    assert outcome.exit_status == "limit_turns", (outcome.error, events[-3:])
+    assert len(outcome.turns) == forwarded == 1, "the second call is refused by the proxy, never forwarded"
+    assert any(e["kind"] == "limit" and "limits.turns=1" in e["message"] for e in events)
+    assert events[-1]["kind"] == "exit" and events[-1]["exit_status"] == "limit_turns"
+    assert not task_tests_pass(repo)
+    assert cli_processes() == []
+
+
 def test_runner_resolves_smoke_with_codex(codex, tmp_path):
     script = [
         Reply(
@@ -329,6 +369,159 @@ def test_runner_resolves_smoke_with_codex(codex, tmp_path):
     assert credentials == {f"Bearer {OPENAI_HOST_KEY}"}
     assert "ATEBENCH_LLM_KEY=" + PLACEHOLDER_KEY in bodies and OPENAI_HOST_KEY not in bodies
     assert OPENAI_HOST_KEY not in all_text(results) + all_text(tmp_path / "cache")
+    assert cli_processes() == []
+
+
+PRICED_CODEX_MODEL = "openai/gpt-5-mini"
+"""A priced slug, so the run's cost can be checked against what the server served."""
+
+
+@pytest.mark.parametrize("sandbox", ["local", "docker"])
+def test_runner_resolves_smoke_with_both_clis_against_one_server(claude_code, codex, sandbox, request, tmp_path):
+    """The issue's acceptance run: `--agent claude-code,codex --model claude-code=...,codex=... --base-url`
+    against one fake server; each resolves, and its turns, tokens and cost are what the server served.
+    The docker variant runs on the real local engine (the framework image built locally, never pulled)."""
+    if sandbox == "docker":
+        request.getfixturevalue("docker_client")
+    cc_script = [
+        [
+            Failure(429, "slow down", retry_after_s=0.2),
+            Reply(
+                tool_calls=[("Bash", {"command": "env; cat bench_utils/rates.py", "description": "look"})],
+                input_tokens=2100,
+                output_tokens=41,
+                cache_write_tokens=400,
+            ),
+        ],
+        Reply(
+            tool_calls=[("Bash", {"command": SMOKE_FIX, "description": "implement"})],
+            input_tokens=310,
+            output_tokens=121,
+            cache_read_tokens=2500,
+        ),
+        Reply(text="Implemented tokens_per_second.", input_tokens=210, output_tokens=16, cache_read_tokens=2900),
+    ]
+    codex_script = [
+        Reply(
+            tool_calls=[("exec_command", {"cmd": "env; cat bench_utils/rates.py"})],
+            input_tokens=2600,
+            output_tokens=21,
+            cache_read_tokens=800,
+        ),
+        [
+            Failure(503, "overloaded", retry_after_s=0.2),
+            Reply(
+                tool_calls=[("exec_command", {"cmd": SMOKE_FIX})],
+                input_tokens=320,
+                output_tokens=111,
+                cache_read_tokens=3200,
+            ),
+        ],
+        Reply(text="Implemented tokens_per_second.", input_tokens=220, output_tokens=13, cache_read_tokens=3600),
+    ]
+    results, prices = tmp_path / "results", load_prices()
+    env = {
+        **os.environ,
+        "ANTHROPIC_API_KEY": HOST_KEY,
+        "OPENAI_API_KEY": OPENAI_HOST_KEY,
+        "ATEBENCH_CACHE": str(tmp_path / "cache"),
+        "ATEBENCH_CLI_CACHE": str(claude_code.parent),
+    }
+    models = {"claude-code": MODEL, "codex": PRICED_CODEX_MODEL}
+    routes = {"claude-code": "/v1/messages", "codex": "/v1/responses"}
+    with FakeLLMServer({routes["claude-code"]: cc_script, routes["codex"]: codex_script}, by_step=True) as server:
+        done = run_smoke(
+            "claude-code,codex",
+            ",".join(f"{a}={m}" for a, m in models.items()),
+            server.url,
+            "both",
+            results,
+            env,
+            sandbox,
+        )
+        served = {agent: server.served_replies(route) for agent, route in routes.items()}
+        bodies = json.dumps([r.body for r in server.requests])
+        credentials = {r.path: {r.headers.get("x-api-key") or r.headers.get("authorization")} for r in server.requests}
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert credentials == {"/v1/messages": {HOST_KEY}, "/v1/responses": {f"Bearer {OPENAI_HOST_KEY}"}}
+    # Each CLI's environment, as the model saw it: the placeholder, never a host key.
+    assert "ANTHROPIC_API_KEY=" + PLACEHOLDER_KEY in bodies and "ATEBENCH_LLM_KEY=" + PLACEHOLDER_KEY in bodies
+    assert HOST_KEY not in bodies and OPENAI_HOST_KEY not in bodies
+    for agent, replies in served.items():
+        result = json.loads((results / "both" / "smoke" / "reference" / agent / "0" / "result.json").read_text())
+        assert (result["status"], result["exit_status"], result["model"]) == ("resolved", "submitted", models[agent])
+        metrics = result["metrics"]
+        sums = {f: sum(getattr(r, f) for r in replies) for f in TOKEN_FIELDS}
+        assert metrics["agent_turns"] == len(replies) == 3, agent
+        assert {f: metrics[f] for f in TOKEN_FIELDS} == sums, agent
+        assert metrics["cost_usd"] == pytest.approx(cost_usd(models[agent], prices, *sums.values())), agent
+        assert (metrics["api_errors"], metrics["api_retries"]) == (1, 1), agent
+    trial = results / "both" / "smoke" / "reference" / "claude-code" / "0"
+    events = [json.loads(line) for line in (trial / "trajectory.jsonl").read_text().splitlines()]
+    (init,) = [e for e in events if e["kind"] == "cli_init"]
+    assert init["cwd"].startswith("/workspace" if sandbox == "docker" else "/"), init
+    assert HOST_KEY not in all_text(results) and OPENAI_HOST_KEY not in all_text(results)
+    assert cli_processes() == []
+    if sandbox == "docker":
+        left = [c.name for c in request.getfixturevalue("docker_client").containers.list(all=True)]
+        assert not [name for name in left if "-spawn-" in name], left
+    # The report's trajectory pages show a CLI's turns as the builtin's: usage per turn, named tool calls.
+    report = [sys.executable, str(REPO / "runner.py"), "report", "both", "--results-dir", str(results)]
+    assert subprocess.run(report, capture_output=True, text=True, timeout=120, env=env, cwd=REPO).returncode == 0
+    pages = results / "both" / "report" / "trajectories"
+    for agent, tool in (("claude-code", "Bash"), ("codex", "exec_command")):
+        page = (pages / f"both__smoke__reference__{agent}__0.html").read_text()
+        first = served[agent][0]
+        assert "llm_call · turn 1" in page and f"input {first.input_tokens} · output {first.output_tokens}" in page
+        assert f"tool call <b>{tool}</b>" in page and f"{tool} · exit 0" in page and "None · exit" not in page
+
+
+# --- Q&A mode: a read-only task ---
+
+
+def test_a_read_only_task_builds_cli_agents_without_their_edit_tools(claude_code, codex, tmp_path):
+    """`[grading] kind = "answer"` makes a task read-only: each CLI agent built for it knows."""
+    qa, smoke = specs.load_task("qa/rope").variant("reference"), specs.load_task("smoke").variant("reference")
+    for name, model in (("claude-code", MODEL), ("codex", CODEX_MODEL)):
+        spec = make_spec(name, model=model)
+        assert spec.build(TrialInputs(qa, None, None)).read_only is True
+        assert spec.build(TrialInputs(smoke, None, None)).read_only is False
+
+
+def test_claude_code_on_a_read_only_task_is_offered_no_edit_tool(claude_code, tmp_path):
+    calc = str(tmp_path / "repo" / "calc.py")
+    script = [
+        Reply(tool_calls=[("Read", {"file_path": calc})]),
+        Reply(tool_calls=[("Edit", {"file_path": calc, "old_string": "a - b", "new_string": "a + b"})]),
+        Reply(text="add subtracts (calc.py:2)."),
+    ]
+    with FakeLLMServer(script, by_step=True) as server:
+        repo, outcome, events = run_claude(
+            tmp_path, server, agent=ClaudeCodeAgent(MODEL, base_url=server.url, read_only=True)
+        )
+        offered = [{t.get("name") for t in r.body.get("tools", [])} for r in server.requests]
+    assert outcome.exit_status == "submitted", (outcome.error, events[-3:])
+    assert all(tools and not tools & {"Edit", "Write", "NotebookEdit"} for tools in offered), offered
+    assert all("Read" in tools and "Bash" in tools for tools in offered)
+    edit_result = [e for e in events if e["kind"] == "tool_result"][1]
+    assert edit_result["is_error"], edit_result
+    assert "a - b" in (repo / "calc.py").read_text(), "the disallowed Edit changed nothing"
+    assert cli_processes() == []
+
+
+def test_codex_on_a_read_only_task_sees_a_read_only_workspace(codex, tmp_path):
+    script = [
+        Reply(tool_calls=[("exec_command", {"cmd": "cat calc.py; echo x > new.txt; sed -i s/a/b/ calc.py"})]),
+        Reply(text="add subtracts (calc.py:2)."),
+    ]
+    with FakeLLMServer(script, by_step=True) as server:
+        repo, outcome, events = run_claude(
+            tmp_path, server, agent=CodexAgent(CODEX_MODEL, base_url=server.url, read_only=True)
+        )
+    assert outcome.exit_status == "submitted", (outcome.error, events[-3:])
+    (result,) = [e for e in events if e["kind"] == "tool_result"]
+    assert "def add" in result["output"] and "Read-only file system" in result["output"], result
+    assert not (repo / "new.txt").exists() and "a - b" in (repo / "calc.py").read_text()
     assert cli_processes() == []
 
 
@@ -374,6 +567,24 @@ def test_one_run_gives_each_cli_agent_its_own_model(claude_code, codex):
         make_specs(["claude-code", "codex"], AgentOptions(model=f"claude-code={MODEL}"))
 
 
+@pytest.mark.parametrize(
+    ("package", "variable", "pinned"),
+    [
+        (claude_code_package, "ATEBENCH_CLAUDE_CODE_VERSION", "2.1.332"),
+        (codex_package, "ATEBENCH_CODEX_VERSION", "0.171.0"),
+    ],
+)
+def test_an_environment_variable_overrides_the_pin(package, variable, pinned, monkeypatch, tmp_path):
+    monkeypatch.setenv("ATEBENCH_CLI_CACHE", str(tmp_path))
+    monkeypatch.delenv(variable, raising=False)
+    assert package().version == pinned
+    monkeypatch.setenv(variable, "9.8.7")
+    assert (package().version, package().root) == ("9.8.7", tmp_path / f"{package().name}@9.8.7")
+    monkeypatch.setenv(variable, "latest; rm -rf /")
+    with pytest.raises(CLIUnavailable, match=f"{variable}=.* is not an npm version"):
+        package()
+
+
 def test_without_npm_the_install_is_one_clear_error(monkeypatch, tmp_path):
     monkeypatch.setenv("ATEBENCH_CLI_CACHE", str(tmp_path))
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
@@ -403,7 +614,7 @@ def test_an_unisolated_sandbox_is_refused_with_the_reason(tmp_path):
             sandbox.close()
         assert server.requests == []
     assert outcome.exit_status == "agent_error"
-    assert "runs only in the isolated local sandbox" in outcome.error
+    assert "runs only behind a sandbox's wall" in outcome.error
 
 
 def test_a_cli_that_disagrees_with_the_proxy_gets_a_note(tmp_path):

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import anthropic
 import openai
@@ -282,7 +283,32 @@ def post(url):
         return "unreachable: " + type(e).__name__
 print("RELAY", post("http://127.0.0.1:" + sys.argv[1])[:60].replace("\\n", " "))
 print("DIRECT", post(sys.argv[2]))
+import socket
+for host, port in ((sys.argv[3], int(sys.argv[4])), ("1.1.1.1", 443), ("8.8.8.8", 53)):
+    try:
+        socket.create_connection((host, port), timeout=2).close()
+        print("REACHED", host, port)
+    except OSError as e:
+        print("BLOCKED", host, port, type(e).__name__)
 """
+"""Inside the sandbox: the relay answers; the upstream's own address, a service listening on every
+address of the host, and public addresses do not."""
+
+
+def _host_address() -> str:
+    """This host's address on its default route (not loopback), or loopback when it has none."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.1", 9))
+            return s.getsockname()[0]
+        except OSError:
+            return "127.0.0.1"
+
+
+def assert_only_the_relay_answered(output: str) -> None:
+    assert "RELAY event: message_start" in output, output
+    assert "DIRECT unreachable" in output and "REACHED" not in output, output
+    assert output.count("BLOCKED") == 3, output
 
 
 @needs_bwrap
@@ -294,18 +320,19 @@ def test_a_bind_mounted_proxy_socket_is_the_sandboxs_only_way_out(tmp_path, prox
         proxy = proxy_for(server)
         write_forwarder(proxy.socket_path.parent)
         sandbox = LocalSandbox(workdir)
-        try:
-            result = sandbox.spawn(
-                relay_prelude(18080) + f"python3 client.py 18080 {server.url}",
-                binds=[Bind(str(proxy.socket_path.parent), SANDBOX_RUN_DIR)],
-            )
-            assert result.wait(30) == 0, result.output_path.read_text()
-            output = result.output_path.read_text()
-        finally:
-            sandbox.close()
+        with socket.create_server(("0.0.0.0", 0)) as listener:  # a host service on every address
+            try:
+                result = sandbox.spawn(
+                    relay_prelude(18080)
+                    + f"python3 client.py 18080 {server.url} {_host_address()} {listener.getsockname()[1]}",
+                    binds=[Bind(str(proxy.socket_path.parent), SANDBOX_RUN_DIR)],
+                )
+                assert result.wait(30) == 0, result.output_path.read_text()
+                output = result.output_path.read_text()
+            finally:
+                sandbox.close()
         assert [r.headers["x-api-key"] for r in server.requests] == [HOST_KEY]
-    assert "RELAY event: message_start" in output, output
-    assert "DIRECT unreachable" in output  # the upstream's own address is not reachable from inside
+    assert_only_the_relay_answered(output)
     assert proxy.records[0].usage.output == 9 and proxy.records[0].client_credential == ["x-api-key"]
 
 
@@ -363,3 +390,138 @@ def test_admit_refuses_a_call_without_forwarding_it(proxy_for):
     assert first[0] == 200 and second[0] == 400 and b"limits.turns=1 reached" in second[2]
     assert proxy.records[0].tool_calls == 2
     assert (proxy.records[1].refused, proxy.records[1].failed) == ("limits.turns=1 reached", False)
+
+
+# --- the same through the docker sandbox (a real local engine; the image is built locally, never pulled) ---
+
+
+def test_in_docker_the_proxy_socket_is_the_only_way_out(docker_client, tmp_path, proxy_for):
+    from bench.sandbox.docker import DockerSandbox
+    from bench.sandbox.images import BASE_IMAGE
+
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    (workdir / "client.py").write_text(CLIENT)
+    with socket.create_server(("0.0.0.0", 0)) as listener:  # a host service on every address
+        host, port = _host_address(), listener.getsockname()[1]
+        with FakeLLMServer([Reply(text="inside", output_tokens=9)]) as server:
+            proxy = proxy_for(server)
+            write_forwarder(proxy.socket_path.parent)
+            sandbox = DockerSandbox(workdir, BASE_IMAGE, cpus=1, memory_gb=0.5, pids=128, client=docker_client)
+            try:
+                spawned = sandbox.spawn(
+                    relay_prelude(18080) + f"python3 client.py 18080 {server.url} {host} {port}",
+                    binds=[Bind(str(proxy.socket_path.parent), SANDBOX_RUN_DIR)],
+                    output_path=tmp_path / "out.log",
+                )
+                assert spawned.wait(60) == 0, (tmp_path / "out.log").read_text()
+                output = (tmp_path / "out.log").read_text()
+            finally:
+                sandbox.close()
+            assert [r.headers["x-api-key"] for r in server.requests] == [HOST_KEY]
+    assert_only_the_relay_answered(output)
+    assert proxy.records[0].usage.output == 9 and proxy.records[0].client_credential == ["x-api-key"]
+
+
+def test_docker_spawn_streams_output_and_nothing_outlives_close(docker_client, tmp_path):
+    from bench.sandbox.docker import DockerSandbox
+    from bench.sandbox.images import BASE_IMAGE
+
+    workdir, tools = tmp_path / "work", tmp_path / "tools"
+    workdir.mkdir()
+    tools.mkdir()
+    (workdir / "mine.txt").write_text("agent's\n")
+    (tools / "hello.sh").write_text("echo hello from a read-only bind\n")
+    sandbox = DockerSandbox(workdir, BASE_IMAGE, cpus=1, memory_gb=0.5, pids=128, client=docker_client)
+    try:
+        spawned = sandbox.spawn(
+            "bash /opt-cli/hello.sh; touch /opt-cli/x 2>/dev/null || echo read-only; "
+            "{ echo x >> mine.txt; } 2>/dev/null || echo workspace read-only; "
+            "setsid sleep 300 & sleep 0.2; echo started; sleep 300",
+            binds=[Bind(str(tools), "/opt-cli")],
+            output_path=tmp_path / "out.log",
+            workdir_writable=False,
+        )
+        deadline = time.monotonic() + 30
+        while b"started" not in (tmp_path / "out.log").read_bytes() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert spawned.poll() is None  # still running, its output already readable
+        shell = sandbox.execute("ps -eo args")
+        assert "sleep 300" in shell.output, "the sandbox's shell sees the spawned processes (one PID namespace)"
+        names = [c.name for c in docker_client.containers.list(all=True)]
+        assert spawned.container.name in names
+    finally:
+        sandbox.close()
+    assert (tmp_path / "out.log").read_text().splitlines() == [
+        "hello from a read-only bind",
+        "read-only",
+        "workspace read-only",
+        "started",
+    ]
+    assert (workdir / "mine.txt").read_text() == "agent's\n"
+    names = [c.name for c in docker_client.containers.list(all=True)]
+    assert sandbox.container.name not in names and spawned.container.name not in names
+    assert spawned.poll() is not None
+    assert not [line for line in _host_processes() if "sleep 300" in line]
+
+
+def _host_processes() -> list[str]:
+    found = []
+    for pid in (p for p in os.listdir("/proc") if p.isdigit()):
+        try:
+            found.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+        except OSError:
+            continue
+    return found
+
+
+# --- the builtin agent is metered by the same proxy and the same code ---
+
+
+@pytest.mark.parametrize("provider", ["anthropic", "openai"])
+def test_the_builtin_agents_metrics_are_the_proxys_records(provider, tmp_path, monkeypatch):
+    from bench.agents.builtin import BuiltinAgent
+    from bench.llm import RetryPolicy
+    from bench.llm_proxy import CLIENT_GONE
+    from bench.specs import Limits
+    from bench.types import AgentContext, TrajectoryWriter
+    from tests.tiny_task import make_task_repo
+
+    monkeypatch.setenv("ANTHROPIC_API_KEY", HOST_KEY)
+    monkeypatch.setenv("OPENAI_API_KEY", HOST_KEY)
+    script = [
+        Failure(429, "slow down", retry_after_s=0.05),
+        # Answered after the agent gave up (its timeout is 0.5 s): billed, recorded, never a turn.
+        Reply(tool_calls=[("bash", {"command": "echo late"})], input_tokens=999, output_tokens=99, delay_s=1.0),
+        Reply(tool_calls=[("bash", {"command": "sleep 1.5; echo ok"})], input_tokens=300, cache_read_tokens=50),
+        Reply(tool_calls=[("submit", {})], input_tokens=400, output_tokens=7, cache_write_tokens=20),
+    ]
+    repo = make_task_repo(tmp_path)
+    trajectory = TrajectoryWriter(tmp_path / "trial" / "trajectory.jsonl")
+    with FakeLLMServer(script) as server:
+        agent = BuiltinAgent(
+            f"{provider}/model-x",
+            base_url=server.url if provider == "anthropic" else server.url + "/v1",
+            request_timeout_s=0.5,
+            retry=RetryPolicy(max_retries=3, base_s=0.01, max_s=0.1),
+        )
+        sandbox = LocalSandbox(repo, isolate=bwrap_available())
+        try:
+            outcome = agent.run(AgentContext("Fix add.", sandbox, Limits(), trajectory))
+        finally:
+            sandbox.close()
+        seen = [r.headers.get("x-api-key") or r.headers.get("authorization") for r in server.requests]
+        served = server.served_replies()
+    assert outcome.exit_status == "submitted", outcome.error
+    records = [json.loads(line) for line in (tmp_path / "trial" / "llm_calls.jsonl").read_text().splitlines()]
+    assert sorted(r["status"] for r in records) == [200, 200, 200, 429]
+    (late,) = [r for r in records if r["error"] == CLIENT_GONE]
+    assert late["usage"]["input"] == 999, "what the provider served after the agent gave up is still on record"
+    assert [(t.input_tokens, t.output_tokens, t.cache_read_tokens, t.cache_write_tokens) for t in outcome.turns] == [
+        (r.input_tokens, r.output_tokens, r.cache_read_tokens, r.cache_write_tokens) for r in served[1:]
+    ]
+    assert (outcome.api_errors, outcome.api_retries) == (2, 2)  # the 429 and the timed-out call
+    usage = [e["usage"] for e in trajectory.read() if e["kind"] == "assistant"]
+    assert [u["input_tokens"] for u in usage] == [300, 400], "each turn's usage, as the proxy recorded it"
+    assert set(seen) == {HOST_KEY if provider == "anthropic" else f"Bearer {HOST_KEY}"}
+    assert PLACEHOLDER not in json.dumps([r.headers for r in server.requests])

@@ -1,21 +1,36 @@
 """The built-in agent: one small tool-calling loop over an LLM API, in the spirit of mini-swe-agent.
 
-Why our own: installed CLI agents hide their turns and tokens; this loop records every API call
-(usage included) and every tool call in the trajectory, so every metric is exact. Each exit (submit,
-a limit, a failure) is an exception caught in one place, `run`.
+Why our own: a loop whose every tool call is in the trajectory. Its API calls go through the host's
+metering proxy (bench/llm_proxy.py) as the CLI agents' do, so turns, tokens, API errors and limits come
+from the same records and the same code for every agent. Each exit (submit, a limit, a failure) is an
+exception caught in one place, `run`.
 """
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
 import traceback
+from pathlib import Path
+from urllib.parse import urlsplit
 
 from bench.agents.spec import AgentOptions, AgentSpec
 from bench.agents.tools import TOOLS, run_tool
 from bench.keys import host_keys, redact_value
-from bench.llm import DeadlineExceeded, LLMClient, LLMError, RetryPolicy, check_key, make_client, parse_model
+from bench.llm import (
+    DeadlineExceeded,
+    LLMClient,
+    LLMError,
+    RetryPolicy,
+    check_key,
+    endpoint,
+    make_client,
+    parse_model,
+)
+from bench.llm_proxy import SOCKET_NAME, LLMProxy, api_error_counts, limit_reached, metered_turns
 from bench.pricing import PRICES_PATH, cost_usd, load_prices, missing_price_note
-from bench.types import AgentContext, AgentOutcome, TurnUsage
+from bench.types import AgentContext, AgentOutcome
 
 SYSTEM_PROMPT = """You are an expert software engineer working alone in the repository at {workdir}.
 Use the tools: `bash` to explore, run and test; `str_replace_based_edit_tool` to view and edit files;
@@ -60,6 +75,7 @@ class BuiltinAgent:
         self.outcome: AgentOutcome | None = None
         self.ctx: AgentContext | None = None
         self.keys: list[str] = []
+        self.proxy: LLMProxy | None = None
 
     def record(self, kind: str, **data) -> None:
         """Append to the trajectory with the host's key values redacted."""
@@ -70,11 +86,20 @@ class BuiltinAgent:
             raise RuntimeError("a BuiltinAgent runs one trial; build a fresh one (AgentSpec.build) for the next")
         self.ctx, self.keys = ctx, host_keys()
         outcome = self.outcome = AgentOutcome(exit_status="agent_error", model=self.model, started_at=time.time())
-        client = None
+        scratch = Path(tempfile.mkdtemp(prefix="atebench-llm-"))  # short: a unix socket path has ~100 bytes
         try:
+            upstream, inject = endpoint(self.model, self.base_url)
+            parts = urlsplit(upstream)
+            self.proxy = LLMProxy(
+                scratch / SOCKET_NAME,
+                f"{parts.scheme}://{parts.netloc}",
+                inject,
+                ctx.trajectory.path.parent / "llm_calls.jsonl",
+            ).start()
             client = make_client(
                 self.model,
                 base_url=self.base_url,
+                proxy_socket=str(self.proxy.socket_path),
                 timeout_s=self.request_timeout_s,
                 max_reply_tokens=self.max_reply_tokens,
                 retry=self.retry,
@@ -99,8 +124,11 @@ class BuiltinAgent:
             outcome.error = redact_value(f"builtin agent crashed: {type(e).__name__}: {e}", self.keys)
             self.record("error", message=outcome.error, traceback=traceback.format_exc())
         finally:
-            if client is not None:
-                outcome.api_errors, outcome.api_retries = client.api_errors, client.api_retries
+            if self.proxy is not None:
+                self.proxy.close()
+                outcome.turns = metered_turns(self.proxy.records)
+                outcome.api_errors, outcome.api_retries = api_error_counts(self.proxy.records)
+            shutil.rmtree(scratch, ignore_errors=True)
             outcome.ended_at = time.time()
             self.record("exit", exit_status=outcome.exit_status, error=outcome.error)
         return outcome
@@ -125,11 +153,11 @@ class BuiltinAgent:
         started = time.time()
         deadline = time.monotonic() + ctx.limits.wall_time_s - (started - outcome.started_at)
         reply = client.complete(system, self.messages, TOOLS, deadline=deadline)
-        u = reply.usage
-        outcome.turns.append(
-            TurnUsage(started, time.time(), u.input, u.output, u.cache_read, u.cache_write, len(reply.tool_calls))
-        )
-        n = len(outcome.turns)
+        self.proxy.settle()
+        outcome.turns = metered_turns(self.proxy.records)  # the proxy's record of this reply is its turn
+        if not outcome.turns:
+            raise LLMError(f"the metering proxy has no record of the reply; see {self.proxy.records_path.name}")
+        n, u = len(outcome.turns), outcome.turns[-1]
         self.record(
             "assistant",
             turn=n,
@@ -137,12 +165,14 @@ class BuiltinAgent:
             stop_reason=reply.stop_reason,
             tool_calls=[{"id": c.id, "name": c.name, "arguments": c.arguments} for c in reply.tool_calls],
             usage={
-                "input_tokens": u.input,
-                "output_tokens": u.output,
-                "cache_read_tokens": u.cache_read,
-                "cache_write_tokens": u.cache_write,
+                "input_tokens": u.input_tokens,
+                "output_tokens": u.output_tokens,
+                "cache_read_tokens": u.cache_read_tokens,
+                "cache_write_tokens": u.cache_write_tokens,
             },
-            cost_usd=cost_usd(self.model, self.prices, u.input, u.output, u.cache_read, u.cache_write),
+            cost_usd=cost_usd(
+                self.model, self.prices, u.input_tokens, u.output_tokens, u.cache_read_tokens, u.cache_write_tokens
+            ),
         )
         self.messages.append({"role": "assistant", "content": reply.text, "tool_calls": reply.tool_calls})
         if not reply.tool_calls:
@@ -179,23 +209,11 @@ class BuiltinAgent:
         self.messages.append({"role": "tool", "results": results})
 
     def _check_limits(self) -> None:
-        limits, turns = self.ctx.limits, self.outcome.turns
-        tokens = sum(t.context_tokens + t.output_tokens for t in turns)
-        cost = cost_usd(
-            self.model,
-            self.prices,
-            sum(t.input_tokens for t in turns),
-            sum(t.output_tokens for t in turns),
-            sum(t.cache_read_tokens for t in turns),
-            sum(t.cache_write_tokens for t in turns),
-        )
+        limits = self.ctx.limits
+        reached = limit_reached(limits, self.model, self.prices, metered_turns(self.proxy.records))
+        if reached:
+            raise _Exit(*reached)
         elapsed = time.time() - self.outcome.started_at
-        if len(turns) >= limits.turns:
-            raise _Exit("limit_turns", f"{len(turns)} turns reached limits.turns={limits.turns}")
-        if tokens >= limits.tokens:
-            raise _Exit("limit_tokens", f"{tokens} tokens reached limits.tokens={limits.tokens}")
-        if cost is not None and cost >= limits.cost_usd:
-            raise _Exit("limit_cost", f"${cost:.4f} reached limits.cost_usd={limits.cost_usd}")
         if elapsed >= limits.wall_time_s:
             raise _Exit("limit_time", f"{elapsed:.1f} s reached limits.wall_time_s={limits.wall_time_s}")
 

@@ -15,27 +15,32 @@ import shlex
 from bench.agents.cli_agent import (
     HOME_INSIDE,
     MAX_EVENT_CHARS,
-    PLACEHOLDER_KEY,
     RELAY_PORT,
     CLIAgent,
     CLIPackage,
     cli_agent_spec,
     npm_arch,
+    pinned_version,
 )
 from bench.agents.spec import AgentOptions, AgentSpec
+from bench.llm_proxy import PLACEHOLDER_KEY
 from bench.types import truncate
 
 CLAUDE_CODE = "claude-code"
-VERSION = os.environ.get("ATEBENCH_CLAUDE_CODE_VERSION", "2.1.332")
+PINNED = "2.1.332"
+VERSION_VARIABLE = "ATEBENCH_CLAUDE_CODE_VERSION"
+"""Overrides the pin (e.g. to try a newer release); the fake-server tests say whether it still works."""
+EDIT_TOOLS = ("Edit", "Write", "NotebookEdit")
+"""Disallowed on a read-only (Q&A) task, as ATE-Bench did; Bash can still write, and the grader fails that."""
 
 
-def package(version: str = VERSION) -> CLIPackage:
+def package(version: str | None = None) -> CLIPackage:
     """The npm package; the native binary comes from its platform package (the postinstall's hardlink is
     not relied on: a stricter npm may skip install scripts)."""
     return CLIPackage(
         CLAUDE_CODE,
         "@anthropic-ai/claude-code",
-        version,
+        version or pinned_version(VERSION_VARIABLE, PINNED),
         f"node_modules/@anthropic-ai/claude-code-linux-{npm_arch()}/claude",
     )
 
@@ -44,7 +49,7 @@ class ClaudeCodeAgent(CLIAgent):
     name = CLAUDE_CODE
     upstream_default = "https://api.anthropic.com"
 
-    def __init__(self, model: str, base_url: str | None = None, version: str = VERSION, **options):
+    def __init__(self, model: str, base_url: str | None = None, version: str | None = None, **options):
         super().__init__(model, base_url or os.environ.get("ATEBENCH_ANTHROPIC_BASE_URL"), **options)
         self.package = package(version)
         self.transcript_dir = ".claude/projects"
@@ -53,9 +58,10 @@ class ClaudeCodeAgent(CLIAgent):
         return {"x-api-key": key}
 
     def command(self, binary: str, instruction: str) -> str:
+        read_only = f"--disallowedTools {','.join(EDIT_TOOLS)} " if self.read_only else ""
         return (
             f"ANTHROPIC_API_KEY={PLACEHOLDER_KEY} exec {binary} --print --model {shlex.quote(self.api_model)} "
-            f"--output-format stream-json --verbose --dangerously-skip-permissions -- "
+            f"--output-format stream-json --verbose --dangerously-skip-permissions {read_only}-- "
             f"{shlex.quote(instruction)}"
         )
 
@@ -101,6 +107,7 @@ class ClaudeCodeAgent(CLIAgent):
                         tool_call_id=block.get("tool_use_id"),
                         output=truncate(str(output or ""), MAX_EVENT_CHARS),
                         is_error=bool(block.get("is_error")),
+                        exit_code=1 if block.get("is_error") else 0,  # the CLI's error flag; it gives no code
                     )
         elif kind == "result":
             self.result_line = line

@@ -12,6 +12,7 @@ import fcntl
 import json
 import os
 import platform
+import re
 import shutil
 import stat
 import subprocess
@@ -29,19 +30,21 @@ from bench.llm_proxy import (
     SOCKET_NAME,
     CallRecord,
     LLMProxy,
+    api_error_counts,
+    call_event,
+    limit_reached,
+    metered_turns,
     relay_prelude,
     write_forwarder,
 )
 from bench.pricing import PRICES_PATH, cost_usd, load_prices
-from bench.types import AgentContext, AgentOutcome, TurnUsage, truncate
+from bench.sandbox.local import Bind
+from bench.types import AgentContext, AgentOutcome, truncate
 from bench.workspace import cache_dir
 
 CLI_DIR_INSIDE = "/atebench-cli"
 HOME_INSIDE = "/atebench-home"
 RELAY_PORT = 18080
-PLACEHOLDER_KEY = "atebench-placeholder-not-a-key"
-"""What the CLI is given as its key: the proxy drops it. It cannot look like a real key, so a real-key
-pattern found anywhere still means a leak."""
 MAX_EVENT_CHARS = 10_000
 MAX_TRANSCRIPT_BYTES = 64 * 2**20
 NPM_TIMEOUT_S = 900
@@ -54,6 +57,14 @@ class CLIUnavailable(ValueError):
 def cli_cache() -> Path:
     """$ATEBENCH_CLI_CACHE, else the harness cache's cli/ (kept apart so a per-run ATEBENCH_CACHE reuses it)."""
     return Path(os.environ.get("ATEBENCH_CLI_CACHE") or cache_dir() / "cli")
+
+
+def pinned_version(variable: str, pinned: str) -> str:
+    """The version to install: `pinned`, unless the environment variable `variable` names another."""
+    version = os.environ.get(variable, "").strip()
+    if version and not re.fullmatch(r"[0-9A-Za-z.+-]+", version):
+        raise CLIUnavailable(f"{variable}={version!r} is not an npm version (e.g. {pinned}); unset it or fix it")
+    return version or pinned
 
 
 def npm_arch() -> str:
@@ -180,7 +191,10 @@ def cli_agent_spec(
         check_key(model)
         package().ensure_installed()
 
-    return AgentSpec(name, lambda trial: make_agent(model, base_url), model=model, check_ready=ready)
+    def build(trial):
+        return make_agent(model, base_url, read_only=trial.variant.task.spec.grading.kind == "answer")
+
+    return AgentSpec(name, build, model=model, check_ready=ready)
 
 
 class _Stop(Exception):
@@ -197,8 +211,18 @@ class CLIAgent:
     package: CLIPackage
     upstream_default = ""
 
-    def __init__(self, model: str, base_url: str | None = None, prices_path=PRICES_PATH, poll_s: float = 0.1):
+    def __init__(
+        self,
+        model: str,
+        base_url: str | None = None,
+        prices_path=PRICES_PATH,
+        poll_s: float = 0.1,
+        read_only: bool = False,
+    ):
         self.model = model
+        self.read_only = read_only
+        """A read-only task (a Q&A task): the CLI runs without its edit tools, as ATE-Bench ran it. The
+        answer grader still fails any change to the workspace, whatever tool made it."""
         self.api_model = parse_model(model)[1]
         self.upstream = base_url or self.upstream_default
         self.prices = load_prices(prices_path)
@@ -209,6 +233,8 @@ class CLIAgent:
         self.keys: list[str] = []
         self.stop: _Stop | None = None
         self.result_line: dict | None = None
+        self._calls: dict[str, tuple[str | None, float]] = {}
+        """Tool calls seen and not yet answered: id -> (tool name, when seen)."""
 
     # --- what each CLI says ---
 
@@ -228,6 +254,10 @@ class CLIAgent:
     def on_line(self, line: dict) -> None:
         """One JSON line the CLI printed: record what matters as trajectory events."""
 
+    read_only_workspace = False
+    """True: on a read-only task the CLI sees its workspace read-only (for a CLI without a switch that
+    drops its edit tools); False: `command` drops them."""
+
     transcript_dir = ""
     """Below the CLI's home: where its own transcript files (*.jsonl) are, copied into the trial folder."""
 
@@ -239,6 +269,14 @@ class CLIAgent:
     # --- the run ---
 
     def record(self, kind: str, **data) -> None:
+        """Append to the trajectory, redacted; a `tool_result` gets its call's tool name and duration (from
+        when the call and its result were seen), as the builtin agent's results have them."""
+        if kind == "assistant":
+            for call in data.get("tool_calls") or []:
+                self._calls[str(call.get("id"))] = (call.get("name"), time.time())
+        elif kind == "tool_result":
+            name, issued = self._calls.pop(str(data.get("tool_call_id")), (None, None))
+            data = {"name": name, **data, "duration_s": None if issued is None else round(time.time() - issued, 3)}
         self.ctx.trajectory.append(kind, **redact_value(data, self.keys))
 
     def run(self, ctx: AgentContext) -> AgentOutcome:
@@ -252,8 +290,8 @@ class CLIAgent:
         try:
             if not hasattr(ctx.sandbox, "spawn") or not getattr(ctx.sandbox, "isolated", False):
                 raise AgentSetupError(
-                    f"the {self.name} agent runs only in the isolated local sandbox (bubblewrap) "
-                    f"for now; use --sandbox local without --no-isolate"
+                    f"the {self.name} agent runs only behind a sandbox's wall (--sandbox docker, or "
+                    f"--sandbox local with bubblewrap), not with --no-isolate: its commands are the model's"
                 )
             run_dir, home = scratch / "run", scratch / "home"
             run_dir.mkdir()
@@ -277,13 +315,10 @@ class CLIAgent:
                 agent=self.name,
                 cli=f"{self.package.package}@{self.package.version}",
                 command=command.replace(ctx.instruction, "<instruction>"),
+                read_only=self.read_only,
                 limits=ctx.limits.model_dump(),
             )
             self.record("user", content=ctx.instruction)
-            from bench.sandbox.local import (
-                Bind,  # the local sandbox's own type; the check above made sure of it
-            )
-
             spawned = ctx.sandbox.spawn(
                 relay_prelude(RELAY_PORT) + command,
                 env=self.env(),
@@ -293,6 +328,7 @@ class CLIAgent:
                     Bind(str(home), HOME_INSIDE, writable=True),
                 ],
                 output_path=trial_dir / f"{self.name}.stdout.jsonl",
+                workdir_writable=not (self.read_only and self.read_only_workspace),
             )
             code = self._follow(spawned)
             if self.stop:
@@ -380,48 +416,22 @@ class CLIAgent:
         )
         self.record("error", message=self.outcome.error)
 
-    def _answered(self) -> list[CallRecord]:
-        return [r for r in self.proxy.records if r.ok and r.usage is not None]
-
     def _admit(self, record: CallRecord) -> str | None:
         """Checked before each call goes upstream, as the builtin agent checks before each API call."""
-        limits, turns = self.ctx.limits, self._answered()
-        used = [r.usage for r in turns]
-        tokens = sum(u.input + u.output + u.cache_read + u.cache_write for u in used)
-        cost = cost_usd(
-            self.model,
-            self.prices,
-            sum(u.input for u in used),
-            sum(u.output for u in used),
-            sum(u.cache_read for u in used),
-            sum(u.cache_write for u in used),
-        )
-        stop = None
-        if len(turns) >= limits.turns:
-            stop = _Stop("limit_turns", f"{len(turns)} turns reached limits.turns={limits.turns}")
-        elif tokens >= limits.tokens:
-            stop = _Stop("limit_tokens", f"{tokens} tokens reached limits.tokens={limits.tokens}")
-        elif cost is not None and cost >= limits.cost_usd:
-            stop = _Stop("limit_cost", f"${cost:.4f} reached limits.cost_usd={limits.cost_usd}")
-        if stop and self.stop is None:
-            self.stop = stop
-        return stop.message if stop else None
+        reached = limit_reached(self.ctx.limits, self.model, self.prices, metered_turns(self.proxy.records))
+        if reached and self.stop is None:
+            self.stop = _Stop(*reached)
+        return reached[1] if reached else None
 
     def _on_record(self, record: CallRecord) -> None:
-        usage = record.usage.__dict__ if record.usage else None
-        self.record(
-            "llm_call",
-            index=record.index,
-            status=record.status,
-            model=record.model,
-            path=record.path,
-            started=record.started,
-            first_byte=record.first_byte,
-            ended=record.ended,
-            usage=usage,
-            tool_calls=record.tool_calls,
-            refused=record.refused,
-        )
+        """Each call as it ends: the CLI's own lines cannot be matched to calls reliably, so the usage of
+        a turn is shown here (with its turn number and cost), not on the `assistant` events."""
+        event = call_event(record)
+        if record.ok and record.usage is not None:
+            u = record.usage
+            event["turn"] = len(metered_turns(self.proxy.records))
+            event["cost_usd"] = cost_usd(self.model, self.prices, u.input, u.output, u.cache_read, u.cache_write)
+        self.record("llm_call", **event)
         if record.failed:
             self.record(
                 "api_error",
@@ -452,18 +462,5 @@ class CLIAgent:
 
     def _count(self, outcome: AgentOutcome) -> None:
         """Turns, tokens and API errors from the proxy's records: the one source of truth."""
-        records = [r for r in self.proxy.records if r.refused is None]
-        outcome.turns = [
-            TurnUsage(
-                r.started,
-                r.ended or r.started,
-                r.usage.input,
-                r.usage.output,
-                r.usage.cache_read,
-                r.usage.cache_write,
-                r.tool_calls,
-            )
-            for r in self._answered()
-        ]
-        outcome.api_errors = sum(1 for r in records if r.failed)
-        outcome.api_retries = sum(1 for r in records[:-1] if r.failed)  # a failed call followed by another
+        outcome.turns = metered_turns(self.proxy.records)
+        outcome.api_errors, outcome.api_retries = api_error_counts(self.proxy.records)

@@ -16,29 +16,32 @@ from pathlib import Path
 from bench.agents.cli_agent import (
     HOME_INSIDE,
     MAX_EVENT_CHARS,
-    PLACEHOLDER_KEY,
     RELAY_PORT,
     CLIAgent,
     CLIPackage,
     cli_agent_spec,
     npm_arch,
+    pinned_version,
 )
 from bench.agents.spec import AgentOptions, AgentSpec
 from bench.llm import parse_model
+from bench.llm_proxy import PLACEHOLDER_KEY
 from bench.types import truncate
 
 CODEX = "codex"
-VERSION = "0.171.0"
+PINNED = "0.171.0"
+VERSION_VARIABLE = "ATEBENCH_CODEX_VERSION"
+"""Overrides the pin (e.g. to try a newer release); the fake-server tests say whether it still works."""
 TRIPLES = {"x64": "x86_64-unknown-linux-musl", "arm64": "aarch64-unknown-linux-musl"}
 
 
-def package(version: str = VERSION) -> CLIPackage:
+def package(version: str | None = None) -> CLIPackage:
     """The static musl binary itself (no Node needed at run time), not the `codex.js` launcher."""
     arch = npm_arch()
     return CLIPackage(
         CODEX,
         "@openai/codex",
-        version,
+        version or pinned_version(VERSION_VARIABLE, PINNED),
         f"node_modules/@openai/codex-linux-{arch}/vendor/{TRIPLES.get(arch, arch)}/bin/codex",
     )
 
@@ -50,8 +53,12 @@ def _toml(value: str) -> str:
 class CodexAgent(CLIAgent):
     name = CODEX
     upstream_default = "https://api.openai.com"
+    read_only_workspace = True
+    """On a read-only task its workspace is mounted read-only: Codex's own read-only policy starts a
+    bubblewrap of its own, which cannot nest inside ours ("setting up uid map: Operation not
+    permitted"), and it has no switch that drops only its edit tool."""
 
-    def __init__(self, model: str, base_url: str | None = None, version: str = VERSION, **options):
+    def __init__(self, model: str, base_url: str | None = None, version: str | None = None, **options):
         provider, api_model, url = parse_model(model)
         base = (url or base_url or "").rstrip("/")
         # The sandbox's requests carry /v1; an OpenAI-style base URL (…/v1) is the upstream without it.

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import os
 import posixpath
+import tempfile
 import threading
 import time
 import uuid
@@ -23,7 +24,7 @@ from docker.types import DeviceRequest
 from bench.sandbox import files
 from bench.sandbox.env import gpu_settings, sandbox_env
 from bench.sandbox.errors import SandboxError
-from bench.sandbox.local import MAX_OUTPUT_CHARS
+from bench.sandbox.local import MAX_OUTPUT_CHARS, Bind
 from bench.types import ExecResult, truncate
 
 WORKDIR = "/workspace"
@@ -61,6 +62,9 @@ def nvidia_runtime_available(client) -> bool:
 class DockerSandbox:
     """One container per sandbox; `workdir` (host) is mounted read-write at /workspace."""
 
+    isolated = True
+    """Always behind the container's wall (the local sandbox is not with --no-isolate)."""
+
     def __init__(
         self,
         workdir: Path | str,
@@ -89,6 +93,23 @@ class DockerSandbox:
             extra.update({"CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in gpus), "CUDA_DEVICE_ORDER": "PCI_BUS_ID"})
         self._env = sandbox_env(extra, host=gpu_settings(os.environ))
         self._lock = threading.Lock()
+        self._spawned: list[SpawnedContainer] = []
+        self.image = image
+        # What every container of this sandbox shares: limits, devices and the wall (no capabilities, no
+        # privilege gain through setuid files), as the local sandbox has.
+        self._wall = dict(
+            working_dir=WORKDIR,
+            nano_cpus=int(cpus * 1e9),
+            mem_limit=f"{int(memory_gb * 1024)}m",
+            pids_limit=pids,
+            device_requests=[DeviceRequest(device_ids=[str(g) for g in gpus], capabilities=[["gpu"]])]
+            if gpus
+            else None,
+            init=False,
+            auto_remove=False,
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+        )
         try:
             self.container = self.client.containers.run(
                 image,
@@ -96,20 +117,9 @@ class DockerSandbox:
                 detach=True,
                 network_mode="none",
                 name=f"atebench-{uuid.uuid4().hex[:12]}",
-                working_dir=WORKDIR,
                 environment=self._env,
                 volumes={str(self.host_workdir): {"bind": WORKDIR, "mode": "rw"}},
-                nano_cpus=int(cpus * 1e9),
-                mem_limit=f"{int(memory_gb * 1024)}m",
-                pids_limit=pids,
-                device_requests=[DeviceRequest(device_ids=[str(g) for g in gpus], capabilities=[["gpu"]])]
-                if gpus
-                else None,
-                init=False,
-                auto_remove=False,
-                # The same wall as the local sandbox: no capabilities, no privilege gain through setuid files.
-                cap_drop=["ALL"],
-                security_opt=["no-new-privileges"],
+                **self._wall,
             )
         except docker.errors.ImageNotFound:
             raise SandboxError(f"docker image {image!r} not found; build it first (bench.sandbox.images)") from None
@@ -213,9 +223,109 @@ class DockerSandbox:
         """Write inside the container, only where the agent's shell could write."""
         files.write_file(self.execute, self._resolve(path), content)
 
+    def spawn(
+        self,
+        command: str,
+        binds: list[Bind] | tuple[Bind, ...] = (),
+        env: dict[str, str] | None = None,
+        output_path: Path | None = None,
+        workdir_writable: bool = True,
+    ) -> SpawnedContainer:
+        """Start `command` (bash) as a long-running process behind the same wall, in the workspace, with
+        `binds` added; its output goes to `output_path` on the host as it is printed.
+
+        Why a second container: docker cannot add a mount (an installed CLI, the proxy's socket) to a
+        running container. This one joins the sandbox container's network namespace (loopback only) and
+        PID namespace, so it reaches what a process of the sandbox reaches and dies with it, and mounts
+        the same workspace (read-only when `workdir_writable` is False); limits and wall are the same.
+        `env` is added to the sandbox's environment, with secret-looking names dropped as everywhere."""
+        self.check_alive()
+        for bind in binds:
+            if not os.path.exists(bind.host):
+                raise SandboxError(f"cannot show {bind.host} in the sandbox at {bind.inside}: no such host path")
+        volumes = {str(self.host_workdir): {"bind": WORKDIR, "mode": "rw" if workdir_writable else "ro"}}
+        volumes.update({b.host: {"bind": b.inside, "mode": "rw" if b.writable else "ro"} for b in binds})
+        if output_path is None:
+            output_path = Path(tempfile.mkdtemp(prefix="atebench-spawn-")) / "output.log"
+        try:
+            container = self.client.containers.run(
+                self.image,
+                command=["bash", "--noprofile", "--norc", "-c", command],
+                detach=True,
+                network_mode=f"container:{self.container.id}",
+                pid_mode=f"container:{self.container.id}",
+                name=f"{self.container.name}-spawn-{len(self._spawned) + 1}",
+                environment=sandbox_env({**self._env, **(env or {})}, host={}),
+                volumes=volumes,
+                **self._wall,
+            )
+        except docker.errors.APIError as e:
+            raise SandboxError(
+                f"could not start a process beside {self.container.name}: {e.explanation or e}"
+            ) from None
+        spawned = SpawnedContainer(container, Path(output_path))
+        self._spawned.append(spawned)
+        return spawned
+
     def close(self) -> None:
-        """Remove the container; any failure but "already gone" is raised, for the trial to log."""
+        """Remove the containers; any failure but "already gone" is raised, for the trial to log."""
+        for spawned in self._spawned:
+            spawned.kill()
         try:
             self.container.remove(force=True)
         except docker.errors.NotFound:
             pass  # the engine removed it already: nothing is left running
+
+
+class SpawnedContainer:
+    """A process started by `DockerSandbox.spawn`, in a container of its own; a thread copies its output
+    to `output_path` as it comes (stdout and stderr, in order)."""
+
+    def __init__(self, container, output_path: Path):
+        self.container = container
+        self.output_path = output_path
+        self._code: int | None = None
+        output_path.write_bytes(b"")
+        self._copier = threading.Thread(target=self._copy, daemon=True)
+        self._copier.start()
+
+    def _copy(self) -> None:
+        try:
+            with open(self.output_path, "ab") as out:
+                for chunk in self.container.logs(stream=True, follow=True, stdout=True, stderr=True):
+                    out.write(chunk)
+                    out.flush()
+        except (docker.errors.APIError, OSError) as e:  # removed under us: what came so far stays
+            with open(self.output_path, "ab") as out:
+                out.write(f"\n[atebench: the output stream ended: {type(e).__name__}]\n".encode())
+
+    def poll(self) -> int | None:
+        if self._code is None:
+            try:
+                state = self.container.client.api.inspect_container(self.container.id)["State"]
+            except docker.errors.NotFound:
+                self._code = -9  # removed: killed
+                return self._code
+            if state.get("Status") in ("exited", "dead"):
+                self._copier.join(5)  # the last of its output is in the file before the code is
+                self._code = int(state.get("ExitCode", -1))
+        return self._code
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        """The exit code, or None if it still runs after `timeout` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while (code := self.poll()) is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+            time.sleep(0.05)
+        return code
+
+    def kill(self) -> None:
+        """The container and every process in it."""
+        try:
+            self.container.remove(force=True)
+        except docker.errors.NotFound:
+            pass  # gone already
+        self._copier.join(5)
+        if self._code is None:
+            self._code = -9

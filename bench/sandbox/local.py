@@ -436,6 +436,7 @@ class LocalSandbox:
         binds: list[Bind] | tuple[Bind, ...] = (),
         env: dict[str, str] | None = None,
         output_path: Path | None = None,
+        workdir_writable: bool = True,
     ) -> Spawned:
         """Start `command` (bash) as a long-running process behind the same wall as the shell (same /tmp,
         workspace, limits), in the workspace, with `binds` added; it runs until it exits, `Spawned.kill`,
@@ -443,8 +444,11 @@ class LocalSandbox:
         folder, removed at close), not through `execute`.
 
         `env` is added to the sandbox's environment, with secret-looking names dropped as everywhere; a
-        value the command needs under such a name goes on its command line."""
+        value the command needs under such a name goes on its command line. `workdir_writable=False`
+        shows it the workspace read-only (a read-only task's agent)."""
         self.check_alive()
+        if not workdir_writable:
+            binds = (*binds, Bind(self.workdir, self.workdir))  # after the writable one, so over it
         if binds and not self.isolated:
             raise SandboxError(
                 "binds need the isolated local sandbox (bubblewrap); this one runs plain host processes (--no-isolate)"

@@ -86,17 +86,25 @@ class FakeLLMServer:
     By default one item per request, in order. With `by_step=True` the item is chosen by the request's
     step (`tool_results_in`): `script[step]` is an item, or a list of items served in order to the
     successive requests of that step (e.g. `[Failure(429), Reply(...)]` for a retried call). A client's
-    extra requests (a retry, a side call) then cannot shift the rest of the script."""
+    extra requests (a retry, a side call) then cannot shift the rest of the script.
 
-    def __init__(self, script: list, by_step: bool = False):
-        self.script = list(script)
+    `script` may also be a dict of route to script (`{"/v1/messages": [...], "/v1/responses": [...]}`):
+    each API then has its own, so two agents of one run (Claude Code and Codex) share one server."""
+
+    def __init__(self, script: list | dict[str, list], by_step: bool = False):
+        if isinstance(script, dict):
+            unknown = sorted(set(script) - set(ROUTES))
+            if unknown:
+                raise ValueError(f"FakeLLMServer: no route {unknown}; routes are {ROUTES}")
+        self.scripts = {route: list(s) for route, s in script.items()} if isinstance(script, dict) else None
+        self.script = [] if self.scripts is not None else list(script)
         self.by_step = by_step
         self.requests: list[ReceivedRequest] = []
         self.served: list[tuple[int, Reply | Failure | Malformed]] = []
         """(request index, item) for every item served, in order: what usage a meter should have seen."""
         self.sent_bodies: list[bytes] = []
         """Every response body as sent (SSE de-chunked), in order: what a relay must pass on unchanged."""
-        self._served_per_step: dict[int, int] = {}
+        self._served_per_step: dict[tuple[str, int], int] = {}
         self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._httpd.daemon_threads = True
@@ -119,14 +127,20 @@ class FakeLLMServer:
     def remaining(self) -> int:
         """Items not served yet (in step mode: over all steps)."""
         with self._lock:
+            scripts = list(self.scripts.values()) if self.scripts is not None else [self.script]
             if not self.by_step:
-                return len(self.script)
-            total = sum(len(step) if isinstance(step, list) else 1 for step in self.script)
+                return sum(len(script) for script in scripts)
+            total = sum(len(step) if isinstance(step, list) else 1 for script in scripts for step in script)
             return total - sum(self._served_per_step.values())
 
-    def served_replies(self) -> list[Reply]:
-        """The replies (not failures) served, in order: the usage a meter of this server must report."""
-        return [item for _, item in self.served if isinstance(item, Reply)]
+    def served_replies(self, path: str | None = None) -> list[Reply]:
+        """The replies (not failures) served, in order, to requests on `path` (default: any): the usage a
+        meter of this server must report."""
+        return [
+            item
+            for i, item in self.served
+            if isinstance(item, Reply) and (path is None or self.requests[i].path == path)
+        ]
 
     def leaked_real_keys(self) -> list[str]:
         """Credentials or bodies received that look like a real provider key."""
@@ -139,16 +153,18 @@ class FakeLLMServer:
     def _next(self, request: ReceivedRequest) -> Reply | Failure | Malformed | None:
         with self._lock:
             self.requests.append(request)
+            script = self.script if self.scripts is None else self.scripts.get(request.path, [])
             if not self.by_step:
-                item = self.script.pop(0) if self.script else None
+                item = script.pop(0) if script else None
             else:
                 step = tool_results_in(request.path, request.body)
-                items = self.script[step] if step < len(self.script) else []
+                items = script[step] if step < len(script) else []
                 items = items if isinstance(items, list) else [items]
-                n = self._served_per_step.get(step, 0)
+                key = (request.path if self.scripts is not None else "", step)
+                n = self._served_per_step.get(key, 0)
                 item = items[n] if n < len(items) else None
                 if item is not None:
-                    self._served_per_step[step] = n + 1
+                    self._served_per_step[key] = n + 1
             if item is not None:
                 self.served.append((len(self.requests) - 1, item))
             return item
