@@ -27,8 +27,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from bench import sources
 from bench.keys import redact
-from bench.specs import TaskVariant, fingerprint
+from bench.specs import TaskVariant, fingerprint, load_framework
 from bench.types import Sandbox
 from bench.workspace import copy_clean, place_file, place_tree
 
@@ -94,6 +95,7 @@ class Grade:
     tampering: list[str] = field(default_factory=list)  # "path: line" the agent added that reaches into pytest
     facts: dict[str, str] = field(default_factory=dict)  # tasks graded by answer: fact id -> "found" or why not
     answer_problems: list[str] = field(default_factory=list)  # what fails a whole answer (bench/answers.py)
+    not_graded: list[str] = field(default_factory=list)  # restore_from_original files this source lacks (sdist)
     error: str | None = None
 
     def to_json(self) -> dict:
@@ -168,19 +170,45 @@ def modified_test_files(changed: list[str], hidden: list[str]) -> list[str]:
     )
 
 
-def restore_original_tests(variant: TaskVariant, original: Path | None, tree: Path) -> None:
-    """Copy the framework's own test files named in grading.toml from the original source over `tree`."""
+ABSENT_TEST_MODULE = """import pytest
+
+pytest.skip({reason!r}, allow_module_level=True)
+"""
+
+
+def restore_original_tests(variant: TaskVariant, original: Path | None, tree: Path) -> list[str]:
+    """Copy the framework's own test files named in grading.toml from the original source over `tree`.
+
+    Returns those the original lacks although the pinned git tree has them (its manifest lists them): the
+    offline sdist copy (bench/sources.py) ships no tests/. A module-level skip saying so stands in each one's
+    place, and grade() leaves their ids out; any other absent file is a spec error."""
     paths = variant.grading.restore_from_original
     if paths and original is None:
         raise ValueError("grading.toml restore_from_original needs the original framework source")
+    absent = []
     for rel in paths:
         source = original / rel
-        if not source.is_file():
+        if not source.is_file() and rel in _absent_git_files(variant, original):
+            reason = f"{rel}: this {variant.framework} source (sdist route) lacks the git tree's tests; not graded"
+            (tree / rel).parent.mkdir(parents=True, exist_ok=True)
+            (tree / rel).write_text(ABSENT_TEST_MODULE.format(reason=reason))
+            absent.append(rel)
+        elif not source.is_file():
             raise FileNotFoundError(
                 f"{variant.dir.name}/grading.toml: restore_from_original names {rel!r}, which the "
                 f"framework's original checkout does not have; fix the path"
             )
-        place_file(source, tree, rel)
+        else:
+            place_file(source, tree, rel)
+    return absent
+
+
+def _absent_git_files(variant: TaskVariant, original: Path) -> list[str]:
+    """Files of the framework's pinned git tree (source manifest) that `original` lacks."""
+    if variant.framework_dir is None:
+        return []
+    framework = load_framework(variant.framework, variant.framework_dir.parents[1])
+    return sources.missing_from(framework, original)
 
 
 def _is_test_infra(rel: str) -> bool:
@@ -293,7 +321,7 @@ def grade(
             place_tree(variant.tests_dir, tree, variant.grading.tests_target)
         for rel, source in variant.support_files().items():  # shared helpers (grading.toml support)
             place_file(source, tree, rel)
-        restore_original_tests(variant, original, tree)
+        absent = restore_original_tests(variant, original, tree)
         guard = f"_atebench_guard_{uuid.uuid4().hex[:12]}"
         (tree / f"{guard}.py").write_text(GUARD)
         sandbox = open_sandbox(tree)
@@ -332,9 +360,16 @@ def grade(
             f"no tests were executed (exit {result.exit_code}); a run without tests is not a pass; see grader.log"
         )
         return base
+
+    def graded(ids: list[str]) -> list[str]:
+        return [test for test in ids if test.split("::")[0] not in absent]
+
     judged = verdict(
-        outcomes, [*variant.grading.fail_to_pass, *gpu_ladder_ids(variant, gpus)], variant.grading.pass_to_pass
+        outcomes,
+        graded([*variant.grading.fail_to_pass, *gpu_ladder_ids(variant, gpus)]),
+        graded(variant.grading.pass_to_pass),
     )
+    judged.not_graded = absent
     judged.modified_test_files, judged.test_infrastructure_changes, judged.tampering = modified, undone, tampering
     if tampering:
         judged.resolved = False

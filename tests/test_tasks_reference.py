@@ -26,6 +26,10 @@ REMOVED_CODE = {
         "class MixtralSparseMoeBlock(nn.Module):",
         '"mixtral": ("block_sparse_moe", "w1", "w3", "w2")',
     ],
+    "add-new-model/qwen3_moe": [
+        "class Qwen3MoeSparseMoeBlock(nn.Module):",
+        '"qwen3_moe": ("mlp", "gate_proj", "up_proj", "down_proj")',
+    ],
     "add-new-model/deepseek_v2": [
         "class DeepseekV2Attention(nn.Module):",
         '"deepseek_v2": ("mlp", "gate_proj", "up_proj", "down_proj")',
@@ -45,7 +49,7 @@ REMOVED_CODE = {
 in the agent's workspace (no cached copy, no doc quoting it)."""
 
 FAMILIES = {
-    "add-new-model": ["add-new-model/deepseek_v2", "add-new-model/mixtral"],
+    "add-new-model": ["add-new-model/deepseek_v2", "add-new-model/mixtral", "add-new-model/qwen3_moe"],
     "enable-ep": ["enable-ep"],
     "fix-gradient-bug": [
         "fix-gradient-bug/alltoall-backward-scaled",

@@ -1,6 +1,7 @@
 """One training step of the tiny Qwen3-MoE (titan_case.py) under a TorchTitan layout on 2 gloo processes
 (CPU shims on), through the model's own parallelize_fn and TorchTitan's clip_grad_norm_; rank 0 writes the
-loss, full gradients before and after clipping, per-rank clip norms and per-rank expert rows.
+loss, full gradients before and after clipping, per-rank clip norms, and each rank's local rows of layer 0's
+routed-expert weight w1 (their count and values).
 With a 4th argument "step", it then takes one step of TorchTitan's MoE load-balancing optimizer
 (build_optimizers_with_moe_load_balancing) and writes each rank's expert biases too.
 Usage (torchrun): titan_layout.py ep2|dp2|one <folder with in.pt> <max_norm> [step]
@@ -52,6 +53,8 @@ def main(layout: str, folder: Path, max_norm: float, step: bool) -> None:
     clipped = {name: full(p.grad).detach().clone() for name, p in model.named_parameters() if p.grad is not None}
     experts = [p for n, p in model.named_parameters() if n.startswith("layers.0.") and n.endswith("experts.w1")]
     local_rows = experts[0].to_local().shape[0] if experts and hasattr(experts[0], "to_local") else -1
+    expert_names = [n for n, _ in model.named_parameters() if n.startswith("layers.0.") and n.endswith("experts.w1")]
+    local_w1 = experts[0].to_local().detach().clone() if experts and hasattr(experts[0], "to_local") else None
 
     biases = {}
     if step:
@@ -66,8 +69,9 @@ def main(layout: str, folder: Path, max_norm: float, step: bool) -> None:
     norms, expert_rows = [None] * world, [None] * world
     dist.all_gather_object(norms, full(norm).item())
     dist.all_gather_object(expert_rows, local_rows)
-    bias_per_rank = [None] * world
+    bias_per_rank, w1_per_rank = [None] * world, [None] * world
     dist.all_gather_object(bias_per_rank, biases)
+    dist.all_gather_object(w1_per_rank, local_w1)
     if rank == 0:
         torch.save(
             {
@@ -76,6 +80,8 @@ def main(layout: str, folder: Path, max_norm: float, step: bool) -> None:
                 "clipped": clipped,
                 "norms": norms,
                 "expert_rows": expert_rows,
+                "expert_w1_name": expert_names[0] if expert_names else None,
+                "expert_w1_per_rank": w1_per_rank,
                 "expert_bias": bias_per_rank,
             },
             folder / "out.pt",
