@@ -401,6 +401,9 @@ def validation_matrix(rows: list[dict]) -> tuple[Table, bool]:
                 f"{task} on {framework}: graded id(s) that never ran on the gold solution (fix "
                 f"grading.toml): {', '.join(never_ran[:5])}" + (" ..." if len(never_ran) > 5 else "")
             )
+        left_out = (gold or {}).get("not_graded") or []
+        if left_out:  # an offline source (sdist) lacks these restored test files: said, not silently skipped
+            spec_errors.append(f"{task} on {framework}: not graded here (the source lacks them): {', '.join(left_out)}")
         oracle_ok = by_agent.get(ORACLE, {}).get("status") == "resolved" and not never_ran
         nop = by_agent.get(NOP, {})
         nop_wrong = wrong_reason_to_fail(nop["grade"]) if nop.get("grade") else None
