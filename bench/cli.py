@@ -377,7 +377,7 @@ def validation_matrix(rows: list[dict]) -> tuple[Table, bool]:
     for r in rows:
         cells.setdefault((r["task"], r["framework"]), {})[r["agent"]] = r
     table = Table(title="validation")
-    spec_errors: list[str] = []
+    caption_lines: list[str] = []
     for column in (
         "task",
         "framework",
@@ -397,18 +397,18 @@ def validation_matrix(rows: list[dict]) -> tuple[Table, bool]:
         gold = by_agent.get(ORACLE, {}).get("grade")
         never_ran = missing_ids(gold["fail_to_pass"], gold["pass_to_pass"]) if gold else []
         if never_ran:  # on the gold tree every graded id must run: a misspelt or unselected id is a spec error
-            spec_errors.append(
+            caption_lines.append(
                 f"{task} on {framework}: graded id(s) that never ran on the gold solution (fix "
                 f"grading.toml): {', '.join(never_ran[:5])}" + (" ..." if len(never_ran) > 5 else "")
             )
         left_out = (gold or {}).get("not_graded") or []
         if left_out:  # an offline source (sdist) lacks these restored test files: said, not silently skipped
-            spec_errors.append(f"{task} on {framework}: not graded here (the source lacks them): {', '.join(left_out)}")
+            caption_lines.append(f"{task} on {framework}: not graded here (the source lacks them): {', '.join(left_out)}")
         oracle_ok = by_agent.get(ORACLE, {}).get("status") == "resolved" and not never_ran
         nop = by_agent.get(NOP, {})
         nop_wrong = wrong_reason_to_fail(nop["grade"]) if nop.get("grade") else None
         if nop_wrong:
-            spec_errors.append(
+            caption_lines.append(
                 f"{task} on {framework}: {NOP} fails for the wrong reason (fix grading.toml): {nop_wrong}"
             )
         nop_ok = nop.get("status") == "unresolved" and not nop_wrong
@@ -416,8 +416,8 @@ def validation_matrix(rows: list[dict]) -> tuple[Table, bool]:
         valid = oracle_ok and nop_ok and wrong_ok
         all_valid &= valid
         table.add_row(task, framework, show(ORACLE), show(NOP), show(WRONG), "yes" if valid else "NO")
-    if spec_errors:
-        table.caption = "\n".join(spec_errors)
+    if caption_lines:
+        table.caption = "\n".join(caption_lines)
     return table, all_valid
 
 
