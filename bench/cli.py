@@ -403,7 +403,9 @@ def validation_matrix(rows: list[dict]) -> tuple[Table, bool]:
             )
         left_out = (gold or {}).get("not_graded") or []
         if left_out:  # an offline source (sdist) lacks these restored test files: said, not silently skipped
-            caption_lines.append(f"{task} on {framework}: not graded here (the source lacks them): {', '.join(left_out)}")
+            caption_lines.append(
+                f"{task} on {framework}: not graded here (the source lacks them): {', '.join(left_out)}"
+            )
         oracle_ok = by_agent.get(ORACLE, {}).get("status") == "resolved" and not never_ran
         nop = by_agent.get(NOP, {})
         nop_wrong = wrong_reason_to_fail(nop["grade"]) if nop.get("grade") else None

@@ -33,7 +33,7 @@ def test_list_shows_tasks_frameworks_agents():
 def test_unknown_names_give_one_error_and_exit_2(tmp_path):
     cases = {
         ("--task", "nope"): "unknown task 'nope'; choose a task (",
-        ("--framework", "megatron"): "unknown framework 'megatron'; choose one of: reference",
+        ("--framework", "deepspeed"): "unknown framework 'deepspeed'; choose one of: megatron, reference, torchtitan",
         ("--agent", "gpt"): "unknown agent 'gpt'; choose one of: builtin, oracle, nop, replay",
         ("frobnicate",): "unknown command 'frobnicate'; choose one of: run, validate, list",
     }
