@@ -237,3 +237,28 @@ def test_slurm_options_need_the_slurm_executor(tmp_path, capsys):
     assert cli.cmd_run([*argv, "--executor", "slurm", "--slurm-arg", "constraint"]) == 2
     assert "--slurm-arg 'constraint' is not KEY=VALUE" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_docker_sandbox_trials_run_inside_slurm_jobs(docker_client, tmp_path):
+    """Where the engine runs: each job opens its trial's sandbox as a container of the local engine (the
+    containers are counted from the engine's own create events during the run)."""
+    since = time.time()
+    run = runner(
+        "--task", "smoke", "--framework", "reference", "--agent", "oracle,nop", "--sandbox", "docker",
+        "--executor", "slurm", "--no-throughput", "--results-dir", str(tmp_path), "--run-id", "d",
+        env={"ATEBENCH_CACHE": str(tmp_path / "cache")},
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "slurm: 2 job(s) submitted: " in run.stdout and "1 resolved, 1 unresolved" in run.stdout
+    assert result(tmp_path / "d" / "smoke" / "reference" / "oracle" / "0")["status"] == "resolved"
+    assert result(tmp_path / "d" / "smoke" / "reference" / "nop" / "0")["status"] == "unresolved"
+    created = [
+        e["Actor"]["Attributes"].get("name", "")
+        for e in docker_client.events(since=int(since), until=int(time.time()) + 1, decode=True,
+                                      filters={"type": "container", "event": "create"})
+    ]  # fmt: skip
+    assert len([n for n in created if n.startswith("atebench-")]) >= 2, created
+    assert not [c.name for c in docker_client.containers.list(all=True) if c.name in created], (
+        "a container outlived its trial"
+    )
