@@ -28,7 +28,15 @@ sys.argv = ["torchtitan.train", "--job.config_file", "runs/routing/train.toml"]
 
 # CPU workarounds: TorchTitan v0.2.2 names "cuda" as its device and asks CUDA for memory stats.
 histc = torch.histc
-torch.histc = lambda t, *a, **k: histc(t.float(), *a, **k).to(t.dtype) if not t.is_floating_point() else histc(t, *a, **k)
+
+
+def histc_any(t, *args, **kwargs):  # no int64 kernel on CPU; the router counts integer expert ids
+    if t.is_floating_point():
+        return histc(t, *args, **kwargs)
+    return histc(t.float(), *args, **kwargs).to(t.dtype)
+
+
+torch.histc = histc_any
 from torchtitan.components import metrics  # noqa: E402
 from torchtitan.distributed import parallel_dims  # noqa: E402
 from torchtitan.distributed import utils as dist_utils  # noqa: E402

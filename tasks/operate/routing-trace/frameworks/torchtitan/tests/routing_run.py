@@ -38,7 +38,7 @@ qwen3_args["debugmodel_moe_cpu"] = dataclasses.replace(
     moe_args=dataclasses.replace(_base.moe_args, num_experts=8, top_k=2, route_norm=False, use_grouped_mm=False),
 )
 '''
-RUN_CONFIG = """# The run whose routing is traced: 4 steps of TorchTitan's trainer from the checkpoint next to this file.
+RUN_CONFIG = """# The run whose routing is traced: 4 steps of TorchTitan's trainer from the checkpoint beside this file.
 #   torchrun --standalone --nproc-per-node=1 -m torchtitan.train --job.config_file runs/routing/train.toml
 # (from the checkout's root, with the checkout on PYTHONPATH). This machine has no GPU, and TorchTitan
 # v0.2.2's trainer assumes CUDA in a few places (its device type, the memory monitor, process-group
@@ -91,7 +91,7 @@ initial_load_path = "runs/routing/checkpoint"
 
 
 def write_inputs(run: Path) -> None:
-    """hf_assets/ (the tokenizer), data/train.jsonl, flavor.py and train.toml into `run` (runs/routing of a checkout)."""
+    """hf_assets/ (the tokenizer), data/train.jsonl, flavor.py and train.toml into `run` (runs/routing)."""
     import torch
     from tokenizers import Tokenizer, models, pre_tokenizers
 

@@ -56,7 +56,8 @@ def reference(tmp_path_factory):
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=1"]
     command += [str(HERE / "trace_reference.py"), "--job.config_file", "runs/routing/train.toml"]
     proc = subprocess.run(command, cwd=scratch, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, f"the reference run failed (exit {proc.returncode}):\n{(proc.stdout + proc.stderr)[-5000:]}"
+    output = (proc.stdout + proc.stderr)[-5000:]
+    assert proc.returncode == 0, f"the reference run failed (exit {proc.returncode}):\n{output}"
     steps = {}
     for n in range(1, STEPS + 1):
         raw = torch.load(out / f"step_{n}.pt")

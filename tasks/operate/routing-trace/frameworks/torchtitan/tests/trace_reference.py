@@ -38,7 +38,8 @@ class RecordingTrainer(train.Trainer):
         super().train_step(data_iterator)
 
         def stacked(pick):
-            return torch.stack([torch.cat([pick(i, n) for n in range(len(self.seen[i]["router"]))]) for i in self.layers])
+            calls = len(self.seen[self.layers[0]]["router"])  # one per micro-batch
+            return torch.stack([torch.cat([pick(i, n) for n in range(calls)]) for i in self.layers])
 
         torch.save(
             {
