@@ -72,6 +72,25 @@ def test_spec_ships_produced_patches_and_restores_what_the_grader_runs(task_id):
     assert "{framework}" in v.task.instruction_template
 
 
+TORCHTITAN = ["operate/heavy-kernels", "operate/routing-trace"]
+
+
+@pytest.mark.parametrize("task_id", TORCHTITAN)
+def test_torchtitan_variant_ships_produced_patches_and_restores_pinned_files(task_id):
+    """Without the source: the spec, its patches (outputs only) and the restored paths exist at the pin."""
+    v = specs.load_task(task_id).variant("torchtitan")
+    assert v.solution_patch is not None and v.wrong_patch is not None and (v.dir / "gold" / "solve.py").is_file()
+    for patch in (v.solution_patch, v.wrong_patch):
+        assert patch_files(patch.read_text()) == sorted(TASKS[task_id]["outputs"]), f"{patch.name} writes other files"
+    assert v.grading.tests_target == "grader_tests" and v.task.spec.resources.gpus == 0
+    for test_id in v.grading.fail_to_pass + v.grading.pass_to_pass:
+        assert (v.tests_dir / test_id.split("::")[0].removeprefix("grader_tests/")).is_file(), test_id
+    manifest = (REPO / "frameworks/torchtitan/source-manifest.txt").read_text().split()
+    missing = [rel for rel in v.grading.restore_from_original if rel not in manifest]
+    assert not missing, f"restore_from_original names files not in TorchTitan at the pin: {missing}"
+    assert "torchtitan/train.py" in v.grading.restore_from_original, "the reference must run the pinned trainer"
+
+
 @pytest.mark.parametrize("task_id", sorted(TASKS))
 def test_workspace_has_the_inputs_none_of_the_outputs_and_the_patches_write_only_outputs(
     task_id, framework, cache, tmp_path
