@@ -169,9 +169,10 @@ def one_device(seed: int = 3) -> dict:
     }
 
 
-def run_layout(layout: str, reference: dict, folder, step: bool = False) -> dict:
+def run_layout(layout: str, reference: dict, folder, step: bool = False, script: str = "titan_layout.py") -> dict:
     """titan_layout.py under torchrun (2 processes; 1 for layout "one"), on the reference's weights and batch;
-    its results. step: also one step of the MoE load-balancing optimizer. AssertionError with the run's
+    its results. step: also one step of the MoE load-balancing optimizer. script: the runner beside this file (a
+    task's own model swaps in its case module). AssertionError with the run's
     output when it fails."""
     import os
     import subprocess
@@ -193,7 +194,7 @@ def run_layout(layout: str, reference: dict, folder, step: bool = False) -> dict
             "--standalone",
             "--nproc-per-node",
             "1" if layout == "one" else "2",
-            str(here / "titan_layout.py"),
+            str(here / script),
             layout,
             str(folder),
             str(MAX_NORM),
@@ -283,7 +284,7 @@ def trainer_args(assets: str, data: str, dump: str, steps: int = 3) -> list[str]
 
 
 def run_trainer(
-    nproc: int, args: list[str], extra: list[str] = (), padded: bool = False
+    nproc: int, args: list[str], extra: list[str] = (), padded: bool = False, script: str = "titan_train.py"
 ) -> list[tuple[int, float, float]]:
     """torchrun of titan_train.py; (step, loss, grad_norm) of every logged step. padded: the trainer trains on
     titan_train.padded_batches (one global batch, unevenly padded). AssertionError with the output when it
@@ -312,7 +313,7 @@ def run_trainer(
             "--standalone",
             "--nproc-per-node",
             str(nproc),
-            str(here / "titan_train.py"),
+            str(here / script),
             *args,
             *extra,
         ],
