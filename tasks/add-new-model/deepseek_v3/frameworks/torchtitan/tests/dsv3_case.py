@@ -133,8 +133,10 @@ def hf_model(config, seed: int = 1):
     torch.manual_seed(seed)
     model = DeepseekV3ForCausalLM(config).float()
     with torch.no_grad():
-        for p in model.parameters():
+        for name, p in model.named_parameters():
             p.normal_(0.0, 0.05)
+            if name.endswith("norm.weight"):
+                p.add_(1.0)  # RMSNorm gains near 1, so activations (and the logits) keep their scale
     return model
 
 

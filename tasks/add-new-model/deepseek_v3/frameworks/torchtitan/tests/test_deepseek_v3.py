@@ -14,8 +14,11 @@ import pytest
 import torch
 
 HERE = Path(__file__).resolve().parent
-LOGIT_ATOL = 1e-5  # the gold: 1.5e-8; any other norm-epsilon convention than the model's: 2e-4
-GRAD_REL = 1e-4  # the gold: 3.3e-7 worst per tensor
+# Logits reach 1.8. The gold: 6.6e-7 (logits), 6.9e-7 (worst of 89 gradients); a norm-epsilon convention other
+# than the model's: 6e-5 to 6e-4; attention scaled by the non-rotary head size: 0.28; 671B's routing without
+# top-k renormalisation: 0.50 (gradients 0.28 and 1.6).
+LOGIT_ATOL = 1e-5
+GRAD_REL = 1e-4
 LAYOUT_REL = 1e-5
 NORM_REL = 1e-5
 
