@@ -3,8 +3,8 @@ experiments built on it (their packages, registrations, tests and README section
 back (gold = the original tree, experiments excepted: they are not part of the task).
 
 Every edit asserts its anchor text, so a different TorchTitan fails preparation loudly instead of producing
-a task whose removed model is still there. Files only the git tree has (integration tests) are edited when
-present: the sdist route (bench/sources.py) ships none of them.
+a task whose removed model is still there. Files only the git tree has (integration tests, READMEs) are edited
+when present: the sdist route (bench/sources.py) ships none of them.
 Usage: python prepare.py <checkout>
 """
 
@@ -101,22 +101,25 @@ edit(
     '    if "deepseek" in config_file:\n        model_name = "deepseek_v3"\n    elif "llama3" in config_file:\n',
     '    if "llama3" in config_file:\n',
 )
-# ... and their README sections.
-cut(
-    f"{EXP}/autoparallel/README.md",
-    "**DeepSeekv3**\n",
-    "local_map_deepseek_v3 --job.custom_config_module="
-    "torchtitan.experiments.autoparallel.job_config --parallelism.data_parallel_shard_degree 2 "
-    "--parallelism.expert_parallel_degree 2`\n",
-    drop_end=True,
-)
-cut(f"{EXP}/compiler_toolkit/README.md", "## DeepSeek v3\n", "## llama3\n")
-edit(
-    f"{EXP}/simple_fsdp/README.md",
-    "### Run SimpleFSDP Training on Llama3 & DeepSeek_v3\n",
-    "### Run SimpleFSDP Training on Llama3\n",
-)
-cut(f"{EXP}/simple_fsdp/README.md", "#### Training DeepSeek_v3 models\n", "### Composability Support\n")
+# ... and their README sections (git only: the sdist ships no non-Python file inside torchtitan/).
+if git_only(f"{EXP}/autoparallel/README.md"):
+    cut(
+        f"{EXP}/autoparallel/README.md",
+        "**DeepSeekv3**\n",
+        "local_map_deepseek_v3 --job.custom_config_module="
+        "torchtitan.experiments.autoparallel.job_config --parallelism.data_parallel_shard_degree 2 "
+        "--parallelism.expert_parallel_degree 2`\n",
+        drop_end=True,
+    )
+if git_only(f"{EXP}/compiler_toolkit/README.md"):
+    cut(f"{EXP}/compiler_toolkit/README.md", "## DeepSeek v3\n", "## llama3\n")
+if git_only(f"{EXP}/simple_fsdp/README.md"):
+    edit(
+        f"{EXP}/simple_fsdp/README.md",
+        "### Run SimpleFSDP Training on Llama3 & DeepSeek_v3\n",
+        "### Run SimpleFSDP Training on Llama3\n",
+    )
+    cut(f"{EXP}/simple_fsdp/README.md", "#### Training DeepSeek_v3 models\n", "### Composability Support\n")
 
 # Files only the git tree has: the integration tests that train deepseek_v3.
 if git_only("tests/integration_tests/models.py"):
