@@ -19,6 +19,7 @@ from torchtitan.models.moe import MoEArgs
 from torchtitan.protocols.train_spec import get_train_spec
 
 EXPERTS, TOP_K, SHARED, GROUPS, LIMITED = 8, 2, 1, 4, 2
+ROUTED_SCALE = 2.5  # DeepSeek-V3's routed_scaling_factor: the twin routes as V3, whatever the flavor says
 BATCH, SEQ = titan_case.BATCH, titan_case.SEQ
 SIZES = dict(
     vocab_size=256,
@@ -96,7 +97,6 @@ def adapter(args):
 def hf_config(args):
     from transformers import DeepseekV3Config
 
-    moe = getattr(args, moe_field(args))
     return DeepseekV3Config(
         vocab_size=args.vocab_size,
         hidden_size=args.dim,
@@ -117,7 +117,7 @@ def hf_config(args):
         n_group=GROUPS,
         topk_group=LIMITED,
         norm_topk_prob=True,
-        routed_scaling_factor=moe.route_scale,
+        routed_scaling_factor=ROUTED_SCALE,
         rms_norm_eps=args.norm_eps,
         rope_theta=args.rope_theta,
         max_position_embeddings=args.max_seq_len,
