@@ -107,6 +107,12 @@ def test_flavors_have_the_promised_sizes(flavor, layers, experts, top_k):
     assert (args.n_layers, moe.num_experts, moe.top_k) == (layers, experts, top_k)
 
 
+def test_full_size_flavor_routes_in_8_groups_keeping_4():
+    """The parity checks shrink the groups with the experts; the flavor's own must be DeepSeek-V3's."""
+    moe = getattr(case.spec().model_args["671B"], case.moe_field(case.spec().model_args["671B"]))
+    assert (moe.num_expert_groups, moe.num_limited_groups) == (8, 4)
+
+
 # ---- layouts: one torchrun per layout, shared by the checks of that layout --------------------------------
 
 
