@@ -169,13 +169,28 @@ def one_device(seed: int = 3) -> dict:
     }
 
 
+GLOO_EXIT_ABORT = "terminate called without an active exception"
+
+
+def torchrun(cmd: list[str], env: dict):
+    """subprocess.run of a torchrun command, run once more when a gloo process died of GLOO_EXIT_ABORT: torch
+    2.13's gloo on this CPU harness now and then aborts a rank so (seen in 1 of 4 ep=2 runs of a gold tree under
+    pytest; also in the reference's gloo graders); a real failure fails twice, and the second run's output is what
+    the check shows."""
+    import subprocess
+
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    if proc.returncode != 0 and GLOO_EXIT_ABORT in proc.stdout + proc.stderr:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    return proc
+
+
 def run_layout(layout: str, reference: dict, folder, step: bool = False, script: str = "titan_layout.py") -> dict:
     """titan_layout.py under torchrun (2 processes; 1 for layout "one"), on the reference's weights and batch;
     its results. step: also one step of the MoE load-balancing optimizer. script: the runner beside this file (a
     task's own model swaps in its case module). AssertionError with the run's
     output when it fails."""
     import os
-    import subprocess
     import sys
     from pathlib import Path
 
@@ -186,7 +201,7 @@ def run_layout(layout: str, reference: dict, folder, step: bool = False, script:
         "OMP_NUM_THREADS": "1",
         "PYTHONPATH": os.pathsep.join([str(Path.cwd()), str(here), os.environ.get("PYTHONPATH", "")]),
     }
-    proc = subprocess.run(
+    proc = torchrun(
         [
             sys.executable,
             "-m",
@@ -200,10 +215,7 @@ def run_layout(layout: str, reference: dict, folder, step: bool = False, script:
             str(MAX_NORM),
             *(["step"] if step else []),
         ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
+        env,
     )
     assert proc.returncode == 0 and (folder / "out.pt").is_file(), (
         f"{layout} run failed (exit {proc.returncode}):\n{(proc.stdout + proc.stderr)[-4000:]}"
@@ -291,7 +303,6 @@ def run_trainer(
     fails."""
     import os
     import re
-    import subprocess
     import sys
     import tempfile
     from pathlib import Path
@@ -305,7 +316,7 @@ def run_trainer(
         "ATEBENCH_PADDED_BATCHES": "1" if padded else "0",
         "PYTHONPATH": os.pathsep.join([str(Path.cwd()), str(here), os.environ.get("PYTHONPATH", "")]),
     }
-    proc = subprocess.run(
+    proc = torchrun(
         [
             sys.executable,
             "-m",
@@ -317,10 +328,7 @@ def run_trainer(
             *args,
             *extra,
         ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
+        env,
     )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, f"trainer failed (exit {proc.returncode}):\n{out[-5000:]}"
