@@ -1,7 +1,7 @@
 """One training step of the tiny Qwen3-MoE (titan_case.py) under a TorchTitan layout on 2 gloo processes
 (CPU shims on), through the model's own parallelize_fn and TorchTitan's clip_grad_norm_; rank 0 writes the
-loss, full gradients before and after clipping, per-rank clip norms, and each rank's local rows of layer 0's
-routed-expert weight w1 (their count and values).
+loss, full gradients before and after clipping, per-rank clip norms, and each rank's local rows of the first
+MoE layer's routed-expert weight w1 (their count and values).
 With a 4th argument "step", it then takes one step of TorchTitan's MoE load-balancing optimizer
 (build_optimizers_with_moe_load_balancing) and writes each rank's expert biases too.
 Usage (torchrun): titan_layout.py ep2|dp2|one <folder with in.pt> <max_norm> [step]
@@ -51,9 +51,10 @@ def main(layout: str, folder: Path, max_norm: float, step: bool) -> None:
         [p for p in model.parameters()], max_norm, foreach=True, pp_mesh=None, ep_enabled=dims.ep_enabled
     )
     clipped = {name: full(p.grad).detach().clone() for name, p in model.named_parameters() if p.grad is not None}
-    experts = [p for n, p in model.named_parameters() if n.startswith("layers.0.") and n.endswith("experts.w1")]
+    # the first MoE layer (layer 0 in qwen3; deepseek_v3 starts with dense layers)
+    expert_names = [n for n, _ in model.named_parameters() if n.endswith("experts.w1")][:1]
+    experts = [dict(model.named_parameters())[n] for n in expert_names]
     local_rows = experts[0].to_local().shape[0] if experts and hasattr(experts[0], "to_local") else -1
-    expert_names = [n for n, _ in model.named_parameters() if n.startswith("layers.0.") and n.endswith("experts.w1")]
     local_w1 = experts[0].to_local().detach().clone() if experts and hasattr(experts[0], "to_local") else None
 
     biases = {}
