@@ -37,7 +37,7 @@ RESULTS_ROOT = results.RESULTS_ROOT
 # resume may change (they change how a trial runs, so one run would mix two set-ups).
 EXTENDABLE = ("task", "framework", "agents", "trials")
 # what a validate --resume takes from run.json (everything that decides its trials and how they run)
-VALIDATE_RESUMED = ("task", "framework", "sandbox", "isolate", "specs_root", "gpus", "mutants", "seed")
+VALIDATE_RESUMED = ("task", "framework", "sandbox", "isolate", "specs_root", "gpus", "mutants", "seed", "share_gpus")
 FIXED = ("model", "base_url", "replay", "sandbox", "isolate", "measure_throughput", "specs_root", "gpus")
 
 
@@ -281,6 +281,14 @@ def cmd_validate(argv: list[str]) -> int:
     )
     p.add_argument("--seed", type=int, default=0, help="which mutants --mutants draws (default: 0)")
     p.add_argument(
+        "--share-gpus",
+        type=int,
+        default=1,
+        metavar="K",
+        help="lend each GPU to up to K trials at once (default: 1, exclusive); validation judges "
+        "correctness only, so a few GPUs can serve many trials; their GPU-time figures then overlap",
+    )
+    p.add_argument(
         "--resume",
         action="store_true",
         help="continue the validate run --run-id with its own arguments (the same tasks, mutants and "
@@ -289,6 +297,10 @@ def cmd_validate(argv: list[str]) -> int:
     args = parse_args(p, argv)
     if isinstance(args, int):
         return args
+    if args.share_gpus < 1:
+        return fail(f"--share-gpus must be 1 or more, not {args.share_gpus}")
+    if args.share_gpus > 1 and args.executor == "slurm":
+        return fail("--share-gpus: under Slurm each trial's job gets its own GPUs from Slurm; drop it")
     problem = _check_trial_options(args)
     if problem:
         return fail(problem)
@@ -339,6 +351,7 @@ def cmd_validate(argv: list[str]) -> int:
         command="validate",
         mutants=args.mutants,
         seed=args.seed,
+        share_gpus=args.share_gpus,
     )
     if not args.resume and (Path(cfg.results_dir) / cfg.run_id).exists():
         return fail(f"run {cfg.run_id!r} already exists; pass --resume to continue it or choose another --run-id")

@@ -57,12 +57,24 @@ def detect_gpus() -> list[int]:
 
 
 class GpuAllocator:
-    """Hands out GPUs so no two concurrent trials share one; blocks until enough are free."""
+    """Hands out GPUs so no two concurrent trials share one; blocks until enough are free.
 
-    def __init__(self, gpus: list[int] | None = None):
+    `share` > 1 lends each GPU to up to that many trials at once (a trial still gets distinct GPUs).
+    Only `validate --share-gpus` asks for it: validation judges correctness, and on a 4-GPU machine
+    the trials of thirty tasks queue for hours when each holds every GPU alone. Per-trial GPU-time
+    figures then overlap, and runs that measure (`run`) never share."""
+
+    def __init__(self, gpus: list[int] | None = None, share: int = 1):
+        if share < 1:
+            raise ValueError(f"a GPU is lent to at least one trial at once, not {share}")
         self.gpus = detect_gpus() if gpus is None else list(gpus)
-        self._free = set(self.gpus)
+        self.share = share
+        self._free = {gpu: share for gpu in self.gpus}  # GPU -> trials it can still take
         self._cond = threading.Condition()
+
+    def _open(self) -> list[int]:
+        """GPUs with a free slot, the least used first (then by index), so shared trials spread out."""
+        return sorted((g for g, slots in self._free.items() if slots > 0), key=lambda g: (-self._free[g], g))
 
     def acquire(self, n: int, timeout_s: float | None = None) -> list[int]:
         if n > len(self.gpus):
@@ -71,18 +83,20 @@ class GpuAllocator:
                 "run it on a machine with more GPUs or lower the task's gpus"
             )
         with self._cond:
-            if not self._cond.wait_for(lambda: len(self._free) >= n, timeout=timeout_s):
-                raise TimeoutError(f"no {n} free GPU(s) within {timeout_s} s; free now: {sorted(self._free)}")
-            taken = sorted(self._free)[:n]
-            self._free -= set(taken)
+            if not self._cond.wait_for(lambda: len(self._open()) >= n, timeout=timeout_s):
+                raise TimeoutError(f"no {n} free GPU(s) within {timeout_s} s; free now: {sorted(self._open())}")
+            taken = sorted(self._open()[:n])
+            for gpu in taken:
+                self._free[gpu] -= 1
             return taken
 
     def release(self, gpus: list[int]) -> None:
         with self._cond:
-            foreign = set(gpus) - set(self.gpus)
-            if foreign or set(gpus) & self._free:
+            wrong = [g for g in gpus if g not in self._free or self._free[g] >= self.share]
+            if wrong or len(set(gpus)) != len(gpus):
                 raise ValueError(f"releasing GPUs {sorted(gpus)} that were not acquired from this allocator")
-            self._free |= set(gpus)
+            for gpu in gpus:
+                self._free[gpu] += 1
             self._cond.notify_all()
 
     @contextmanager

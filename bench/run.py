@@ -55,6 +55,7 @@ class RunConfig:
     results_dir: str = "results"
     specs_root: str | None = None  # folder holding tasks/ and frameworks/; None: this repository
     gpus: int | None = None  # GPUs per trial (exclusive); None: what each task and framework ask for
+    share_gpus: int = 1  # validate --share-gpus: trials one GPU may serve at once (1: exclusive)
     command: str = "run"  # the runner.py command that made the run: "run" or "validate" (its resume differs)
     mutants: int = 0  # validate --mutants: mutants graded per task (run.json keeps it, so a resume draws the same)
     seed: int = 0  # validate --seed: which mutants
@@ -111,7 +112,7 @@ def make_plan(cfg: RunConfig, agents: dict[str, AgentSpec]) -> Plan:
     gpus = detect_gpus()
     skipped, trials = [], []
     prices = load_prices()
-    allocator = GpuAllocator(gpus)
+    allocator = GpuAllocator(gpus, share=cfg.share_gpus)
     for framework in frameworks:
         if framework.source.kind == "bundled" and not framework.bundled_path().is_dir():
             raise RunError(

@@ -279,3 +279,12 @@ def test_run_and_validate_declare_their_shared_options_once():
     }
     assert names <= {a.dest for a in cli.run_parser()._actions}
     assert cli.cmd_validate(["--parallel", "0"]) == 2 and cli.cmd_run(["--gpus", "-1"]) == 2
+
+
+def test_validate_share_gpus_is_checked(capsys):
+    from bench import cli
+
+    assert cli.cmd_validate(["--share-gpus", "0"]) == 2
+    assert "--share-gpus must be 1 or more" in capsys.readouterr().err
+    assert cli.cmd_validate(["--share-gpus", "2", "--executor", "slurm", "--task", "smoke"]) == 2
+    assert "--share-gpus" in capsys.readouterr().err

@@ -79,6 +79,26 @@ def test_allocator_waits_then_times_out_and_rejects_impossible_requests():
     assert allocator.acquire(0) == []
 
 
+def test_shared_allocator_lends_each_gpu_to_k_trials_never_one_gpu_twice_to_a_trial():
+    allocator = GpuAllocator(gpus=[0, 1, 2, 3], share=3)
+    held = [allocator.acquire(4) for _ in range(3)]
+    assert held == [[0, 1, 2, 3]] * 3
+    with pytest.raises(TimeoutError, match="no 1 free GPU"):
+        allocator.acquire(1, timeout_s=0.1)
+    allocator.release(held.pop())
+    # the freed slots go to the least used GPUs first, and one trial never gets a GPU twice
+    held += [allocator.acquire(2), allocator.acquire(2)]
+    assert held[2:] == [[0, 1], [2, 3]]
+    with pytest.raises(ValueError, match="not acquired"):
+        allocator.release([0, 0])
+    for gpus in held:
+        allocator.release(gpus)
+    with pytest.raises(ValueError, match="not acquired"):
+        allocator.release([1, 2, 3])  # every GPU is back at full share: a release too many
+    with pytest.raises(ValueError, match="at least one trial"):
+        GpuAllocator(gpus=[0], share=0)
+
+
 def test_allocator_on_this_machine_offers_what_nvml_sees():
     allocator = GpuAllocator()
     assert allocator.gpus == detect_gpus()
