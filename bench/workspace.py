@@ -311,6 +311,12 @@ def _prepared(
     return target
 
 
+def _with_harness_on_path() -> str:
+    """PYTHONPATH for prepare.py: this harness's root first, so `import bench.prepare_kit` works from a
+    plain checkout too (a fresh clone run as `python runner.py`, without `pip install -e .`)."""
+    return os.pathsep.join([str(PREPARE_KIT.parents[1]), *filter(None, [os.environ.get("PYTHONPATH")])])
+
+
 def run_prepare(variant: TaskVariant, tree: Path) -> None:
     script = variant.prepare_script
     if script is None:
@@ -322,7 +328,7 @@ def run_prepare(variant: TaskVariant, tree: Path) -> None:
         capture_output=True,
         text=True,
         timeout=600,
-        env={**os.environ, "ATEBENCH_TASK_DIR": str(variant.dir)},
+        env={**os.environ, "ATEBENCH_TASK_DIR": str(variant.dir), "PYTHONPATH": _with_harness_on_path()},
     )
     if proc.returncode != 0:
         raise WorkspaceError(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 import time
 
 from conftest import write
@@ -92,3 +93,21 @@ def test_prepare_derives_each_tree_once(toy_root, cache, tmp_path, monkeypatch):
     assert ws.original == workspace.original_source(framework)
     assert _git("log", "--format=%s", cwd=ws.work).split() == ["baseline"]
     assert workspace.solution_diff(variant, ws.prepared, ws.original) == workspace.gold_patch(variant, framework)
+
+
+def test_prepare_imports_the_harness_without_an_install(toy_root, cache, tmp_path, monkeypatch):
+    """prepare.py imports bench.prepare_kit; a fresh clone run as `python runner.py` has no installed
+    `bench`. An interpreter without site-packages (python -S) stands in for one."""
+    variant, framework = _load(toy_root)
+    write(
+        variant.dir / "prepare.py",
+        "import sys\nfrom bench.prepare_kit import Checkout\n\nck = Checkout()\n"
+        'ck.edit("calc/ops.py", "    return a * b", "    raise NotImplementedError")\n',
+    )
+    bare = tmp_path / "python-without-site"
+    write(bare, f'#!/bin/sh\nexec {sys.executable} -S "$@"\n')
+    bare.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(bare))
+    monkeypatch.delenv("PYTHONPATH", raising=False)
+    work = workspace.create_workspace(variant, framework, tmp_path / "ws")
+    assert "raise NotImplementedError" in (work / "calc" / "ops.py").read_text()

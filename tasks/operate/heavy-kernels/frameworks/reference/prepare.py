@@ -23,6 +23,7 @@ intermediate_size = 256
 moe_intermediate_size = 64
 
 [training]
+device = "cpu"  # operators of a CPU run, on GPU hosts too
 steps = 3
 log_interval = 1
 seed = 0

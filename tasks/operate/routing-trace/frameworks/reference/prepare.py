@@ -26,6 +26,7 @@ RUN_CONFIG = """# The run whose routing is traced: 4 steps from the checkpoint n
 config = "checkpoint/config.json"
 
 [training]
+device = "cpu"  # the trace is of a CPU run, on GPU hosts too
 steps = 4
 log_interval = 1
 lr = 3e-3

@@ -30,7 +30,7 @@ RUN = {
             "moe_intermediate_size": 64,
         },
     },
-    "training": {"steps": 3, "log_interval": 1, "seed": 0},
+    "training": {"device": "cpu", "steps": 3, "log_interval": 1, "seed": 0},  # a CPU run on GPU hosts too
     "data": {"source": "corpus", "seq_len": 1024, "global_batch_size": 4, "micro_batch_size": 2},
 }
 WARMUP = 2  # steps 1 and 2; step 3 is profiled
@@ -65,7 +65,7 @@ def profile_of_step_3(tmp_path_factory):
     overrides = "".join(f"{key} = {value}\n" for key, value in RUN["model"]["overrides"].items())
     (scratch / "train.toml").write_text(
         f'[model]\nconfig = "{ROOT / "examples/models/qwen3_moe_tiny.json"}"\n[model.overrides]\n{overrides}'
-        f"[training]\nsteps = {RUN['training']['steps']}\nseed = {RUN['training']['seed']}\n[data]\n"
+        f"[training]\ndevice = \"cpu\"\nsteps = {RUN['training']['steps']}\nseed = {RUN['training']['seed']}\n[data]\n"
         + "".join(f"{key} = {value!r}\n".replace("'", '"') for key, value in RUN["data"].items())
     )
     cfg = load_config(scratch / "train.toml")

@@ -27,6 +27,7 @@ OVERRIDES = {"num_hidden_layers": 3, "mlp_only_layers": [0], "norm_topk_prob": F
 RUN = {
     "model": {"config": "checkpoint/config.json"},
     "training": {
+        "device": "cpu",  # as runs/routing/train.toml: a CPU run on GPU hosts too
         "steps": STEPS,
         "log_interval": 1,
         "lr": 3e-3,
