@@ -16,6 +16,7 @@ import socket
 import tempfile
 import traceback
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import torch
@@ -182,6 +183,9 @@ def ladder_rank(case: LadderCase) -> dict:
     }
 
 
+COLLECTIVE_TIMEOUT = timedelta(minutes=3)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -200,18 +204,25 @@ def _child(rank: int, world_size: int, port: int, out_dir: str, fn, args, device
     torch.set_num_threads(1)
     if device_type == "cuda":
         torch.cuda.set_device(rank)
-    dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
+    # a rank stuck in a collective its peer never joins fails after this long instead of hanging the test
+    dist.init_process_group("nccl" if device_type == "cuda" else "gloo", timeout=COLLECTIVE_TIMEOUT)
     run_then_exit(_save_result, rank, out_dir, fn, args)
 
 
 def _save_result(rank: int, out_dir: str, fn, args) -> None:
     try:
         result = fn(*args)
-        torch.save({"ok": True, "result": result}, Path(out_dir) / f"rank{rank}.pt")
-        dist.barrier()  # no rank tears its connections down while a peer is still talking
+    except AssertionError as e:
+        # every rank ran every case (each_case keeps them in lockstep): meet the others at the barrier so
+        # none waits on a rank that left (NCCL, unlike gloo, never notices a peer that is gone)
+        torch.save({"ok": False, "error": f"{e}\n{traceback.format_exc()}"}, Path(out_dir) / f"rank{rank}.pt")
+        dist.barrier()
+        raise
     except BaseException as e:
         torch.save({"ok": False, "error": f"{e}\n{traceback.format_exc()}"}, Path(out_dir) / f"rank{rank}.pt")
         raise
+    torch.save({"ok": True, "result": result}, Path(out_dir) / f"rank{rank}.pt")
+    dist.barrier()  # no rank tears its connections down while a peer is still talking
 
 
 def run_distributed(fn, world_size: int, *args, device_type: str = "cpu") -> list:
