@@ -37,6 +37,11 @@ distance <= 4.2e-13, i.e. ~9e-7 relative (distance ~ relative_error**2 / 2). Eac
 100x the relative error; the old grad_tol 1e-4 let a gradient 1.4% off pass."""
 GPU_TOLERANCES = dict(dtype="bfloat16", loss_rtol=2e-2, loss_atol=2e-2, grad_tol=5e-2)
 """As the framework's GPU ladder: bf16 autocast + bf16 FSDP compute vs an fp32 reference."""
+GPU_ROUTER_GRAD_TOL = 0.12
+"""Routers' weight gradients under bf16 on one H200 (2026-11-30, docs/validation): one model's layer-1 router
+reached distance 5.4e-2 against fp32 at world 1 (no parallelism at all), past grad_tol; every other parameter
+of the three models stayed inside it. 0.12 is about 2x that; a gradient scaled by 2 or 1/2, or a router
+gradient of half the data (not reduced over dp), is at distance >= 0.2 and still fails."""
 GPU_LAYOUTS = {1: [(1, 1, 1)], 2: [LAYOUTS["dp2"], LAYOUTS["ep2"], LAYOUTS["pp2"]], 4: [(1, 2, 2), (2, 2, 1)]}
 """(pp, dp, ep) per GPU count: one GPU is a smoke step only; from two on, every layout the bugs hide in."""
 
@@ -79,13 +84,17 @@ def layout_rank(case: LadderCase) -> dict:
     if not norm == pytest.approx(ref_norm, rel=case.loss_rtol):
         problems.append(f"global gradient norm {norm:.6e} != single-device norm {ref_norm:.6e}")
 
+    def tolerance(name: str) -> float:
+        router = name.endswith(".mlp.gate.weight") and case.device == "cuda"
+        return max(case.grad_tol, GPU_ROUTER_GRAD_TOL) if router else case.grad_tol
+
     def compare(scale: float, when: str):
         for name, param in pm.model.named_parameters():
             grad = full_grad(name, param, mesh)
             want = ref_grads[name] * scale
             if grad.shape != want.shape:
                 problems.append(f"{when} {name}: shape {tuple(grad.shape)} != {tuple(want.shape)}")
-            elif not grad_distance(grad, want) < case.grad_tol:
+            elif not grad_distance(grad, want) < tolerance(name):
                 problems.append(
                     f"{when} {name}: gradient distance {grad_distance(grad, want):.2e} "
                     f"(norm {grad.norm():.4e} vs reference {want.norm():.4e})"
