@@ -96,6 +96,7 @@ class Grade:
     facts: dict[str, str] = field(default_factory=dict)  # tasks graded by answer: fact id -> "found" or why not
     answer_problems: list[str] = field(default_factory=list)  # what fails a whole answer (bench/answers.py)
     not_graded: list[str] = field(default_factory=list)  # restore_from_original files this source lacks (sdist)
+    gpu_ladder: list[str] = field(default_factory=list)  # the GPU ladder ids graded (in fail_to_pass): must pass
     error: str | None = None
 
     def to_json(self) -> dict:
@@ -149,8 +150,11 @@ def missing_ids(fail_to_pass: dict[str, str], pass_to_pass: dict[str, str]) -> l
 def wrong_reason_to_fail(grade: dict) -> str | None:
     """Why an untouched checkout (the nop agent) failed for the wrong reason, or None. It must fail every
     fail-to-pass test (else one passes without a fix) and pass every pass-to-pass test (else the prepare
-    step broke the checkout, or a P2P id really needs the fix and belongs in fail_to_pass)."""
-    passing = sorted(t for t, v in grade.get("fail_to_pass", {}).items() if v == "passed")
+    step broke the checkout, or a P2P id really needs the fix and belongs in fail_to_pass).
+    GPU ladder steps are exempt from the first rule: they must pass on the gold, but a rung need not see the
+    bug (one GPU cannot show a gradient that is wrong only across ranks); the CPU ids carry the detection."""
+    ladder = set(grade.get("gpu_ladder") or [])
+    passing = sorted(t for t, v in grade.get("fail_to_pass", {}).items() if v == "passed" and t not in ladder)
     if passing:
         return f"fail-to-pass test(s) pass without a fix: {', '.join(passing[:3])}"
     broken = sorted(t for t, v in grade.get("pass_to_pass", {}).items() if v != "passed")
@@ -364,12 +368,9 @@ def grade(
     def graded(ids: list[str]) -> list[str]:
         return [test for test in ids if test.split("::")[0] not in absent]
 
-    judged = verdict(
-        outcomes,
-        graded([*variant.grading.fail_to_pass, *gpu_ladder_ids(variant, gpus)]),
-        graded(variant.grading.pass_to_pass),
-    )
-    judged.not_graded = absent
+    ladder = graded(gpu_ladder_ids(variant, gpus))
+    judged = verdict(outcomes, graded([*variant.grading.fail_to_pass, *ladder]), graded(variant.grading.pass_to_pass))
+    judged.not_graded, judged.gpu_ladder = absent, ladder
     judged.modified_test_files, judged.test_infrastructure_changes, judged.tampering = modified, undone, tampering
     if tampering:
         judged.resolved = False

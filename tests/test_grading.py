@@ -231,3 +231,22 @@ def test_gpu_ladder_tests_join_fail_to_pass_only_for_the_gpus_a_trial_holds(toy_
         "tests/test_ops.py::test_mul_gpu[world2]",
     ]
     assert "tests/test_ops.py::test_mul_gpu[world4]" not in on_gpus.fail_to_pass
+
+
+def test_nop_must_fail_every_cpu_fail_to_pass_but_a_gpu_ladder_rung_may_pass():
+    from bench.grading import wrong_reason_to_fail
+
+    rung = "tests/test_ladder.py::test_ladder_gpu[world1]"
+    grade = {
+        "fail_to_pass": {"tests/t.py::test_fix": "failed", rung: "passed"},
+        "pass_to_pass": {"tests/t.py::test_old": "passed"},
+        "gpu_ladder": [rung],
+    }
+    assert wrong_reason_to_fail(grade) is None
+    assert "pass without a fix: tests/t.py::test_fix" in wrong_reason_to_fail(
+        {**grade, "fail_to_pass": {**grade["fail_to_pass"], "tests/t.py::test_fix": "passed"}}
+    )
+    assert "pass without a fix" in wrong_reason_to_fail({**grade, "gpu_ladder": []})
+    assert "fail on the prepared checkout" in wrong_reason_to_fail(
+        {**grade, "pass_to_pass": {"tests/t.py::test_old": "failed"}}
+    )
