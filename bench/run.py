@@ -81,13 +81,22 @@ class Plan:
 def framework_unavailable(
     framework: specs.FrameworkSpec, tasks: list[specs.Task], sandbox: str, gpus: list[int], per_trial: int | None = None
 ) -> str | None:
-    """Why this host cannot run `framework` for these tasks, or None."""
-    needed = max(gpus_per_trial(framework, task.spec if task else None, per_trial) for task in tasks or [None])
+    """Why this host can run none of these tasks on `framework`, or None (then `task_unavailable` says which
+    single tasks it cannot: a GPU-only framework's questions still run on a CPU host)."""
+    needed = min(gpus_per_trial(framework, task.spec if task else None, per_trial) for task in tasks or [None])
     if needed > len(gpus):
         return f"needs {needed} GPU(s), this machine has {len(gpus)}"
     if sandbox == "docker":
         return docker_unavailable_reason()
     return None
+
+
+def task_unavailable(
+    framework: specs.FrameworkSpec, task: specs.Task, gpus: list[int], per_trial: int | None = None
+) -> str | None:
+    """Why this host cannot run `task` on `framework` (more GPUs than it has), or None."""
+    needed = gpus_per_trial(framework, task.spec, per_trial)
+    return f"needs {needed} GPU(s), this machine has {len(gpus)}" if needed > len(gpus) else None
 
 
 def isolation_problem(cfg: RunConfig) -> str | None:
@@ -135,6 +144,10 @@ def make_plan(cfg: RunConfig, agents: dict[str, AgentSpec]) -> Plan:
         for task in tasks:
             if framework.name not in task.frameworks():
                 skipped.append(f"skipping {task.id} on {framework.name}: the task has no version for it")
+                continue
+            reason = task_unavailable(framework, task, gpus, cfg.gpus) if cfg.executor == "local" else None
+            if reason:
+                skipped.append(f"skipping {task.id} on {framework.name}: {reason}")
                 continue
             variant = task.variant(framework.name)
             for agent in agents.values():

@@ -288,3 +288,29 @@ def test_validate_share_gpus_is_checked(capsys):
     assert "--share-gpus must be 1 or more" in capsys.readouterr().err
     assert cli.cmd_validate(["--share-gpus", "2", "--executor", "slurm", "--task", "smoke"]) == 2
     assert "--share-gpus" in capsys.readouterr().err
+
+
+def test_a_task_needing_more_gpus_is_skipped_alone_with_one_line(toy_root, tmp_path):
+    """A framework whose build tasks need GPUs still runs its other tasks on a CPU host (Megatron's Q&A)."""
+    import shutil
+
+    shutil.copytree(toy_root / "tasks" / "arith" / "mul", toy_root / "tasks" / "arith" / "gpumul")
+    toml = toy_root / "tasks" / "arith" / "gpumul" / "task.toml"
+    toml.write_text(toml.read_text() + "[resources]\ngpus = 2\n")
+    result = runner(
+        "--specs-root",
+        str(toy_root),
+        "--task",
+        "arith",
+        "--framework",
+        "all",
+        "--agent",
+        "nop",
+        "--results-dir",
+        str(tmp_path / "r"),
+        "--no-isolate",
+        env={"ATEBENCH_CACHE": str(tmp_path / "c"), "CUDA_VISIBLE_DEVICES": ""},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("skipping arith/gpumul on toy: needs 2 GPU(s), this machine has 0") == 1
+    assert "skipping framework toy" not in result.stdout and "1 unresolved" in result.stdout
