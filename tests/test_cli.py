@@ -314,3 +314,23 @@ def test_a_task_needing_more_gpus_is_skipped_alone_with_one_line(toy_root, tmp_p
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count("skipping arith/gpumul on toy: needs 2 GPU(s), this machine has 0") == 1
     assert "skipping framework toy" not in result.stdout and "1 unresolved" in result.stdout
+
+
+def test_validation_matrix_caption_shows_pytest_ids_with_their_params():
+    from rich.console import Console
+
+    from bench import cli
+
+    def row(agent, status, f2p):
+        grade = {"fail_to_pass": f2p, "pass_to_pass": {}, "gpu_ladder": []}
+        return {"task": "t", "framework": "f", "agent": agent, "status": status, "error": None, "grade": grade}
+
+    rows = [
+        row("oracle", "unresolved", {"tests/a.py::test_x[overrides0-unknown section [trainig]]": "missing"}),
+        row("nop", "unresolved", {"tests/a.py::test_x[overrides0-unknown section [trainig]]": "failed"}),
+    ]
+    table, valid = cli.validation_matrix(rows)
+    console = Console(width=400, record=True)
+    console.print(table)
+    assert not valid
+    assert "tests/a.py::test_x[overrides0-unknown section [trainig]]" in console.export_text()
