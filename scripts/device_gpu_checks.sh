@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# The reference's GPU checks on a lent GPU machine (issue 18; record: docs/validation/2026-11-30-h200x4-gpu-ladder.md):
+# every `pytest -m gpu` id at once, `validate --gpus N --share-gpus K`, and the ep1/ep2/ep4 bench.
+# Carried from this checkout (git-ignored): .whl/ (the harness's wheels and transformers 5.24.0: the graders'
+# ids are made with it) and .carry/ (bubblewrap's Debian .deb). From the repo root there:
+#   VTASK=all VGPUS=4 VSHARE=24 bash scripts/device_gpu_checks.sh setup gputests validate summary bench
+# Steps: setup gputests pytest validate resume bench summary. Results go to $OUT (the device tool's folder).
+set -u
+START=$(date +%s)
+left() { echo $(( ${DEADLINE:-560} - ($(date +%s) - START) )); }
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+export PYTHONUNBUFFERED=1 CUDA_DEVICE_ORDER=PCI_BUS_ID
+mkdir -p /tmp/bw && for f in .carry/*.deb; do dpkg -x "$f" /tmp/bw; done
+export PATH=/tmp/bw/usr/bin:$PATH
+# transformers into the machine's own Python too: the sandboxed graders do not see /tmp/site
+ls .whl/transformers-*.whl >/dev/null 2>&1 && python3 -m pip install -q --no-index --no-deps --no-cache-dir .whl/transformers-*.whl
+[ -d /tmp/site/pydantic ] || python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl
+export PYTHONPATH=/tmp/site
+RES=results
+for step in "$@"; do
+case $step in
+setup)
+  { echo "# $(date -u '+%F %H:%M UTC') $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | sort | uniq -c | tr -s ' ')"
+    echo "# python $(python3 -c 'import sys, torch, transformers; print(sys.version.split()[0], torch.__version__, transformers.__version__)'), $(nproc) CPUs, bwrap $(bwrap --version)"
+    echo "# commit $(git rev-parse --short HEAD 2>/dev/null) (+ uncommitted: $(git status --short 2>/dev/null | wc -l) files)"
+    nvidia-smi topo -m
+  } 2>&1 | tee -a $OUT/setup.txt ;;
+gputests)
+  # every GPU test id in its own pytest, all at once: a hang or failure in one cannot hide the others
+  mkdir -p /tmp/gt; i=0
+  ( cd reference_impl && python3 -m pytest -m gpu --collect-only -q -p no:cacheprovider 2>/dev/null | grep "::" | grep "${GTK:-::}" ) > /tmp/gt/ids
+  while read -r id; do i=$((i+1))
+    ( cd reference_impl && NCCL_DEBUG=WARN timeout -k 10 -s INT 190 python3 -m pytest "$id" -v --tb=long -p no:cacheprovider \
+        -o faulthandler_timeout=170 > /tmp/gt/$i.log 2>&1; echo "exit $?" >> /tmp/gt/$i.log ) &
+  done < /tmp/gt/ids
+  wait
+  for f in $(ls /tmp/gt/*.log | sort -V); do echo "=== $f: $(sed -n ${f//[^0-9]/}p /tmp/gt/ids)"; cat $f; done > $OUT/pytest_gpu.txt
+  grep -h "PASSED\|FAILED\|SKIPPED\|^exit" /tmp/gt/*.log ;;
+pytest)
+  ( cd reference_impl && timeout 240 python3 -m pytest -m gpu -q -rs -p no:cacheprovider 2>&1 ) | tee $OUT/pytest_gpu.txt ;;
+validate)
+  rm -rf $RES/gpu4
+  timeout -s INT $(left) python3 runner.py validate --framework reference --task ${VTASK:-all} --gpus ${VGPUS:-4} --share-gpus ${VSHARE:-24} \
+      --parallel 24 --results-dir $RES --run-id gpu4 2>&1 | grep -v ": grade$\|: agent$\|: setup$" | tee -a $OUT/validate.txt ;;
+resume)
+  timeout -s INT $(left) python3 runner.py validate --results-dir $RES --run-id gpu4 --resume --parallel 24 2>&1 \
+      | grep -v ": grade$\|: agent$\|: setup$" | tee -a $OUT/validate.txt ;;
+bench)
+  cd reference_impl
+  export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
+  B="-m reftrain.bench examples/bench_qwen3_30b_a3b_4l.toml --warmup 4 --steps 10"
+  T="timeout -k 5 110"
+  { echo "== ep1 (1 GPU, global batch 4)"; CUDA_VISIBLE_DEVICES=0 $T python3 $B 2>&1 | tail -3
+    echo "== ep2 (2 GPUs, global batch 8)"; CUDA_VISIBLE_DEVICES=0,1 $T torchrun --standalone --nproc-per-node=2 $B --parallel.ep=2 --data.global_batch_size=8 2>&1 | tail -3
+    echo "== ep4 (4 GPUs, global batch 16)"; $T torchrun --standalone --nproc-per-node=4 $B --parallel.ep=4 --data.global_batch_size=16 2>&1 | tail -3
+  } 2>&1 | tee $OUT/bench_ep.txt
+  cd .. ;;
+summary)
+  python3 - <<'PY' 2>&1 | tee $OUT/validate_trials.txt
+import json, pathlib
+for p in sorted(pathlib.Path("results/gpu4").rglob("result.json")):
+    r = json.loads(p.read_text())
+    g = r.get("grade") or {}
+    gpu = {k.split("::")[-1]: v for k, v in {**(g.get("fail_to_pass") or {}), **(g.get("pass_to_pass") or {})}.items() if "gpu" in k}
+    err = (r.get("error") or {}).get("message", "")[:300]
+    print(r["task"], r["agent"], r["status"], "gpus", r["metrics"].get("gpus"), "grade_s", r.get("phase_seconds", {}).get("grade"), err, gpu)
+PY
+  tar czf $OUT/gpu4_results.tgz --exclude='*.pt' --exclude='*.safetensors' --exclude='*.npz' results/gpu4 2>/dev/null; ls -la $OUT ;;
+esac
+done
