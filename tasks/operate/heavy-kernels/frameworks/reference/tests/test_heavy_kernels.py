@@ -65,7 +65,7 @@ def profile_of_step_3(tmp_path_factory):
     overrides = "".join(f"{key} = {value}\n" for key, value in RUN["model"]["overrides"].items())
     (scratch / "train.toml").write_text(
         f'[model]\nconfig = "{ROOT / "examples/models/qwen3_moe_tiny.json"}"\n[model.overrides]\n{overrides}'
-        f"[training]\ndevice = \"cpu\"\nsteps = {RUN['training']['steps']}\nseed = {RUN['training']['seed']}\n[data]\n"
+        f'[training]\ndevice = "cpu"\nsteps = {RUN["training"]["steps"]}\nseed = {RUN["training"]["seed"]}\n[data]\n'
         + "".join(f"{key} = {value!r}\n".replace("'", '"') for key, value in RUN["data"].items())
     )
     cfg = load_config(scratch / "train.toml")
