@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from reftrain.models import MODELS
-from reftrain.testing import LadderCase, cases_for, grad_distance, ladder_rungs, run_distributed
+from reftrain.testing import LadderCase, cases_for, each_case, grad_distance, ladder_rungs, run_distributed
 
 GPU_TOLERANCES = dict(dtype="bfloat16", loss_rtol=2e-2, loss_atol=2e-2, grad_tol=5e-2)
 """bf16 autocast + bf16 FSDP compute vs an fp32 reference: about 3 significant digits per op."""
@@ -54,3 +54,20 @@ def test_cpu_ladder_tolerances_are_sized_to_fp32():
     loss = torch.tensor([6.25], dtype=torch.float64)
     assert torch.allclose(loss * (1 + 1e-7), loss, rtol=case.loss_rtol, atol=case.loss_atol)
     assert not torch.allclose(loss * (1 + 1e-4), loss, rtol=case.loss_rtol, atol=case.loss_atol)
+
+
+def _fails_on_rank_0(case: LadderCase) -> dict:
+    if torch.distributed.get_rank() == 0:
+        raise AssertionError("planted mismatch")
+    return {"case": case.name}
+
+
+@pytest.mark.timeout(120)
+def test_a_failing_rank_leaves_its_peers_finishing_cleanly():
+    """A rank whose cases failed meets the others at the closing barrier: on NCCL, leaving instead hung them
+    forever (4 H200s, 2026-11-30); on gloo it turns their good result into a connection error."""
+    with pytest.raises(AssertionError) as failed:
+        run_distributed(each_case, 2, _fails_on_rank_0, [LadderCase(sorted(MODELS)[0], dp=2)])
+    message = str(failed.value)
+    assert "rank 0" in message and "planted mismatch" in message
+    assert "rank 1" not in message, message
