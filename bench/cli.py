@@ -13,8 +13,8 @@ from dataclasses import fields
 from pathlib import Path
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from bench import mutants, results, slurm, specs, workspace
 from bench.agents import AGENTS, DEFAULT_AGENT, MUTANT, NOP, ORACLE, VALIDATION_AGENTS, WRONG, AgentOptions, make_specs
@@ -433,7 +433,7 @@ def validation_matrix(rows: list[dict]) -> tuple[Table, bool]:
         all_valid &= valid
         table.add_row(task, framework, show(ORACLE), show(NOP), show(WRONG), "yes" if valid else "NO")
     if caption_lines:
-        table.caption = escape("\n".join(caption_lines))  # pytest ids hold [params], not markup
+        table.caption = Text("\n".join(caption_lines))  # plain text: pytest ids hold [params], not markup
     return table, all_valid
 
 
