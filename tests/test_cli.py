@@ -116,12 +116,9 @@ def test_validate_smoke_matrix(tmp_path):
     assert "all tasks valid" in result.stdout
 
 
-def test_framework_all_skips_what_cannot_run(toy_root, tmp_path):
-    write(
-        toy_root / "frameworks" / "bigiron" / "framework.toml",
-        'name = "bigiron"\n[source]\nkind = "bundled"\npath = "toy_src"\n[sandbox]\ngpus = 8\n',
-    )
-    result = runner(
+def _nop_on_every_framework_without_gpus(toy_root, tmp_path):
+    """`--task arith --framework all --agent nop` on a host that shows no GPU."""
+    return runner(
         "--specs-root",
         str(toy_root),
         "--task",
@@ -135,6 +132,14 @@ def test_framework_all_skips_what_cannot_run(toy_root, tmp_path):
         "--no-isolate",
         env={"ATEBENCH_CACHE": str(tmp_path / "c"), "CUDA_VISIBLE_DEVICES": ""},
     )
+
+
+def test_framework_all_skips_what_cannot_run(toy_root, tmp_path):
+    write(
+        toy_root / "frameworks" / "bigiron" / "framework.toml",
+        'name = "bigiron"\n[source]\nkind = "bundled"\npath = "toy_src"\n[sandbox]\ngpus = 8\n',
+    )
+    result = _nop_on_every_framework_without_gpus(toy_root, tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "frameworks included: toy" in result.stdout
     assert "skipping framework bigiron: needs 8 GPU(s), this machine has 0" in result.stdout
@@ -297,20 +302,7 @@ def test_a_task_needing_more_gpus_is_skipped_alone_with_one_line(toy_root, tmp_p
     shutil.copytree(toy_root / "tasks" / "arith" / "mul", toy_root / "tasks" / "arith" / "gpumul")
     toml = toy_root / "tasks" / "arith" / "gpumul" / "task.toml"
     toml.write_text(toml.read_text() + "[resources]\ngpus = 2\n")
-    result = runner(
-        "--specs-root",
-        str(toy_root),
-        "--task",
-        "arith",
-        "--framework",
-        "all",
-        "--agent",
-        "nop",
-        "--results-dir",
-        str(tmp_path / "r"),
-        "--no-isolate",
-        env={"ATEBENCH_CACHE": str(tmp_path / "c"), "CUDA_VISIBLE_DEVICES": ""},
-    )
+    result = _nop_on_every_framework_without_gpus(toy_root, tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count("skipping arith/gpumul on toy: needs 2 GPU(s), this machine has 0") == 1
     assert "skipping framework toy" not in result.stdout and "1 unresolved" in result.stdout
