@@ -1,4 +1,5 @@
-"""The operate family on the reference framework: what tests/test_tasks_reference.py does not cover.
+"""The operate family on the reference framework (and the source-free parts of its TorchTitan and Megatron-LM
+variants): what tests/test_tasks_reference.py does not cover.
 
 Operate tasks differ from the build families: the answer is output files, not the original checkout, so
 each ships a solution.patch made by its gold producer (tasks/operate/make_patches.py). Checked here: the
@@ -8,7 +9,10 @@ only the outputs), and, in the slow run, that the gold producer still makes the 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -130,3 +134,119 @@ def test_routing_trace_gold_producer_still_makes_the_shipped_trace(framework, ca
             for key in ("layers", "tokens", "expert_ids"):
                 np.testing.assert_array_equal(a[key], b[key], err_msg=f"{rel}: {key}")
             np.testing.assert_allclose(a["gate_weights"], b["gate_weights"], rtol=0, atol=1e-6, err_msg=rel)
+
+
+MEGATRON = ["operate/heavy-kernels", "operate/routing-trace"]
+MEGATRON_INPUTS = {"operate/heavy-kernels": "runs/profile", "operate/routing-trace": "runs/routing"}
+
+
+def _megatron_run_module():
+    sys.path.insert(0, str(REPO / "frameworks/megatron/grader_support"))
+    try:
+        import megatron_run
+    finally:
+        sys.path.pop(0)
+    return megatron_run
+
+
+@pytest.mark.parametrize("task_id", MEGATRON)
+def test_megatron_variant_is_a_gpu_task_with_produced_patches_of_outputs_only(task_id):
+    """Without the source: Megatron's variant holds its trial's GPU (framework sandbox.gpus), ships patches of the
+    outputs only, names hidden test files that exist, and restores the modules its reference run goes through."""
+    from bench import gpu
+
+    v = specs.load_task(task_id).variant("megatron")
+    assert gpu.gpus_per_trial(specs.load_framework("megatron"), v.task.spec) == 1
+    assert v.solution_patch is not None and v.wrong_patch is not None and (v.dir / "gold" / "solve.py").is_file()
+    for patch in (v.solution_patch, v.wrong_patch):
+        assert patch_files(patch.read_text()) == sorted(TASKS[task_id]["outputs"]), f"{patch.name} writes other files"
+    assert v.solution_patch.read_text() != v.wrong_patch.read_text()
+    for test_id in v.grading.fail_to_pass + v.grading.pass_to_pass:
+        assert (v.tests_dir / test_id.split("::")[0].removeprefix("grader_tests/")).is_file(), test_id
+    assert {"pretrain_gpt.py", "megatron/training/training.py"} <= set(v.grading.restore_from_original)
+    assert v.grading.support == ["grader_support/megatron_run.py"]
+
+
+def test_megatron_prepare_steps_pin_the_run_modules_they_import():
+    """prepare.py's DIGESTS must match the run modules (the prepared-checkout cache key hashes prepare.py only)."""
+    megatron_run = _megatron_run_module()
+    for task_id, module in (("operate/routing-trace", "routing_run.py"), ("operate/heavy-kernels", "profile_run.py")):
+        folder = REPO / "tasks" / task_id / "frameworks" / "megatron"
+        text = (folder / "prepare.py").read_text()
+        for path in (folder / "tests" / module, Path(megatron_run.__file__)):
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            assert f'"{path.name}": "{digest}"' in text, (
+                f"{folder / 'prepare.py'}: DIGESTS lacks {path.name}'s {digest}"
+            )
+
+
+FAKE_PRETRAIN = """import json, sys
+import megatron.core.datasets.utils as u
+u.compile_helpers()  # a no-op when the helper is built, else this fake one raises
+json.dump({"argv": sys.argv, "cwd": __import__("os").getcwd()}, open("launched.json", "w"))
+"""
+FAKE_UTILS = "def compile_helpers():\n    raise RuntimeError('compile_helpers ran although the helper is built')\n"
+
+
+@pytest.mark.parametrize("built", [True, False])
+def test_megatron_launcher_passes_the_config_as_flags_and_skips_the_compile_only_when_built(tmp_path, built):
+    """launch.py, as the agent gets it, against a stand-in checkout: [args] become pretrain_gpt.py's flags in order
+    (true: a bare flag), extra command-line flags follow, and Megatron's helper compile is skipped only when
+    the prepared checkout holds the built helper."""
+    megatron_run = _megatron_run_module()
+    root = tmp_path / "checkout"
+    datasets = root / "megatron" / "core" / "datasets"
+    datasets.mkdir(parents=True)
+    for folder in (root / "megatron", root / "megatron" / "core", datasets):
+        (folder / "__init__.py").write_text("")
+    (datasets / "utils.py").write_text(FAKE_UTILS)
+    if built:
+        (datasets / "helpers_cpp.cpython-312-x86_64-linux-gnu.so").write_bytes(b"")
+    (root / "pretrain_gpt.py").write_text(FAKE_PRETRAIN)
+    config = megatron_run.run_config("# header", "train-iters = 4\nbf16 = true\n")
+    megatron_run.write_run(root / "runs" / "profile", config)
+    launch = root / "runs" / "profile" / "launch.py"
+    assert "runs/profile/launch.py" in launch.read_text()
+    proc = subprocess.run(
+        [sys.executable, str(launch), "--train-iters", "7"], cwd=root, capture_output=True, text=True, timeout=60
+    )
+    if not built:
+        assert proc.returncode != 0 and "compile_helpers ran" in proc.stderr
+        return
+    assert proc.returncode == 0, proc.stderr
+    argv = json.loads((root / "launched.json").read_text())["argv"]
+    assert argv[0].endswith("pretrain_gpt.py")
+    assert argv[1:5] == ["--transformer-impl", "local", "--num-layers", "3"]
+    assert "--swiglu" in argv and argv[argv.index("--swiglu") + 1].startswith("--"), "true must be a bare flag"
+    assert argv[-5:] == ["--train-iters", "4", "--bf16", "--train-iters", "7"], "extra flags must follow the config"
+
+
+def test_megatron_run_config_refuses_malformed_toml():
+    megatron_run = _megatron_run_module()
+    with pytest.raises(Exception, match="Expected|Invalid|Unclosed"):
+        megatron_run.run_config("# header", "train-iters = \n")
+
+
+def _cuda_and_megatron_source() -> bool:
+    has_gpu = shutil.which("nvidia-smi") and subprocess.run(["nvidia-smi", "-L"], capture_output=True).returncode == 0
+    return bool(has_gpu and os.environ.get("ATEBENCH_SRC_MEGATRON"))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(
+    not _cuda_and_megatron_source(),
+    reason="GPU TESTS SKIPPED: Megatron's operate tasks need a CUDA GPU and ATEBENCH_SRC_MEGATRON (a clone of the pin)",
+)
+@pytest.mark.timeout(1200)
+def test_megatron_operate_tasks_are_valid_on_a_gpu(tmp_path):
+    """`validate --framework megatron --task operate --gpus 1` as a user runs it: oracle resolves, nop and wrong fail
+    (record: docs/validation/2026-12-01-megatron-operate-h200.md)."""
+    proc = subprocess.run(
+        [sys.executable, "runner.py", "validate", "--framework", "megatron", "--task", "operate", "--gpus", "1"]
+        + ["--share-gpus", "6", "--parallel", "6", "--results-dir", str(tmp_path), "--run-id", "megatron-operate"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=1100,
+    )
+    assert proc.returncode == 0 and "all tasks valid" in proc.stdout, (proc.stdout + proc.stderr)[-4000:]
