@@ -211,10 +211,15 @@ class GradingSpec(Strict):
     support: list[str] = []
     """Files of frameworks/<fw>/ (paths relative to that folder) placed beside the hidden tests, at
     <tests_target>/<file name>: helpers that several tasks of one framework share (e.g. CPU shims), kept once."""
+    task_support: list[str] = []
+    """Files of tasks/<task>/ (paths relative to that folder) placed beside the hidden tests, at
+    <tests_target>/<file name>: checks that every framework's variant of one task shares, kept once (each
+    variant's test module imports them and supplies its framework's reference as a fixture)."""
 
     @model_validator(mode="after")
     def _paths_stay_inside(self):
         named = [("tests_target", self.tests_target)] + [("support", p) for p in self.support]
+        named += [("task_support", p) for p in self.task_support]
         named += [("restore_from_original", p) for p in self.restore_from_original]
         for field in ("fail_to_pass", "pass_to_pass", "gpu_fail_to_pass"):
             named += [(field, test.split("::")[0]) for test in getattr(self, field)]
@@ -400,13 +405,14 @@ class TaskVariant(BaseModel):
         return sorted({*found, *self.support_files()})
 
     def support_files(self) -> dict[str, Path]:
-        """grading.toml `support`: {path in the graded tree: file under frameworks/<fw>/}."""
+        """grading.toml `support` and `task_support`: {path in the graded tree: file under frameworks/<fw>/ or
+        tasks/<task>/}."""
         if self.grading is None:
             return {}
-        return {
-            f"{self.grading.tests_target.rstrip('/')}/{PurePosixPath(rel).name}": self.framework_dir / rel
-            for rel in self.grading.support
-        }
+        target = self.grading.tests_target.rstrip("/")
+        files = {f"{target}/{PurePosixPath(rel).name}": self.framework_dir / rel for rel in self.grading.support}
+        files.update({f"{target}/{PurePosixPath(rel).name}": self.task.dir / rel for rel in self.grading.task_support})
+        return files
 
 
 # ---- loading -------------------------------------------------------------------------------------
@@ -540,6 +546,12 @@ def load_variant(task: Task, framework: str) -> TaskVariant:
             raise SpecError(
                 f"{_rel(path, root)}: support names {rel!r}, which is not a file under "
                 f"{_rel(framework_dir, root)}; fix the path"
+            )
+    for rel in grading.task_support:
+        if not (task.dir / rel).is_file():
+            raise SpecError(
+                f"{_rel(path, root)}: task_support names {rel!r}, which is not a file under "
+                f"{_rel(task.dir, root)}; fix the path"
             )
     return TaskVariant(
         task=task,
