@@ -250,3 +250,38 @@ def test_megatron_operate_tasks_are_valid_on_a_gpu(tmp_path):
         timeout=1100,
     )
     assert proc.returncode == 0 and "all tasks valid" in proc.stdout, (proc.stdout + proc.stderr)[-4000:]
+
+
+@pytest.mark.parametrize(
+    "task_id, checks", [("operate/routing-trace", "routing_checks.py"), ("operate/heavy-kernels", "kernel_checks.py")]
+)
+def test_every_variant_grades_with_the_tasks_one_copy_of_its_checks(task_id, checks):
+    """The checks live once, in tasks/<task>/checks/ (grading.toml task_support): each variant places that one file
+    beside its hidden tests, and keeps no check of its own but the fixture that computes its framework's reference."""
+    task = specs.load_task(task_id)
+    shared = task.dir / "checks" / checks
+    check_names = {line[4:].split("(")[0] for line in shared.read_text().splitlines() if line.startswith("def test_")}
+    for framework in task.frameworks():
+        v = task.variant(framework)
+        assert v.support_files()[f"grader_tests/{checks}"] == shared
+        own = (v.tests_dir / f"test_{task_id.split('/')[1].replace('-', '_')}.py").read_text()
+        assert not [name for name in check_names if f"def {name}(" in own], f"{framework} redefines a shared check"
+        assert {
+            f"grader_tests/{next(iter(v.tests_dir.glob('test_*.py'))).name}::{name}" for name in check_names
+        } <= set(v.grading.fail_to_pass)
+
+
+def test_a_missing_task_support_file_is_named(tmp_path):
+    task = tmp_path / "tasks" / "t"
+    (task / "frameworks" / "fw" / "tests").mkdir(parents=True)
+    (tmp_path / "frameworks" / "fw").mkdir(parents=True)
+    (task / "task.toml").write_text('description = "t"\n')
+    (task / "instruction.md").write_text("x {framework}\n")
+    (task / "frameworks" / "fw" / "grading.toml").write_text(
+        'command = "pytest"\nfail_to_pass = ["tests/test_a.py::test_a"]\ntask_support = ["checks/c.py"]\n'
+    )
+    with pytest.raises(specs.SpecError, match="task_support names 'checks/c.py', which is not a file under tasks/t"):
+        specs.load_task("t", tmp_path).variant("fw")
+    (task / "checks").mkdir()
+    (task / "checks" / "c.py").write_text("")
+    assert specs.load_task("t", tmp_path).variant("fw").support_files() == {"tests/c.py": task / "checks" / "c.py"}
