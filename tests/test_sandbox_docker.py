@@ -156,8 +156,24 @@ def test_reference_image_runs_the_trainers_own_tests(docker_client, tmp_path):
             "python -m pytest -q -p no:cacheprovider tests/test_models.py 2>&1 | tail -3", timeout=600
         )
         assert " passed" in suite.output and "failed" not in suite.output, suite.output
+        # torchrun's standalone rendezvous resolves the hostname: it must answer without a network (it hung before)
+        sandbox.write_file("/tmp/allreduce.py", ALLREDUCE)
+        ranks = sandbox.execute(
+            "timeout 120 python -m torch.distributed.run --standalone --nproc-per-node=2 /tmp/allreduce.py 2>&1",
+            timeout=180,
+        )
+        assert ranks.output.count("ALLREDUCE_OK 3.0") == 2, ranks.output[-3000:]
     finally:
         sandbox.close()
+
+
+ALLREDUCE = """import torch, torch.distributed as dist
+dist.init_process_group("gloo")
+t = torch.ones(1) * (dist.get_rank() + 1)
+dist.all_reduce(t)
+print("ALLREDUCE_OK", float(t), flush=True)
+dist.destroy_process_group()
+"""
 
 
 class ContainerKillingAgent:

@@ -116,6 +116,9 @@ class DockerSandbox:
                 command=["bash", "-c", KEEPER],
                 detach=True,
                 network_mode="none",
+                # torchrun --standalone (and any rendezvous on the host's own name) resolves the container's
+                # hostname; with no network docker writes no /etc/hosts line for it, and the lookup retries forever.
+                hostname="localhost",
                 name=f"atebench-{uuid.uuid4().hex[:12]}",
                 environment=self._env,
                 volumes={str(self.host_workdir): {"bind": WORKDIR, "mode": "rw"}},
