@@ -5,16 +5,21 @@ Operate tasks differ from the build families: the answer is output files, not th
 each ships a solution.patch made by its gold producer (tasks/operate/make_patches.py). Checked here: the
 specs, the prepared workspace (the run's inputs, none of the outputs), the patches (they apply and write
 only the outputs), and, in the slow run, that the gold producer still makes the shipped trace.
+getting-started is the odd one: its answer is a script (setup_env.sh) run by the grader in a bare sandbox;
+its own tests are at the end.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -54,8 +59,11 @@ def patch_files(patch: str) -> list[str]:
     return sorted(line.split(" b/", 1)[1] for line in patch.splitlines() if line.startswith("diff --git "))
 
 
+GETTING_STARTED = "operate/getting-started"
+
+
 def test_every_operate_task_is_covered_here():
-    assert specs.select_tasks("operate") == sorted(TASKS)
+    assert specs.select_tasks("operate") == sorted([*TASKS, GETTING_STARTED])
 
 
 @pytest.mark.parametrize("task_id", sorted(TASKS))
@@ -285,3 +293,68 @@ def test_a_missing_task_support_file_is_named(tmp_path):
     (task / "checks").mkdir()
     (task / "checks" / "c.py").write_text("")
     assert specs.load_task("t", tmp_path).variant("fw").support_files() == {"tests/c.py": task / "checks" / "c.py"}
+
+
+# ---- getting-started -----------------------------------------------------------------------------
+
+
+def hidden_module(v: specs.TaskVariant):
+    """The hidden test module itself (stdlib and pytest only), for the constants it grades with."""
+    spec = importlib.util.spec_from_file_location("hidden_getting_started", v.tests_dir / "test_getting_started.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_getting_started_spec_is_bare_and_grades_the_frameworks_requirements():
+    v = variant(GETTING_STARTED)
+    assert v.task.spec.resources.python == "bare" and v.task.spec.resources.gpus == 0
+    assert not v.task.spec.measure_throughput
+    assert "$ATEBENCH_WHEELS" in v.task.instruction_template and "setup_env.sh" in v.task.instruction_template
+    pyproject = tomllib.loads((REPO / "reference_impl" / "pyproject.toml").read_text())
+    declared = [re.split(r"[<>=!~ \[;]", req, maxsplit=1)[0] for req in pyproject["project"]["dependencies"]]
+    assert list(hidden_module(v).REQUIREMENTS) == declared, "the hidden test must check reftrain's dependencies"
+    ids = {t.split("::")[1] for t in v.grading.fail_to_pass}
+    assert {f"test_the_requirement_imports_from_the_venv[{m}]" for m in declared} <= ids
+    for rel in v.grading.restore_from_original:
+        assert (REPO / "reference_impl" / rel).is_file(), f"restore_from_original names {rel}, not in reftrain"
+    assert {"reftrain/train.py", hidden_module(v).EXAMPLE} <= set(v.grading.restore_from_original)
+
+
+def test_getting_started_workspace_has_the_run_script_and_the_patches_write_only_setup_env(framework, cache, tmp_path):
+    v = variant(GETTING_STARTED)
+    work = workspace.create_workspace(v, framework, tmp_path / "ws", cache)
+    assert (work / "runs/getting-started/run.sh").read_text() == hidden_module(v).RUN_SH
+    assert not (work / "setup_env.sh").exists() and not (work / ".venv").exists()
+    assert not (work / "grader_tests").exists()
+    for patch in (v.solution_patch, v.wrong_patch):
+        assert patch_files(patch.read_text()) == ["setup_env.sh"], f"{patch.name} writes other files"
+        proc = subprocess.run(["git", "apply", "--check", str(patch)], cwd=work, capture_output=True, text=True)
+        assert proc.returncode == 0, f"{patch.name} no longer applies: {proc.stderr}"
+    assert "--no-index" in v.solution_patch.read_text() and "-e ." in v.solution_patch.read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_getting_started_validates_end_to_end(framework, tmp_path):
+    """runner.py validate: the oracle's setup_env.sh builds .venv offline in the bare grading sandbox and the
+    run reaches step 5; the untouched checkout fails every promise; installing torch alone fails the other
+    requirements and the run. The wheels come from this host's mirror (downloaded once, then cached)."""
+    from bench.sandbox.bare import PYTHON_VERSION
+    from bench.sandbox.images import wheels_dir
+
+    wheels = wheels_dir(framework.sandbox.python_packages, python=PYTHON_VERSION)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ATEBENCH_")}
+    env.update(ATEBENCH_CACHE=str(tmp_path / "cache"), ATEBENCH_WHEELS=str(wheels))
+    command = [sys.executable, "runner.py", "validate", "--framework", "reference", "--task", GETTING_STARTED]
+    command += ["--results-dir", str(tmp_path / "results"), "--run-id", "v"]
+    proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=1700, env=env)
+    assert proc.returncode == 0 and "all tasks valid" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-3000:]
+    grades = {
+        path.parents[1].name: json.loads(path.read_text())["grade"]
+        for path in (tmp_path / "results" / "v").rglob("result.json")
+    }
+    wrong = {k.split("::")[1]: v for k, v in grades["wrong"]["fail_to_pass"].items()}
+    assert wrong["test_the_requirement_imports_from_the_venv[torch]"] == "passed", "the wrong patch installs torch"
+    assert wrong["test_the_requirement_imports_from_the_venv[tokenizers]"] != "passed"
+    assert wrong["test_the_example_run_reaches_step_5"] != "passed"
