@@ -299,10 +299,16 @@ def test_a_missing_task_support_file_is_named(tmp_path):
 
 
 def hidden_module(v: specs.TaskVariant):
-    """The hidden test module itself (stdlib and pytest only), for the constants it grades with."""
-    spec = importlib.util.spec_from_file_location("hidden_getting_started", v.tests_dir / "test_getting_started.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    """The hidden test module itself (stdlib and pytest, the shared checks and the variant's helpers), for the
+    constants it grades with; imported as the grader does, with its support files beside it."""
+    folders = [str(v.tests_dir), *{str(path.parent) for path in v.support_files().values()}]
+    sys.path[:0] = folders
+    try:
+        spec = importlib.util.spec_from_file_location(f"hidden_{v.framework}", v.tests_dir / "test_getting_started.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        del sys.path[: len(folders)]
     return module
 
 
@@ -319,6 +325,24 @@ def test_getting_started_spec_is_bare_and_grades_the_frameworks_requirements():
     for rel in v.grading.restore_from_original:
         assert (REPO / "reference_impl" / rel).is_file(), f"restore_from_original names {rel}, not in reftrain"
     assert {"reftrain/train.py", hidden_module(v).EXAMPLE} <= set(v.grading.restore_from_original)
+
+
+@pytest.mark.parametrize("name", ["reference", "torchtitan"])
+def test_getting_started_variants_grade_with_the_shared_checks(name):
+    """The checks live once (checks/setup_checks.py, grading.toml task_support); a variant supplies only its
+    requirements, its run and its log format, and checks its own prepared run; every shared check is graded."""
+    task = specs.load_task(GETTING_STARTED)
+    v = task.variant(name)
+    shared = task.dir / "checks" / "setup_checks.py"
+    assert v.support_files()["grader_tests/setup_checks.py"] == shared
+    checks = {line[4:].split("(")[0] for line in shared.read_text().splitlines() if line.startswith("def test_")}
+    own = (v.tests_dir / "test_getting_started.py").read_text()
+    assert not [check for check in checks if f"def {check}(" in own], f"{name} redefines a shared check"
+    graded = {t.split("::")[1].split("[")[0] for t in v.grading.fail_to_pass + v.grading.pass_to_pass}
+    assert checks <= graded, f"shared checks not graded on {name}: {sorted(checks - graded)}"
+    module = hidden_module(v)
+    for fixture in ("requirement", "example_command", "step_line"):
+        assert callable(getattr(module, fixture)), f"{name}'s hidden test defines no {fixture!r} fixture"
 
 
 def test_getting_started_workspace_has_the_run_script_and_the_patches_write_only_setup_env(framework, cache, tmp_path):
@@ -344,11 +368,7 @@ def test_getting_started_on_torchtitan_grades_its_requirements_and_restores_pinn
     spec = importlib.util.spec_from_file_location("example_run", v.tests_dir / "example_run.py")
     example_run = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example_run)
-    sys.path.insert(0, str(v.tests_dir))
-    try:
-        requirements = hidden_module(v).REQUIREMENTS
-    finally:
-        sys.path.remove(str(v.tests_dir))
+    requirements = hidden_module(v).REQUIREMENTS
     manifest_text = (REPO / "frameworks/torchtitan/source-manifest.txt").read_text()
     pinned_pyproject = "2a5b6a074f973c25392222fe5bc98d79c40caef04202c1007d8aee434d707a85  pyproject.toml"
     assert pinned_pyproject in manifest_text, "a new pin: check its pyproject.toml dependencies, then this digest"
