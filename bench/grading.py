@@ -265,13 +265,16 @@ def remove_shadowing_modules(tree: Path, baseline: Path) -> list[str]:
     return removed
 
 
+TAMPERING_SUFFIXES = (".py", ".sh")  # code the grading runs: the framework's modules, a task's setup_env.sh
+
+
 def find_tampering(tree: Path, baseline: Path, changed: list[str], hidden: list[str]) -> list[str]:
-    """Lines the agent added to non-test Python files that reach into the test runner or its report."""
+    """Lines the agent added to non-test Python or shell files that reach into the test runner or its report."""
     hits = []
     for rel in changed:
         path = tree / rel
         if (
-            not rel.endswith(".py")
+            not rel.endswith(TAMPERING_SUFFIXES)
             or rel in modified_test_files([rel], hidden)
             or path.is_symlink()
             or not path.is_file()

@@ -164,6 +164,11 @@ class Resources(Strict):
     pids: int = 4096
     gpu_ladder: list[int] = []
     """GPU counts the task's distributed checks scale over on GPU hosts (e.g. [1, 2, 4]); empty = CPU only."""
+    python: Literal["harness", "bare"] = "harness"
+    """The Python the agent's and the grading sandbox put first on PATH. harness: the harness's interpreter,
+    the framework's packages installed. bare: a venv with the standard library and pip only, the framework's
+    wheels read-only at $ATEBENCH_WHEELS and the harness's venv hidden (bench/sandbox/bare.py); the task is
+    to install them (local sandbox only)."""
 
 
 class TaskGrading(Strict):

@@ -22,7 +22,19 @@ from bench import sources
 from bench.specs import FrameworkSpec, TaskVariant, fingerprint
 
 PREPARE_KIT = Path(__file__).with_name("prepare_kit.py")  # imported by prepare.py scripts
-CLEAN_PATTERNS = (".git", "__pycache__", "*.pyc", ".pytest_cache", "*.egg-info", ".mypy_cache", ".ruff_cache")
+# .venv: a virtual environment an agent built in its tree (getting-started asks for one) is a build output, like
+# the caches: 1 GB of installed packages that would swamp agent.diff and be read as agent code by grading's
+# checks (site-packages hold test files, .pth files and pytest's own names). A grader that needs it rebuilds it.
+CLEAN_PATTERNS = (
+    ".git",
+    "__pycache__",
+    "*.pyc",
+    ".pytest_cache",
+    "*.egg-info",
+    ".mypy_cache",
+    ".ruff_cache",
+    ".venv",
+)
 GIT_IDENTITY = ["-c", "user.name=atebench", "-c", "user.email=atebench@localhost", "-c", "commit.gpgsign=false"]
 
 

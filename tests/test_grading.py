@@ -250,3 +250,15 @@ def test_nop_must_fail_every_cpu_fail_to_pass_but_a_gpu_ladder_rung_may_pass():
     assert "fail on the prepared checkout" in wrong_reason_to_fail(
         {**grade, "pass_to_pass": {"tests/t.py::test_old": "failed"}}
     )
+
+
+def test_added_python_and_shell_lines_that_reach_into_the_report_are_tampering(tmp_path):
+    """getting-started's grading runs the agent's setup_env.sh inside the test process's sandbox: a shell line
+    that rewrites the report counts as a Python one does; other files and unchanged lines do not."""
+    baseline, tree = tmp_path / "baseline", tmp_path / "tree"
+    write(baseline / "calc" / "ops.py", "REPORT = 'junit'\n")
+    write(tree / "calc" / "ops.py", "REPORT = 'junit'\nimport _pytest\n")
+    write(tree / "setup_env.sh", f"python3 -m venv .venv\n(sleep 5; cp forged.xml {grading.JUNIT_FILE}) &\n")
+    write(tree / "notes.txt", "junit\n")
+    hits = grading.find_tampering(tree, baseline, ["calc/ops.py", "notes.txt", "setup_env.sh"], [])
+    assert hits == ["calc/ops.py: import _pytest", f"setup_env.sh: (sleep 5; cp forged.xml {grading.JUNIT_FILE}) &"]

@@ -118,3 +118,17 @@ def test_git_source_checked_out_at_pinned_sha(tmp_path, cache, monkeypatch):
     assert (source / "model.py").read_text() == "VERSION = 1\n"
     assert not (source / ".git").exists()
     assert workspace.source_version(spec) == pinned[:12]
+
+
+def test_resources_python_names_file_field_and_choices(toy_root):
+    path = toy_root / "tasks" / "arith" / "mul" / "task.toml"
+    text = path.read_text()
+    assert specs.load_task("arith/mul", toy_root).spec.resources.python == "harness", "the default"
+    path.write_text(text + '[resources]\npython = "bare"\n')
+    assert specs.load_task("arith/mul", toy_root).spec.resources.python == "bare"
+    path.write_text(text + '[resources]\npython = "system"\n')
+    with pytest.raises(specs.SpecError) as error:
+        specs.load_task("arith/mul", toy_root)
+    message = str(error.value)
+    assert "tasks/arith/mul/task.toml" in message and "'resources.python'" in message
+    assert "'harness' or 'bare'" in message and message.count("\n") == 0

@@ -5,16 +5,21 @@ Operate tasks differ from the build families: the answer is output files, not th
 each ships a solution.patch made by its gold producer (tasks/operate/make_patches.py). Checked here: the
 specs, the prepared workspace (the run's inputs, none of the outputs), the patches (they apply and write
 only the outputs), and, in the slow run, that the gold producer still makes the shipped trace.
+getting-started is the odd one: its answer is a script (setup_env.sh) run by the grader in a bare sandbox;
+its own tests are at the end.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -54,8 +59,11 @@ def patch_files(patch: str) -> list[str]:
     return sorted(line.split(" b/", 1)[1] for line in patch.splitlines() if line.startswith("diff --git "))
 
 
+GETTING_STARTED = "operate/getting-started"
+
+
 def test_every_operate_task_is_covered_here():
-    assert specs.select_tasks("operate") == sorted(TASKS)
+    assert specs.select_tasks("operate") == sorted([*TASKS, GETTING_STARTED])
 
 
 @pytest.mark.parametrize("task_id", sorted(TASKS))
@@ -285,3 +293,116 @@ def test_a_missing_task_support_file_is_named(tmp_path):
     (task / "checks").mkdir()
     (task / "checks" / "c.py").write_text("")
     assert specs.load_task("t", tmp_path).variant("fw").support_files() == {"tests/c.py": task / "checks" / "c.py"}
+
+
+# ---- getting-started -----------------------------------------------------------------------------
+
+
+def hidden_module(v: specs.TaskVariant):
+    """The hidden test module itself (stdlib and pytest, the shared checks and the variant's helpers), for the
+    constants it grades with; imported as the grader does, with its support files beside it."""
+    folders = [str(v.tests_dir), *{str(path.parent) for path in v.support_files().values()}]
+    sys.path[:0] = folders
+    try:
+        spec = importlib.util.spec_from_file_location(f"hidden_{v.framework}", v.tests_dir / "test_getting_started.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        del sys.path[: len(folders)]
+    return module
+
+
+def test_getting_started_spec_is_bare_and_grades_the_frameworks_requirements():
+    v = variant(GETTING_STARTED)
+    assert v.task.spec.resources.python == "bare" and v.task.spec.resources.gpus == 0
+    assert not v.task.spec.measure_throughput
+    assert "$ATEBENCH_WHEELS" in v.task.instruction_template and "setup_env.sh" in v.task.instruction_template
+    pyproject = tomllib.loads((REPO / "reference_impl" / "pyproject.toml").read_text())
+    declared = [re.split(r"[<>=!~ \[;]", req, maxsplit=1)[0] for req in pyproject["project"]["dependencies"]]
+    assert list(hidden_module(v).REQUIREMENTS) == declared, "the hidden test must check reftrain's dependencies"
+    ids = {t.split("::")[1] for t in v.grading.fail_to_pass}
+    assert {f"test_the_requirement_imports_from_the_venv[{m}]" for m in declared} <= ids
+    for rel in v.grading.restore_from_original:
+        assert (REPO / "reference_impl" / rel).is_file(), f"restore_from_original names {rel}, not in reftrain"
+    assert {"reftrain/train.py", hidden_module(v).EXAMPLE} <= set(v.grading.restore_from_original)
+
+
+@pytest.mark.parametrize("name", ["reference", "torchtitan"])
+def test_getting_started_variants_grade_with_the_shared_checks(name):
+    """The checks live once (checks/setup_checks.py, grading.toml task_support); a variant supplies only its
+    requirements, its run and its log format, and checks its own prepared run; every shared check is graded."""
+    task = specs.load_task(GETTING_STARTED)
+    v = task.variant(name)
+    shared = task.dir / "checks" / "setup_checks.py"
+    assert v.support_files()["grader_tests/setup_checks.py"] == shared
+    checks = {line[4:].split("(")[0] for line in shared.read_text().splitlines() if line.startswith("def test_")}
+    own = (v.tests_dir / "test_getting_started.py").read_text()
+    assert not [check for check in checks if f"def {check}(" in own], f"{name} redefines a shared check"
+    graded = {t.split("::")[1].split("[")[0] for t in v.grading.fail_to_pass + v.grading.pass_to_pass}
+    assert checks <= graded, f"shared checks not graded on {name}: {sorted(checks - graded)}"
+    module = hidden_module(v)
+    for fixture in ("requirement", "example_command", "step_line"):
+        assert callable(getattr(module, fixture)), f"{name}'s hidden test defines no {fixture!r} fixture"
+
+
+def test_getting_started_workspace_has_the_run_script_and_the_patches_write_only_setup_env(framework, cache, tmp_path):
+    v = variant(GETTING_STARTED)
+    work = workspace.create_workspace(v, framework, tmp_path / "ws", cache)
+    assert (work / "runs/getting-started/run.sh").read_text() == hidden_module(v).RUN_SH
+    assert not (work / "setup_env.sh").exists() and not (work / ".venv").exists()
+    assert not (work / "grader_tests").exists()
+    for patch in (v.solution_patch, v.wrong_patch):
+        assert patch_files(patch.read_text()) == ["setup_env.sh"], f"{patch.name} writes other files"
+        proc = subprocess.run(["git", "apply", "--check", str(patch)], cwd=work, capture_output=True, text=True)
+        assert proc.returncode == 0, f"{patch.name} no longer applies: {proc.stderr}"
+    assert "--no-index" in v.solution_patch.read_text() and "-e ." in v.solution_patch.read_text()
+
+
+def test_getting_started_on_torchtitan_grades_its_requirements_and_restores_pinned_files():
+    """Without the source: the spec, its patches (setup_env.sh only), the requirements the hidden test checks
+    (torch, triton, then the pinned pyproject's dependencies) and the restored paths at the pin."""
+    v = specs.load_task(GETTING_STARTED).variant("torchtitan")
+    for patch in (v.solution_patch, v.wrong_patch):
+        assert patch_files(patch.read_text()) == ["setup_env.sh"], f"{patch.name} writes other files"
+    assert "triton" in v.solution_patch.read_text() and "triton" not in v.wrong_patch.read_text().split("pip")[-1]
+    spec = importlib.util.spec_from_file_location("example_run", v.tests_dir / "example_run.py")
+    example_run = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example_run)
+    requirements = hidden_module(v).REQUIREMENTS
+    manifest_text = (REPO / "frameworks/torchtitan/source-manifest.txt").read_text()
+    pinned_pyproject = "2a5b6a074f973c25392222fe5bc98d79c40caef04202c1007d8aee434d707a85  pyproject.toml"
+    assert pinned_pyproject in manifest_text, "a new pin: check its pyproject.toml dependencies, then this digest"
+    declared = ["torchdata", "datasets", "tokenizers", "tomli", "fsspec", "tyro", "tensorboard", "einops", "PIL"]
+    assert list(requirements) == ["torch", "triton", *declared], "torchtitan v0.2.2's pyproject dependencies"
+    ids = {t.split("::")[1] for t in v.grading.fail_to_pass}
+    assert {f"test_the_requirement_imports_from_the_venv[{m}]" for m in requirements} <= ids
+    manifest = (REPO / "frameworks/torchtitan/source-manifest.txt").read_text().split()
+    missing = [rel for rel in v.grading.restore_from_original if rel not in manifest]
+    assert not missing, f"restore_from_original names files not in TorchTitan at the pin: {missing}"
+    assert {"torchtitan/train.py", "torchtitan/models/moe/kernels.py"} <= set(v.grading.restore_from_original)
+    assert set(example_run.TEXT_FILES) == {"run.sh", "launch.py", "train.toml"}
+    pinned = re.search(r'EXAMPLE_RUN_SHA256 = "(\w+)"', (v.dir / "prepare.py").read_text()).group(1)
+    assert pinned == hashlib.sha256((v.tests_dir / "example_run.py").read_bytes()).hexdigest()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+@pytest.mark.parametrize("name, forgotten", [("reference", "tokenizers"), ("torchtitan", "triton")])
+def test_getting_started_validates_end_to_end(name, forgotten, tmp_path):
+    """runner.py validate: the oracle's setup_env.sh builds .venv offline in the bare grading sandbox and the
+    run reaches step 5; the untouched checkout fails every promise; the wrong script installs torch but forgets
+    a requirement (`forgotten`), which fails that import and the run. 1.5-2 minutes each on 2 cores, with the
+    harness's cache: the framework's source, the wheel mirror of its packages (downloaded once) and the bare
+    interpreter (made once) come from there."""
+    command = [sys.executable, "runner.py", "validate", "--framework", name, "--task", GETTING_STARTED]
+    command += ["--results-dir", str(tmp_path / "results"), "--run-id", "v"]
+    proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=1700)
+    assert proc.returncode == 0 and "all tasks valid" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-3000:]
+    grades = {
+        path.parents[1].name: json.loads(path.read_text())["grade"]
+        for path in (tmp_path / "results" / "v").rglob("result.json")
+    }
+    wrong = {k.split("::")[1]: v for k, v in grades["wrong"]["fail_to_pass"].items()}
+    assert wrong["test_the_requirement_imports_from_the_venv[torch]"] == "passed", "the wrong patch installs torch"
+    assert wrong[f"test_the_requirement_imports_from_the_venv[{forgotten}]"] != "passed"
+    assert wrong["test_the_example_run_reaches_step_5"] != "passed"

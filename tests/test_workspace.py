@@ -111,3 +111,18 @@ def test_prepare_imports_the_harness_without_an_install(toy_root, cache, tmp_pat
     monkeypatch.delenv("PYTHONPATH", raising=False)
     work = workspace.create_workspace(variant, framework, tmp_path / "ws")
     assert "raise NotImplementedError" in (work / "calc" / "ops.py").read_text()
+
+
+def test_an_agents_venv_stays_out_of_the_diff_and_the_graded_copy(tmp_path):
+    """A .venv the agent built (getting-started asks for one) is a build output: its site-packages would
+    otherwise be read as agent code (pytest's names, .pth files, test files) and swamp agent.diff."""
+    before, after = tmp_path / "before", tmp_path / "after"
+    write(before / "calc" / "ops.py", "x = 1\n")
+    write(after / "calc" / "ops.py", "x = 1\n")
+    write(after / "setup_env.sh", "python3 -m venv .venv\n")
+    write(after / ".venv" / "lib" / "site-packages" / "_pytest" / "junitxml.py", "import _pytest\n")
+    write(after / ".venv" / "lib" / "site-packages" / "distutils-precedence.pth", "import os\n")
+    diff = workspace.tree_diff(before, after)
+    assert diff.files == ["setup_env.sh"] and not diff.left_out and "site-packages" not in diff.patch
+    assert workspace.copy_clean(after, tmp_path / "graded") == [] and not (tmp_path / "graded" / ".venv").exists()
+    assert (tmp_path / "graded" / "setup_env.sh").is_file()

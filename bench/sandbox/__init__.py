@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bench.sandbox.bare import bare_python
 from bench.sandbox.docker import DockerSandbox, docker_client
 from bench.sandbox.errors import SandboxError
 from bench.sandbox.images import ensure_framework_image
@@ -27,9 +28,16 @@ def open_sandbox(
     isolate: bool = True,
     log=print,
 ):
-    """A fresh sandbox of `kind` on `workdir`, with the framework's env and setup commands applied."""
+    """A fresh sandbox of `kind` on `workdir`, with the framework's env and setup commands applied, and the
+    Python that `resources.python` asks for: the harness's, or a bare one with the framework's wheels."""
     if kind not in SANDBOXES:
         raise SandboxError(f"unknown sandbox {kind!r}; choose one of: {', '.join(SANDBOXES)}")
+    if resources.python == "bare" and kind != "local":
+        raise SandboxError(
+            f"the task's task.toml says [resources] python = 'bare' (the agent installs {framework.name}'s "
+            f"packages itself from a wheel mirror), which the {kind} sandbox cannot give: its image has them "
+            "installed; run this task with --sandbox local"
+        )
     env = dict(framework.sandbox.env)
     # Math libraries size their thread pools by the host's cores, not the task's share: ten trials in parallel
     # on a 16-core host would each start 16 threads and all of them slow to a crawl (docker's CPU quota does not
@@ -49,6 +57,9 @@ def open_sandbox(
             gpus=gpus,
             memory_gb=resources.memory_gb,
             pids=resources.pids,
+            bare=bare_python(framework.name, framework.sandbox.python_packages, log)
+            if resources.python == "bare"
+            else None,
         )
     client = docker_client()
     image = ensure_framework_image(

@@ -39,14 +39,19 @@ def gpu_settings(host: dict[str, str]) -> dict[str, str]:
     return {name: value for name, value in host.items() if name.startswith(GPU_SETTING_PREFIXES)}
 
 
-def sandbox_env(extra: dict[str, str] | None = None, host: dict[str, str] | None = None) -> dict[str, str]:
+def sandbox_env(
+    extra: dict[str, str] | None = None, host: dict[str, str] | None = None, python_bin: str | None = None
+) -> dict[str, str]:
     """Allowed host variables and GPU settings plus `extra`; anything that looks like a secret is dropped,
-    even from extra."""
+    even from extra. PATH starts with the harness interpreter's folder, or with `python_bin` (a bare
+    Python, bench/sandbox/bare.py), and then the harness's venv leaves PATH altogether."""
     host = os.environ if host is None else host
     env = {name: host[name] for name in ALLOWED if name in host}
     env.update(gpu_settings(host))
-    python_bin = os.path.dirname(sys.executable)
-    env["PATH"] = python_bin + os.pathsep + env.get("PATH", "/usr/local/bin:/usr/bin:/bin")
+    path = env.get("PATH", "/usr/local/bin:/usr/bin:/bin").split(os.pathsep)
+    if python_bin is not None and sys.prefix != sys.base_prefix:
+        path = [p for p in path if p != sys.prefix and not p.startswith(sys.prefix.rstrip("/") + "/")]
+    env["PATH"] = os.pathsep.join([python_bin or os.path.dirname(sys.executable), *path])
     env.setdefault("LANG", "C.UTF-8")
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     env.update(extra or {})

@@ -115,9 +115,10 @@ def remove_tree(root: Path) -> None:
     subprocess.run(["rm", "-rf", "--one-file-system", "--", str(root)], check=True, capture_output=True)
 
 
-def wheels_dir(requirements: list[str], log=print) -> Path | None:
-    """Wheels offered to a framework's Dockerfile: $ATEBENCH_WHEELS (an offline folder) when set, else
-    `requirements` downloaded once on this host for the base image's Python and cached."""
+def wheels_dir(requirements: list[str], log=print, python: str = BASE_PYTHON) -> Path | None:
+    """Wheels of `requirements` for CPython `python` ("3.11"): $ATEBENCH_WHEELS (an offline folder) when set,
+    else downloaded once on this host and cached. The docker images install them (the base image's Python);
+    a task with [resources] python = "bare" offers them to its agent (bench/sandbox/bare.py, this host's)."""
     if os.environ.get("ATEBENCH_WHEELS"):
         folder = Path(os.environ["ATEBENCH_WHEELS"])
         if not folder.is_dir():
@@ -130,10 +131,10 @@ def wheels_dir(requirements: list[str], log=print) -> Path | None:
     from bench.workspace import cache_dir
 
     key = hashlib.sha256("\n".join(sorted(requirements)).encode()).hexdigest()[:12]
-    folder = cache_dir() / "wheels" / f"py{BASE_PYTHON}-{platform.machine()}-{key}"
+    folder = cache_dir() / "wheels" / f"py{python}-{platform.machine()}-{key}"
     if (folder / ".complete").is_file():
         return folder
-    log(f"downloading wheels for the docker image ({', '.join(requirements)})")
+    log(f"downloading wheels for Python {python} ({', '.join(requirements)})")
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".wheels-", dir=folder.parent))
     tags = [arg for tag in MANYLINUX_TAGS for arg in ("--platform", f"{tag}_{platform.machine()}")]
@@ -148,7 +149,7 @@ def wheels_dir(requirements: list[str], log=print) -> Path | None:
             "--implementation",
             "cp",
             "--python-version",
-            BASE_PYTHON,
+            python,
             *tags,
             "--dest",
             str(staging),
@@ -161,7 +162,7 @@ def wheels_dir(requirements: list[str], log=print) -> Path | None:
     if proc.returncode != 0:
         shutil.rmtree(staging, ignore_errors=True)
         raise SandboxError(
-            f"could not download wheels for the docker image ({', '.join(requirements)}); the host needs "
+            f"could not download wheels for Python {python} ({', '.join(requirements)}); the host needs "
             f"the package registry, or set ATEBENCH_WHEELS to a folder of wheels:\n{proc.stderr[-3000:]}"
         )
     (staging / ".complete").write_text("\n".join(requirements) + "\n")

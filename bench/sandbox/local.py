@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.sandbox import cgroups, files
+from bench.sandbox.bare import WHEELS_INSIDE, WHEELS_VAR, BarePython, base_site_packages, harness_venv
 from bench.sandbox.env import sandbox_env
 from bench.sandbox.errors import SandboxError
 from bench.types import ExecResult, truncate
@@ -190,7 +191,8 @@ class LocalSandbox:
     `memory_gb`, `pids` and `file_size_gb` bound the agent's processes where the kernel allows: a cgroup
     (memory, process count) when this host lets us create one, and resource limits (file size, no core
     dumps) always; `limits` says which applied. `gpus` are host GPU indices whose device files the
-    sandbox may open."""
+    sandbox may open. `bare` swaps the harness's Python for a bare one and shows the framework's wheels
+    (task.toml [resources] python = "bare"; bench/sandbox/bare.py); it needs the isolated sandbox."""
 
     def __init__(
         self,
@@ -202,11 +204,18 @@ class LocalSandbox:
         memory_gb: float | None = None,
         pids: int | None = None,
         file_size_gb: float = 16.0,
+        bare: BarePython | None = None,
     ):
         self.workdir = str(Path(workdir).resolve())
         self.isolated = bool(isolate)
         if self.isolated and not bwrap_available():
             raise SandboxError(NO_BWRAP)
+        if bare is not None and not self.isolated:
+            raise SandboxError(
+                "a bare-Python sandbox (task.toml [resources] python = 'bare') needs the isolated local sandbox: "
+                "without bubblewrap the harness's Python and its packages are in plain sight; drop --no-isolate"
+            )
+        self._bare = bare
         self._gpus = list(gpus or [])
         self._control = Path(tempfile.mkdtemp(prefix="atebench-sbx-"))
         (self._control / "cmd").mkdir()
@@ -216,7 +225,9 @@ class LocalSandbox:
         if self.isolated:
             extra.setdefault("HOME", "/tmp")
             extra.setdefault("TMPDIR", "/tmp")
-        self._env = sandbox_env(extra)
+        if bare is not None:
+            extra[WHEELS_VAR] = WHEELS_INSIDE
+        self._env = sandbox_env(extra, python_bin=bare.bin if bare else None)
         self._nonce = uuid.uuid4().hex
         self._lock = threading.Lock()
         self._cwd = self.workdir
@@ -272,9 +283,7 @@ class LocalSandbox:
                     if not os.path.islink(folder)
                     else ["--symlink", os.readlink(folder), folder]
                 )
-        for folder in sorted({sys.prefix, sys.base_prefix, str(Path(sys.executable).resolve().parent.parent)}):
-            if not any(folder == d or folder.startswith(d + "/") for d in SYSTEM_DIRS) and os.path.isdir(folder):
-                argv += ["--ro-bind", folder, folder]
+        argv += self._python_binds()
         folders, secret_files = _unreadable_to_others()
         for folder in folders:
             argv += ["--tmpfs", folder]
@@ -311,6 +320,27 @@ class LocalSandbox:
         for bind in binds:
             argv += ["--bind" if bind.writable else "--ro-bind", bind.host, bind.inside]
         return argv + ["--chdir", self.workdir if command is not None else self._cwd] + shell
+
+    def _python_binds(self) -> list[str]:
+        """The harness's Python install and venv, read-only; for a bare sandbox the base install only (the
+        bare venv links into it) with its site-packages emptied, the bare venv and the wheel mirror."""
+        bare = self._bare
+        folders = (
+            {sys.prefix, sys.base_prefix, str(Path(sys.executable).resolve().parent.parent)}
+            if bare is None
+            else {bare.base_prefix, str(bare.venv)}
+        )
+        argv = []
+        for folder in sorted(folders):
+            if not _under_system_dir(folder) and os.path.isdir(folder):
+                argv += ["--ro-bind", folder, folder]
+        if bare is None:
+            return argv
+        venv = harness_venv()
+        hidden = [*base_site_packages(), *([venv] if venv and _under_system_dir(venv) else [])]
+        for folder in hidden:  # shown by a bind above (a system folder, the base install): emptied
+            argv += ["--tmpfs", folder]
+        return argv + ["--ro-bind", str(bare.wheels), WHEELS_INSIDE]
 
     def _start(self) -> None:
         argv = self._argv()
@@ -503,6 +533,10 @@ class LocalSandbox:
         if self._cgroup:
             self._cgroup.remove()
         shutil.rmtree(self._control, ignore_errors=True)
+
+
+def _under_system_dir(folder: str) -> bool:
+    return any(folder == d or folder.startswith(d + "/") for d in SYSTEM_DIRS)
 
 
 def _host_pid(root: int, inner: int) -> int:

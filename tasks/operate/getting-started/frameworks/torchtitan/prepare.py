@@ -1,0 +1,30 @@
+"""Puts the example run of getting-started into the checkout: runs/getting-started/ with run.sh, its
+launcher (TorchTitan's own trainer under torchrun on CPU, with the workarounds v0.2.2 needs there), a
+CPU-sized qwen3 MoE flavor, a word-level tokenizer, a c4-style corpus and the 5-step config. Nothing else
+changes: the sandbox (task.toml python = "bare") is what lacks the packages.
+
+The inputs come from tests/example_run.py, whose text files the hidden test compares with the checkout's.
+The prepared-checkout cache key hashes this file but not tests/, so this file pins example_run.py's sha256
+(below): an edit there fails here until the digest is updated, which re-prepares.
+
+Usage: python prepare.py <checkout>
+"""
+
+import hashlib
+import sys
+from pathlib import Path
+
+root = Path(sys.argv[1]).resolve()
+sys.path.insert(0, str(Path(__file__).resolve().parent / "tests"))
+
+import example_run  # noqa: E402
+
+EXAMPLE_RUN_SHA256 = "71cee04340ad1e219a2ebebc57cbfe7c1c41efbd07e015b3f6563a0b12c7738f"
+if hashlib.sha256(Path(example_run.__file__).read_bytes()).hexdigest() != EXAMPLE_RUN_SHA256:
+    sys.exit("prepare: tests/example_run.py changed; set EXAMPLE_RUN_SHA256 in this prepare.py to its new sha256")
+
+if not (root / "torchtitan/models/qwen3/__init__.py").is_file():
+    sys.exit("prepare: torchtitan/models/qwen3/__init__.py does not exist; the framework changed, update prepare.py")
+run = root / "runs" / "getting-started"
+run.mkdir(parents=True)
+example_run.write_inputs(run)
