@@ -53,25 +53,57 @@ TAMPERING = re.compile(
     r"terminal|load_initial|plugin|addoption|cmdline|unconfigure)\w*|junit|"
     r"PYTEST_ADDOPTS|PYTEST_PLUGINS|sys\.modules\[\s*['\"]pytest|" + re.escape(JUNIT_FILE)
 )
-# A harness plugin, put into the graded tree under a fresh name: once pytest has written its report, the
-# process ends at once, so exit handlers the code under test registered (atexit, finalizers) cannot
-# rewrite the report afterwards. Whatever it left running dies with the grading sandbox.
-GUARD = """import os
-import sys
+# A harness plugin, put into the graded tree under a fresh name. When the session finishes, before pytest writes its
+# report, it kills every other process in the grading sandbox but its own ancestors (with SWEEP_VAR set: only in
+# an isolated sandbox, whose /proc holds nothing else): a daemon the code under test started cannot rewrite the
+# report after it is written. Once the report is written the process ends at once, so exit handlers the code
+# under test registered (atexit, finalizers) cannot rewrite it either. Whatever else is left dies with the sandbox.
+SWEEP_VAR = "ATEBENCH_GUARD_SWEEP"
+GUARD = (
+    """import os
+import signal
+
+import pytest
 
 _status = [None]
+_SWEEP = os.environ.get("%s") == "1"
 
 
+def _ancestors():
+    keep, pid = {1}, os.getpid()
+    while pid > 1 and pid not in keep:
+        keep.add(pid)
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                pid = int(stat.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+    return keep
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_sessionfinish(session, exitstatus):
     _status[0] = int(exitstatus)
+    if _SWEEP:
+        keep = _ancestors()
+        for name in os.listdir("/proc"):
+            if name.isdigit() and int(name) not in keep:
+                try:
+                    os.kill(int(name), signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    continue
 
 
 def pytest_unconfigure(config):
     if _status[0] is not None:
+        import sys
+
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(_status[0])
 """
+    % SWEEP_VAR
+)
 # The environment of the grading command: no plugin the agent could have registered, no extra options.
 GRADING_PRELUDE = "export PYTEST_DISABLE_PLUGIN_AUTOLOAD=1; unset PYTEST_ADDOPTS PYTEST_PLUGINS PYTHONSTARTUP; "
 
@@ -335,7 +367,9 @@ def grade(
         try:
             command = f"{variant.grading.command} -p {guard} --junitxml={sandbox.workdir}/{JUNIT_FILE}"
             guard_path = f'export PYTHONPATH="${{PYTHONPATH:+$PYTHONPATH:}}{sandbox.workdir}"; '
-            result = sandbox.execute(GRADING_PRELUDE + guard_path + command, timeout=timeout)
+            # the sweep needs a sandbox whose /proc is its own: not the trusted --no-isolate local one
+            sweep = f"export {SWEEP_VAR}=1; " if getattr(sandbox, "isolated", True) else ""
+            result = sandbox.execute(GRADING_PRELUDE + sweep + guard_path + command, timeout=timeout)
         finally:
             sandbox.close()  # kills whatever the code under test left running before the report is read
         log_path.write_text(

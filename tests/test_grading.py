@@ -9,7 +9,7 @@ import pytest
 from conftest import make_toy_root, write
 
 from bench import grading, specs, workspace
-from bench.sandbox.local import LocalSandbox
+from bench.sandbox.local import LocalSandbox, bwrap_available
 
 JUNIT = """<?xml version="1.0" encoding="utf-8"?><testsuites><testsuite name="pytest" tests="4">
 <testcase classname="tests.test_ops" name="test_mul" time="0.010"/>
@@ -262,3 +262,57 @@ def test_added_python_and_shell_lines_that_reach_into_the_report_are_tampering(t
     write(tree / "notes.txt", "junit\n")
     hits = grading.find_tampering(tree, baseline, ["calc/ops.py", "notes.txt", "setup_env.sh"], [])
     assert hits == ["calc/ops.py: import _pytest", f"setup_env.sh: (sleep 5; cp forged.xml {grading.JUNIT_FILE}) &"]
+
+
+FORGED_REPORT = (
+    '<testsuites><testsuite><testcase classname="tests.test_ops" name="test_mul"/>'
+    '<testcase classname="tests.test_ops" name="test_add"/></testsuite></testsuites>'
+)
+# Code under test that forges the report without a word the tampering scan knows: at import it starts a detached
+# process (its own session) that waits for any .xml file in the tree's root and keeps overwriting it with a report
+# of passing tests, until something kills it.
+LEAVES_A_FORGER = f"""import os, subprocess, sys
+
+_CODE = '''import glob, os, time
+payload = bytes.fromhex({FORGED_REPORT.encode().hex()!r})
+start = time.time()
+while time.time() - start < 120:
+    for path in glob.glob("*.xml") + glob.glob(".*.xml"):
+        try:
+            if os.path.getsize(path) and open(path, "rb").read() != payload:
+                open(path, "wb").write(payload)
+        except OSError:
+            continue
+    time.sleep(0.001)
+'''
+if not os.environ.get("FORGER"):
+    subprocess.Popen([sys.executable, "-c", _CODE], start_new_session=True, env={{**os.environ, "FORGER": "1"}},
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def add(a, b):
+    return a + b
+
+
+def mul(a, b):
+    return a + b
+"""
+
+
+@pytest.mark.skipif(not bwrap_available(), reason="BUBBLEWRAP TESTS SKIPPED: bwrap is not installed")
+def test_a_daemon_left_by_the_code_under_test_cannot_rewrite_the_report(toy_root, cache, tmp_path):
+    """The guard kills what the tested code left running before pytest writes its report (isolated sandbox)."""
+    variant, framework, work, prepared = _setup(toy_root, tmp_path)
+    write(work / "calc" / "ops.py", LEAVES_A_FORGER)
+    diff = workspace.tree_diff(prepared, work)
+    judged = grading.grade(
+        variant,
+        work,
+        diff.files,
+        lambda tree: LocalSandbox(tree, env=framework.sandbox.env, isolate=True),
+        tmp_path / "grader.log",
+        baseline=prepared,
+    )
+    assert judged.tampering == [], "the forger must pass the text scan: the sweep is what stops it"
+    assert not judged.resolved, "a forged report was taken"
+    assert judged.fail_to_pass == {"tests/test_ops.py::test_mul": "failed"}
