@@ -120,3 +120,16 @@ def test_the_mirror_is_per_python_version(tmp_path, monkeypatch):
         (folder / ".complete").write_text("torch\n")
         assert images.wheels_dir(["torch"], python=version) == folder
     assert Path(images.wheels_dir(["torch"])).name.startswith(f"py{images.BASE_PYTHON}-")
+
+
+def test_an_offline_wheel_folder_must_hold_every_requirement(tmp_path, monkeypatch):
+    """$ATEBENCH_WHEELS serves every framework: a folder lacking one of a framework's packages is one error naming
+    them, not a mirror an agent (or an image build) finds short later."""
+    from bench.sandbox import images
+
+    for name in ("torch-2.13.0-cp311-cp311-linux_x86_64.whl", "typing_extensions-4.12-py3-none-any.whl"):
+        (tmp_path / name).write_text("")
+    monkeypatch.setenv("ATEBENCH_WHEELS", str(tmp_path))
+    assert images.wheels_dir(["torch==2.13.0", "typing-extensions>=4"]) == tmp_path
+    with pytest.raises(SandboxError, match=r"has no wheel of transformers, pytest-timeout \(needed: torch==2.13.0"):
+        images.wheels_dir(["torch==2.13.0", "transformers[torch]==5.24.0", "pytest-timeout"])

@@ -115,6 +115,18 @@ def remove_tree(root: Path) -> None:
     subprocess.run(["rm", "-rf", "--one-file-system", "--", str(root)], check=True, capture_output=True)
 
 
+def missing_wheels(folder: Path, requirements: list[str]) -> list[str]:
+    """The requirements (`name`, `name==1.2`, `name[extra]>=1`) no wheel in `folder` is named for. Names compare
+    as wheel files spell them: lower case, runs of `-_.` as one `_`. Versions are pip's business."""
+
+    def normal(name: str) -> str:
+        return re.sub(r"[-_.]+", "_", name).lower()
+
+    present = {normal(wheel.name.split("-", 1)[0]) for wheel in folder.glob("*.whl")}
+    names = [re.split(r"[\[<>=!~; ]", requirement.strip(), maxsplit=1)[0] for requirement in requirements]
+    return [name for name in names if name and normal(name) not in present]
+
+
 def wheels_dir(requirements: list[str], log=print, python: str = BASE_PYTHON) -> Path | None:
     """Wheels of `requirements` for CPython `python` ("3.11"): $ATEBENCH_WHEELS (an offline folder) when set,
     else downloaded once on this host and cached. The docker images install them (the base image's Python);
@@ -124,6 +136,12 @@ def wheels_dir(requirements: list[str], log=print, python: str = BASE_PYTHON) ->
         if not folder.is_dir():
             raise SandboxError(
                 f"ATEBENCH_WHEELS={folder} is not a folder; point it at a folder of .whl files or unset it"
+            )
+        missing = missing_wheels(folder, requirements)
+        if missing:
+            raise SandboxError(
+                f"ATEBENCH_WHEELS={folder} has no wheel of {', '.join(missing)} (needed: {', '.join(requirements)}); "
+                "add them (`pip download --only-binary=:all: -d <folder> ...`) or unset it"
             )
         return folder
     if not requirements:
