@@ -16,7 +16,9 @@ The prepared checkout's cache key includes this file, so changing it re-prepares
 from __future__ import annotations
 
 import ast
+import json
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -85,6 +87,28 @@ class Checkout:
                 path.write_text("".join(kept))
                 changed.append(path)
         return changed
+
+    def hand_over_reftrain_model_configs(self, model: str, real_config: str) -> list[str]:
+        """add-new-model on reftrain: the task's inputs become task_assets/<model>/config.json (the tiny variant's
+        HF config) and full-size/config.json (the real one, for shape checks); then every example config of the
+        model (tiny, real, benchmark variants) and every run config using one is removed. Returns the removed
+        example configs' names."""
+        examples = self.root / "examples" / "models"
+        assets = self.root / "task_assets" / model
+        (assets / "full-size").mkdir(parents=True)
+        shutil.copy(examples / f"{model}_tiny.json", assets / "config.json")
+        shutil.copy(examples / real_config, assets / "full-size" / "config.json")
+        removed = sorted(
+            p.name for p in examples.glob("*.json") if json.loads(p.read_text()).get("model_type") == model
+        )
+        if f"{model}_tiny.json" not in removed or real_config not in removed:
+            self.fail(f"examples/models/ lacks {model}_tiny.json or {real_config}")
+        for name in removed:
+            self.remove(f"examples/models/{name}")
+        for toml in sorted((self.root / "examples").glob("*.toml")):
+            if any(f'"models/{name}"' in toml.read_text() for name in removed):
+                toml.unlink()
+        return removed
 
     def leak_check(
         self,

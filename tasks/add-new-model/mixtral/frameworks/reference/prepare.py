@@ -4,9 +4,7 @@ Every edit asserts its anchor text, so a refactor of reftrain fails preparation 
 producing a task whose "removed" model is still there. Usage: python prepare.py <checkout>
 """
 
-import json
 import re
-import shutil
 
 from bench.prepare_kit import Checkout
 
@@ -16,22 +14,7 @@ ck = Checkout()
 root = ck.root
 
 
-# The task's inputs: the HF config.json of a tiny variant, and the real one for shape checks.
-assets = root / "task_assets" / MODEL
-(assets / "full-size").mkdir(parents=True)
-shutil.copy(root / "examples/models" / f"{MODEL}_tiny.json", assets / "config.json")
-shutil.copy(root / "examples/models" / REAL_CONFIG, assets / "full-size" / "config.json")
-# Every example config of the model (tiny, real, benchmark variants) and the run configs using them.
-removed = sorted(
-    p.name for p in (root / "examples/models").glob("*.json") if json.loads(p.read_text()).get("model_type") == MODEL
-)
-if f"{MODEL}_tiny.json" not in removed or REAL_CONFIG not in removed:
-    ck.fail(f"examples/models/ lacks {MODEL}_tiny.json or {REAL_CONFIG}")
-for name in removed:
-    ck.remove(f"examples/models/{name}")
-for toml in sorted((root / "examples").glob("*.toml")):
-    if any(f'"models/{name}"' in toml.read_text() for name in removed):
-        toml.unlink()
+removed = ck.hand_over_reftrain_model_configs(MODEL, REAL_CONFIG)  # task_assets/, example configs gone
 
 ck.remove(f"reftrain/models/{MODEL}.py")
 ck.edit("reftrain/models/__init__.py", "from reftrain.models.mixtral import MixtralConfig, MixtralForCausalLM\n")

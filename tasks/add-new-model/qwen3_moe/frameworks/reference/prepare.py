@@ -7,9 +7,6 @@ preparation loudly instead of producing a task whose "removed" model is still th
 Usage: python prepare.py <checkout>
 """
 
-import json
-import shutil
-
 from bench.prepare_kit import Checkout
 
 MODEL = "qwen3_moe"
@@ -18,22 +15,7 @@ ck = Checkout()
 root = ck.root
 
 
-# The task's inputs: the HF config.json of a tiny variant, and the real one for shape checks.
-assets = root / "task_assets" / MODEL
-(assets / "full-size").mkdir(parents=True)
-shutil.copy(root / "examples/models" / f"{MODEL}_tiny.json", assets / "config.json")
-shutil.copy(root / "examples/models" / REAL_CONFIG, assets / "full-size" / "config.json")
-# Every example config of the model (tiny, real) and the run configs using them.
-removed = sorted(
-    p.name for p in (root / "examples/models").glob("*.json") if json.loads(p.read_text()).get("model_type") == MODEL
-)
-if f"{MODEL}_tiny.json" not in removed or REAL_CONFIG not in removed:
-    ck.fail(f"examples/models/ lacks {MODEL}_tiny.json or {REAL_CONFIG}")
-for name in removed:
-    ck.remove(f"examples/models/{name}")
-for toml in sorted((root / "examples").glob("*.toml")):
-    if any(f'"models/{name}"' in toml.read_text() for name in removed):
-        toml.unlink()
+removed = ck.hand_over_reftrain_model_configs(MODEL, REAL_CONFIG)  # task_assets/, example configs gone
 if not (root / "examples/tiny_mixtral.toml").is_file():
     ck.fail("examples/tiny_mixtral.toml (the default example's stand-in) does not exist")
 
