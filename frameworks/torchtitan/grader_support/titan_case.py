@@ -233,29 +233,16 @@ def worst(got: dict, want: dict) -> tuple[float, str]:
 
 
 def trainer_inputs(folder) -> tuple[str, str]:
-    """A word-level tokenizer (fits the tiny vocabulary) and a c4-style train.jsonl in `folder`; returns
-    (hf_assets_path, dataset_path). Made here because the git-only tests/assets are absent on the sdist route."""
-    import json
+    """A word-level tokenizer (fits the tiny vocabulary) and a c4-style train.jsonl in `folder` (titan_inputs.py,
+    which the operate tasks' runs use too); returns (hf_assets_path, dataset_path). Made here because the git-only
+    tests/assets are absent on the sdist route."""
     from pathlib import Path
 
-    from tokenizers import Tokenizer, models, pre_tokenizers
+    import titan_inputs
 
     folder = Path(folder)
-    words = [f"w{i}" for i in range(200)]
-    vocab = {tok: i for i, tok in enumerate(["<unk>", "<bos>", "<eos>", *words])}
-    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
-    (folder / "tokenizer").mkdir(parents=True)
-    tokenizer.save(str(folder / "tokenizer" / "tokenizer.json"))
-    (folder / "tokenizer" / "tokenizer_config.json").write_text(
-        json.dumps({"bos_token": "<bos>", "eos_token": "<eos>"})
-    )
-    (folder / "data").mkdir()
-    g = torch.Generator().manual_seed(7)
-    with open(folder / "data" / "train.jsonl", "w") as f:
-        for _ in range(64):
-            ids = torch.randint(0, len(words), (int(torch.randint(20, 120, (1,), generator=g)),), generator=g)
-            f.write(json.dumps({"text": " ".join(words[i] for i in ids)}) + "\n")
+    titan_inputs.write_tokenizer(folder / "tokenizer")
+    titan_inputs.write_corpus(folder / "data" / "train.jsonl", 64)
     return str(folder / "tokenizer"), str(folder / "data")
 
 

@@ -16,12 +16,20 @@ from pathlib import Path
 
 root = Path(sys.argv[1]).resolve()
 sys.path.insert(0, str(Path(__file__).resolve().parent / "tests"))
+# titan_inputs (the tokenizer and corpus), which the hidden tests get as grading.toml support
+sys.path.insert(0, str(Path(__file__).resolve().parents[5] / "frameworks" / "torchtitan" / "grader_support"))
 
 import example_run  # noqa: E402
+import titan_inputs  # noqa: E402
 
-EXAMPLE_RUN_SHA256 = "71cee04340ad1e219a2ebebc57cbfe7c1c41efbd07e015b3f6563a0b12c7738f"
+EXAMPLE_RUN_SHA256 = "e167f62ddf4ddee30df0fed10ce949f4106b3aea4f402849fc7f301b3da52d62"
 if hashlib.sha256(Path(example_run.__file__).read_bytes()).hexdigest() != EXAMPLE_RUN_SHA256:
     sys.exit("prepare: tests/example_run.py changed; set EXAMPLE_RUN_SHA256 in this prepare.py to its new sha256")
+TITAN_INPUTS_SHA256 = "053fb43cb63c127f514ac4e387f83ff52e1317961d7214123bab8bed9ed5cc5c"
+if hashlib.sha256(Path(titan_inputs.__file__).read_bytes()).hexdigest() != TITAN_INPUTS_SHA256:
+    sys.exit(
+        "prepare: grader_support/titan_inputs.py changed; set TITAN_INPUTS_SHA256 in this prepare.py to its sha256"
+    )
 
 if not (root / "torchtitan/models/qwen3/__init__.py").is_file():
     sys.exit("prepare: torchtitan/models/qwen3/__init__.py does not exist; the framework changed, update prepare.py")

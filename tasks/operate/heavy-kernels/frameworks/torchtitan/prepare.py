@@ -15,12 +15,20 @@ from pathlib import Path
 
 root = Path(sys.argv[1]).resolve()
 sys.path.insert(0, str(Path(__file__).resolve().parent / "tests"))
+# titan_inputs (the tokenizer and corpus), which the hidden tests get as grading.toml support
+sys.path.insert(0, str(Path(__file__).resolve().parents[5] / "frameworks" / "torchtitan" / "grader_support"))
 
 import profile_run  # noqa: E402
+import titan_inputs  # noqa: E402
 
-PROFILE_RUN_SHA256 = "bcd02fcce706ebf142b642a2b7140edf6a29f1fa5e12fbc0a6a26ec9fc805ca8"
+PROFILE_RUN_SHA256 = "bd7e284f4e26a952f6a606be808f331f02c5ef080aef63fa2fcc5d44650132ac"
 if hashlib.sha256(Path(profile_run.__file__).read_bytes()).hexdigest() != PROFILE_RUN_SHA256:
     sys.exit("prepare: tests/profile_run.py changed; set PROFILE_RUN_SHA256 in this prepare.py to its new sha256")
+TITAN_INPUTS_SHA256 = "053fb43cb63c127f514ac4e387f83ff52e1317961d7214123bab8bed9ed5cc5c"
+if hashlib.sha256(Path(titan_inputs.__file__).read_bytes()).hexdigest() != TITAN_INPUTS_SHA256:
+    sys.exit(
+        "prepare: grader_support/titan_inputs.py changed; set TITAN_INPUTS_SHA256 in this prepare.py to its sha256"
+    )
 
 if not (root / "torchtitan/models/qwen3/__init__.py").is_file():
     sys.exit("prepare: torchtitan/models/qwen3/__init__.py does not exist; the framework changed, update prepare.py")

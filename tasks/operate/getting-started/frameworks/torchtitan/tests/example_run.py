@@ -10,7 +10,6 @@ sha256 (the prepared-checkout cache key hashes prepare.py, not tests/).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 FLAVOR = "debugmodel_moe_start"
@@ -142,21 +141,9 @@ TEXT_FILES = {"run.sh": RUN_SH, "launch.py": LAUNCHER, "train.toml": RUN_CONFIG}
 
 def write_inputs(run: Path) -> None:
     """run.sh, launch.py, train.toml, hf_assets/ (the tokenizer) and data/train.jsonl into `run`."""
-    import torch
-    from tokenizers import Tokenizer, models, pre_tokenizers
+    import titan_inputs
 
-    words = [f"w{i}" for i in range(200)]
-    vocab = {tok: i for i, tok in enumerate(["<unk>", "<bos>", "<eos>", *words])}
-    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
-    (run / "hf_assets").mkdir(parents=True, exist_ok=True)
-    tokenizer.save(str(run / "hf_assets" / "tokenizer.json"))
-    (run / "hf_assets" / "tokenizer_config.json").write_text(json.dumps({"bos_token": "<bos>", "eos_token": "<eos>"}))
-    (run / "data").mkdir(exist_ok=True)
-    g = torch.Generator().manual_seed(7)
-    with open(run / "data" / "train.jsonl", "w") as f:
-        for _ in range(256):
-            ids = torch.randint(0, len(words), (int(torch.randint(20, 120, (1,), generator=g)),), generator=g)
-            f.write(json.dumps({"text": " ".join(words[i] for i in ids)}) + "\n")
+    titan_inputs.write_tokenizer(run / "hf_assets")
+    titan_inputs.write_corpus(run / "data" / "train.jsonl", 256)
     for name, text in TEXT_FILES.items():
         (run / name).write_text(text)

@@ -8,7 +8,6 @@ agent wrote feeds the reference profile, and test_the_given_inputs_are_unchanged
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 FLAVOR = "debugmodel_moe_profile"
@@ -82,21 +81,9 @@ seed = 0
 
 def write_inputs(run: Path) -> None:
     """hf_assets/ (the tokenizer), data/train.jsonl, flavor.py and train.toml into `run` (runs/profile)."""
-    import torch
-    from tokenizers import Tokenizer, models, pre_tokenizers
+    import titan_inputs
 
-    words = [f"w{i}" for i in range(200)]
-    vocab = {tok: i for i, tok in enumerate(["<unk>", "<bos>", "<eos>", *words])}
-    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
-    (run / "hf_assets").mkdir(parents=True, exist_ok=True)
-    tokenizer.save(str(run / "hf_assets" / "tokenizer.json"))
-    (run / "hf_assets" / "tokenizer_config.json").write_text(json.dumps({"bos_token": "<bos>", "eos_token": "<eos>"}))
-    (run / "data").mkdir(exist_ok=True)
-    g = torch.Generator().manual_seed(7)
-    with open(run / "data" / "train.jsonl", "w") as f:
-        for _ in range(256):
-            ids = torch.randint(0, len(words), (int(torch.randint(20, 120, (1,), generator=g)),), generator=g)
-            f.write(json.dumps({"text": " ".join(words[i] for i in ids)}) + "\n")
+    titan_inputs.write_tokenizer(run / "hf_assets")
+    titan_inputs.write_corpus(run / "data" / "train.jsonl", 256)
     (run / "flavor.py").write_text(FLAVOR_MODULE)
     (run / "train.toml").write_text(RUN_CONFIG)
