@@ -98,7 +98,7 @@ def trial_resources(config: TrialConfig) -> dict:
     """
     spec = config.variant.task.spec
     seconds = spec.limits.wall_time_s + spec.grading.timeout_s + SETUP_ALLOWANCE_S
-    if config.measure_throughput and spec.measure_throughput:
+    if config.throughput_wanted:
         seconds += config.framework.commands.throughput_timeout_s * config.framework.commands.throughput_repeats
     resources = {
         "cpus_per_task": max(1, math.ceil(spec.resources.cpus)),

@@ -21,14 +21,10 @@ def plan(variant: TaskVariant, framework: FrameworkSpec, gpus: int) -> tuple[str
     """The command to run and its spec, or the note that says why nothing is measured.
 
     The variant's throughput.toml wins; the framework's generic benchmark stands in only where the task
-    allows it (task.toml framework_throughput_fallback), since it would not run a new model or EP.
+    allows it (task.toml framework_throughput_fallback), since it would not run a new model or EP. Asked
+    only for a task that measures throughput (TrialConfig.throughput_wanted).
     """
     task = variant.task
-    if not task.spec.measure_throughput:
-        return (
-            f"throughput not measured: task {task.id} changes nothing a training benchmark shows "
-            "(task.toml measure_throughput = false)"
-        )
     spec = variant.throughput
     if spec is None:
         if not task.spec.framework_throughput_fallback:

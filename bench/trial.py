@@ -39,9 +39,16 @@ class TrialConfig:
     isolate: bool = True
     prices: dict[str, Price] = field(default_factory=dict)
     gpu_allocator: GpuAllocator | None = None
-    measure_throughput: bool = True
+    measure_throughput: bool = True  # False: the run's --no-throughput
     cache: Path | None = None
     gpus: int | None = None  # GPUs per trial; None: what the task and framework ask for
+
+    @property
+    def throughput_wanted(self) -> bool:
+        """Whether a resolved trial has a throughput phase: the run did not pass --no-throughput and the task
+        changes something a benchmark shows (task.toml measure_throughput). Either "no" is a choice made
+        before the run, so it leaves no note; run.json and task.toml say which."""
+        return self.measure_throughput and self.variant.task.spec.measure_throughput
 
     @property
     def agent_name(self) -> str:
@@ -269,7 +276,7 @@ class Trial:
         self.result.status = "resolved" if grade.resolved else "unresolved"
         self._save()
 
-        if grade.resolved and cfg.measure_throughput:
+        if grade.resolved and cfg.throughput_wanted:
             self._enter("throughput")
             measured, notes = self._throughput(ws)
             self.result.metrics = self.result.metrics.with_throughput(measured)

@@ -10,10 +10,12 @@ from conftest import make_toy_root
 from bench import throughput
 from bench.agents import make_spec
 from bench.run import RunConfig, execute, make_plan
-from bench.specs import SpecError, ThroughputSpec, load_task
+from bench.slurm import trial_resources
+from bench.specs import SpecError, ThroughputSpec, load_framework, load_task
+from bench.trial import TrialConfig
 
 
-def _run(root, tmp_path, agent="oracle"):
+def _run(root, tmp_path, agent="oracle", measure_throughput=True):
     cfg = RunConfig(
         task="arith/mul",
         framework="toy",
@@ -22,6 +24,7 @@ def _run(root, tmp_path, agent="oracle"):
         isolate=False,
         results_dir=str(tmp_path / "results"),
         specs_root=str(root),
+        measure_throughput=measure_throughput,
     )
     [row] = execute(cfg, make_plan(cfg, {agent: make_spec(agent)}))
     return row
@@ -94,16 +97,50 @@ def test_throughput_failure_is_a_note_not_a_failed_trial(tmp_path, cache):
     assert note.startswith("throughput not measured: run 1 of") and "without a JSON line holding tokens_per_s" in note
 
 
-def test_task_without_a_meaningful_benchmark_gets_a_note(tmp_path, cache):
-    """measure_throughput = false, or no throughput.toml where the generic benchmark may not stand in."""
+def test_no_throughput_phase_where_the_run_or_the_task_opts_out(tmp_path, cache):
+    """--no-throughput, or task.toml measure_throughput = false: a choice made before the run, so no
+    throughput phase and no note (slurm.trial_resources budgets no time for it either)."""
     root = make_toy_root(tmp_path / "specs")
-    row = _run(root, tmp_path)
-    assert row["status"] == "resolved" and row["error"] is None
+    _with_throughput(root, "python -c 'print(1/0)'")  # a note, were it run
+    row = _run(root, tmp_path / "no-throughput", measure_throughput=False)
+    assert row["status"] == "resolved" and row["error"] is None and row["notes"] == []
+    assert list(row["phase_seconds"]) == ["setup", "agent", "grade"]
+
+    task = root / "tasks" / "arith" / "mul" / "task.toml"
+    task.write_text(task.read_text().replace("measure_throughput = true", "measure_throughput = false"))
+    row = _run(root, tmp_path / "task-opts-out")
+    assert row["status"] == "resolved" and row["error"] is None and row["notes"] == []
+    assert list(row["phase_seconds"]) == ["setup", "agent", "grade"]
     assert row["metrics"]["throughput_tokens_per_s"] is None
-    assert row["notes"] == [
-        "throughput not measured: task arith/mul changes nothing a training benchmark shows "
-        "(task.toml measure_throughput = false)"
-    ]
+
+
+def test_a_slurm_job_budgets_throughput_time_exactly_when_the_trial_has_the_phase(tmp_path):
+    root = make_toy_root(tmp_path / "specs")
+    _with_throughput(root, "true")
+    framework = load_framework("toy", root)
+    task = root / "tasks" / "arith" / "mul" / "task.toml"
+    minutes = {}
+    for task_says in (True, False):
+        if not task_says:
+            task.write_text(task.read_text().replace("measure_throughput = true", "measure_throughput = false"))
+        for run_says in (True, False):
+            config = TrialConfig(
+                run_id="t",
+                variant=load_task("arith/mul", root).variant("toy"),
+                framework=framework,
+                agent=make_spec("oracle"),
+                index=0,
+                results_root=tmp_path,
+                measure_throughput=run_says,
+            )
+            assert config.throughput_wanted == (task_says and run_says)
+            minutes[task_says, run_says] = trial_resources(config)["time"]
+    assert minutes[True, True] > minutes[True, False] == minutes[False, True] == minutes[False, False]
+
+
+def test_task_whose_benchmark_would_measure_something_else_gets_a_note(tmp_path, cache):
+    """No throughput.toml where the framework's generic benchmark may not stand in."""
+    root = make_toy_root(tmp_path / "specs")
     _with_throughput(root, "python -c 'print(1/0)'")
     task = root / "tasks" / "arith" / "mul" / "task.toml"
     task.write_text(
@@ -112,6 +149,7 @@ def test_task_without_a_meaningful_benchmark_gets_a_note(tmp_path, cache):
         )
     )
     row = _run(root, tmp_path)
+    assert row["status"] == "resolved" and row["error"] is None
     assert (
         row["metrics"]["throughput_tokens_per_s"] is None and "has no frameworks/toy/throughput.toml" in row["notes"][0]
     )
