@@ -10,6 +10,7 @@ import os
 import sys
 
 from bench.keys import SECRET_NAME
+from bench.sandbox.bare import harness_venv
 
 ALLOWED = (
     "PATH",
@@ -49,8 +50,9 @@ def sandbox_env(
     env = {name: host[name] for name in ALLOWED if name in host}
     env.update(gpu_settings(host))
     path = env.get("PATH", "/usr/local/bin:/usr/bin:/bin").split(os.pathsep)
-    if python_bin is not None and sys.prefix != sys.base_prefix:
-        path = [p for p in path if p != sys.prefix and not p.startswith(sys.prefix.rstrip("/") + "/")]
+    venv = harness_venv()
+    if python_bin is not None and venv is not None:
+        path = [p for p in path if p != venv and not p.startswith(venv.rstrip("/") + "/")]
     env["PATH"] = os.pathsep.join([python_bin or os.path.dirname(sys.executable), *path])
     env.setdefault("LANG", "C.UTF-8")
     env["PYTHONDONTWRITEBYTECODE"] = "1"
