@@ -16,6 +16,8 @@ The prepared checkout's cache key includes this file, so changing it re-prepares
 from __future__ import annotations
 
 import ast
+import hashlib
+import importlib
 import json
 import re
 import shutil
@@ -23,6 +25,25 @@ import sys
 from pathlib import Path
 
 TEXT_SUFFIXES = (".py", ".toml", ".json", ".md")
+
+
+def import_pinned(path: Path, sha256: str):
+    """Import the module at `path`, a task's tests/ module or a framework's grader_support/ one that the
+    prepare step shares with its hidden test, once its sha256 is `sha256`; its folder goes on sys.path.
+
+    Why a pin: the prepared-checkout cache key hashes the task's folder but neither tests/ nor
+    grader_support/, so an edit there would leave a stale checkout in the cache. The pin fails until
+    prepare.py names the new digest, and that edit to prepare.py re-prepares."""
+    path = Path(path).resolve()
+    actual = hashlib.sha256(path.read_bytes()).hexdigest()
+    if actual != sha256:
+        script = Path(sys.argv[0]).name or "prepare.py"
+        sys.exit(
+            f"prepare: {path.parent.name}/{path.name} changed; its sha256 is now {actual}: update the pin "
+            f"in this {script}"
+        )
+    sys.path.insert(0, str(path.parent))
+    return importlib.import_module(path.stem)
 
 
 class Checkout:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import sys
+
 import pytest
 
 from bench import prepare_kit, specs, workspace
@@ -64,3 +67,21 @@ def test_changing_the_kit_re_prepares_every_task(tmp_path, monkeypatch):
     edited.write_text(prepare_kit.__doc__ + "\n# changed\n")
     monkeypatch.setattr(workspace, "PREPARE_KIT", edited)
     assert workspace.prepared_key(variant, framework, "v1") != before
+
+
+def test_import_pinned_imports_only_the_pinned_text(tmp_path, monkeypatch):
+    """A prepare step's shared module (tests/, grader_support/) is pinned by digest: the cache key does not
+    hash it, so an edit must fail until prepare.py names the new digest, and the message gives it."""
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    module = tmp_path / "tests" / "pinned_run_module.py"
+    module.parent.mkdir()
+    module.write_text("VALUE = 1\n")
+    digest = hashlib.sha256(module.read_bytes()).hexdigest()
+    module.write_text("VALUE = 2\n")
+    edited = hashlib.sha256(module.read_bytes()).hexdigest()
+    with pytest.raises(SystemExit, match=f"tests/pinned_run_module.py changed; its sha256 is now {edited}: update"):
+        prepare_kit.import_pinned(module, digest)
+    try:
+        assert prepare_kit.import_pinned(module, edited).VALUE == 2
+    finally:
+        sys.modules.pop("pinned_run_module", None)
