@@ -139,7 +139,13 @@ def make_plan(cfg: RunConfig, agents: dict[str, AgentSpec]) -> Plan:
         if reason and cfg.framework != "all":
             raise RunError(f"framework {framework.name!r} cannot run here: {reason}")
         if reason:
-            skipped.append(f"skipping framework {framework.name}: {reason}")
+            # GPU-only tasks on a host without the GPUs: one line each, so a user sees which tasks did not run
+            ours = [t for t in tasks if framework.name in t.frameworks()]
+            by_task = {t.id: task_unavailable(framework, t, gpus, cfg.gpus) for t in ours}
+            if ours and all(by_task.values()):
+                skipped += [f"skipping {task_id} on {framework.name}: {why}" for task_id, why in by_task.items()]
+            else:
+                skipped.append(f"skipping framework {framework.name}: {reason}")
             continue
         for task in tasks:
             if framework.name not in task.frameworks():

@@ -7,6 +7,8 @@
 #   bash scripts/device_megatron_checks.sh setup patches validate summary
 # Steps:
 #   setup     machine facts; the Megatron clone; bubblewrap; the harness's wheels
+#   hfwheels  transformers (add-new-model's specification and grader) into the machine's Python, from .whl/ and
+#             .whl/mg/ (its dependencies the GPU image lacks), so sandboxes see it
 #   patches   tasks/operate/make_patches.py --framework megatron for routing-trace and heavy-kernels (GPU golds)
 #   validate  runner.py validate --framework megatron --task operate --gpus 1 --share-gpus 6, VRUNS runs at once
 #   fwtest    frameworks/megatron/framework.toml's test command in a copy of the pinned tree
@@ -55,6 +57,11 @@ setup)
     echo "# megatron clone at $(git -C /tmp/mgp rev-parse HEAD)"
     python3 -c 'import einops, packaging, pybind11, pytest; print("# einops", einops.__version__, "pybind11", pybind11.__version__, "pytest", pytest.__version__)'
   } 2>&1 | tee -a $OUT/setup.txt ;;
+hfwheels)
+  { python3 -m pip install -q --no-index --find-links .whl --find-links .whl/mg transformers==5.24.0 \
+      || python3 -m pip install -q --break-system-packages --no-index --find-links .whl --find-links .whl/mg transformers==5.24.0
+    python3 -c 'import transformers; print("# transformers", transformers.__version__, "in the machine python")'
+  } 2>&1 | tail -5 | tee -a $OUT/setup.txt ;;
 patches)
   for t in ${PATCH_TASKS:-routing-trace:tokens-in-megatrons-s-b-order.patch heavy-kernels:includes-a-warm-up-step.patch}; do
     ( timeout -k 10 $(left) python3 tasks/operate/make_patches.py operate/${t%%:*} ${t#*:} --framework megatron 2>&1 \
@@ -65,10 +72,10 @@ patches)
   tar tzvf $OUT/patches.tgz ;;
 validate)
   # VRUNS validate runs at once on the one GPU (each oracle trial of each run is one rerun of the gold)
-  rm -rf $RES/megatron-operate-*
+  rm -rf $RES/megatron-${VID:-operate}-*
   for i in $(seq ${VRUNS:-1}); do
     ( timeout -s INT $(left) python3 runner.py validate --framework megatron --task ${VTASK:-operate} --gpus 1 --share-gpus 6 \
-        --parallel 6 --results-dir $RES --run-id megatron-operate-$i > /tmp/validate-$i.txt 2>&1 ) &
+        --parallel 6 --results-dir $RES --run-id megatron-${VID:-operate}-$i > /tmp/validate-$i.txt 2>&1 ) &
   done
   wait
   for i in $(seq ${VRUNS:-1}); do echo "== validate run $i"; grep -v ": grade$\|: agent$\|: setup$" /tmp/validate-$i.txt; done \
@@ -88,13 +95,13 @@ throughput)
 summary)
   python3 - <<'PY' 2>&1 | tee $OUT/validate_trials.txt
 import json, pathlib
-for p in sorted(pathlib.Path("results").glob("megatron-operate-*/**/result.json")):
+for p in sorted(pathlib.Path("results").glob("megatron-*/**/result.json")):
     r = json.loads(p.read_text())
     g = r.get("grade") or {}
     err = (r.get("error") or {}).get("message", "")[:600]
     print(p.parts[1], r["task"], r["agent"], r["status"], "phases", r.get("phase_seconds"), err, g.get("error"),
           {k.split("::")[-1]: v for k, v in {**(g.get("fail_to_pass") or {}), **(g.get("pass_to_pass") or {})}.items()})
 PY
-  for f in $(find results/megatron-operate-1 -name grader.log | head -6); do echo "=== $f"; tail -c 15000 $f; done > $OUT/grader_logs.txt ;;
+  for f in $(find results/megatron-*-1 -name grader.log | head -6); do echo "=== $f"; tail -c 15000 $f; done > $OUT/grader_logs.txt ;;
 esac
 done

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -159,6 +160,22 @@ def test_framework_all_skips_what_cannot_run(toy_root, tmp_path):
         env={"CUDA_VISIBLE_DEVICES": ""},
     )
     assert named.returncode == 2 and "framework 'bigiron' cannot run here: needs 8 GPU(s)" in named.stderr
+
+
+def test_framework_all_names_each_gpu_only_task_it_skips(toy_root, tmp_path):
+    """A framework whose every selected task needs GPUs the host lacks: one line per task, not one for the
+    framework, so a user sees which tasks did not run (Megatron's build tasks on a CPU host)."""
+    write(
+        toy_root / "frameworks" / "bigiron" / "framework.toml",
+        'name = "bigiron"\n[source]\nkind = "bundled"\npath = "toy_src"\n[sandbox]\ngpus = 8\n',
+    )
+    variants = toy_root / "tasks" / "arith" / "mul" / "frameworks"
+    shutil.copytree(variants / "toy", variants / "bigiron")
+    result = _nop_on_every_framework_without_gpus(toy_root, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "skipping arith/mul on bigiron: needs 8 GPU(s), this machine has 0" in result.stdout
+    assert "skipping framework bigiron" not in result.stdout
+    assert "1 unresolved" in result.stdout, "the toy framework's trial still ran"
 
 
 def test_help_lists_commands_and_run_options():
