@@ -199,6 +199,7 @@ def run_layout(layout: str, reference: dict, folder, step: bool = False, script:
     env = {
         **os.environ,
         "OMP_NUM_THREADS": "1",
+        "CUDA_VISIBLE_DEVICES": "",  # CPU and gloo by design: on a GPU host TorchTitan would pick cuda:<rank>
         "PYTHONPATH": os.pathsep.join([str(Path.cwd()), str(here), os.environ.get("PYTHONPATH", "")]),
     }
     proc = torchrun(
@@ -298,6 +299,7 @@ def run_trainer(
     env = {
         **os.environ,
         "OMP_NUM_THREADS": "1",
+        "CUDA_VISIBLE_DEVICES": "",  # CPU and gloo by design: on a GPU host TorchTitan would pick cuda:<rank>
         "HF_DATASETS_CACHE": tempfile.mkdtemp(prefix="hf-datasets-"),
         "HF_HUB_OFFLINE": "1",
         "ATEBENCH_PADDED_BATCHES": "1" if padded else "0",
