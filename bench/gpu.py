@@ -24,14 +24,17 @@ MIB = 1024 * 1024
 
 
 def gpus_per_trial(framework: FrameworkSpec, task: TaskSpec | None, override: int | None = None) -> int:
-    """The GPUs a trial holds exclusively: `--gpus` when given, else the larger of what the task
-    (resources.gpus) and the framework (sandbox.gpus) ask for; none for a Q&A task, which only reads the source
-    (a GPU-only framework's questions still run on CPU hosts). The run's plan and the trial both ask here."""
+    """The GPUs a trial holds exclusively: `--gpus` when given, else the largest of what the task
+    (resources.gpus, and resources.framework_gpus for this framework) and the framework (sandbox.gpus) ask for;
+    none for a Q&A task, which only reads the source (a GPU-only framework's questions still run on CPU hosts).
+    The run's plan and the trial both ask here."""
     if override is not None:
         return override
-    if task is not None and task.grading.kind == "answer":
+    if task is None:
+        return framework.sandbox.gpus
+    if task.grading.kind == "answer":
         return 0
-    return max(framework.sandbox.gpus, task.resources.gpus if task is not None else 0)
+    return max(framework.sandbox.gpus, task.resources.gpus, task.resources.framework_gpus.get(framework.name, 0))
 
 
 def _nvml_start() -> bool:

@@ -10,7 +10,7 @@ import hashlib
 import os
 import tomllib
 from pathlib import Path, PurePosixPath
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -164,6 +164,10 @@ class Resources(Strict):
     pids: int = 4096
     gpu_ladder: list[int] = []
     """GPU counts the task's distributed checks scale over on GPU hosts (e.g. [1, 2, 4]); empty = CPU only."""
+    framework_gpus: dict[str, Annotated[int, Field(ge=0)]] = {}
+    """GPUs a trial holds at least on the named frameworks, where that framework's version of the task needs more
+    than `gpus` (e.g. {megatron = 2}: its checks compare layouts of two ranks, and only run on CUDA). A host with
+    fewer skips the task on that framework, one line each."""
     python: Literal["harness", "bare"] = "harness"
     """The Python the agent's and the grading sandbox put first on PATH. harness: the harness's interpreter,
     the framework's packages installed. bare: a venv with the standard library and pip only, the framework's

@@ -118,3 +118,16 @@ def test_gpus_per_trial_is_the_override_else_the_larger_ask(toy_root):
     assert gpus_per_trial(bigger, asking, override=1) == 1 and gpus_per_trial(bigger, asking, override=0) == 0
     question = asking.model_copy(update={"grading": asking.grading.model_copy(update={"kind": "answer"})})
     assert gpus_per_trial(bigger, question) == 0 and gpus_per_trial(bigger, question, override=1) == 1
+
+
+def test_framework_gpus_raises_the_ask_on_the_named_framework_only(toy_root):
+    """A task whose version on one framework needs more GPUs than elsewhere (Megatron's two-rank layouts)."""
+    from bench.gpu import gpus_per_trial
+    from bench.specs import Resources, load_framework, load_task
+
+    framework, task = load_framework("toy", toy_root), load_task("arith/mul", toy_root).spec
+    for named, expected in (({"toy": 2}, 2), ({"other": 2}, 0)):
+        spec = task.model_copy(update={"resources": Resources(framework_gpus=named)})
+        assert gpus_per_trial(framework, spec) == expected
+    with pytest.raises(ValueError, match="greater than or equal to 0"):
+        Resources(framework_gpus={"toy": -1})
