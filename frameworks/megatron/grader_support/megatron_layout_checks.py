@@ -13,7 +13,7 @@ iteration on every rank, and that the copies of a gradient held by several ranks
 
 Tolerances: fp32, before any optimizer step a correct layout differs from one GPU by summation order only (about
 1e-7 relative); the injected bugs move a gradient or the norm by 1e-2 or more. Not yet measured on GPUs: each check
-prints what it measured (grader.log, -rP).
+prints what it measured (Megatron's pytest options show it in grader.log).
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ FLAGS = {
     "use-distributed-optimizer": True,
     "calculate-per-token-loss": True,
 }
+pytestmark = mp.TWO_GPUS
 LAYOUTS = {
     "dp2": {},
     "ep2": {"expert-model-parallel-size": 2},

@@ -29,6 +29,7 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
 import torch
 
 HERE = Path(__file__).resolve().parent
@@ -88,6 +89,12 @@ BASE_FLAGS: dict[str, object] = {
     "no-masked-softmax-fusion": True,
     "no-persist-layer-norm": True,
 }
+
+GPUS = torch.cuda.device_count()
+TWO_GPUS = pytest.mark.skipif(
+    GPUS < 2, reason=f"needs 2 CUDA GPUs, torch sees {GPUS}: it compares layouts of two ranks over NCCL"
+)
+"""Marks the checks that launch runs: the trial holds 2 GPUs (task.toml framework_gpus), anything less skips them."""
 
 EXPERT = re.compile(r"\.local_experts\.(\d+)\.")
 NORM = re.compile(r"norm\.weight$")
@@ -361,25 +368,18 @@ def _rank() -> int:
     return int(os.environ["RANK"])
 
 
-def _launch_pretrain(out: Path, hooks: dict[str, str], flags: list[str]) -> None:
-    """Runs pretrain_gpt.py of the current directory with the hooks: weights filled after the model is built,
-    metrics appended after every train_step, gradients saved before the optimizer step of iteration `capture`,
-    padded loss masks when `pad`. Megatron's dataset-helper compile is skipped when the helper is built."""
-    import runpy
-
-    root = Path.cwd()
-    sys.path.insert(0, str(root))
-    import megatron.core.datasets.utils as dataset_utils
-    import megatron.training.training as training
-    from megatron.core.datasets.gpt_dataset import GPTDataset
+def install_hooks(training, gpt_dataset, out: Path, rank: int, seed: int, capture: int, pad: bool) -> None:
+    """Wraps megatron.training.training's get_model and train_step (setup_model_and_optimizer and train look both
+    up in the module when they call them) and, when `pad`, GPTDataset.__getitem__:
+    - get_model: every parameter from `fill`, after the model is built and before the optimizer copies it;
+    - train_step: appends {iteration, lm loss, grad norm, skipped} to <out>/metrics_rank<rank>.jsonl; in iteration
+      `capture` the gradients are all-reduced even with the distributed optimizer (Megatron's own
+      --save-wgrads-interval does the same) and saved to <out>/grads_rank<rank>.pt before the optimizer step;
+    - __getitem__: the last `pad_length` positions of each sample carry no loss."""
     from megatron.core.utils import unwrap_model
 
-    if list((root / "megatron" / "core" / "datasets").glob("helpers_cpp*.so")):
-        dataset_utils.compile_helpers = lambda: None
-    seed, capture, rank = int(hooks["seed"]), int(hooks["capture"]), _rank()
-    metrics_path = out / f"metrics_rank{rank}.jsonl"
-
-    original_get_model = training.get_model
+    original_get_model, original_train_step = training.get_model, training.train_step
+    iteration = [0]
 
     def get_model(*args, **kwargs):
         chunks = original_get_model(*args, **kwargs)
@@ -396,14 +396,15 @@ def _launch_pretrain(out: Path, hooks: dict[str, str], flags: list[str]) -> None
                     layout[name] = shard
         torch.save({"grads": grads, "layout": layout}, out / f"grads_rank{rank}.pt")
 
-    original_train_step = training.train_step
-    iteration = [0]
-
     def train_step(forward_step_func, data_iterator, model, optimizer, scheduler, config, forward_backward, *a, **kw):
         iteration[0] += 1
-        if iteration[0] == capture:
+        if iteration[0] != capture:
+            result = original_train_step(
+                forward_step_func, data_iterator, model, optimizer, scheduler, config, forward_backward, *a, **kw
+            )
+        else:
 
-            def all_reduced(*args, **kwargs):  # as Megatron's --save-wgrads-interval does: every rank's grads whole
+            def all_reduced(*args, **kwargs):
                 for chunk in model:
                     chunk.force_all_reduce = True
                 kwargs["force_all_reduce"] = True
@@ -422,10 +423,6 @@ def _launch_pretrain(out: Path, hooks: dict[str, str], flags: list[str]) -> None
                 )
             finally:
                 del optimizer.step
-        else:
-            result = original_train_step(
-                forward_step_func, data_iterator, model, optimizer, scheduler, config, forward_backward, *a, **kw
-            )
         losses, grad_norm = result[0], result[5]
         row = {
             "iteration": iteration[0],
@@ -433,12 +430,13 @@ def _launch_pretrain(out: Path, hooks: dict[str, str], flags: list[str]) -> None
             "grad norm": float(grad_norm) if grad_norm is not None else None,
             "skipped": int(result[1]),
         }
-        with metrics_path.open("a") as f:
+        with (out / f"metrics_rank{rank}.jsonl").open("a") as f:
             f.write(json.dumps(row) + "\n")
         return result
 
-    if hooks["pad"] == "1":
-        original_getitem = GPTDataset.__getitem__
+    training.get_model, training.train_step = get_model, train_step
+    if pad:
+        original_getitem = gpt_dataset.__getitem__
 
         def getitem(self, idx):
             sample = original_getitem(self, idx)
@@ -448,10 +446,24 @@ def _launch_pretrain(out: Path, hooks: dict[str, str], flags: list[str]) -> None
                 sample["loss_mask"] = mask
             return sample
 
-        GPTDataset.__getitem__ = getitem
+        gpt_dataset.__getitem__ = getitem
 
-    training.get_model = get_model  # setup_model_and_optimizer looks both up in the module when it calls them
-    training.train_step = train_step
+
+def _launch_pretrain(out: Path, hooks: dict[str, str], flags: list[str]) -> None:
+    """pretrain_gpt.py of the current directory with `install_hooks`; Megatron's dataset-helper compile is skipped
+    when the helper is built (prepare.py builds it)."""
+    import runpy
+
+    root = Path.cwd()
+    sys.path.insert(0, str(root))
+    import megatron.core.datasets.utils as dataset_utils
+    import megatron.training.training as training
+    from megatron.core.datasets.gpt_dataset import GPTDataset
+
+    if list((root / "megatron" / "core" / "datasets").glob("helpers_cpp*.so")):
+        dataset_utils.compile_helpers = lambda: None
+    capture, pad, seed = int(hooks["capture"]), hooks["pad"] == "1", int(hooks["seed"])
+    install_hooks(training, GPTDataset, out, _rank(), seed, capture, pad)
     sys.argv = ["pretrain_gpt.py", *flags]
     runpy.run_path(str(root / "pretrain_gpt.py"), run_name="__main__")
 
@@ -473,7 +485,7 @@ def _layer_worker(out: Path) -> None:
     dist.init_process_group("nccl")
     torch.use_deterministic_algorithms(True)
     tokens = torch.randint(0, 256, (4, 33), generator=torch.Generator().manual_seed(100 + rank)).cuda()
-    positions = torch.arange(32, device="cuda").expand(4, 32)
+    positions = torch.arange(32, device="cuda").repeat(4, 1)
     for layout, ep, dispatcher in LAYER_LAYOUTS:
         ps.initialize_model_parallel(expert_model_parallel_size=ep)
         model_parallel_cuda_manual_seed(1234)
@@ -514,10 +526,11 @@ def _layer_worker(out: Path) -> None:
         for module in model.modules():
             if isinstance(module, MoELayer):
                 module.register_forward_hook(lambda m, args, output: moe_outputs.append(output[0].detach().cpu()))
-        losses = model(tokens[:, :-1], positions, None, labels=tokens[:, 1:])
+        losses = model(tokens[:, :-1].contiguous(), positions, None, labels=tokens[:, 1:].contiguous())
         losses.float().mean().backward()
-        grads = {
-            name: p.grad.detach().cpu().clone() for name, p, _ in named_global_parameters(model) if p.grad is not None
+        grads = {  # an expert no token reached has no .grad: its gradient is zero
+            name: (p.grad if p.grad is not None else torch.zeros_like(p)).detach().cpu().clone()
+            for name, p, _ in named_global_parameters(model)
         }
         experts = sorted({int(m.group(1)) for name in grads for m in [EXPERT.search(name)] if m})
         record = {"losses": losses.detach().cpu(), "moe_outputs": moe_outputs, "grads": grads, "experts": experts}

@@ -65,11 +65,13 @@ def _run(runs, name) -> mp.Run:
     return run
 
 
+@mp.TWO_GPUS
 def test_the_ep1_reference_runs_in_process(layer):
     ranks = _layer(layer, "ep1")
     assert [r["experts"] for r in ranks] == [list(range(8))] * 2
 
 
+@mp.TWO_GPUS
 def test_ep2_moe_outputs_and_losses_equal_ep1(layer):
     reference, ep2 = _layer(layer, "ep1"), _layer(layer, "ep2")
     worst = 0.0
@@ -84,6 +86,7 @@ def test_ep2_moe_outputs_and_losses_equal_ep1(layer):
     assert worst <= OUT_REL
 
 
+@mp.TWO_GPUS
 def test_ep2_every_gradient_equals_ep1(layer):
     reference, ep2 = _layer(layer, "ep1"), _layer(layer, "ep2")
     for rank in range(2):
@@ -103,6 +106,7 @@ def test_ep2_every_gradient_equals_ep1(layer):
     assert not problems and worst <= GRAD_REL, (problems, where, worst)
 
 
+@mp.TWO_GPUS
 def test_each_ep2_rank_holds_only_its_contiguous_block_of_experts(layer):
     ranks = _layer(layer, "ep2")
     assert [r["experts"] for r in ranks] == [[0, 1, 2, 3], [4, 5, 6, 7]]
@@ -113,6 +117,7 @@ def test_each_ep2_rank_holds_only_its_contiguous_block_of_experts(layer):
         assert 2 * held == everything, f"rank {rank} holds {held} expert parameters of {everything}"
 
 
+@mp.TWO_GPUS
 def test_pretrain_ep1_reference_trains(runs):
     run = _run(runs, "ep1")
     for rank in range(2):
@@ -122,6 +127,7 @@ def test_pretrain_ep1_reference_trains(runs):
     assert run.grads and not run.replica_mismatches, run.replica_mismatches
 
 
+@mp.TWO_GPUS
 def test_pretrain_ep2_logs_the_losses_and_grad_norms_of_ep1(runs):
     reference, ep2 = _run(runs, "ep1"), _run(runs, "ep2")
     problems = mp.metric_mismatches(ep2.metrics, reference.metrics, "lm loss", METRIC_REL)
@@ -130,6 +136,7 @@ def test_pretrain_ep2_logs_the_losses_and_grad_norms_of_ep1(runs):
     assert not problems, "\n".join(problems[:20])
 
 
+@mp.TWO_GPUS
 def test_pretrain_ep2_gradients_equal_ep1(runs):
     reference, ep2 = _run(runs, "ep1"), _run(runs, "ep2")
     assert not ep2.replica_mismatches, "\n".join(ep2.replica_mismatches[:20])
