@@ -266,7 +266,7 @@ def pretrain(
     world: int,
     capture: int | None = None,
     pad: bool = False,
-    timeout: float = 600,
+    timeout: float = 300,
 ) -> Run:
     """pretrain_gpt.py of the checkout at `root` with `flags` on `world` GPUs, weights from `global_value`.
     `capture`: the iteration whose gradients (after every reduction, before the optimizer step; all-reduced even
@@ -298,7 +298,7 @@ LAYER_LAYOUTS = (("ep1", 1, "allgather"), ("ep2", 2, "alltoall"))
 the two ranks with the all-to-all dispatcher."""
 
 
-def layer_case(root: Path, out: Path, timeout: float = 600) -> tuple[subprocess.CompletedProcess, dict]:
+def layer_case(root: Path, out: Path, timeout: float = 300) -> tuple[subprocess.CompletedProcess, dict]:
     """Runs the `layer` worker on 2 GPUs; returns its process and {layout: [per-rank record]} for the layouts that
     finished (a record: {"losses", "moe_outputs": [per MoE layer], "grads": {global name: tensor}, "experts"})."""
     out.mkdir(parents=True, exist_ok=True)
