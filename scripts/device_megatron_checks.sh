@@ -10,7 +10,11 @@
 #   hfwheels  transformers (add-new-model's specification and grader) into the machine's Python, from .whl/ and
 #             .whl/mg/ (its dependencies the GPU image lacks), so sandboxes see it
 #   patches   tasks/operate/make_patches.py --framework megatron for routing-trace and heavy-kernels (GPU golds)
-#   validate  runner.py validate --framework megatron --task operate --gpus 1 --share-gpus 6, VRUNS runs at once
+#   validate  runner.py validate --framework megatron --task $VTASK (operate) --gpus $VGPUS (1) --share-gpus 6, VRUNS
+#             runs at once; the 2-GPU build tasks: VTASK=enable-ep VGPUS=2, VTASK=fix-gradient-bug VGPUS=2
+#   smoke     one GPU, for the 2-GPU build tasks: enable-ep's restored (1, 1) dispatcher ids on the gold; the hidden
+#             modules collect, their 2-GPU checks skip with the reason and validate_args checks pass; one pretrain_gpt.py
+#             run of the fix-gradient-bug layout checks (their one-GPU reference) through the hooks
 #   fwtest    frameworks/megatron/framework.toml's test command in a copy of the pinned tree
 #   fwids     per-id outcomes of Megatron's MoE unit tests at this machine's GPU count (FWIDS_K: a -k filter)
 #   throughput  its throughput command there
@@ -74,8 +78,8 @@ validate)
   # VRUNS validate runs at once on the one GPU (each oracle trial of each run is one rerun of the gold)
   rm -rf $RES/megatron-${VID:-operate}-*
   for i in $(seq ${VRUNS:-1}); do
-    ( timeout -s INT $(left) python3 runner.py validate --framework megatron --task ${VTASK:-operate} --gpus 1 --share-gpus 6 \
-        --parallel 6 --results-dir $RES --run-id megatron-${VID:-operate}-$i > /tmp/validate-$i.txt 2>&1 ) &
+    ( timeout -s INT $(left) python3 runner.py validate --framework megatron --task ${VTASK:-operate} --gpus ${VGPUS:-1} \
+        --share-gpus 6 --parallel 6 --results-dir $RES --run-id megatron-${VID:-operate}-$i > /tmp/validate-$i.txt 2>&1 ) &
   done
   wait
   for i in $(seq ${VRUNS:-1}); do echo "== validate run $i"; grep -v ": grade$\|: agent$\|: setup$" /tmp/validate-$i.txt; done \
@@ -90,6 +94,31 @@ fwids)
       tests/unit_tests/transformer/moe/test_a2a_token_dispatcher.py tests/unit_tests/transformer/moe/test_token_dispatcher.py \
       tests/unit_tests/transformer/moe/test_moe_layer.py ${FWIDS_K:+-k "$FWIDS_K"} ) > /tmp/fwids.txt 2>&1
   grep -E "^(PASSED|FAILED|ERROR|SKIPPED)|passed|failed" /tmp/fwids.txt | cut -c1-300 | tee $OUT/fwids.txt ;;
+smoke)
+  prep_tree
+  rm -rf /tmp/mg-run/grader_tests && mkdir /tmp/mg-run/grader_tests
+  cp tasks/enable-ep/frameworks/megatron/tests/*.py frameworks/megatron/grader_support/megatron_parallel.py \
+     frameworks/megatron/grader_support/megatron_layout_checks.py /tmp/mg-run/grader_tests/
+  ( timeout -k 10 $(left) python3 - <<'PY' ) 2>&1 | tail -c 20000 | tee $OUT/smoke.txt
+import os, subprocess, sys, tomllib
+from pathlib import Path
+grading = tomllib.load(open("tasks/enable-ep/frameworks/megatron/grading.toml", "rb"))
+own = [t for t in grading["fail_to_pass"] + grading["pass_to_pass"] if t.startswith("tests/")]
+tree, env = Path("/tmp/mg-run"), {**os.environ, "CUDA_DEVICE_MAX_CONNECTIONS": "1"}
+command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1", "-m", "pytest",
+           "-q", "-rA", "-p", "no:cacheprovider", "--rootdir=.", *own, "grader_tests/test_expert_parallel.py",
+           "grader_tests/megatron_layout_checks.py"]
+out = subprocess.run(command, cwd=tree, env=env, capture_output=True, text=True).stdout
+print("\n".join(line[:300] for line in out.splitlines() if line.startswith(("PASSED", "FAILED", "ERROR", "SKIPPED"))
+                or " passed" in line or " failed" in line))
+sys.path.insert(0, str(tree / "grader_tests"))
+import megatron_layout_checks as checks, megatron_parallel as mp
+run = mp.pretrain(tree, Path("/tmp/smoke-one-gpu"), checks.FLAGS, 1, capture=1, pad=True)
+print("one-GPU reference run: exit", run.returncode, run.failure()[-3000:])
+print("metrics", run.metrics)
+print(len(run.grads), "gradients captured, replica mismatches:", run.replica_mismatches)
+PY
+  ;;
 throughput)
   run_fw_command throughput 2>&1 | tail -30 | tee $OUT/throughput.txt ;;
 summary)
