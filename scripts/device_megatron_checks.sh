@@ -11,7 +11,7 @@
 #             .whl/mg/ (its dependencies the GPU image lacks), so sandboxes see it
 #   patches   tasks/operate/make_patches.py --framework megatron for routing-trace and heavy-kernels (GPU golds)
 #   validate  runner.py validate --framework megatron --task $VTASK (operate) --gpus $VGPUS (1) --share-gpus 6, VRUNS
-#             runs at once; the 2-GPU build tasks: VTASK=enable-ep VGPUS=2, VTASK=fix-gradient-bug VGPUS=2
+#             runs at once, run ids megatron-$VID-<n>; the 2-GPU build tasks: VTASK=enable-ep VGPUS=2 (or fix-gradient-bug)
 #   smoke     one GPU, for the 2-GPU build tasks: enable-ep's restored (1, 1) dispatcher ids on the gold; the hidden
 #             modules collect, their 2-GPU checks skip with the reason and validate_args checks pass; one pretrain_gpt.py
 #             run of the fix-gradient-bug layout checks (their one-GPU reference) through the hooks
