@@ -13,14 +13,14 @@ Every edit asserts its anchor, so a different Megatron fails preparation loudly;
 Usage: python prepare.py <checkout>
 """
 
-import sys
 from pathlib import Path
 
 from bench import prepare_kit
-from bench.prepare_kit import Checkout
+from bench.prepare_kit import Checkout, import_pinned
 
-sys.path.insert(0, str(Path(prepare_kit.__file__).resolve().parents[1] / "frameworks/megatron/grader_support"))
-import megatron_run  # noqa: E402
+SUPPORT = Path(prepare_kit.__file__).resolve().parents[1] / "frameworks" / "megatron" / "grader_support"
+MEGATRON_RUN_SHA256 = "6e44ac4bef9b9992389fa286b774a56cc37f7c61725517cd5d8e58a939c0e6d3"  # builds the dataset helper
+megatron_run = import_pinned(SUPPORT / "megatron_run.py", MEGATRON_RUN_SHA256)
 
 ck = Checkout()
 REFUSAL = "expert parallelism is not supported; set it to 1"
