@@ -44,10 +44,10 @@ def layer(tmp_path_factory):
 
 def _layer(layer, name):
     if name not in layer:
-        start = layer["log"].find("Traceback (most recent call last)")
-        pytest.fail(
-            f"the in-process {name} case did not finish (exit {layer['returncode']}):\n{layer['log'][start:][:6000]}"
-        )
+        log = layer["log"]
+        start = log.find("Traceback (most recent call last)")
+        shown = log[start : start + 6000] if start >= 0 else log[-6000:]
+        pytest.fail(f"the in-process {name} case did not finish (exit {layer['returncode']}):\n{shown}")
     return layer[name]
 
 
