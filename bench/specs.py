@@ -510,7 +510,14 @@ def load_task(task_id: str, root: Path = REPO_ROOT) -> Task:
     if not (folder / "instruction.md").is_file():
         raise SpecError(f"{_rel(folder / 'instruction.md', root)}: file not found; write the task's instruction there")
     family = spec.family or task_id.split("/")[0]
-    return Task(id=task_id, family=family, spec=spec, dir=folder)
+    task = Task(id=task_id, family=family, spec=spec, dir=folder)
+    strangers = sorted(set(spec.resources.framework_gpus) - set(task.frameworks()))
+    if strangers:
+        raise SpecError(
+            f"{_rel(path, root)}: resources.framework_gpus names {', '.join(map(repr, strangers))}, which the task has "
+            f"no version for (it has: {', '.join(task.frameworks()) or '(none)'}); fix the name or remove the entry"
+        )
+    return task
 
 
 def load_variant(task: Task, framework: str) -> TaskVariant:

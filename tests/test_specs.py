@@ -132,3 +132,16 @@ def test_resources_python_names_file_field_and_choices(toy_root):
     message = str(error.value)
     assert "tasks/arith/mul/task.toml" in message and "'resources.python'" in message
     assert "'harness' or 'bare'" in message and message.count("\n") == 0
+
+
+def test_framework_gpus_naming_a_framework_without_a_version_is_refused(toy_root):
+    path = toy_root / "tasks" / "arith" / "mul" / "task.toml"
+    text = path.read_text()
+    path.write_text(text + "[resources]\nframework_gpus = { toy = 2 }\n")
+    assert specs.load_task("arith/mul", toy_root).spec.resources.framework_gpus == {"toy": 2}
+    path.write_text(text + "[resources]\nframework_gpus = { megatorn = 2 }\n")
+    with pytest.raises(specs.SpecError) as error:
+        specs.load_task("arith/mul", toy_root)
+    message = str(error.value)
+    assert "tasks/arith/mul/task.toml" in message and "framework_gpus" in message and "'megatorn'" in message
+    assert "it has: toy" in message
