@@ -54,6 +54,7 @@ def reference(tmp_path_factory):
         "ATEBENCH_TRACE_OUT": str(out),
         "HF_DATASETS_CACHE": str(scratch / "hf-datasets"),
         "HF_HUB_OFFLINE": "1",
+        "CUDA_VISIBLE_DEVICES": "",  # the reference run is CPU (the gold was made so); a GPU host must not move it
         "PYTHONPATH": os.pathsep.join([str(ROOT), str(HERE), str(scratch), os.environ.get("PYTHONPATH", "")]),
     }
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=1"]
