@@ -7,6 +7,7 @@
 #   bash scripts/device_megatron_checks.sh setup patches validate summary
 # Steps:
 #   setup     machine facts; the Megatron clone; bubblewrap; the harness's wheels
+#   gsmirror  operate/getting-started's wheel mirror, repacked from the machine's Python ($ATEBENCH_WHEELS)
 #   hfwheels  transformers (add-new-model's specification and grader) into the machine's Python, from .whl/ and
 #             .whl/mg/ (its dependencies the GPU image lacks), so sandboxes see it
 #   patches   tasks/operate/make_patches.py --framework megatron for routing-trace and heavy-kernels (GPU golds)
@@ -62,10 +63,17 @@ setup)
     python3 -c 'import einops, packaging, pybind11, pytest; print("# einops", einops.__version__, "pybind11", pybind11.__version__, "pytest", pytest.__version__)'
   } 2>&1 | tee -a $OUT/setup.txt ;;
 hfwheels)
-  { python3 -m pip install -q --no-index --find-links .whl --find-links .whl/mg transformers==5.24.0 \
-      || python3 -m pip install -q --break-system-packages --no-index --find-links .whl --find-links .whl/mg transformers==5.24.0
-    python3 -c 'import transformers; print("# transformers", transformers.__version__, "in the machine python")'
+  # PYTHONPATH holds /tmp/site: pip would count what is there as installed, where sandboxes do not look
+  { env -u PYTHONPATH python3 -m pip install -q --no-index --find-links .whl --find-links .whl/mg transformers==5.24.0 \
+      || env -u PYTHONPATH python3 -m pip install -q --break-system-packages --no-index --find-links .whl --find-links .whl/mg transformers==5.24.0
+    env -u PYTHONPATH python3 -c 'import transformers; print("# transformers", transformers.__version__, "in the machine python")'
   } 2>&1 | tail -5 | tee -a $OUT/setup.txt ;;
+gsmirror)
+  # getting-started's wheel mirror from the machine's own Python (no network, and torch with its CUDA libraries is
+  # gigabytes): framework.toml's python_packages and their closure, repacked; validate then takes $ATEBENCH_WHEELS
+  reqs=$(python3 -c "import tomllib; print(' '.join(tomllib.load(open('frameworks/megatron/framework.toml','rb'))['sandbox']['python_packages']))")
+  env -u PYTHONPATH python3 scripts/wheels_from_installed.py /tmp/mirror $reqs 2>&1 | cut -c1-3000 | tee -a $OUT/setup.txt
+  export ATEBENCH_WHEELS=/tmp/mirror ;;
 patches)
   for t in ${PATCH_TASKS:-routing-trace:tokens-in-megatrons-s-b-order.patch heavy-kernels:includes-a-warm-up-step.patch}; do
     ( timeout -k 10 $(left) python3 tasks/operate/make_patches.py operate/${t%%:*} ${t#*:} --framework megatron 2>&1 \

@@ -327,7 +327,7 @@ def test_getting_started_spec_is_bare_and_grades_the_frameworks_requirements():
     assert {"reftrain/train.py", hidden_module(v).EXAMPLE} <= set(v.grading.restore_from_original)
 
 
-@pytest.mark.parametrize("name", ["reference", "torchtitan"])
+@pytest.mark.parametrize("name", ["reference", "torchtitan", "megatron"])
 def test_getting_started_variants_grade_with_the_shared_checks(name):
     """The checks live once (checks/setup_checks.py, grading.toml task_support); a variant supplies only its
     requirements, its run and its log format, and checks its own prepared run; every shared check is graded."""
@@ -383,6 +383,28 @@ def test_getting_started_on_torchtitan_grades_its_requirements_and_restores_pinn
     assert set(example_run.TEXT_FILES) == {"run.sh", "launch.py", "train.toml"}
     pinned = re.search(r'EXAMPLE_RUN_SHA256 = "(\w+)"', (v.dir / "prepare.py").read_text()).group(1)
     assert pinned == hashlib.sha256((v.tests_dir / "example_run.py").read_bytes()).hexdigest()
+
+
+def test_getting_started_on_megatron_pins_its_run_and_grades_what_pretrain_gpt_imports():
+    """Without the source: the patches write setup_env.sh only (the wrong one installs torch alone), the hidden test
+    checks torch, numpy, packaging and einops, and prepare.py pins the run module and the launcher module."""
+    v = specs.load_task(GETTING_STARTED).variant("megatron")
+    for patch in (v.solution_patch, v.wrong_patch):
+        assert patch_files(patch.read_text()) == ["setup_env.sh"], f"{patch.name} writes other files"
+    assert "einops" in v.solution_patch.read_text().split("pip install")[-1]
+    assert v.wrong_patch.read_text().rstrip().endswith('"$ATEBENCH_WHEELS" torch')
+    module = hidden_module(v)
+    assert module.REQUIREMENTS == ("torch", "numpy", "packaging", "einops")
+    ids = {t.split("::")[1] for t in v.grading.fail_to_pass}
+    assert {f"test_the_requirement_imports_from_the_venv[{m}]" for m in module.REQUIREMENTS} <= ids
+    assert set(module.example_run.TEXT_FILES) == {"run.sh", "launch.py", "train.toml"}
+    text = (v.dir / "prepare.py").read_text()
+    for constant, path in (
+        ("EXAMPLE_RUN_SHA256", v.tests_dir / "example_run.py"),
+        ("MEGATRON_RUN_SHA256", REPO / "frameworks/megatron/grader_support/megatron_run.py"),
+    ):
+        assert f'{constant} = "{hashlib.sha256(path.read_bytes()).hexdigest()}"' in text, constant
+    assert {"pretrain_gpt.py", "megatron/training/training.py"} <= set(v.grading.restore_from_original)
 
 
 @pytest.mark.slow
