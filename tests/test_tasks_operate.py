@@ -248,7 +248,8 @@ def _cuda_and_megatron_source() -> bool:
 @pytest.mark.timeout(1200)
 def test_megatron_operate_tasks_are_valid_on_a_gpu(tmp_path):
     """`validate --framework megatron --task operate --gpus 1` as a user runs it: oracle resolves, nop and wrong fail
-    (record: docs/validation/2026-12-01-megatron-operate-h200.md)."""
+    (records: docs/validation/2026-12-01-megatron-operate-h200.md, ...-megatron-getting-started-h200.md). On a host
+    without network, getting-started's wheels come from $ATEBENCH_WHEELS (scripts/wheels_from_installed.py)."""
     proc = subprocess.run(
         [sys.executable, "runner.py", "validate", "--framework", "megatron", "--task", "operate", "--gpus", "1"]
         + ["--share-gpus", "6", "--parallel", "6", "--results-dir", str(tmp_path), "--run-id", "megatron-operate"],
