@@ -4,6 +4,8 @@ cache, and a Docker daemon (when one is running, else a visible skip)."""
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import sys
 import tempfile
 import textwrap
@@ -58,6 +60,17 @@ def write(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     return path
+
+
+def patch_files(patch: str) -> list[str]:
+    """The files a git patch writes (its `diff --git` headers' b/ paths), sorted."""
+    return sorted(line.split(" b/", 1)[1] for line in patch.splitlines() if line.startswith("diff --git "))
+
+
+def cuda_and_megatron_source() -> bool:
+    """A CUDA GPU (nvidia-smi lists one) and ATEBENCH_SRC_MEGATRON set: what Megatron's GPU validations need."""
+    has_gpu = shutil.which("nvidia-smi") and subprocess.run(["nvidia-smi", "-L"], capture_output=True).returncode == 0
+    return bool(has_gpu and os.environ.get("ATEBENCH_SRC_MEGATRON"))
 
 
 def make_toy_root(

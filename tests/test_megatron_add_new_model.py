@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import cuda_and_megatron_source, patch_files
 
 from bench import gpu, sources, specs
 
@@ -25,10 +26,6 @@ LOADER = "tools/checkpoint/loader_mixtral_hf.py"
 
 def variant() -> specs.TaskVariant:
     return specs.load_task(TASK).variant("megatron")
-
-
-def patch_files(patch: str) -> list[str]:
-    return sorted(line.split(" b/", 1)[1] for line in patch.splitlines() if line.startswith("diff --git "))
 
 
 def test_variant_is_a_one_gpu_task_whose_gold_is_the_loader_alone():
@@ -106,14 +103,9 @@ def test_prepare_removes_mixtral_repairs_the_saver_and_the_patches_apply(tmp_pat
     assert _git("apply", "--check", str(v.wrong_patch), cwd=tree).returncode == 0, "the wrong patch must fit the gold"
 
 
-def _cuda_and_megatron_source() -> bool:
-    has_gpu = shutil.which("nvidia-smi") and subprocess.run(["nvidia-smi", "-L"], capture_output=True).returncode == 0
-    return bool(has_gpu and _megatron_clone() is not None)
-
-
 @pytest.mark.gpu
 @pytest.mark.skipif(
-    not _cuda_and_megatron_source(),
+    not (cuda_and_megatron_source() and _megatron_clone() is not None),
     reason="GPU TESTS SKIPPED: Megatron's add-new-model needs a CUDA GPU, ATEBENCH_SRC_MEGATRON (a clone of the pin) "
     "and transformers in the machine's Python",
 )

@@ -16,7 +16,6 @@ import importlib.util
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tomllib
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import cuda_and_megatron_source, patch_files
 
 from bench import specs, workspace
 
@@ -53,10 +53,6 @@ def framework():
 
 def variant(task_id: str) -> specs.TaskVariant:
     return specs.load_task(task_id).variant("reference")
-
-
-def patch_files(patch: str) -> list[str]:
-    return sorted(line.split(" b/", 1)[1] for line in patch.splitlines() if line.startswith("diff --git "))
 
 
 GETTING_STARTED = "operate/getting-started"
@@ -235,14 +231,9 @@ def test_megatron_run_config_refuses_malformed_toml():
         megatron_run.run_config("# header", "train-iters = \n")
 
 
-def _cuda_and_megatron_source() -> bool:
-    has_gpu = shutil.which("nvidia-smi") and subprocess.run(["nvidia-smi", "-L"], capture_output=True).returncode == 0
-    return bool(has_gpu and os.environ.get("ATEBENCH_SRC_MEGATRON"))
-
-
 @pytest.mark.gpu
 @pytest.mark.skipif(
-    not _cuda_and_megatron_source(),
+    not cuda_and_megatron_source(),
     reason="GPU TESTS SKIPPED: Megatron's operate tasks need a CUDA GPU and ATEBENCH_SRC_MEGATRON (a clone of the pin)",
 )
 @pytest.mark.timeout(1200)
