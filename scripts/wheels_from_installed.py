@@ -78,8 +78,9 @@ def repack(name: str, folder: str) -> str:
     dist = md.distribution(name)
     if dist.read_text("RECORD") is None or dist.files is None:
         raise SystemExit(f"wheels_from_installed: {name} has no RECORD (an editable or system install): cannot repack")
-    info = Path(dist._path)  # the .dist-info folder; its parent is the site-packages it was installed into
-    site = info.parent
+    # the .dist-info folder (where RECORD lies) and the site-packages its paths are relative to
+    info = next(Path(f) for f in dist.files if f.name == "RECORD" and f.parent.name.endswith(".dist-info")).parent
+    site = Path(dist.locate_file(""))
     wheel_text = dist.read_text("WHEEL") or ""
     project = re.sub(r"[-_.]+", "_", dist.metadata["Name"])
     target = Path(folder) / f"{project}-{dist.version}-{wheel_tag(wheel_text)}.whl"
