@@ -11,7 +11,7 @@
 #   hfwheels  transformers (add-new-model's specification and grader) into the machine's Python, from .whl/ and
 #             .whl/mg/ (its dependencies the GPU image lacks), so sandboxes see it
 #   patches   tasks/operate/make_patches.py --framework megatron for routing-trace and heavy-kernels (GPU golds)
-#   validate  runner.py validate --framework megatron --task $VTASK (operate) --gpus $VGPUS (1) --share-gpus 6, VRUNS
+#   validate  runner.py validate --framework megatron --task $VTASK (operate) --gpus $VGPUS (1) --share-gpus and --parallel $VPAR (6), VRUNS
 #             runs at once, run ids megatron-$VID-<n>; the 2-GPU build tasks: VTASK=enable-ep VGPUS=2 (or fix-gradient-bug)
 #   smoke     one GPU, for the 2-GPU build tasks: enable-ep's restored (1, 1) dispatcher ids on the gold; the hidden
 #             modules collect, their 2-GPU checks skip with the reason and validate_args checks pass; one pretrain_gpt.py
@@ -87,10 +87,10 @@ validate)
   rm -rf $RES/megatron-${VID:-operate}-*
   for i in $(seq ${VRUNS:-1}); do
     ( timeout -s INT $(left) python3 runner.py validate --framework megatron --task ${VTASK:-operate} --gpus ${VGPUS:-1} \
-        --share-gpus 6 --parallel 6 --results-dir $RES --run-id megatron-${VID:-operate}-$i > /tmp/validate-$i.txt 2>&1 ) &
+        --share-gpus ${VPAR:-6} --parallel ${VPAR:-6} --results-dir $RES --run-id megatron-${VID:-operate}-$i > /tmp/validate-${VID:-operate}-$i.txt 2>&1 ) &
   done
   wait
-  for i in $(seq ${VRUNS:-1}); do echo "== validate run $i"; grep -v ": grade$\|: agent$\|: setup$" /tmp/validate-$i.txt; done \
+  for i in $(seq ${VRUNS:-1}); do echo "== validate ${VID:-operate} run $i"; grep -v ": grade$\|: agent$\|: setup$" /tmp/validate-${VID:-operate}-$i.txt; done \
       | tee -a $OUT/validate.txt ;;
 fwtest)
   run_fw_command test > /tmp/fwtest.txt 2>&1; (head -c 6000 /tmp/fwtest.txt; echo ...; tail -c 6000 /tmp/fwtest.txt) | tee $OUT/fwtest.txt ;;
@@ -139,6 +139,7 @@ for p in sorted(pathlib.Path("results").glob("megatron-*/**/result.json")):
     print(p.parts[1], r["task"], r["agent"], r["status"], "phases", r.get("phase_seconds"), err, g.get("error"),
           {k.split("::")[-1]: v for k, v in {**(g.get("fail_to_pass") or {}), **(g.get("pass_to_pass") or {})}.items()})
 PY
-  for f in $(find results/megatron-*-1 -name grader.log | head -6); do echo "=== $f"; tail -c 15000 $f; done > $OUT/grader_logs.txt ;;
+  # every trial's grader.log (what each comparison measured), one archive: the device tool brings back few files
+  find results -path 'results/megatron-*' -name grader.log -print0 | tar czf $OUT/grader_logs.tgz --null -T - ;;
 esac
 done

@@ -157,6 +157,15 @@ def test_padding_is_uneven_between_the_data_parallel_ranks_and_keeps_loss_tokens
     assert sum(lengths[i] for i in (0, 1, 4, 5)) != sum(lengths[i] for i in (2, 3, 6, 7))  # rank 0 / 1 at dp = 2
 
 
+def test_a_run_that_kept_megatrons_own_weights_is_a_failure_that_names_the_hook(mp):
+    # the layouts compare runs from the grader's weights; a run whose hook never filled them (Megatron built its
+    # optimizer some other way) must fail, not compare Megatron's layout-dependent initialisations
+    assert mp.Run("dp2", 0, "").failure() == ""
+    message = mp.Run("ep2", 0, "", unfilled=[0, 1]).failure()
+    assert "ep2" in message and "[0, 1]" in message and "get_megatron_optimizer" in message
+    assert mp.Run("ep2", 1, "Traceback (most recent call last):\nboom").failure().startswith("ep2 exited 1")
+
+
 def test_flags_become_pretrain_gpts_command_line(mp):
     assert mp.flag_list({"bf16": True, "fp16": False, "lr": 1e-4, "load": None}) == ["--bf16", "--lr", "0.0001"]
     argv = mp.flag_list(mp.BASE_FLAGS)
@@ -201,6 +210,20 @@ def test_prepared_tree_restores_only_untouched_files_and_the_wrong_edit_applies(
     if task_id in INJECTED:
         changed = sorted({line[6:] for line in gold.splitlines() if line.startswith("+++ b/")})
         assert changed == [INJECTED[task_id]], changed
+
+
+def test_the_pins_pretrain_path_goes_through_what_the_hooks_wrap(original):
+    # pretrain_gpt.py at the pin builds its model through a config container's builder, never through
+    # training.get_model (a hook there never ran: measured on two H200s); the weights hook wraps
+    # training.get_megatron_optimizer, looked up in the module when setup_model_and_optimizer calls it
+    training = (original / "megatron/training/training.py").read_text()
+    setup = training[training.index("def setup_model_and_optimizer(") :]
+    setup = setup[: setup.index("\ndef ")]
+    assert "optimizer = get_megatron_optimizer(\n            config,\n            model," in setup
+    assert "from megatron.core.optimizer import" in training and "get_megatron_optimizer" in training
+    assert "train_step(" in training[training.index("def train(") :]
+    norm = (original / "megatron/core/transformer/torch_norm.py").read_text()
+    assert "class WrappedTorchNorm" in norm and "sequence parallel not supported by torch LayerNorm" in norm
 
 
 def test_enable_ep_removes_the_dispatcher_and_refuses_ep_above_one(framework, cache, original):

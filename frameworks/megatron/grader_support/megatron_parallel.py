@@ -235,9 +235,16 @@ class Run:
     metrics: dict[int, list[dict]] = field(default_factory=dict)
     grads: dict[str, torch.Tensor] = field(default_factory=dict)
     replica_mismatches: list[str] = field(default_factory=list)
+    unfilled: list[int] = field(default_factory=list)
 
     def failure(self) -> str:
-        """Why the run failed, from its first traceback on ('' when it did not)."""
+        """Why the run failed, from its first traceback on ('' when it did not). A run whose weights did not come
+        from `fill` on every rank failed too: its layouts would start from different weights."""
+        if self.returncode == 0 and self.unfilled:
+            return (
+                f"{self.name}: ranks {self.unfilled} trained without the grader's weights (the get_megatron_optimizer "
+                "hook never ran): megatron/training/training.py no longer builds the optimizer through it"
+            )
         if self.returncode == 0:
             return ""
         start = self.log.find("Traceback (most recent call last)")
@@ -277,6 +284,7 @@ def pretrain(
         root, world, [str(Path(__file__).resolve()), "pretrain", str(out), *hooks, *flag_list(flags)], timeout
     )
     run = Run(out.name, proc.returncode, proc.stdout + proc.stderr, metrics=read_metrics(out))
+    run.unfilled = [r for r in range(world) if not (out / f"filled_rank{r}.txt").is_file()]
     records = [torch.load(out / f"grads_rank{r}.pt") for r in range(world) if (out / f"grads_rank{r}.pt").is_file()]
     if records:
         run.grads, run.replica_mismatches = merge(records)
@@ -355,13 +363,17 @@ def named_global_parameters(model):
 
 
 @torch.no_grad()
-def fill(model, seed: int) -> None:
-    """Every parameter of the unwrapped `model` from `global_value`: the same model in every layout."""
+def fill(model, seed: int) -> int:
+    """Every parameter of the unwrapped `model` from `global_value`: the same model in every layout. Returns how
+    many it filled."""
+    count = 0
     for name, param, shard in named_global_parameters(model):
         shape = list(param.shape)
         if shard:
             shape[shard[0]] *= shard[2]
         param.copy_(local_slice(global_value(name, shape, seed), shard).to(param.device, param.dtype))
+        count += 1
+    return count
 
 
 def _rank() -> int:
@@ -369,23 +381,26 @@ def _rank() -> int:
 
 
 def install_hooks(training, gpt_dataset, out: Path, rank: int, seed: int, capture: int, pad: bool) -> None:
-    """Wraps megatron.training.training's get_model and train_step (setup_model_and_optimizer and train look both
-    up in the module when they call them) and, when `pad`, GPTDataset.__getitem__:
-    - get_model: every parameter from `fill`, after the model is built and before the optimizer copies it;
+    """Wraps megatron.training.training's get_megatron_optimizer and train_step (setup_model_and_optimizer and train
+    look both up in the module when they call them) and, when `pad`, GPTDataset.__getitem__:
+    - get_megatron_optimizer: every parameter from `fill`, after the model is built (by get_model or, as
+      pretrain_gpt.py does at the pin, by its config container's builder, which bypasses get_model) and before the
+      optimizer copies it; <out>/filled_rank<rank>.txt says how many parameters it filled;
     - train_step: appends {iteration, lm loss, grad norm, skipped} to <out>/metrics_rank<rank>.jsonl; in iteration
       `capture` the gradients are all-reduced even with the distributed optimizer (Megatron's own
       --save-wgrads-interval does the same) and saved to <out>/grads_rank<rank>.pt before the optimizer step;
     - __getitem__: the last `pad_length` positions of each sample carry no loss."""
     from megatron.core.utils import unwrap_model
 
-    original_get_model, original_train_step = training.get_model, training.train_step
+    original_optimizer, original_train_step = training.get_megatron_optimizer, training.train_step
     iteration = [0]
 
-    def get_model(*args, **kwargs):
-        chunks = original_get_model(*args, **kwargs)
-        for chunk in unwrap_model(chunks):
-            fill(chunk, seed)
-        return chunks
+    def get_megatron_optimizer(config, model_chunks, *args, **kwargs):
+        filled = 0
+        for chunk in unwrap_model(model_chunks):
+            filled += fill(chunk, seed)
+        (out / f"filled_rank{rank}.txt").write_text(f"{filled}\n")
+        return original_optimizer(config, model_chunks, *args, **kwargs)
 
     def save_grads(model) -> None:
         grads, layout = {}, {}
@@ -434,7 +449,7 @@ def install_hooks(training, gpt_dataset, out: Path, rank: int, seed: int, captur
             f.write(json.dumps(row) + "\n")
         return result
 
-    training.get_model, training.train_step = get_model, train_step
+    training.get_megatron_optimizer, training.train_step = get_megatron_optimizer, train_step
     if pad:
         original_getitem = gpt_dataset.__getitem__
 
@@ -462,10 +477,34 @@ def _launch_pretrain(out: Path, hooks: dict[str, str], flags: list[str]) -> None
 
     if list((root / "megatron" / "core" / "datasets").glob("helpers_cpp*.so")):
         dataset_utils.compile_helpers = lambda: None
+    _mark_sequence_parallel_norms()
     capture, pad, seed = int(hooks["capture"]), hooks["pad"] == "1", int(hooks["seed"])
     install_hooks(training, GPTDataset, out, _rank(), seed, capture, pad)
     sys.argv = ["pretrain_gpt.py", *flags]
     runpy.run_path(str(root / "pretrain_gpt.py"), run_name="__main__")
+
+
+def _mark_sequence_parallel_norms() -> None:
+    """Megatron's local spec without Apex builds its norms with WrappedTorchNorm, which refuses sequence parallelism
+    (and MoE training with tensor parallelism requires it) only because a torch norm does not mark its weight: under
+    sequence parallelism each tensor-parallel rank normalises its own slice of the sequence, so the replicated
+    weight's gradient must be summed over the tensor-parallel group, which finalize_model_grads does for parameters
+    marked `sequence_parallel` (Apex's FusedLayerNorm marks them). With sequence parallelism on, this builds the same
+    torch norm and marks it; without, Megatron's own path runs. The restored megatron/ files stay as they are."""
+    from megatron.core.transformer import torch_norm
+
+    original = torch_norm.WrappedTorchNorm.__new__
+
+    def __new__(cls, config, hidden_size, eps=1e-5, *args, **kwargs):
+        if not config.sequence_parallel:
+            return original(cls, config, hidden_size, eps, *args, **kwargs)
+        norm_cls = {"LayerNorm": torch.nn.LayerNorm, "RMSNorm": torch.nn.RMSNorm}[config.normalization]
+        norm = norm_cls(normalized_shape=hidden_size, eps=eps)
+        for param in norm.parameters():
+            param.sequence_parallel = True
+        return norm
+
+    torch_norm.WrappedTorchNorm.__new__ = staticmethod(__new__)
 
 
 def _layer_worker(out: Path) -> None:

@@ -12,8 +12,10 @@ grader_support) beside this file:
 Megatron's own (1, 1) dispatcher tests, restored from the original, run beside these (grading.toml).
 
 Tolerances: fp32; the two layouts differ in summation order only (an expert's tokens from both ranks in one matmul
-at ep=2, two partial gradients summed at ep=1), about 1e-7 relative. Not yet measured on GPUs: each check prints
-what it measured, and the wrong patch (tokens not regrouped by local expert) moves every one of them by O(1).
+at ep=2, two partial gradients summed at ep=1). Measured on two H200s (docs/validation/
+2026-12-01-megatron-2gpu-tasks-h200x2.md), the gold: MoE outputs and losses 6.3e-8, parameters 2.3e-7, pretrain_gpt
+losses 6.9e-8 and norms 1.2e-7, its gradients 2.8e-7 relative; the wrong patch (tokens not regrouped by local expert):
+1.25, 1.33, 1.6e-3 and 3.3e-2, 1.35. Each check prints what it measured.
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ def runs(tmp_path_factory):
 
 def _run(runs, name) -> mp.Run:
     run = runs[name]
-    assert run.returncode == 0, run.failure()
+    assert not run.failure(), run.failure()
     return run
 
 

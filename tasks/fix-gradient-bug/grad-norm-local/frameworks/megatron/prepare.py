@@ -1,10 +1,14 @@
 """Injects a silent gradient bug into Megatron-LM core_r0.19: with the distributed optimizer, the optimizer of the
-expert-parallel parameters reduces its gradient statistics (the norm used for clipping and logging) over the
-experts' model-parallel group instead of every rank of its optimizer instance. With ep = 2 each rank's norm then
-counts only the experts it holds: smaller than one GPU's, and different on every rank. Without expert parallelism
-there is no expert optimizer and nothing changes. Mirrors Megatron-LM #5916 (EP grad-norm undercount). Gold = the
-pristine tree. The dataset helper is compiled into the checkout, so pretrain_gpt.py runs skip Megatron's run-time
-`make`.
+expert-parallel parameters reduces its gradient statistics (the norm used for clipping and logging) over the experts'
+data-parallel group instead of every rank of its optimizer instance. With ep = 2 on two GPUs that group is the rank
+alone: each rank's norm counts only the experts it holds, so it is smaller than one GPU's and different on every rank.
+Without expert parallelism there is no expert optimizer and nothing changes. Mirrors Megatron-LM #5916 (EP grad-norm
+undercount). Gold = the pristine tree. The dataset helper is compiled into the checkout, so pretrain_gpt.py runs skip
+Megatron's run-time `make`.
+
+Measured on two H200s (docs/validation/2026-12-01-megatron-2gpu-tasks-h200x2.md): an earlier injection, the experts'
+tensor-and-pipeline group (`expt_tp_pp_with_egtp_remat_group`), changed nothing at world 2: that group spans the
+expert-parallel ranks, and with ep = world there is no expert data parallelism to miss.
 
 The injection asserts its anchor, so a different Megatron fails preparation loudly. Usage: python prepare.py <checkout>
 """
@@ -25,6 +29,6 @@ ck.edit(
     "                data_parallel_group_idx=expt_model_parallel_rank,\n"
     "                intra_dist_opt_group=intra_dist_opt_group,\n",
     "                data_parallel_group_idx=expt_model_parallel_rank,\n"
-    "                intra_dist_opt_group=expt_tp_pp_with_egtp_remat_group,\n",
+    "                intra_dist_opt_group=intra_expt_dp_group,\n",
 )
 megatron_run.build_dataset_helper(ck.root)
