@@ -12,6 +12,8 @@
 #   fwthroughput  frameworks/torchtitan/framework.toml's throughput command in an export of the pin
 #   trial         runner.py --task add-new-model/qwen3_moe --framework torchtitan --agent oracle --gpus 1: grading,
 #                 then the post-task throughput of the built model on the trial's GPU (the framework's command)
+#   gpuchecks     the GPU rungs every TorchTitan ladder task grades (grader_support/titan_gpu_checks.py) on the pin's
+#                 pristine package, at every world this machine's GPUs cover: what each comparison measured
 # Results go to $OUT (the device tool's folder).
 set -u
 START=$(date +%s)
@@ -30,6 +32,9 @@ setup)
   # PYTHONPATH holds /tmp/site: pip would count what is there as installed, where sandboxes do not look
   { env -u PYTHONPATH python3 -m pip install -q --no-index --find-links .whl --find-links .whl/mg --find-links .whl/tt \
       transformers==5.24.0 datasets torchdata tyro tomli docstring-parser typeguard 2>&1 | tail -3
+    # a dependency pin the image cannot meet (datasets' pyarrow floor): the carried wheels alone, as they are
+    python3 -c 'import datasets, torchdata, tyro' 2>/dev/null || env -u PYTHONPATH python3 -m pip install -q --no-index \
+      --no-deps .whl/tt/*.whl 2>&1 | tail -3
     echo "# $(date -u '+%F %H:%M UTC') $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | sort | uniq -c | tr -s ' ')"
     echo "# python $(python3 -c 'import sys, torch, transformers, datasets, torchdata, tyro; print(sys.version.split()[0], torch.__version__, "transformers", transformers.__version__, "datasets", datasets.__version__, "torchdata", torchdata.__version__, "tyro", tyro.__version__)'), $(nproc) CPUs, bwrap $(bwrap --version)"
     echo "# commit $(git rev-parse --short HEAD 2>/dev/null) (+ uncommitted: $(git status --short 2>/dev/null | wc -l) files)"
@@ -62,5 +67,12 @@ for p in sorted(pathlib.Path("results/tt-gpu").glob("**/result.json")):
 PY
   for f in $(find results/tt-gpu -name grader.log | head -2); do echo "=== $f"; tail -c 6000 $f; done | tee -a $OUT/trial.txt
   ;;
+gpuchecks)
+  ( PYTHONPATH=/tmp/ttp:$PWD/frameworks/torchtitan/grader_support:$PYTHONPATH timeout -k 10 $(left) python3 -m pytest \
+      -q -s -rA -p no:cacheprovider -o addopts="" --timeout 0 frameworks/torchtitan/grader_support/titan_gpu_checks.py \
+      ) > /tmp/gpuchecks.txt 2>&1
+  echo "exit $?" >> /tmp/gpuchecks.txt
+  (grep -E "measured|PASSED|FAILED|SKIPPED|passed|failed|Error" /tmp/gpuchecks.txt | cut -c1-400; tail -c 4000 /tmp/gpuchecks.txt) \
+      | tee $OUT/gpuchecks.txt ;;
 esac
 done

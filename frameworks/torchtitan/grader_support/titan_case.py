@@ -185,23 +185,43 @@ def torchrun(cmd: list[str], env: dict):
     return proc
 
 
-def run_layout(layout: str, reference: dict, folder, step: bool = False, script: str = "titan_layout.py") -> dict:
-    """titan_layout.py under torchrun (2 processes; 1 for layout "one"), on the reference's weights and batch;
-    its results. step: also one step of the MoE load-balancing optimizer. script: the runner beside this file (a
-    task's own model swaps in its case module). AssertionError with the run's
-    output when it fails."""
+GPU_ENV = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
+"""NVLink multicast off in every NCCL run (the GPU hosts' rule: a program using it can take shared GPUs down)."""
+
+
+def run_layout(
+    layout: str,
+    reference: dict,
+    folder,
+    step: bool = False,
+    script: str = "titan_layout.py",
+    device: str = "cpu",
+    grouped_mm: bool = False,
+) -> dict:
+    """titan_layout.py under torchrun (as many processes as the layout's world: titan_layout.LAYOUTS), on the
+    reference's weights and batch; its results. step: also one step of the MoE load-balancing optimizer. script:
+    the runner beside this file (a task's own model swaps in its case module). device "cpu": gloo with the GPUs
+    hidden; "cuda": NCCL, one GPU per rank, no shim in the way; grouped_mm: the experts through torch._grouped_mm
+    (bf16). AssertionError with the run's output when it fails."""
     import os
     import sys
     from pathlib import Path
+
+    import titan_layout
 
     here, folder = Path(__file__).resolve().parent, Path(folder)
     torch.save({k: reference[k] for k in ("state", "tokens", "labels")}, folder / "in.pt")
     env = {
         **os.environ,
         "OMP_NUM_THREADS": "1",
-        "CUDA_VISIBLE_DEVICES": "",  # CPU and gloo by design: on a GPU host TorchTitan would pick cuda:<rank>
+        "ATEBENCH_TITAN_DEVICE": device,
+        "ATEBENCH_TITAN_GROUPED_MM": "1" if grouped_mm else "0",
         "PYTHONPATH": os.pathsep.join([str(Path.cwd()), str(here), os.environ.get("PYTHONPATH", "")]),
     }
+    if device == "cpu":
+        env["CUDA_VISIBLE_DEVICES"] = ""  # CPU and gloo by design: on a GPU host TorchTitan would pick cuda:<rank>
+    else:
+        env.update(GPU_ENV)
     proc = torchrun(
         [
             sys.executable,
@@ -209,7 +229,7 @@ def run_layout(layout: str, reference: dict, folder, step: bool = False, script:
             "torch.distributed.run",
             "--standalone",
             "--nproc-per-node",
-            "1" if layout == "one" else "2",
+            str(titan_layout.LAYOUTS[layout][0]),
             str(here / script),
             layout,
             str(folder),

@@ -1,14 +1,20 @@
-"""One training step of the tiny Qwen3-MoE (titan_case.py) under a TorchTitan layout on 2 gloo processes
-(CPU shims on), through the model's own parallelize_fn and TorchTitan's clip_grad_norm_; rank 0 writes the
-loss, full gradients before and after clipping, per-rank clip norms, and each rank's local rows of the first
-MoE layer's routed-expert weight w1 (their count and values).
+"""One training step of the tiny Qwen3-MoE (titan_case.py) under a TorchTitan layout, through the model's own
+parallelize_fn and TorchTitan's clip_grad_norm_; rank 0 writes the loss, full gradients before and after clipping,
+per-rank clip norms, and each rank's local rows of the first MoE layer's routed-expert weight w1 (their count and
+values).
 With a 4th argument "step", it then takes one step of TorchTitan's MoE load-balancing optimizer
 (build_optimizers_with_moe_load_balancing) and writes each rank's expert biases too.
-Usage (torchrun): titan_layout.py ep2|dp2|one <folder with in.pt> <max_norm> [step]
+Usage (torchrun with LAYOUTS[layout][0] processes): titan_layout.py <layout> <folder with in.pt> <max_norm> [step]
+
+Where it runs: on CPU with gloo (the CPU shims of titan_cpu.py on) unless ATEBENCH_TITAN_DEVICE=cuda: then each
+rank takes cuda:<local rank> and NCCL, and the shims stay inert (each acts on CPU tensors or gloo groups only).
+ATEBENCH_TITAN_GROUPED_MM=1 runs the experts through torch._grouped_mm (bf16, the GPU path TorchTitan trains
+with) instead of the fp32 for-loop. TF32 is off: fp32 runs compare up to summation order.
 
 Loss convention is TorchTitan's: local cross-entropy sum over the global token count, FSDP division off.
 """
 
+import os
 import sys
 from pathlib import Path
 
@@ -19,19 +25,38 @@ from torchtitan.config import JobConfig
 from torchtitan.distributed import ParallelDims
 from torchtitan.distributed import utils as dist_utils
 
+LAYOUTS = {  # name: (world size, expert-parallel degree); the rest of the world shards the data (FSDP)
+    "one": (1, 1),
+    "dp2": (2, 1),
+    "ep2": (2, 2),
+    "dp4": (4, 1),
+    "ep4": (4, 4),
+    "ep2-efsdp2": (4, 2),  # experts split over 2 ranks and FSDP-sharded over the other 2
+}
+
 
 def full(tensor):
-    return tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor
+    tensor = tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor
+    return tensor.cpu() if hasattr(tensor, "cpu") else tensor
 
 
 def main(layout: str, folder: Path, max_norm: float, step: bool) -> None:
-    dist.init_process_group("gloo")
+    cuda = os.environ.get("ATEBENCH_TITAN_DEVICE", "cpu") == "cuda"
+    if cuda:
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+    dist.init_process_group("nccl" if cuda else "gloo")
+    device = torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu")
     rank, world = dist.get_rank(), dist.get_world_size()
+    want_world, ep = LAYOUTS[layout]
+    assert world == want_world, f"layout {layout} runs on {want_world} processes, torchrun started {world}"
     data = torch.load(folder / "in.pt")
-    args = case.tiny_args()
+    grouped = os.environ.get("ATEBENCH_TITAN_GROUPED_MM") == "1"
+    args = case.tiny_args(grouped_mm=True) if grouped else case.tiny_args()
     model = case.build(args, seed=3)
     model.load_state_dict(data["state"])
-    ep = {"ep2": 2, "dp2": 1, "one": 1}[layout]
+    model = model.to(device)
     dims = ParallelDims(dp_replicate=1, dp_shard=-1, cp=1, tp=1, pp=1, ep=ep, etp=1, world_size=world)
     job = JobConfig()
     job.training.seq_len = case.SEQ
@@ -41,7 +66,7 @@ def main(layout: str, folder: Path, max_norm: float, step: bool) -> None:
     job.parallelism.expert_parallel_degree = ep
     model = case.spec().parallelize_fn(model, dims, job)
 
-    tokens, labels = data["tokens"], data["labels"]
+    tokens, labels = data["tokens"].to(device), data["labels"].to(device)
     rows = tokens.shape[0] // world
     mine = slice(rank * rows, (rank + 1) * rows)
     loss = case.ce_sum(model(tokens[mine]), labels[mine]) / labels.numel()
@@ -55,7 +80,7 @@ def main(layout: str, folder: Path, max_norm: float, step: bool) -> None:
     expert_names = [n for n, _ in model.named_parameters() if n.endswith("experts.w1")][:1]
     experts = [dict(model.named_parameters())[n] for n in expert_names]
     local_rows = experts[0].to_local().shape[0] if experts and hasattr(experts[0], "to_local") else -1
-    local_w1 = experts[0].to_local().detach().clone() if experts and hasattr(experts[0], "to_local") else None
+    local_w1 = experts[0].to_local().detach().cpu().clone() if experts and hasattr(experts[0], "to_local") else None
 
     biases = {}
     if step:

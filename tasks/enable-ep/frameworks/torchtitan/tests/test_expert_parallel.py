@@ -3,6 +3,8 @@ placed beside this file) at ep=2 and dp=2 on 2 gloo processes against one device
 loss, every gradient, the clipped norm on every rank, clipped gradients), each rank's block of experts, the
 ep mesh at world 4 and a non-dividing ep rejected, and TorchTitan's own trainer for 3 steps at ep=2 vs dp=2
 from one seed checkpoint, whose ep=2 checkpoint then loads into one process (DCP resharding ep2 -> ep1).
+On a GPU trial, the ladder's rungs on NCCL (grader_support/titan_gpu_checks.py): one GPU, ep=2 and dp=2 on two, ep=4
+and ep=2 x efsdp=2 on four, each against one GPU.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 import pytest
 import titan_case as case
 import torch
+from titan_gpu_checks import *  # noqa: F401,F403 - the GPU rungs (grading.toml gpu_fail_to_pass)
 from titan_layout_checks import *  # noqa: F401,F403 - pytest collects the imported checks and fixtures here
 
 HERE = Path(__file__).resolve().parent

@@ -1,7 +1,7 @@
 """Hidden checks for add-new-model / qwen3_moe on TorchTitan: HF parity of logits and every gradient,
 the state-dict adapter both ways, the promised flavors' shapes, and ep=2 / dp=2 training equal to one
 device (gloo; shared helpers and CPU shims: frameworks/torchtitan/grader_support/, placed beside this file).
-Everything in fp32 on CPU.
+Everything in fp32 on CPU; a GPU trial adds the ladder's rungs on NCCL (grader_support/titan_gpu_checks.py).
 
 The checks every add-new-model variant shares are grader_support/titan_model_checks.py's; this module
 supplies the model (`case`, `pair`) and its own checks.
@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import titan_case
 import torch
+from titan_gpu_checks import one_gpu, test_layouts_on_nccl_equal_one_gpu  # noqa: F401  GPU rungs (gpu_fail_to_pass)
 from titan_model_checks import (  # noqa: F401  the shared checks, collected here with this module's `case` and `pair`
     LOGIT_ATOL,
     dp2,

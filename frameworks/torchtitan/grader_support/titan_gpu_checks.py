@@ -1,0 +1,76 @@
+"""The GPU rungs of a TorchTitan task's ladder (grading.toml `gpu_fail_to_pass`, one id per rung the trial's GPUs
+cover): the tiny Qwen3-MoE's one step (titan_layout.py) on CUDA with NCCL, through the model's own parallelize_fn
+and TorchTitan's clip_grad_norm_, with nothing of the CPU shims in the way (each acts on CPU tensors or gloo groups
+only) and TorchTitan's GPU kernels in the path (the EP dispatch's Triton index kernel; torch._grouped_mm experts).
+
+- world1: one GPU against the CPU fp32 reference (titan_case.one_device): the experts' fp32 for-loop path and the
+  grouped-GEMM path (bf16, as TorchTitan trains);
+- world2: ep=2 and dp=2 on two GPUs against one GPU, both paths;
+- world4: ep=4 and ep=2 with the experts FSDP-sharded over the other two ranks (efsdp=2), against one GPU.
+Each compares the loss, every gradient before clipping, the clipped norm on every rank and the clipped gradients,
+and prints what it measured (`measured: ...`). A rung whose GPUs torch does not see skips with the reason.
+
+A task's hidden test module imports them (`from titan_gpu_checks import *`); pytest collects them there.
+Tolerances, from two H200s (docs/validation/2026-12-01-torchtitan-gpu-rungs-h200x2.md; pristine v0.2.2): fp32 with
+TF32 off differs by summation order only (FP32_REL; measured: gradients 8.2e-7 one GPU vs CPU, 4.9e-7 ep2 and dp2
+vs one GPU, norms 8e-8). Grouped GEMM rounds its inputs and outputs to bf16, so its layouts differ by the rounding of
+different token groupings (BF16_REL; measured 2.6e-5 ep2, 2.4e-3 dp2, in the experts' w3) and from the fp32 CPU
+reference by bf16 arithmetic (BF16_VS_FP32_REL; measured 5.5e-3 gradients, 4e-7 loss). Each sits ~10x above what the
+gold measured; a gradient scaled by an ep or dp factor moves by 0.5 or more.
+"""
+
+from __future__ import annotations
+
+import pytest
+import titan_case as case
+import torch
+
+__all__ = ["test_layouts_on_nccl_equal_one_gpu"]
+
+FP32_REL = 1e-5
+BF16_REL = 2e-2
+BF16_VS_FP32_REL = 5e-2
+RUNGS = {1: ["one"], 2: ["ep2", "dp2"], 4: ["ep4", "ep2-efsdp2"]}
+PATHS = {"fp32": False, "grouped-bf16": True}
+
+
+def _differences(got: dict, want: dict) -> dict[str, tuple[float, str]]:
+    """Relative differences of one run against another: loss, worst gradient, worst norm over the ranks, worst
+    clipped gradient (value, where)."""
+    norms = [abs(n - want["norms"][0]) / want["norms"][0] for n in got["norms"]]
+    return {
+        "loss": (abs(got["loss"] - want["loss"]) / abs(want["loss"]), "loss"),
+        "gradients": case.worst(got["grads"], want["grads"]),
+        "norm": (max(norms), f"rank {norms.index(max(norms))}"),
+        "clipped": case.worst(got["clipped"], want["clipped"]),
+    }
+
+
+def _as_run(reference: dict) -> dict:
+    """The CPU reference in a layout run's shape (one rank)."""
+    return {**reference, "norms": [reference["norm"]]}
+
+
+@pytest.mark.parametrize("world", sorted(RUNGS), ids=[f"world{n}" for n in sorted(RUNGS)])
+def test_layouts_on_nccl_equal_one_gpu(world, tmp_path_factory):
+    if torch.cuda.device_count() < world:
+        pytest.skip(f"needs {world} CUDA GPU(s), torch sees {torch.cuda.device_count()}")
+    reference = case.one_device()
+    problems = []
+    for path, grouped in PATHS.items():
+        one = case.run_layout(
+            "one", reference, tmp_path_factory.mktemp(f"one-{path}"), device="cuda", grouped_mm=grouped
+        )
+        for layout in RUNGS[world]:
+            if layout == "one":
+                got, want, rel = one, _as_run(reference), (BF16_VS_FP32_REL if grouped else FP32_REL)
+                against = "the CPU fp32 reference"
+            else:
+                folder = tmp_path_factory.mktemp(f"{layout}-{path}")
+                got = case.run_layout(layout, reference, folder, device="cuda", grouped_mm=grouped)
+                want, rel, against = one, (BF16_REL if grouped else FP32_REL), "one GPU"
+            for what, (value, where) in _differences(got, want).items():
+                print(f"measured: {layout} {path} vs {against}: {what} {value:.2e} at {where} (tolerance {rel:g})")
+                if not value <= rel:
+                    problems.append(f"{layout} ({path}) vs {against}: {what} differs by {value:.2e} at {where}")
+    assert not problems, "\n".join(problems)
