@@ -6,16 +6,11 @@
 #   VTASK=all VGPUS=4 VSHARE=24 bash scripts/device_gpu_checks.sh setup gputests validate summary bench
 # Steps: setup gputests pytest validate resume bench summary. Results go to $OUT (the device tool's folder).
 set -u
-START=$(date +%s)
-left() { echo $(( ${DEADLINE:-560} - ($(date +%s) - START) )); }
-export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
-export PYTHONUNBUFFERED=1 CUDA_DEVICE_ORDER=PCI_BUS_ID
-mkdir -p /tmp/bw && for f in .carry/*.deb; do dpkg -x "$f" /tmp/bw; done
-export PATH=/tmp/bw/usr/bin:$PATH
-# transformers into the machine's own Python too: the sandboxed graders do not see /tmp/site
-ls .whl/transformers-*.whl >/dev/null 2>&1 && python3 -m pip install -q --no-index --no-deps --no-cache-dir .whl/transformers-*.whl
-[ -d /tmp/site/pydantic ] || python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl
-export PYTHONPATH=/tmp/site
+source scripts/device_env.sh  # the deadline clock, NCCL settings, bubblewrap, the harness wheels
+# transformers into the machine's own Python too (PYTHONPATH unset: pip would count /tmp/site's copy as installed):
+# the sandboxed graders do not see /tmp/site
+ls .whl/transformers-*.whl >/dev/null 2>&1 && env -u PYTHONPATH python3 -m pip install -q --no-index --no-deps --no-cache-dir .whl/transformers-*.whl
+export PYTHONPATH=/tmp/site  # not the checkout: reference_impl runs its own tests package
 RES=results
 for step in "$@"; do
 case $step in

@@ -22,14 +22,7 @@
 #   summary   every trial's verdict and grading times
 # Results go to $OUT (the device tool's folder).
 set -u
-START=$(date +%s)
-left() { echo $(( ${DEADLINE:-560} - ($(date +%s) - START) )); }
-export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
-export PYTHONUNBUFFERED=1 CUDA_DEVICE_ORDER=PCI_BUS_ID
-mkdir -p /tmp/bw && for f in .carry/*.deb; do dpkg -x "$f" /tmp/bw; done
-export PATH=/tmp/bw/usr/bin:$PATH
-[ -d /tmp/site/pydantic ] || python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl
-export PYTHONPATH=/tmp/site:$PWD  # make_patches.py imports bench from the checkout
+source scripts/device_env.sh  # the deadline clock, NCCL settings, bubblewrap, the harness wheels
 [ -d /tmp/mgp ] || tar xzf .carry/megatron-partial.tgz -C /tmp
 export ATEBENCH_SRC_MEGATRON=/tmp/mgp
 RES=results

@@ -16,14 +16,7 @@
 #                 pristine package, at every world this machine's GPUs cover: what each comparison measured
 # Results go to $OUT (the device tool's folder).
 set -u
-START=$(date +%s)
-left() { echo $(( ${DEADLINE:-560} - ($(date +%s) - START) )); }
-export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
-export PYTHONUNBUFFERED=1 CUDA_DEVICE_ORDER=PCI_BUS_ID
-mkdir -p /tmp/bw && for f in .carry/*.deb; do dpkg -x "$f" /tmp/bw; done
-export PATH=/tmp/bw/usr/bin:$PATH
-[ -d /tmp/site/pydantic ] || python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl
-export PYTHONPATH=/tmp/site:$PWD
+source scripts/device_env.sh  # the deadline clock, NCCL settings, bubblewrap, the harness wheels
 [ -d /tmp/ttp ] || tar xzf .carry/titan-partial.tgz -C /tmp
 export ATEBENCH_SRC_TORCHTITAN=/tmp/ttp
 for step in "$@"; do
