@@ -14,6 +14,10 @@
 #                 then the post-task throughput of the built model on the trial's GPU (the framework's command)
 #   gpuchecks     the GPU rungs every TorchTitan ladder task grades (grader_support/titan_gpu_checks.py) on the pin's
 #                 pristine package, at every world this machine's GPUs cover: what each comparison measured
+#   validate      runner.py validate --framework torchtitan --task $VTASK --gpus $VGPUS (2), trials sharing the GPUs
+#                 (--share-gpus/--parallel $VPAR, 6), run id tt-$VID; then every trial's verdict, per-id outcomes and
+#                 grader.log archive. The GPU tasks: VTASK=enable-ep, add-new-model/qwen3_moe,
+#                 fix-gradient-bug/router-tp-not-reduced
 # Results go to $OUT (the device tool's folder).
 set -u
 source scripts/device_env.sh  # the deadline clock, NCCL settings, bubblewrap, the harness wheels
@@ -60,6 +64,21 @@ for p in sorted(pathlib.Path("results/tt-gpu").glob("**/result.json")):
 PY
   for f in $(find results/tt-gpu -name grader.log | head -2); do echo "=== $f"; tail -c 6000 $f; done | tee -a $OUT/trial.txt
   ;;
+validate)
+  rm -rf results/tt-${VID:-gpu}
+  timeout -s INT $(left) python3 runner.py validate --framework torchtitan --task ${VTASK:-enable-ep} --gpus ${VGPUS:-2} \
+      --share-gpus ${VPAR:-6} --parallel ${VPAR:-6} --results-dir results --run-id tt-${VID:-gpu} > /tmp/validate.txt 2>&1
+  echo "exit $?" >> /tmp/validate.txt
+  grep -v ": grade$\|: agent$\|: setup$" /tmp/validate.txt | tail -40 | tee -a $OUT/validate.txt
+  python3 - <<'PY' 2>&1 | tee -a $OUT/validate_trials.txt
+import json, pathlib
+for p in sorted(pathlib.Path("results").glob("tt-*/**/result.json")):
+    r = json.loads(p.read_text())
+    g = r.get("grade") or {}
+    print(p.parts[1], r["task"], r["agent"], r["status"], "phases", r.get("phase_seconds"), "grade error", g.get("error"),
+          {k.split("::")[-1]: v for k, v in {**(g.get("fail_to_pass") or {}), **(g.get("pass_to_pass") or {})}.items()})
+PY
+  find results -path 'results/tt-*' -name grader.log -print0 | tar czf $OUT/tt_grader_logs.tgz --null -T - ;;
 gpuchecks)
   ( PYTHONPATH=/tmp/ttp:$PWD/frameworks/torchtitan/grader_support:$PYTHONPATH timeout -k 10 $(left) python3 -m pytest \
       -q -s -rA -p no:cacheprovider -o addopts="" --timeout 0 frameworks/torchtitan/grader_support/titan_gpu_checks.py \

@@ -343,3 +343,33 @@ def test_validation_matrix_caption_shows_pytest_ids_with_their_params():
     console.print(table)
     assert not valid
     assert "tests/a.py::test_x[overrides0-unknown section [trainig]]" in console.export_text()
+
+
+def test_validation_matrix_names_the_restored_tests_an_offline_source_lacks():
+    # the sdist route has no tests/: a task restoring TorchTitan's own tests is graded without them, and the
+    # matrix says so instead of passing it silently
+    from rich.console import Console
+
+    from bench import cli
+
+    def row(agent, status, f2p, not_graded):
+        grade = {"fail_to_pass": f2p, "pass_to_pass": {}, "gpu_ladder": [], "not_graded": not_graded}
+        return {"task": "t", "framework": "f", "agent": agent, "status": status, "error": None, "grade": grade}
+
+    absent = ["tests/unit_tests/test_parallel_dims.py"]
+    rows = [
+        row("oracle", "resolved", {"grader_tests/a.py::test_x": "passed"}, absent),
+        row("nop", "unresolved", {"grader_tests/a.py::test_x": "failed"}, absent),
+    ]
+    table, valid = cli.validation_matrix(rows)
+    console = Console(width=400, record=True)
+    console.print(table)
+    assert valid
+    assert "t on f: not graded here (the source lacks them): tests/unit_tests/test_parallel_dims.py" in (
+        console.export_text()
+    )
+    rows[0]["grade"]["not_graded"] = rows[1]["grade"]["not_graded"] = []
+    table, _ = cli.validation_matrix(rows)
+    console = Console(width=400, record=True)
+    console.print(table)
+    assert "not graded here" not in console.export_text()
