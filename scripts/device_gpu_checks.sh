@@ -5,6 +5,7 @@
 # ids are made with it) and .carry/ (bubblewrap's Debian .deb). From the repo root there:
 #   VTASK=all VGPUS=4 VSHARE=24 bash scripts/device_gpu_checks.sh setup gputests validate summary bench
 # Steps: setup gputests pytest validate resume bench summary. Results go to $OUT (the device tool's folder).
+# The carried .whl/ and .carry/ are built here by scripts/make_carry.sh (a machine with the package registry).
 set -u
 source scripts/device_env.sh  # the deadline clock, NCCL settings, bubblewrap, the harness wheels
 # transformers into the machine's own Python too (PYTHONPATH unset: pip would count /tmp/site's copy as installed):

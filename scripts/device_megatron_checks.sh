@@ -21,6 +21,7 @@
 #   throughput  its throughput command there
 #   summary   every trial's verdict and grading times
 # Results go to $OUT (the device tool's folder).
+# The carried .whl/ and .carry/ are built here by scripts/make_carry.sh (a machine with the package registry).
 set -u
 source scripts/device_env.sh  # the deadline clock, NCCL settings, bubblewrap, the harness wheels
 [ -d /tmp/mgp ] || tar xzf .carry/megatron-partial.tgz -C /tmp

@@ -19,6 +19,7 @@
 #                 grader.log archive. The GPU tasks: VTASK=enable-ep, add-new-model/qwen3_moe,
 #                 fix-gradient-bug/router-tp-not-reduced
 # Results go to $OUT (the device tool's folder).
+# The carried .whl/ and .carry/ are built here by scripts/make_carry.sh (a machine with the package registry).
 set -u
 source scripts/device_env.sh  # the deadline clock, NCCL settings, bubblewrap, the harness wheels
 [ -d /tmp/ttp ] || tar xzf .carry/titan-partial.tgz -C /tmp
