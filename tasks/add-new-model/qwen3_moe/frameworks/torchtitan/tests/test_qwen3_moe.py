@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import titan_case
 import torch
-from titan_gpu_checks import one_gpu, test_layouts_on_nccl_equal_one_gpu  # noqa: F401  GPU rungs (gpu_fail_to_pass)
+from titan_gpu_checks import test_layouts_on_nccl_equal_one_gpu  # noqa: F401  the GPU rungs (gpu_fail_to_pass)
 from titan_model_checks import (  # noqa: F401  the shared checks, collected here with this module's `case` and `pair`
     LOGIT_ATOL,
     dp2,
