@@ -15,9 +15,9 @@
 #   gpuchecks     the GPU rungs every TorchTitan ladder task grades (grader_support/titan_gpu_checks.py) on the pin's
 #                 pristine package, at every world this machine's GPUs cover: what each comparison measured
 #   validate      runner.py validate --framework torchtitan --task $VTASK --gpus $VGPUS (2), trials sharing the GPUs
-#                 (--share-gpus/--parallel $VPAR, 6), run id tt-$VID; then every trial's verdict, per-id outcomes and
-#                 grader.log archive. The GPU tasks: VTASK=enable-ep, add-new-model/qwen3_moe,
-#                 fix-gradient-bug/router-tp-not-reduced
+#                 (--share-gpus/--parallel $VPAR, 6), run id tt-$VID-<n>; VTASK may name several tasks, comma-separated
+#                 (one validate each, all at once); then every trial's verdict, per-id outcomes and grader.log
+#                 archive. The GPU tasks: VTASK=enable-ep,add-new-model/qwen3_moe,fix-gradient-bug/router-tp-not-reduced
 # Results go to $OUT (the device tool's folder).
 # The carried .whl/ and .carry/ are built here by scripts/make_carry.sh (a machine with the package registry).
 set -u
@@ -66,11 +66,18 @@ PY
   for f in $(find results/tt-gpu -name grader.log | head -2); do echo "=== $f"; tail -c 6000 $f; done | tee -a $OUT/trial.txt
   ;;
 validate)
-  rm -rf results/tt-${VID:-gpu}
-  timeout -s INT $(left) python3 runner.py validate --framework torchtitan --task ${VTASK:-enable-ep} --gpus ${VGPUS:-2} \
-      --share-gpus ${VPAR:-6} --parallel ${VPAR:-6} --results-dir results --run-id tt-${VID:-gpu} > /tmp/validate.txt 2>&1
-  echo "exit $?" >> /tmp/validate.txt
-  grep -v ": grade$\|: agent$\|: setup$" /tmp/validate.txt | tail -40 | tee -a $OUT/validate.txt
+  # VTASK may list several tasks (comma-separated): one validate each, all at once, run ids tt-$VID-<n>
+  n=0
+  for task in ${VTASK//,/ }; do
+    n=$((n + 1)); rm -rf results/tt-${VID:-gpu}-$n
+    ( timeout -s INT $(left) python3 runner.py validate --framework torchtitan --task $task --gpus ${VGPUS:-2} \
+        --share-gpus ${VPAR:-6} --parallel ${VPAR:-6} --results-dir results --run-id tt-${VID:-gpu}-$n \
+        > /tmp/validate-$n.txt 2>&1; echo "exit $?" >> /tmp/validate-$n.txt ) &
+  done
+  wait
+  for i in $(seq 1 $n); do
+    grep -v ": grade$\|: agent$\|: setup$" /tmp/validate-$i.txt | tail -40 | tee -a $OUT/validate.txt
+  done
   python3 - <<'PY' 2>&1 | tee -a $OUT/validate_trials.txt
 import json, pathlib
 for p in sorted(pathlib.Path("results").glob("tt-*/**/result.json")):
