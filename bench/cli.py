@@ -18,7 +18,7 @@ from rich.text import Text
 
 from bench import mutants, results, slurm, specs, workspace
 from bench.agents import AGENTS, DEFAULT_AGENT, MUTANT, NOP, ORACLE, VALIDATION_AGENTS, WRONG, AgentOptions, make_specs
-from bench.grading import missing_ids, wrong_reason_to_fail
+from bench.grading import collection_errors, missing_ids, wrong_reason_to_fail
 from bench.run import (
     Plan,
     RunConfig,
@@ -410,7 +410,14 @@ def validation_matrix(rows: list[dict]) -> tuple[Table, bool]:
 
         gold = by_agent.get(ORACLE, {}).get("grade")
         never_ran = missing_ids(gold["fail_to_pass"], gold["pass_to_pass"]) if gold else []
-        if never_ran:  # on the gold tree every graded id must run: a misspelt or unselected id is a spec error
+        uncollected = collection_errors(gold.get("tests") or []) if gold else []
+        if uncollected:  # every id of such a module is missing; the cause is in the grader.log, not grading.toml
+            caption_lines.append(
+                f"{task} on {framework}: the hidden tests did not collect on the gold solution "
+                f"({', '.join(uncollected[:3])}): an import this environment lacks or a broken hidden module; "
+                "the oracle trial's grader.log shows the error"
+            )
+        elif never_ran:  # on the gold tree every graded id must run: a misspelt or unselected id is a spec error
             caption_lines.append(
                 f"{task} on {framework}: graded id(s) that never ran on the gold solution (fix "
                 f"grading.toml): {', '.join(never_ran[:5])}" + (" ..." if len(never_ran) > 5 else "")

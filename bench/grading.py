@@ -179,6 +179,13 @@ def missing_ids(fail_to_pass: dict[str, str], pass_to_pass: dict[str, str]) -> l
     return [test for test, v in (*fail_to_pass.items(), *pass_to_pass.items()) if v == "missing"]
 
 
+def collection_errors(tests: list[dict]) -> list[str]:
+    """Modules pytest could not collect, from a grade's `tests` (JUnit writes a collection error as an erroring
+    testcase with no class: `::tests.unit_tests.test_x`). On the gold tree that is the environment (an import it
+    lacks) or a broken hidden module, not a misspelt id."""
+    return [t["name"].removeprefix("::") for t in tests if t["name"].startswith("::") and t["outcome"] == "error"]
+
+
 def wrong_reason_to_fail(grade: dict) -> str | None:
     """Why an untouched checkout (the nop agent) failed for the wrong reason, or None. It must fail every
     fail-to-pass test (else one passes without a fix) and pass every pass-to-pass test (else the prepare

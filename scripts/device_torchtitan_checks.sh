@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # TorchTitan's GPU checks on a lent GPU machine (issue 13; record: docs/validation/). Carried from this checkout
 # (git-ignored): .whl/ (the harness's wheels and transformers 5.24.0), .whl/mg/ (transformers' dependencies the
-# GPU image lacks), .whl/tt/ (TorchTitan's: datasets, dill, multiprocess, torchdata, tyro, typeguard, tomli),
+# GPU image lacks), .whl/tt/ (TorchTitan's: datasets, dill, multiprocess, torchdata, tyro, typeguard, tomli, expecttest),
 # .carry/ (bubblewrap's .deb; titan-partial.tgz: a depth-1, blob-less clone of the pin checked out but for the
 # one blob the mirror lacks, tests/assets/c4_test/data.json, which the override route names as missing).
 # From the repo root there:
@@ -29,9 +29,9 @@ case $step in
 setup)
   # PYTHONPATH holds /tmp/site: pip would count what is there as installed, where sandboxes do not look
   { env -u PYTHONPATH python3 -m pip install -q --no-index --find-links .whl --find-links .whl/mg --find-links .whl/tt \
-      transformers==5.24.0 datasets torchdata tyro tomli docstring-parser typeguard 2>&1 | tail -3
+      transformers==5.24.0 datasets torchdata tyro tomli docstring-parser typeguard expecttest 2>&1 | tail -3
     # a dependency pin the image cannot meet (datasets' pyarrow floor): the carried wheels alone, as they are
-    python3 -c 'import datasets, torchdata, tyro' 2>/dev/null || env -u PYTHONPATH python3 -m pip install -q --no-index \
+    python3 -c 'import datasets, torchdata, tyro, expecttest' 2>/dev/null || env -u PYTHONPATH python3 -m pip install -q --no-index \
       --no-deps .whl/tt/*.whl 2>&1 | tail -3
     echo "# $(date -u '+%F %H:%M UTC') $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | sort | uniq -c | tr -s ' ')"
     echo "# python $(python3 -c 'import sys, torch, transformers, datasets, torchdata, tyro; print(sys.version.split()[0], torch.__version__, "transformers", transformers.__version__, "datasets", datasets.__version__, "torchdata", torchdata.__version__, "tyro", tyro.__version__)'), $(nproc) CPUs, bwrap $(bwrap --version)"

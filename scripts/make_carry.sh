@@ -5,7 +5,7 @@
 #   .whl/*.whl     the harness's dependencies for the GPU image's Python 3.12, and transformers 5.24.0 (the graders'
 #                  ids are made with it); the device scripts install them into /tmp/site
 #   .whl/mg/       transformers' dependencies the GPU image's are too old for
-#   .whl/tt/       TorchTitan's dependencies the GPU image lacks (datasets, torchdata, tyro, ...)
+#   .whl/tt/       TorchTitan's dependencies the GPU image lacks (datasets, torchdata, tyro, expecttest for its own unit tests, ...)
 #   .carry/*.deb   bubblewrap (the isolated local sandbox), unpacked there with dpkg -x
 #   .carry/megatron-partial.tgz  mgp/: a depth-1, blob-less, sparse clone of Megatron-LM's pin with what the
 #                  Megatron tasks run (bench/sources.py's override route exports it file by file against the pin)
@@ -44,7 +44,7 @@ whl)
   python3 -m pip download -q --no-deps "${WHEEL[@]}" -d .whl transformers==5.24.0
   python3 -m pip download -q --no-deps "${WHEEL[@]}" -d .whl/mg "regex>=2025.10.22"
   python3 -m pip download -q --no-deps "${WHEEL[@]}" -d .whl/tt datasets dill multiprocess torchdata==0.11.0 tyro \
-      typeguard tomli shtab
+      typeguard tomli shtab expecttest
   echo ".whl: $(du -sh .whl | cut -f1)" ;;
 deb)
   (cd .carry && apt-get download bubblewrap 2>/dev/null) && ls .carry/*.deb ;;

@@ -373,3 +373,45 @@ def test_validation_matrix_names_the_restored_tests_an_offline_source_lacks():
     console = Console(width=400, record=True)
     console.print(table)
     assert "not graded here" not in console.export_text()
+
+
+def test_validation_matrix_blames_a_collection_error_not_grading_toml(tmp_path):
+    # a hidden module that cannot import (the environment lacks a package) leaves every graded id missing on the
+    # gold; the matrix names the module and the grader.log, not a misspelt id. The JUnit file is pytest's own.
+    import subprocess
+    import sys
+
+    from rich.console import Console
+
+    from bench import cli, grading
+
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_a.py").write_text("import a_module_nobody_installed\n\ndef test_x():\n    pass\n")
+    subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_a.py", "--junitxml=j.xml"],
+        cwd=tmp_path,
+        capture_output=True,
+    )
+    tests = [t.__dict__ for t in grading.parse_junit((tmp_path / "j.xml").read_text())]
+    assert grading.collection_errors(tests) == ["tests.test_a"]
+
+    def row(agent, status, outcome):
+        grade = {"fail_to_pass": {"tests/test_a.py::test_x": outcome}, "pass_to_pass": {}, "gpu_ladder": []}
+        return {"task": "t", "framework": "f", "agent": agent, "status": status, "error": None, "grade": grade}
+
+    rows = [row("oracle", "unresolved", "missing"), row("nop", "unresolved", "missing")]
+    rows[0]["grade"]["tests"] = tests
+    table, valid = cli.validation_matrix(rows)
+    console = Console(width=400, record=True)
+    console.print(table)
+    text = " ".join(console.export_text().split())  # the caption wraps at the table's width
+    assert not valid
+    assert "t on f: the hidden tests did not collect on the gold solution (tests.test_a)" in text
+    assert "fix grading.toml): tests/test_a.py" not in text
+    del rows[0]["grade"]["tests"]  # no collection error: a missing id is the spec's fault
+    table, _ = cli.validation_matrix(rows)
+    console = Console(width=400, record=True)
+    console.print(table)
+    assert "never ran on the gold solution (fix grading.toml): tests/test_a.py::test_x" in " ".join(
+        console.export_text().split()
+    )
