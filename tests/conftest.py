@@ -189,6 +189,22 @@ def cache(tmp_path, monkeypatch) -> Path:
     return folder
 
 
+@pytest.fixture(scope="module")
+def module_cache(tmp_path_factory) -> Path:
+    """A harness cache shared by one module's tests: a framework's source and prepared checkouts are slow to make."""
+    return tmp_path_factory.mktemp("atebench-cache")
+
+
+def original_or_skip(framework, cache: Path, where: str) -> Path:
+    """The framework's pinned source (bench.workspace.original_source), or a skip that says `where` to get it."""
+    from bench import sources, workspace
+
+    try:
+        return workspace.original_source(framework, cache)
+    except (sources.SourceError, workspace.WorkspaceError) as error:
+        pytest.skip(f"no {framework.name} source here ({where}): {error}")
+
+
 @pytest.fixture
 def toy_root(tmp_path) -> Path:
     return make_toy_root(tmp_path / "specs")

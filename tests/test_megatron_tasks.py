@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import original_or_skip
 
 from bench import gpu, run, sources, specs, workspace
 from bench.agents import AgentOptions, make_specs
@@ -181,30 +182,24 @@ def framework():
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("atebench-cache")
-
-
-@pytest.fixture(scope="module")
-def original(framework, cache) -> Path:
+def original(framework, module_cache) -> Path:
     if not shutil.which("g++") or importlib.util.find_spec("pybind11") is None:
         pytest.skip("preparing a Megatron task builds its dataset helper: needs g++ and pybind11 here")
-    try:
-        return workspace.original_source(framework, cache)
-    except (sources.SourceError, workspace.WorkspaceError) as error:
-        pytest.skip(f"no Megatron-LM source here (set ATEBENCH_SRC_MEGATRON to a clone of the pin): {error}")
+    return original_or_skip(framework, module_cache, "set ATEBENCH_SRC_MEGATRON to a clone of the pin")
 
 
 @pytest.mark.parametrize("task_id", TASKS)
-def test_prepared_tree_restores_only_untouched_files_and_the_wrong_edit_applies(task_id, framework, cache, original):
+def test_prepared_tree_restores_only_untouched_files_and_the_wrong_edit_applies(
+    task_id, framework, module_cache, original
+):
     v = variant(task_id)
-    prepared = workspace.prepared_checkout(v, framework, cache)
+    prepared = workspace.prepared_checkout(v, framework, module_cache)
     assert not (prepared / "grader_tests").exists()
     assert list((prepared / "megatron/core/datasets").glob("helpers_cpp*.so")), "the dataset helper is not built"
     for rel in v.grading.restore_from_original:  # Megatron's own tests may be trimmed; its code must be untouched,
         if not rel.startswith("tests/"):  # or restoring it would hand the agent what it was meant to write
             assert (prepared / rel).read_bytes() == (original / rel).read_bytes(), rel
-    gold = workspace.gold_patch(v, framework, cache)
+    gold = workspace.gold_patch(v, framework, module_cache)
     wrong = sources.wrong_solution(v, prepared, original)
     assert gold.strip() and wrong.strip() and gold != wrong and "grader_tests/" not in gold + wrong
     if task_id in INJECTED:
@@ -226,8 +221,8 @@ def test_the_pins_pretrain_path_goes_through_what_the_hooks_wrap(original):
     assert "class WrappedTorchNorm" in norm and "sequence parallel not supported by torch LayerNorm" in norm
 
 
-def test_enable_ep_removes_the_dispatcher_and_refuses_ep_above_one(framework, cache, original):
-    prepared = workspace.prepared_checkout(variant("enable-ep"), framework, cache)
+def test_enable_ep_removes_the_dispatcher_and_refuses_ep_above_one(framework, module_cache, original):
+    prepared = workspace.prepared_checkout(variant("enable-ep"), framework, module_cache)
     dispatcher = (prepared / "megatron/core/transformer/moe/token_dispatcher.py").read_text()
     assert "MoEAlltoAllTokenDispatcher" not in dispatcher and "class MoEAllGatherTokenDispatcher" in dispatcher
     refusal = "expert parallelism is not supported; set it to 1"

@@ -42,11 +42,6 @@ TASKS = {
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("atebench-cache")
-
-
-@pytest.fixture(scope="module")
 def framework():
     return specs.load_framework("reference")
 
@@ -101,10 +96,10 @@ def test_torchtitan_variant_ships_produced_patches_and_restores_pinned_files(tas
 
 @pytest.mark.parametrize("task_id", sorted(TASKS))
 def test_workspace_has_the_inputs_none_of_the_outputs_and_the_patches_write_only_outputs(
-    task_id, framework, cache, tmp_path
+    task_id, framework, module_cache, tmp_path
 ):
     v = variant(task_id)
-    work = workspace.create_workspace(v, framework, tmp_path / "ws", cache)
+    work = workspace.create_workspace(v, framework, tmp_path / "ws", module_cache)
     for rel in TASKS[task_id]["inputs"]:
         assert (work / rel).is_file(), f"prepare.py did not write {rel}"
     for rel in TASKS[task_id]["outputs"]:
@@ -121,12 +116,12 @@ def test_workspace_has_the_inputs_none_of_the_outputs_and_the_patches_write_only
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_routing_trace_gold_producer_still_makes_the_shipped_trace(framework, cache, tmp_path):
+def test_routing_trace_gold_producer_still_makes_the_shipped_trace(framework, module_cache, tmp_path):
     """A change to reftrain's init, data order or router moves the trace: rerun make_patches.py then."""
     v = variant("operate/routing-trace")
-    shipped = workspace.create_workspace(v, framework, tmp_path / "shipped", cache)
+    shipped = workspace.create_workspace(v, framework, tmp_path / "shipped", module_cache)
     subprocess.run(["git", "apply", str(v.solution_patch)], cwd=shipped, check=True)
-    fresh = workspace.create_workspace(v, framework, tmp_path / "fresh", cache)
+    fresh = workspace.create_workspace(v, framework, tmp_path / "fresh", module_cache)
     threads = {"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}  # the task's resources.cpus, as make_patches.py
     env = {**os.environ, **threads, "PYTHONPATH": str(fresh), "TMPDIR": str(tmp_path)}  # torch's caches stay here
     proc = subprocess.run(
@@ -337,9 +332,11 @@ def test_getting_started_variants_grade_with_the_shared_checks(name):
         assert callable(getattr(module, fixture)), f"{name}'s hidden test defines no {fixture!r} fixture"
 
 
-def test_getting_started_workspace_has_the_run_script_and_the_patches_write_only_setup_env(framework, cache, tmp_path):
+def test_getting_started_workspace_has_the_run_script_and_the_patches_write_only_setup_env(
+    framework, module_cache, tmp_path
+):
     v = variant(GETTING_STARTED)
-    work = workspace.create_workspace(v, framework, tmp_path / "ws", cache)
+    work = workspace.create_workspace(v, framework, tmp_path / "ws", module_cache)
     assert (work / "runs/getting-started/run.sh").read_text() == hidden_module(v).RUN_SH
     assert not (work / "setup_env.sh").exists() and not (work / ".venv").exists()
     assert not (work / "grader_tests").exists()

@@ -89,11 +89,6 @@ CACHE_FILES = ("__pycache__", ".pyc", ".egg-info", ".pytest_cache", ".mypy_cache
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("atebench-cache")
-
-
-@pytest.fixture(scope="module")
 def framework():
     return specs.load_framework("reference")
 
@@ -162,12 +157,12 @@ def test_spec_declares_gpu_ladder_hidden_and_restored_tests_and_a_wrong_patch(ta
 
 
 @pytest.mark.parametrize("task_id", TASKS)
-def test_prepared_workspace_keeps_no_trace_of_the_original_code(task_id, framework, cache, tmp_path):
-    original = all_text(workspace.original_source(framework, cache))
+def test_prepared_workspace_keeps_no_trace_of_the_original_code(task_id, framework, module_cache, tmp_path):
+    original = all_text(workspace.original_source(framework, module_cache))
     for line in REMOVED_CODE[task_id]:
         assert any(line in text for text in original.values()), f"{line!r} is not in reftrain: update REMOVED_CODE"
 
-    work = fresh_workspace(task_id, framework, cache, tmp_path / "ws")
+    work = fresh_workspace(task_id, framework, module_cache, tmp_path / "ws")
     commits = subprocess.run(["git", "rev-list", "--count", "HEAD"], cwd=work, capture_output=True, text=True)
     assert commits.stdout.strip() == "1", "exactly one baseline commit, no history to mine"
     leftovers = [
@@ -183,9 +178,9 @@ def test_prepared_workspace_keeps_no_trace_of_the_original_code(task_id, framewo
 
 
 @pytest.mark.parametrize("task_id", sorted(ANCHOR_BREAKS))
-def test_prepare_fails_loudly_when_an_anchor_moved(task_id, framework, cache, tmp_path):
+def test_prepare_fails_loudly_when_an_anchor_moved(task_id, framework, module_cache, tmp_path):
     tree = tmp_path / "tree"
-    workspace.copy_clean(workspace.original_source(framework, cache), tree)
+    workspace.copy_clean(workspace.original_source(framework, module_cache), tree)
     rel, old, new = ANCHOR_BREAKS[task_id]
     text = (tree / rel).read_text()
     assert text.count(old) == 1
@@ -202,11 +197,11 @@ def test_prepare_fails_loudly_when_an_anchor_moved(task_id, framework, cache, tm
 
 
 @pytest.mark.parametrize("task_id", TASKS)
-def test_gold_and_wrong_patches_apply_and_leave_hidden_tests_alone(task_id, framework, cache, tmp_path):
+def test_gold_and_wrong_patches_apply_and_leave_hidden_tests_alone(task_id, framework, module_cache, tmp_path):
     v = variant(task_id)
-    work = fresh_workspace(task_id, framework, cache, tmp_path / "ws")
+    work = fresh_workspace(task_id, framework, module_cache, tmp_path / "ws")
     gold = tmp_path / "gold.patch"
-    gold.write_text(workspace.gold_patch(v, framework, cache))
+    gold.write_text(workspace.gold_patch(v, framework, module_cache))
     wrong = v.wrong_patch.read_text()
     assert "grader_tests/" not in gold.read_text() and wrong != gold.read_text()
     for patch in (gold, v.wrong_patch):

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import original_or_skip
 
 from bench import gpu, run, sources, specs, workspace
 from bench.agents import AgentOptions, make_specs
@@ -88,24 +89,16 @@ def framework():
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("atebench-cache")
-
-
-@pytest.fixture(scope="module")
-def original(framework, cache) -> Path:
+def original(framework, module_cache) -> Path:
     if not os.environ.get("ATEBENCH_SRC_TORCHTITAN"):
         pytest.skip("set ATEBENCH_SRC_TORCHTITAN to a clone of TorchTitan's pin (v0.2.2) to prepare this task")
-    try:
-        return workspace.original_source(framework, cache)
-    except (sources.SourceError, workspace.WorkspaceError) as error:
-        pytest.skip(f"no TorchTitan source here (ATEBENCH_SRC_TORCHTITAN must name a clone of the pin): {error}")
+    return original_or_skip(framework, module_cache, "ATEBENCH_SRC_TORCHTITAN must name a clone of the pin")
 
 
 @pytest.fixture(scope="module")
-def gold_tree(framework, cache, original, tmp_path_factory) -> Path:
+def gold_tree(framework, module_cache, original, tmp_path_factory) -> Path:
     """The prepared tree with solution.patch applied (git apply, as the oracle does)."""
-    prepared = workspace.prepared_checkout(variant(), framework, cache)
+    prepared = workspace.prepared_checkout(variant(), framework, module_cache)
     tree = tmp_path_factory.mktemp("gold") / "tree"
     workspace.copy_clean(prepared, tree)
     subprocess.run(["git", "init", "-q"], cwd=tree, check=True)
@@ -114,13 +107,13 @@ def gold_tree(framework, cache, original, tmp_path_factory) -> Path:
     return tree
 
 
-def test_the_prepared_tree_is_the_pristine_pin_and_the_gold_and_wrong_edits_apply(framework, cache, original):
+def test_the_prepared_tree_is_the_pristine_pin_and_the_gold_and_wrong_edits_apply(framework, module_cache, original):
     v = variant()
-    prepared = workspace.prepared_checkout(v, framework, cache)
+    prepared = workspace.prepared_checkout(v, framework, module_cache)
     assert not (prepared / "grader_tests").exists()
     for rel in GOLD_FILES:  # nothing injected: the bug is the pin's own
         assert (prepared / rel).read_bytes() == (original / rel).read_bytes(), rel
-    gold = workspace.gold_patch(v, framework, cache)
+    gold = workspace.gold_patch(v, framework, module_cache)
     changed = sorted({line[6:] for line in gold.splitlines() if line.startswith("+++ b/")})
     assert changed == GOLD_FILES, changed
     wrong = sources.wrong_solution(v, prepared, original)

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import original_or_skip
 
 from bench import gpu, sources, specs, workspace
 from bench.report import task_category
@@ -37,16 +38,8 @@ def framework():
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("atebench-cache")
-
-
-@pytest.fixture(scope="module")
-def original(framework, cache) -> Path:
-    try:
-        return workspace.original_source(framework, cache)
-    except (sources.SourceError, workspace.WorkspaceError) as error:
-        pytest.skip(f"no TorchTitan source here (set ATEBENCH_SRC_TORCHTITAN to a clone, or reach PyPI): {error}")
+def original(framework, module_cache) -> Path:
+    return original_or_skip(framework, module_cache, "set ATEBENCH_SRC_TORCHTITAN to a clone, or reach PyPI")
 
 
 def test_there_is_a_torchtitan_task():
@@ -78,13 +71,13 @@ def test_spec_grades_hidden_tests_only_and_ships_a_wrong_edit_of_the_gold(task_i
 
 
 @pytest.mark.parametrize("task_id", TASKS)
-def test_prepared_tree_has_no_hidden_tests_and_the_wrong_edit_applies(task_id, framework, cache, original):
+def test_prepared_tree_has_no_hidden_tests_and_the_wrong_edit_applies(task_id, framework, module_cache, original):
     v = variant(task_id)
-    prepared = workspace.prepared_checkout(v, framework, cache)
+    prepared = workspace.prepared_checkout(v, framework, module_cache)
     assert not (prepared / "grader_tests").exists()
-    patch = sources.wrong_solution(v, prepared, workspace.original_source(framework, cache))
+    patch = sources.wrong_solution(v, prepared, workspace.original_source(framework, module_cache))
     assert patch.strip() and "grader_tests/" not in patch
-    gold = workspace.gold_patch(v, framework, cache)
+    gold = workspace.gold_patch(v, framework, module_cache)
     assert gold.strip() and "grader_tests/" not in gold and gold != patch
 
 
