@@ -172,6 +172,21 @@ def one_device(seed: int = 3) -> dict:
 GLOO_EXIT_ABORT = "terminate called without an active exception"
 
 
+def init_distributed(cuda: bool) -> torch.device:
+    """Inside a torchrun rank: NCCL on cuda:<local rank> with TF32 off (fp32 comparisons must stay fp32), or gloo on
+    CPU. Returns this rank's device."""
+    import os
+
+    import torch.distributed as dist
+
+    if cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+    dist.init_process_group("nccl" if cuda else "gloo")
+    return torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu")
+
+
 def torchrun(cmd: list[str], env: dict):
     """subprocess.run of a torchrun command, run once more when a gloo process died of GLOO_EXIT_ABORT: torch
     2.13's gloo on this CPU harness now and then aborts a rank so (seen in 1 of 4 ep=2 runs of a gold tree under

@@ -41,13 +41,7 @@ def full(tensor):
 
 
 def main(layout: str, folder: Path, max_norm: float, step: bool) -> None:
-    cuda = os.environ.get("ATEBENCH_TITAN_DEVICE", "cpu") == "cuda"
-    if cuda:
-        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
-    dist.init_process_group("nccl" if cuda else "gloo")
-    device = torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu")
+    device = case.init_distributed(cuda=os.environ.get("ATEBENCH_TITAN_DEVICE", "cpu") == "cuda")
     rank, world = dist.get_rank(), dist.get_world_size()
     want_world, ep = LAYOUTS[layout]
     assert world == want_world, f"layout {layout} runs on {want_world} processes, torchrun started {world}"

@@ -13,7 +13,6 @@ Usage (torchrun): titan_tp_layout.py one|tp2|tp2ep2 <folder with in.pt>
 Loss convention is TorchTitan's: cross-entropy sum over the global token count.
 """
 
-import os
 import sys
 from pathlib import Path
 
@@ -60,13 +59,7 @@ def job_config(tp: int, ep: int) -> JobConfig:
 def setup(layout: str):
     """The process group, this rank's device, and the tiny model (weights from in.pt) parallelized for `layout`."""
     sizes = LAYOUTS[layout]
-    cuda = torch.cuda.is_available()
-    if cuda:
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    dist.init_process_group("nccl" if cuda else "gloo")
-    device = torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu")
+    device = case.init_distributed(cuda=torch.cuda.is_available())
     world = dist.get_world_size()
     expected = sizes["tp"]
     assert world == expected, f"layout {layout} runs on {expected} process(es), torchrun started {world}"
