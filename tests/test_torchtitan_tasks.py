@@ -4,6 +4,8 @@ else the sdist route), and oracle/nop/wrong end to end (slow; needs `pip install
 from __future__ import annotations
 
 import importlib.util
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -81,6 +83,40 @@ def test_prepared_tree_has_no_hidden_tests_and_the_wrong_edit_applies(task_id, f
     assert gold.strip() and "grader_tests/" not in gold and gold != patch
 
 
+def skip_without_titan_deps() -> None:
+    absent = [name for name in DEPS if importlib.util.find_spec(name) is None]
+    if absent:
+        pytest.skip(
+            f"TorchTitan's dependencies are not installed ({', '.join(absent)}): pip install -e '.[torchtitan]'"
+        )
+
+
+@pytest.mark.slow  # with the extra installed (.ci/run installs it before the slow run)
+@pytest.mark.parametrize("task_id", [t for t in TASKS if variant(t).grading.gpu_fail_to_pass])
+def test_every_gpu_rung_is_collected_by_the_hidden_module(task_id, original, tmp_path):
+    """On CPU the rungs skip, so a rung id nothing collects (an import of a name the GPU module lacks, a renamed
+    test) would only show on a GPU trial: collected here, every rung of the task's ladder, beside the support files,
+    on the pinned source (collection imports the framework only)."""
+    skip_without_titan_deps()
+    v = variant(task_id)
+    tree = tmp_path / "tree"
+    workspace.copy_clean(original, tree)
+    hidden = {p: v.tests_dir / Path(p).relative_to("grader_tests") for p in v.hidden_test_paths()}
+    for rel, source in {**{p: s for p, s in hidden.items() if s.is_file()}, **v.support_files()}.items():
+        (tree / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tree / rel).write_bytes(Path(source).read_bytes())
+    rungs = [t.replace("{n}", str(n)) for t in v.grading.gpu_fail_to_pass for n in v.task.spec.resources.gpu_ladder]
+    modules = sorted({t.split("::")[0] for t in rungs})
+    env = {**os.environ, "PYTHONPATH": str(tree), "CUDA_VISIBLE_DEVICES": "", "TMPDIR": str(tmp_path)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "--collect-only", "-p", "no:cacheprovider", "--rootdir=.", *modules],
+        cwd=tree, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    collected = set(re.findall(r"^(grader_tests/\S+::\S+)$", proc.stdout, re.M))
+    assert rungs and set(rungs) <= collected, (sorted(set(rungs) - collected), proc.stdout[-2000:])
+
+
 TITAN_FULL = {"enable-ep"}
 """Tasks whose end-to-end validation does not fit CI's ~20 minutes for TorchTitan on 2 cores beside the others
 (enable-ep alone takes 7-8 of them; the other five about 11-12): marked titan_full (`python -m pytest -m
@@ -93,11 +129,7 @@ titan_full tests/test_torchtitan_tasks.py`); their latest full result is in docs
     "task_id", [pytest.param(t, marks=pytest.mark.titan_full) if t in TITAN_FULL else t for t in TASKS]
 )
 def test_validate_oracle_resolves_nop_and_wrong_fail(task_id, original, tmp_path):
-    absent = [name for name in DEPS if importlib.util.find_spec(name) is None]
-    if absent:
-        pytest.skip(
-            f"TorchTitan's dependencies are not installed ({', '.join(absent)}): pip install -e '.[torchtitan]'"
-        )
+    skip_without_titan_deps()
     proc = subprocess.run(
         [
             sys.executable,

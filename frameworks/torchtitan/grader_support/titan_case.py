@@ -319,10 +319,16 @@ def trainer_args(assets: str, data: str, dump: str, steps: int = 3) -> list[str]
 
 
 def run_trainer(
-    nproc: int, args: list[str], extra: list[str] = (), padded: bool = False, script: str = "titan_train.py"
+    nproc: int,
+    args: list[str],
+    extra: list[str] = (),
+    padded: bool = False,
+    script: str = "titan_train.py",
+    device: str = "cpu",
 ) -> list[tuple[int, float, float]]:
     """torchrun of titan_train.py; (step, loss, grad_norm) of every logged step. padded: the trainer trains on
-    titan_train.padded_batches (one global batch, unevenly padded). AssertionError with the output when it
+    titan_train.padded_batches (one global batch, unevenly padded). device "cpu": gloo with the GPUs hidden;
+    "cuda": TorchTitan's own device choice, one GPU per rank and NCCL. AssertionError with the output when it
     fails."""
     import os
     import re
@@ -334,12 +340,15 @@ def run_trainer(
     env = {
         **os.environ,
         "OMP_NUM_THREADS": "1",
-        "CUDA_VISIBLE_DEVICES": "",  # CPU and gloo by design: on a GPU host TorchTitan would pick cuda:<rank>
         "HF_DATASETS_CACHE": tempfile.mkdtemp(prefix="hf-datasets-"),
         "HF_HUB_OFFLINE": "1",
         "ATEBENCH_PADDED_BATCHES": "1" if padded else "0",
         "PYTHONPATH": os.pathsep.join([str(Path.cwd()), str(here), os.environ.get("PYTHONPATH", "")]),
     }
+    if device == "cpu":
+        env["CUDA_VISIBLE_DEVICES"] = ""  # CPU and gloo by design: on a GPU host TorchTitan would pick cuda:<rank>
+    else:
+        env.update(GPU_ENV)
     proc = torchrun(
         [
             sys.executable,

@@ -10,6 +10,11 @@ only) and TorchTitan's GPU kernels in the path (the EP dispatch's Triton index k
 Each compares the loss, every gradient before clipping, the clipped norm on every rank and the clipped gradients,
 and prints what it measured (`measured: ...`). A rung whose GPUs torch does not see skips with the reason.
 
+test_trainer_on_nccl_equals_one_gpu is the trainer's ladder (fix-gradient-bug/loss-normalised-per-rank): TorchTitan's
+own trainer (titan_train.py, fp32) for 3 steps from one seed checkpoint on unevenly padded batches, on NCCL: world1
+one GPU against one CPU process, world2 dp=2 and ep=2, world4 dp=4 and ep=4, against one GPU; losses and grad norms
+as the log prints them.
+
 A task's hidden test module imports them (`from titan_gpu_checks import *`); pytest collects them there. The CPU
 reference and the one-GPU runs are made once per grading session (module-level cache, not a fixture: an importing
 module takes the test function alone), so a 2-GPU trial's world1 and world2 rungs share them.
@@ -27,12 +32,15 @@ import pytest
 import titan_case as case
 import torch
 
-__all__ = ["test_layouts_on_nccl_equal_one_gpu"]
+__all__ = ["test_layouts_on_nccl_equal_one_gpu", "test_trainer_on_nccl_equals_one_gpu"]
 
 FP32_REL = 1e-5
 BF16_REL = 2e-2
 BF16_VS_FP32_REL = 5e-2
 RUNGS = {1: ["one"], 2: ["ep2", "dp2"], 4: ["ep4", "ep2-efsdp2"]}
+TRAINER_RUNGS = {1: {"one": []}, 2: {"dp2": [], "ep2": ["2"]}, 4: {"dp4": [], "ep4": ["4"]}}  # layout: ep degree
+TRAINER_LOSS_REL = 1e-4  # the trainer's log prints 5 decimals of the loss and 4 of the grad norm
+TRAINER_NORM_ABS = 2.5e-4
 PATHS = {"fp32": False, "grouped-bf16": True}
 
 
@@ -91,4 +99,52 @@ def test_layouts_on_nccl_equal_one_gpu(world, tmp_path_factory):
                 print(f"measured: {layout} {path} vs {against}: {what} {value:.2e} at {where} (tolerance {rel:g})")
                 if not value <= rel:
                     problems.append(f"{layout} ({path}) vs {against}: {what} differs by {value:.2e} at {where}")
+    assert not problems, "\n".join(problems)
+
+
+def _trainer_runs(tmp_path_factory) -> dict:
+    """TorchTitan's trainer (titan_train.py) on the unevenly padded batches, made once: a seed checkpoint, then
+    3 steps from it in one process on CPU (gloo) and on one GPU; with the trainer's arguments for more runs."""
+    if "trainer" not in _CACHE:
+        folder = tmp_path_factory.mktemp("trainer-gpu")
+        assets, data = case.trainer_inputs(folder)
+        args = case.trainer_args(assets, data, str(folder / "dump"))
+        case.run_trainer(1, args, ["--checkpoint.create_seed_checkpoint"])
+        load = ["--checkpoint.load_only"]
+        _CACHE["trainer"] = {
+            "args": [*args, *load],
+            "cpu": case.run_trainer(1, args, load, padded=True),
+            "one": case.run_trainer(1, args, load, padded=True, device="cuda"),
+        }
+    return _CACHE["trainer"]
+
+
+@pytest.mark.parametrize("world", sorted(TRAINER_RUNGS), ids=[f"world{n}" for n in sorted(TRAINER_RUNGS)])
+def test_trainer_on_nccl_equals_one_gpu(world, tmp_path_factory):
+    """TorchTitan's own train step on NCCL (CUDA, fp32) for 3 steps on one global batch per step whose labels are
+    padded unevenly between the ranks: world1 one GPU against one CPU process; world2 dp=2 and ep=2, world4 dp=4
+    and ep=4, against one GPU. Same losses and grad norms at every step."""
+    if torch.cuda.device_count() < world:
+        pytest.skip(f"needs {world} CUDA GPU(s), torch sees {torch.cuda.device_count()}")
+    runs = _trainer_runs(tmp_path_factory)
+    problems = []
+    for layout, ep in TRAINER_RUNGS[world].items():
+        if layout == "one":
+            got, want, against = runs["one"], runs["cpu"], "one CPU process"
+        else:
+            extra = ["--parallelism.expert_parallel_degree", *ep] if ep else []
+            got = case.run_trainer(world, [*runs["args"], *extra], padded=True, device="cuda")
+            want, against = runs["one"], "one GPU"
+        if [row[0] for row in got] != [1, 2, 3] or [row[0] for row in want] != [1, 2, 3]:
+            problems.append(f"{layout} vs {against}: logged steps {[r[0] for r in got]} and {[r[0] for r in want]}")
+            continue
+        for (step, loss, norm), (_, want_loss, want_norm) in zip(got, want):
+            print(
+                f"measured: trainer {layout} vs {against}: step {step} loss {loss} ({want_loss}), "
+                f"grad_norm {norm} ({want_norm})"
+            )
+            if not abs(loss - want_loss) <= TRAINER_LOSS_REL * abs(want_loss):
+                problems.append(f"{layout} vs {against}: step {step} loss {loss}, want {want_loss}")
+            if not abs(norm - want_norm) <= TRAINER_NORM_ABS:
+                problems.append(f"{layout} vs {against}: step {step} grad_norm {norm}, want {want_norm}")
     assert not problems, "\n".join(problems)

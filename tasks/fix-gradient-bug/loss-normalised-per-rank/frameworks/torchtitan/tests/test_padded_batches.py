@@ -2,12 +2,14 @@
 (grader_support/titan_train.py) for 3 steps from one seed checkpoint on one global batch per step whose
 labels are padded unevenly (the ranks of dp=2 get 59 and 16 valid tokens): one process, dp=2 and ep=2
 must log the same losses and grad norms. Shared helpers and CPU shims: frameworks/torchtitan/grader_support/.
+A GPU trial adds the ladder's rungs: the same trainer runs on NCCL (grader_support/titan_gpu_checks.py).
 """
 
 from __future__ import annotations
 
 import pytest
 import titan_case as case
+from titan_gpu_checks import test_trainer_on_nccl_equals_one_gpu  # noqa: F401  the GPU rungs (gpu_fail_to_pass)
 
 LOSS_REL = 1e-4  # the log prints 5 decimals; the bug moves the loss by about 10%
 NORM_ABS = 2.5e-4  # the log prints 4 decimals
