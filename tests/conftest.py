@@ -205,6 +205,21 @@ def original_or_skip(framework, cache: Path, where: str) -> Path:
         pytest.skip(f"no {framework.name} source here ({where}): {error}")
 
 
+TITAN_DEPS = ("torch", "triton", "torchdata", "datasets", "tyro", "transformers", "tensorboard")
+"""What importing TorchTitan's models and trainer needs (the `torchtitan` extra); .ci/run installs it before the slow
+run, so the tests that import TorchTitan are slow."""
+
+
+def skip_without_titan_deps() -> None:
+    import importlib.util
+
+    absent = [name for name in TITAN_DEPS if importlib.util.find_spec(name) is None]
+    if absent:
+        pytest.skip(
+            f"TorchTitan's dependencies are not installed ({', '.join(absent)}): pip install -e '.[torchtitan]'"
+        )
+
+
 @pytest.fixture
 def toy_root(tmp_path) -> Path:
     return make_toy_root(tmp_path / "specs")

@@ -1,7 +1,8 @@
 """fix-gradient-bug/router-tp-not-reduced on TorchTitan (2 GPUs): the spec, how a host with fewer GPUs skips it,
-and, with the pinned source (ATEBENCH_SRC_TORCHTITAN, a clone of the pin; skipped without it), the prepared tree,
-the gold (solution.patch, a backport of upstream #2416), the wrong edit on the gold, the gold's modules importing on
-CPU, and the hidden test ids collected on CPU (where every GPU check skips). Grading itself needs 2 CUDA GPUs:
+and, with the pinned source (a clone in ATEBENCH_SRC_TORCHTITAN, else the checked sdist), the prepared tree, the
+gold (solution.patch, a backport of upstream #2416), the wrong edit on the gold; with TorchTitan's extra installed
+(slow): the gold's modules importing on CPU, the hidden test ids collected on CPU, and the hidden checks' fail/pass
+split on CPU with titan_cpu.py's attention shim (gloo). Grading itself needs 2 CUDA GPUs:
 `python runner.py validate --framework torchtitan --task fix-gradient-bug/router-tp-not-reduced --gpus 2`."""
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import original_or_skip
+from conftest import original_or_skip, skip_without_titan_deps
 
 from bench import gpu, run, sources, specs, workspace
 from bench.agents import AgentOptions, make_specs
@@ -90,9 +91,7 @@ def framework():
 
 @pytest.fixture(scope="module")
 def original(framework, module_cache) -> Path:
-    if not os.environ.get("ATEBENCH_SRC_TORCHTITAN"):
-        pytest.skip("set ATEBENCH_SRC_TORCHTITAN to a clone of TorchTitan's pin (v0.2.2) to prepare this task")
-    return original_or_skip(framework, module_cache, "ATEBENCH_SRC_TORCHTITAN must name a clone of the pin")
+    return original_or_skip(framework, module_cache, "set ATEBENCH_SRC_TORCHTITAN to a clone, or reach PyPI")
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +119,9 @@ def test_the_prepared_tree_is_the_pristine_pin_and_the_gold_and_wrong_edits_appl
     assert wrong.strip() and wrong != gold and "grader_tests/" not in gold + wrong
 
 
+@pytest.mark.slow  # imports TorchTitan: its extra is installed before CI's slow run
 def test_the_golds_modules_import_on_cpu(gold_tree):
+    skip_without_titan_deps()
     code = "import importlib, sys\nfor name in sys.argv[1:]:\n    importlib.import_module(name)\n"
     # TMPDIR: importing torch._inductor makes a cache folder there
     env = {**os.environ, "PYTHONPATH": str(gold_tree), "CUDA_VISIBLE_DEVICES": "", "TMPDIR": str(gold_tree.parent)}
@@ -131,8 +132,10 @@ def test_the_golds_modules_import_on_cpu(gold_tree):
     compile(deepep.read_text(), str(deepep), "exec")
 
 
+@pytest.mark.slow  # imports TorchTitan: its extra is installed before CI's slow run
 def test_the_hidden_test_ids_are_grading_tomls(gold_tree, tmp_path):
     """Collected on CPU (the GPU checks skip there, but collect): exactly the ids grading.toml names."""
+    skip_without_titan_deps()
     v = variant()
     tree = tmp_path / "tree"
     workspace.copy_clean(gold_tree, tree)
@@ -150,3 +153,60 @@ def test_the_hidden_test_ids_are_grading_tomls(gold_tree, tmp_path):
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     collected = set(re.findall(r"^(grader_tests/\S+::\S+)$", proc.stdout, re.M))
     assert collected == set(v.grading.fail_to_pass + v.grading.pass_to_pass), proc.stdout[-3000:]
+
+
+def _graded_on_cpu(tree: Path, tmp_path: Path) -> dict:
+    """The hidden checks on `tree` on CPU (gloo, ATEBENCH_TITAN_TP_ON_CPU=1: titan_cpu.py's attention shim), placed
+    as grading places them; the verdict against grading.toml."""
+    from bench import grading
+
+    v = variant()
+    for rel, source in {**{p: v.tests_dir / Path(p).relative_to("grader_tests") for p in v.hidden_test_paths()
+                           if (v.tests_dir / Path(p).relative_to("grader_tests")).is_file()},
+                        **v.support_files()}.items():  # fmt: skip
+        (tree / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tree / rel).write_bytes(Path(source).read_bytes())
+    env = {**os.environ, "PYTHONPATH": str(tree), "CUDA_VISIBLE_DEVICES": "", "TMPDIR": str(tmp_path),
+           "ATEBENCH_TITAN_TP_ON_CPU": "1", "OMP_NUM_THREADS": "1"}  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", "--rootdir=.",
+         "grader_tests/test_router_tp.py", "--junitxml=junit.xml"],
+        cwd=tree, env=env, capture_output=True, text=True, timeout=1200,
+    )  # fmt: skip
+    assert (tree / "junit.xml").is_file(), (proc.stdout + proc.stderr)[-3000:]
+    grade = grading.verdict(
+        grading.parse_junit((tree / "junit.xml").read_text()), v.grading.fail_to_pass, v.grading.pass_to_pass
+    )
+    return {"f2p": grade.fail_to_pass, "p2p": grade.pass_to_pass, "out": proc.stdout}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(2400)
+def test_the_fail_pass_split_holds_on_cpu_with_the_attention_shim(
+    framework, module_cache, original, gold_tree, tmp_path
+):
+    """Before a GPU run: the gold passes every check, the pristine tree (the nop) fails every fail-to-pass id and
+    passes the pass-to-pass ones, and the wrong edit (the gate's gradient averaged over TP: equal on the ranks, half
+    the value) fails the comparisons with one device, with TP on gloo and the attention on local heads."""
+    skip_without_titan_deps()
+    v = variant()
+    prepared = workspace.prepared_checkout(v, framework, module_cache)
+    trees = {"gold": gold_tree, "nop": prepared}
+    trees["wrong"] = tmp_path / "wrong-src"
+    workspace.copy_clean(prepared, trees["wrong"])
+    subprocess.run(["git", "init", "-q"], cwd=trees["wrong"], check=True)
+    (tmp_path / "wrong.patch").write_text(sources.wrong_solution(v, prepared, original))
+    subprocess.run(["git", "apply", str(tmp_path / "wrong.patch")], cwd=trees["wrong"], check=True)
+    for name, source in trees.items():
+        tree = tmp_path / name
+        workspace.copy_clean(source, tree)
+        result = _graded_on_cpu(tree, tmp_path)
+        passing = {t for t, outcome in {**result["f2p"], **result["p2p"]}.items() if outcome == "passed"}
+        print("\n".join(f"{name}: {line}" for line in result["out"].splitlines() if "measured:" in line))
+        if name == "gold":
+            assert passing == set(result["f2p"]) | set(result["p2p"]), (name, result)
+        elif name == "nop":
+            assert passing == set(result["p2p"]), (name, result)
+        else:
+            against_one = {t for t in result["f2p"] if "equals_one_gpu" in t}
+            assert set(result["p2p"]) <= passing and not against_one & passing, (name, result)

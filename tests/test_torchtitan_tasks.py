@@ -3,7 +3,6 @@ else the sdist route), and oracle/nop/wrong end to end (slow; needs `pip install
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import subprocess
@@ -11,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import original_or_skip
+from conftest import original_or_skip, skip_without_titan_deps
 
 from bench import gpu, sources, specs, workspace
 from bench.report import task_category
@@ -27,7 +26,6 @@ TASKS = sorted(
     and task_category(specs.load_task(t).family) == "build"
     and gpu.gpus_per_trial(specs.load_framework("torchtitan"), specs.load_task(t).spec) == 0
 )
-DEPS = ("torch", "triton", "torchdata", "datasets", "tyro", "transformers", "tensorboard")
 
 
 def variant(task_id: str) -> specs.TaskVariant:
@@ -81,14 +79,6 @@ def test_prepared_tree_has_no_hidden_tests_and_the_wrong_edit_applies(task_id, f
     assert patch.strip() and "grader_tests/" not in patch
     gold = workspace.gold_patch(v, framework, module_cache)
     assert gold.strip() and "grader_tests/" not in gold and gold != patch
-
-
-def skip_without_titan_deps() -> None:
-    absent = [name for name in DEPS if importlib.util.find_spec(name) is None]
-    if absent:
-        pytest.skip(
-            f"TorchTitan's dependencies are not installed ({', '.join(absent)}): pip install -e '.[torchtitan]'"
-        )
 
 
 @pytest.mark.slow  # with the extra installed (.ci/run installs it before the slow run)

@@ -91,3 +91,21 @@ def install() -> None:
         return divide_factors(*bound.args, **bound.kwargs)
 
     collectives._get_gradient_divide_factors = sum_on_gloo
+
+    # 5. Tensor parallelism shards attention by heads; DTensor has no sharding strategy for the CPU flash
+    #    attention (`_scaled_dot_product_flash_attention_for_cpu`), so on CPU the attention of DTensor q, k, v
+    #    runs on this rank's heads (each head is independent) and the output is marked with q's placements, as
+    #    the CUDA kernels' strategies do. Plain tensors (no TP) take the original path.
+    from torch.distributed.tensor import DTensor
+    from torchtitan.models import attention
+
+    sdpa_forward = attention.ScaledDotProductAttentionWrapper.forward
+
+    @functools.wraps(sdpa_forward)
+    def sdpa_on_local_heads(self, q, k, v, *args, **kwargs):
+        if isinstance(q, DTensor) and q.device.type == "cpu":
+            out = sdpa_forward(self, q.to_local(), k.to_local(), v.to_local(), *args, **kwargs)
+            return DTensor.from_local(out, q.device_mesh, q.placements, run_check=False)
+        return sdpa_forward(self, q, k, v, *args, **kwargs)
+
+    attention.ScaledDotProductAttentionWrapper.forward = sdpa_on_local_heads

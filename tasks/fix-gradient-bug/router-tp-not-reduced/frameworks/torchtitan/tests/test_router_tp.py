@@ -6,9 +6,10 @@ Layouts: tp2 (tp=2, ep=1: the routed experts tensor parallel) and tp2ep2 (tp=2, 
 split between the TP ranks). Both ranks see the whole batch. fp32 and the experts' for-loop path, so a right
 layout differs from one GPU by summation order only. Each check prints what it measured (`measured: ...`).
 
-Tolerances: 1e-5 relative, unmeasured on GPU. On CPU (gloo, with a test-side attention shim that is not shipped,
-2026-12-01) a backport of upstream #2416 measured at most 5.7e-7 on every gradient and 4.3e-7 on the router's;
-the pristine tree 0.73 on the router's gradient (ranks apart by 1.6) and 4e-2 on ffn_norm's.
+Tolerances: 1e-5 relative, unmeasured on GPU. On CPU (gloo, with titan_cpu.py's attention shim, which runs the TP
+attention on each rank's heads; ATEBENCH_TITAN_TP_ON_CPU=1, a developer's check, never set by grading) a backport of
+upstream #2416 measured at most 5.7e-7 on every gradient and 4.3e-7 on the router's; the pristine tree 0.73 on the
+router's gradient (ranks apart by 1.6) and 4e-2 on ffn_norm's.
 """
 
 from __future__ import annotations
@@ -29,8 +30,12 @@ LAYOUTS = ["tp2", "tp2ep2"]
 NCCL_ENV = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
 """NVLink multicast off: the lent GPU machines do not offer it."""
 
+ON_CPU = os.environ.get("ATEBENCH_TITAN_TP_ON_CPU") == "1" and torch.cuda.device_count() == 0
+"""A developer's check of the fail/pass split without GPUs (tests/test_titan_router_tp.py; grading never sets it):
+gloo, with titan_cpu.py's attention shim (TP attention on each rank's heads)."""
+
 pytestmark = pytest.mark.skipif(
-    torch.cuda.device_count() < 2,
+    torch.cuda.device_count() < 2 and not ON_CPU,
     reason=f"needs 2 CUDA GPUs (tensor parallelism of TorchTitan v0.2.2 does not run on CPU); "
     f"torch sees {torch.cuda.device_count()}",
 )
