@@ -107,6 +107,11 @@ def hf_model(config, seed: int = 1):
     return model
 
 
+def match_twin(loaded, twin) -> None:
+    """Carries onto a transformers model read from a checkpoint what the checks set on the twin after building it
+    (titan_model_checks): nothing for Qwen3-MoE."""
+
+
 def hub_layout(state: dict, experts: int) -> dict:
     """transformers >= 5 keeps experts fused (gate_up_proj [E, 2I, D], down_proj [E, D, I]); checkpoints on
     the Hub keep one tensor per expert and projection. This returns the Hub layout."""

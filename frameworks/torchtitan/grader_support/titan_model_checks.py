@@ -57,6 +57,40 @@ def test_adapter_round_trip_is_exact_and_hub_shaped(case, pair):
         assert torch.equal(back[name], state[name]), name
 
 
+def test_transformers_own_save_and_load_meet_the_adapter(case, pair, tmp_path):
+    """Both expert layouts transformers ships, through its own conversion rather than the checks' split
+    (case.hub_layout): the model in memory keeps the experts fused (`gate_up_proj`), a checkpoint keeps one tensor
+    per expert and projection. The adapter's export, saved as a checkpoint, loads with `from_pretrained` (which
+    fuses) with no key missing or left over and gives TorchTitan's logits; transformers' `save_pretrained` (which
+    splits) read back through the adapter gives transformers' logits."""
+    from safetensors.torch import load_file, save_file
+
+    args, titan, hf, _ = pair
+    tokens, _ = case.batch(args.vocab_size)
+    exported = case.adapter(args).to_hf({k: v.detach() for k, v in titan.state_dict().items()})
+    (tmp_path / "export").mkdir()
+    hf.config.save_pretrained(tmp_path / "export")
+    tensors = {k: v.detach().clone().contiguous() for k, v in exported.items()}
+    save_file(tensors, tmp_path / "export" / "model.safetensors", metadata={"format": "pt"})
+    loaded, info = type(hf).from_pretrained(tmp_path / "export", output_loading_info=True, attn_implementation="eager")
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], (
+        f"transformers' from_pretrained of the adapter's export: {info}"
+    )
+    loaded = loaded.float()
+    case.match_twin(loaded, hf)
+    with torch.no_grad():
+        assert (loaded(tokens).logits - titan(tokens)).abs().max().item() < LOGIT_ATOL
+
+    hf.save_pretrained(tmp_path / "saved")
+    state = load_file(tmp_path / "saved" / "model.safetensors")
+    fresh = case.build(args, seed=11)
+    missing, unexpected = fresh.load_state_dict(case.adapter(args).from_hf(dict(state)), strict=False)
+    params = {name for name, _ in fresh.named_parameters()}
+    assert not unexpected and not params & set(missing), (unexpected[:5], sorted(params & set(missing))[:5])
+    with torch.no_grad():
+        assert (fresh(tokens) - hf(tokens).logits).abs().max().item() < LOGIT_ATOL
+
+
 # ---- layouts: one torchrun per layout, shared by the checks of that layout --------------------------------
 
 

@@ -158,6 +158,18 @@ def set_eps(hf, final: float, latent: float) -> None:
                 getattr(layer.self_attn, name).variance_epsilon = latent
 
 
+def match_twin(loaded, twin) -> None:
+    """Carries onto a transformers model read from a checkpoint the norm epsilons the checks chose for the twin
+    (the convention the agent's model follows; a checkpoint's config holds rms_norm_eps only)."""
+    latent = next(
+        getattr(layer.self_attn, name).variance_epsilon
+        for layer in twin.model.layers
+        for name in ("q_a_layernorm", "kv_a_layernorm")
+        if hasattr(layer.self_attn, name)
+    )
+    set_eps(loaded, twin.model.norm.variance_epsilon, latent)
+
+
 # ---- one device vs a layout on 2 gloo processes (titan_layout.py through dsv3_layout.py) -----------------
 
 MAX_NORM = titan_case.MAX_NORM

@@ -31,6 +31,7 @@ from titan_model_checks import (  # noqa: F401  the shared checks, collected her
     test_every_gradient_matches_transformers,
     test_logits_match_transformers,
     test_trainer_runs_with_ep2_and_dp2_log_the_same_losses_and_grad_norms,
+    test_transformers_own_save_and_load_meet_the_adapter,
 )
 
 HERE = Path(__file__).resolve().parent

@@ -30,6 +30,7 @@ from titan_model_checks import (  # noqa: F401  the shared checks, collected her
     test_every_gradient_matches_transformers,
     test_logits_match_transformers,
     test_trainer_runs_with_ep2_and_dp2_log_the_same_losses_and_grad_norms,
+    test_transformers_own_save_and_load_meet_the_adapter,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -74,38 +75,6 @@ def test_full_size_flavor_has_the_shapes_of_qwen3_30b_a3b():
     ours = {k: tuple(v.shape) for k, v in titan_case.adapter(args).to_hf(dict(titan.state_dict())).items()}
     theirs = {k: tuple(v.shape) for k, v in titan_case.hub_layout(dict(hf.state_dict()), config.num_experts).items()}
     assert ours == theirs
-
-
-def test_transformers_own_save_and_load_meet_the_adapter(pair, tmp_path):
-    """Both expert layouts transformers ships, through its own conversion rather than this module's split:
-    the model in memory keeps the experts fused (`gate_up_proj`), a checkpoint keeps one tensor per expert and
-    projection. The adapter's export, saved as a checkpoint, loads with `from_pretrained` (which fuses) with no key
-    missing or left over and gives TorchTitan's logits; transformers' `save_pretrained` (which splits) read back
-    through the adapter gives transformers' logits."""
-    from safetensors.torch import load_file, save_file
-
-    args, titan, hf, _ = pair
-    tokens, _ = titan_case.batch(args.vocab_size)
-    exported = titan_case.adapter(args).to_hf({k: v.detach() for k, v in titan.state_dict().items()})
-    (tmp_path / "export").mkdir()
-    hf.config.save_pretrained(tmp_path / "export")
-    tensors = {k: v.detach().clone().contiguous() for k, v in exported.items()}
-    save_file(tensors, tmp_path / "export" / "model.safetensors", metadata={"format": "pt"})
-    loaded, info = type(hf).from_pretrained(tmp_path / "export", output_loading_info=True, attn_implementation="eager")
-    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], (
-        f"transformers' from_pretrained of the adapter's export: {info}"
-    )
-    with torch.no_grad():
-        assert (loaded.float()(tokens).logits - titan(tokens)).abs().max().item() < LOGIT_ATOL
-
-    hf.save_pretrained(tmp_path / "saved")
-    state = load_file(tmp_path / "saved" / "model.safetensors")
-    fresh = titan_case.build(args, seed=11)
-    missing, unexpected = fresh.load_state_dict(titan_case.adapter(args).from_hf(dict(state)), strict=False)
-    params = {name for name, _ in fresh.named_parameters()}
-    assert not unexpected and not params & set(missing), (unexpected[:5], sorted(params & set(missing))[:5])
-    with torch.no_grad():
-        assert (fresh(tokens) - hf(tokens).logits).abs().max().item() < LOGIT_ATOL
 
 
 @pytest.mark.parametrize(
