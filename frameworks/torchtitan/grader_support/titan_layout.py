@@ -18,7 +18,8 @@ import os
 import sys
 from pathlib import Path
 
-import titan_case as case
+import titan_case
+import titan_case as case  # the model's case module: a task's own runner swaps it (dsv3_layout.py)
 import torch
 import torch.distributed as dist
 from torchtitan.config import JobConfig
@@ -41,7 +42,7 @@ def full(tensor):
 
 
 def main(layout: str, folder: Path, max_norm: float, step: bool) -> None:
-    device = case.init_distributed(cuda=os.environ.get("ATEBENCH_TITAN_DEVICE", "cpu") == "cuda")
+    device = titan_case.init_distributed(cuda=os.environ.get("ATEBENCH_TITAN_DEVICE", "cpu") == "cuda")
     rank, world = dist.get_rank(), dist.get_world_size()
     want_world, ep = LAYOUTS[layout]
     assert world == want_world, f"layout {layout} runs on {want_world} processes, torchrun started {world}"
