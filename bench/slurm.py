@@ -34,7 +34,7 @@ from rich.console import Console
 
 from bench import results
 from bench.gpu import GpuAllocator, detect_gpus, gpus_per_trial
-from bench.trial import Trial, TrialConfig
+from bench.trial import SIGNAL_RACE_S, Trial, TrialConfig
 
 SETUP_ALLOWANCE_S = 600  # workspace preparation and result writing, on top of the task's own limits
 POLL_S = 1.0  # squeue and scontrol calls are cheap; progress and labels follow within a second
@@ -149,6 +149,10 @@ def run_trial_job(config: TrialConfig) -> str:
     try:
         while worker.is_alive():
             worker.join(0.5)
+        if outcome and outcome[0] and outcome[0].status == "error":
+            # scancel signals every process of the job at once: a command it killed can end the trial in error
+            # just before this process's own SIGTERM is handled; let that signal land (Trial.interrupt)
+            time.sleep(SIGNAL_RACE_S / 2)
     finally:
         shutil.rmtree(own_tmp, ignore_errors=True)
     return outcome[0].status if outcome and outcome[0] else "interrupted"

@@ -24,6 +24,9 @@ from bench.sandbox import SandboxError, open_sandbox
 from bench.specs import FrameworkSpec, TaskVariant
 from bench.types import Agent, AgentContext, AgentOutcome, TrajectoryWriter
 
+SIGNAL_RACE_S = 2.0
+"""How long before an interrupt a trial's error may be the interrupt's own doing (Trial.interrupt)."""
+
 
 @dataclass
 class TrialConfig:
@@ -86,6 +89,7 @@ class Trial:
         self._lock = threading.Lock()
         self._frozen = False
         self._stopped = False  # set by interrupt(); checked before the trial starts
+        self._failed_at: float | None = None  # time.monotonic() when the trial ended in error
         self._sandbox = None  # the agent's sandbox while the agent runs
         self._open: list = []  # every sandbox this trial opened and has not closed (agent, grading, throughput)
         self._workspace: workspace.Workspace | None = None  # the trial's trees, once setup made them
@@ -101,11 +105,29 @@ class Trial:
 
     def interrupt(self, cause: str = "SIGINT") -> None:
         """`cause`: the signal's name (SIGINT for Ctrl-C, SIGTERM, SIGHUP). A trial not yet started never
-        starts (its folder stays as it was, so --resume runs it); a finished one is left alone."""
+        starts (its folder stays as it was, so --resume runs it); a finished one is left alone.
+
+        One race is settled here: a signal that reaches the trial's own processes too (Ctrl-C in a terminal
+        signals the foreground process group; Slurm's scancel signals every process of the job) can kill a
+        command the trial is waiting on, so the trial ends in error a moment before this handler runs. An error
+        recorded less than SIGNAL_RACE_S before the interrupt is taken as the signal's doing: the trial is
+        labelled interrupted, the error kept in its notes."""
         with self._lock:
             self._stopped = True
-            if self._frozen or self.result is None or self.result.status != "running":
+            if self._frozen or self.result is None:
                 return
+            racing = (
+                self.result.status == "error"
+                and self._failed_at is not None
+                and time.monotonic() - self._failed_at < SIGNAL_RACE_S
+            )
+            if self.result.status != "running" and not racing:
+                return
+            if racing:
+                self.result.notes.append(
+                    f"ended in error as it was being interrupted, most likely by the same {cause} reaching its "
+                    f"processes: {self.result.error['phase']}: {self.result.error['message']}"
+                )
             self._end_phase()
             self.result.status, self.result.exit_status = "interrupted", "interrupted"
             self.result.error = {"phase": self.phase, "message": f"interrupted ({cause}); run again with --resume"}
@@ -113,7 +135,7 @@ class Trial:
             self._frozen = True
         for sandbox in list(self._open):
             self._close(sandbox)
-        if self.phase == "agent" and self._workspace:
+        if self.phase == "agent" and self._workspace and not racing:  # (an ended trial recorded its diff itself)
             self._record_diff(self._workspace)  # what the agent had done when it was stopped
 
     @property
@@ -197,7 +219,9 @@ class Trial:
         self.folder.mkdir(parents=True, exist_ok=True)
 
     def _fail(self, phase: str, message: str) -> None:
-        self.result.fail(phase, redact(message))
+        with self._lock:  # interrupt() reads the status and this clock together
+            self.result.fail(phase, redact(message))
+            self._failed_at = time.monotonic()
 
     def _enter(self, phase: str) -> None:
         """Start `phase`: close the previous phase's clock, start this one's, tell the progress display

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -69,6 +70,42 @@ def test_a_trial_the_interrupt_reaches_before_it_starts_never_starts(toy_root, c
     assert trial.interrupted
     assert trial.run() is None
     assert not trial.folder.exists() and trial.scratch is None
+
+
+def test_an_error_the_interrupt_caused_is_labelled_interrupted_an_older_one_is_kept(toy_root, cache, tmp_path):
+    """Ctrl-C reaches the whole foreground process group, scancel every process of a Slurm job: a command the trial
+    waits on can die first, ending the trial in error a moment before the handler runs. That error is the
+    signal's doing (interrupted, resumable, the error kept in the notes); an error from before it stays."""
+    from bench import trial as trial_module
+
+    cfg = RunConfig(
+        task="arith/mul",
+        framework="toy",
+        agents=["crashing"],
+        run_id="race",
+        isolate=False,
+        results_dir=str(tmp_path / "results"),
+        specs_root=str(toy_root),
+    )
+    plan = make_plan(cfg, {"crashing": AgentSpec("crashing", lambda trial: CrashingAgent())})
+    raced = Trial(plan.trials[0])
+    assert raced.run().status == "error"
+    raced.interrupt("SIGTERM")
+    labelled = json.loads((raced.folder / "result.json").read_text())
+    assert labelled["status"] == "interrupted" and labelled["error"]["message"].startswith("interrupted (SIGTERM)")
+    assert labelled["notes"][-1] == (
+        "ended in error as it was being interrupted, most likely by the same SIGTERM reaching its processes: "
+        "agent: the agent crashed: RuntimeError: boom in the agent loop"
+    )
+
+    cfg = dataclasses.replace(cfg, run_id="older")
+    plan = make_plan(cfg, {"crashing": AgentSpec("crashing", lambda trial: CrashingAgent())})
+    older = Trial(plan.trials[0])
+    assert older.run().status == "error"
+    older._failed_at = time.monotonic() - trial_module.SIGNAL_RACE_S - 1
+    older.interrupt("SIGINT")
+    kept = json.loads((older.folder / "result.json").read_text())
+    assert kept["status"] == "error" and kept["error"]["phase"] == "agent" and not kept["notes"]
 
 
 def test_grader_timeout_ends_trial_as_grade_error(tmp_path, cache):
