@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import signal
@@ -52,20 +51,24 @@ def test_agent_crash_is_an_agent_error_and_keeps_earlier_output(toy_root, cache,
     assert row["grade"] is None and row["finished_at"] is not None
 
 
-def test_a_trial_the_interrupt_reaches_before_it_starts_never_starts(toy_root, cache, tmp_path):
-    """With --parallel N, queued trials keep starting while the signal handler closes the running ones; each
-    must see the stop and not start (recording nothing, so --resume runs it), never end as an error."""
+def crashing_trial(toy_root, tmp_path, run_id: str) -> Trial:
+    """One trial of the crashing agent on the toy task, not yet run."""
     cfg = RunConfig(
         task="arith/mul",
         framework="toy",
         agents=["crashing"],
-        run_id="stop",
+        run_id=run_id,
         isolate=False,
         results_dir=str(tmp_path / "results"),
         specs_root=str(toy_root),
     )
-    plan = make_plan(cfg, {"crashing": AgentSpec("crashing", lambda trial: CrashingAgent())})
-    trial = Trial(plan.trials[0])
+    return Trial(make_plan(cfg, {"crashing": AgentSpec("crashing", lambda trial: CrashingAgent())}).trials[0])
+
+
+def test_a_trial_the_interrupt_reaches_before_it_starts_never_starts(toy_root, cache, tmp_path):
+    """With --parallel N, queued trials keep starting while the signal handler closes the running ones; each
+    must see the stop and not start (recording nothing, so --resume runs it), never end as an error."""
+    trial = crashing_trial(toy_root, tmp_path, "stop")
     trial.interrupt("SIGTERM")
     assert trial.interrupted
     assert trial.run() is None
@@ -78,17 +81,7 @@ def test_an_error_the_interrupt_caused_is_labelled_interrupted_an_older_one_is_k
     signal's doing (interrupted, resumable, the error kept in the notes); an error from before it stays."""
     from bench import trial as trial_module
 
-    cfg = RunConfig(
-        task="arith/mul",
-        framework="toy",
-        agents=["crashing"],
-        run_id="race",
-        isolate=False,
-        results_dir=str(tmp_path / "results"),
-        specs_root=str(toy_root),
-    )
-    plan = make_plan(cfg, {"crashing": AgentSpec("crashing", lambda trial: CrashingAgent())})
-    raced = Trial(plan.trials[0])
+    raced = crashing_trial(toy_root, tmp_path, "race")
     assert raced.run().status == "error"
     raced.interrupt("SIGTERM")
     labelled = json.loads((raced.folder / "result.json").read_text())
@@ -98,9 +91,7 @@ def test_an_error_the_interrupt_caused_is_labelled_interrupted_an_older_one_is_k
         "agent: the agent crashed: RuntimeError: boom in the agent loop"
     )
 
-    cfg = dataclasses.replace(cfg, run_id="older")
-    plan = make_plan(cfg, {"crashing": AgentSpec("crashing", lambda trial: CrashingAgent())})
-    older = Trial(plan.trials[0])
+    older = crashing_trial(toy_root, tmp_path, "older")
     assert older.run().status == "error"
     older._failed_at = time.monotonic() - trial_module.SIGNAL_RACE_S - 1
     older.interrupt("SIGINT")
