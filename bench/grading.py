@@ -326,6 +326,14 @@ def find_tampering(tree: Path, baseline: Path, changed: list[str], hidden: list[
     return hits
 
 
+def place_hidden_tests(variant: TaskVariant, tree: Path) -> None:
+    """The hidden tests at grading.toml's tests_target, and the shared helpers (`support`) beside them."""
+    if variant.tests_dir.is_dir():
+        place_tree(variant.tests_dir, tree, variant.grading.tests_target)
+    for rel, source in variant.support_files().items():
+        place_file(source, tree, rel)
+
+
 def gpu_ladder_ids(variant: TaskVariant, gpus: int) -> list[str]:
     """grading.toml's gpu_fail_to_pass, expanded over the task's GPU ladder steps that `gpus` GPUs cover."""
     steps = [n for n in variant.task.spec.resources.gpu_ladder if n <= gpus]
@@ -363,10 +371,7 @@ def grade(
         (tree / JUNIT_FILE).unlink(missing_ok=True)
         undone = restore_test_infrastructure(tree, baseline) + remove_shadowing_modules(tree, baseline)
         tampering = find_tampering(tree, baseline, changed, variant.graded_test_paths())
-        if variant.tests_dir.is_dir():
-            place_tree(variant.tests_dir, tree, variant.grading.tests_target)
-        for rel, source in variant.support_files().items():  # shared helpers (grading.toml support)
-            place_file(source, tree, rel)
+        place_hidden_tests(variant, tree)
         absent = restore_original_tests(variant, original, tree)
         guard = f"_atebench_guard_{uuid.uuid4().hex[:12]}"
         (tree / f"{guard}.py").write_text(GUARD)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from conftest import original_or_skip, skip_without_titan_deps
 
-from bench import gpu, run, sources, specs, workspace
+from bench import gpu, grading, run, sources, specs, workspace
 from bench.agents import AgentOptions, make_specs
 
 TASK = "fix-gradient-bug/router-tp-not-reduced"
@@ -139,11 +139,7 @@ def test_the_hidden_test_ids_are_grading_tomls(gold_tree, tmp_path):
     v = variant()
     tree = tmp_path / "tree"
     workspace.copy_clean(gold_tree, tree)
-    for rel, source in {**{p: v.tests_dir / Path(p).relative_to("grader_tests") for p in v.hidden_test_paths()
-                           if (v.tests_dir / Path(p).relative_to("grader_tests")).is_file()},
-                        **v.support_files()}.items():  # fmt: skip
-        (tree / rel).parent.mkdir(parents=True, exist_ok=True)
-        (tree / rel).write_bytes(Path(source).read_bytes())
+    grading.place_hidden_tests(v, tree)
     env = {**os.environ, "PYTHONPATH": str(tree), "CUDA_VISIBLE_DEVICES": "", "TMPDIR": str(tmp_path)}
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "--collect-only", "-p", "no:cacheprovider", "--rootdir=.",
@@ -158,14 +154,8 @@ def test_the_hidden_test_ids_are_grading_tomls(gold_tree, tmp_path):
 def _graded_on_cpu(tree: Path, tmp_path: Path) -> dict:
     """The hidden checks on `tree` on CPU (gloo, ATEBENCH_TITAN_TP_ON_CPU=1: titan_cpu.py's attention shim), placed
     as grading places them; the verdict against grading.toml."""
-    from bench import grading
-
     v = variant()
-    for rel, source in {**{p: v.tests_dir / Path(p).relative_to("grader_tests") for p in v.hidden_test_paths()
-                           if (v.tests_dir / Path(p).relative_to("grader_tests")).is_file()},
-                        **v.support_files()}.items():  # fmt: skip
-        (tree / rel).parent.mkdir(parents=True, exist_ok=True)
-        (tree / rel).write_bytes(Path(source).read_bytes())
+    grading.place_hidden_tests(v, tree)
     env = {**os.environ, "PYTHONPATH": str(tree), "CUDA_VISIBLE_DEVICES": "", "TMPDIR": str(tmp_path),
            "ATEBENCH_TITAN_TP_ON_CPU": "1", "OMP_NUM_THREADS": "1"}  # fmt: skip
     proc = subprocess.run(

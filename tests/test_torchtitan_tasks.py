@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import original_or_skip, skip_without_titan_deps
 
-from bench import gpu, sources, specs, workspace
+from bench import gpu, grading, sources, specs, workspace
 from bench.report import task_category
 
 REPO = Path(__file__).resolve().parents[1]
@@ -91,11 +91,8 @@ def test_every_gpu_rung_is_collected_by_the_hidden_module(task_id, original, tmp
     v = variant(task_id)
     tree = tmp_path / "tree"
     workspace.copy_clean(original, tree)
-    hidden = {p: v.tests_dir / Path(p).relative_to("grader_tests") for p in v.hidden_test_paths()}
-    for rel, source in {**{p: s for p, s in hidden.items() if s.is_file()}, **v.support_files()}.items():
-        (tree / rel).parent.mkdir(parents=True, exist_ok=True)
-        (tree / rel).write_bytes(Path(source).read_bytes())
-    rungs = [t.replace("{n}", str(n)) for t in v.grading.gpu_fail_to_pass for n in v.task.spec.resources.gpu_ladder]
+    grading.place_hidden_tests(v, tree)
+    rungs = grading.gpu_ladder_ids(v, max(v.task.spec.resources.gpu_ladder))
     modules = sorted({t.split("::")[0] for t in rungs})
     env = {**os.environ, "PYTHONPATH": str(tree), "CUDA_VISIBLE_DEVICES": "", "TMPDIR": str(tmp_path)}
     proc = subprocess.run(
@@ -170,8 +167,6 @@ def test_a_missing_support_file_is_named(tmp_path):
 def test_restored_framework_tests_absent_from_the_sdist_are_skipped_visibly_and_not_graded(tmp_path):
     """The sdist ships no tests/: enable-ep's restored test_parallel_dims becomes a module-level skip that says
     why, and its ids leave grading; a path the pinned tree does not have is still a spec error."""
-    from bench import grading
-
     v = variant("enable-ep")
     sdist_like, tree = tmp_path / "original", tmp_path / "tree"
     (sdist_like / "torchtitan").mkdir(parents=True)

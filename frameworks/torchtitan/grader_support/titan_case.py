@@ -209,6 +209,12 @@ GPU_ENV = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NV
 """NVLink multicast off in every NCCL run (the GPU hosts' rule: a program using it can take shared GPUs down)."""
 
 
+def device_env(device: str) -> dict:
+    """What a torchrun's environment adds for `device`: "cpu" hides the GPUs (CPU and gloo by design: on a GPU host
+    TorchTitan would pick cuda:<rank>); "cuda" turns NVLink multicast off."""
+    return {"CUDA_VISIBLE_DEVICES": ""} if device == "cpu" else dict(GPU_ENV)
+
+
 def run_layout(
     layout: str,
     reference: dict,
@@ -237,11 +243,8 @@ def run_layout(
         "ATEBENCH_TITAN_DEVICE": device,
         "ATEBENCH_TITAN_GROUPED_MM": "1" if grouped_mm else "0",
         "PYTHONPATH": os.pathsep.join([str(Path.cwd()), str(here), os.environ.get("PYTHONPATH", "")]),
+        **device_env(device),
     }
-    if device == "cpu":
-        env["CUDA_VISIBLE_DEVICES"] = ""  # CPU and gloo by design: on a GPU host TorchTitan would pick cuda:<rank>
-    else:
-        env.update(GPU_ENV)
     proc = torchrun(
         [
             sys.executable,
@@ -349,11 +352,8 @@ def run_trainer(
         "HF_HUB_OFFLINE": "1",
         "ATEBENCH_PADDED_BATCHES": "1" if padded else "0",
         "PYTHONPATH": os.pathsep.join([str(Path.cwd()), str(here), os.environ.get("PYTHONPATH", "")]),
+        **device_env(device),
     }
-    if device == "cpu":
-        env["CUDA_VISIBLE_DEVICES"] = ""  # CPU and gloo by design: on a GPU host TorchTitan would pick cuda:<rank>
-    else:
-        env.update(GPU_ENV)
     proc = torchrun(
         [
             sys.executable,

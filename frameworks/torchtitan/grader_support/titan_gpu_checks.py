@@ -38,7 +38,8 @@ FP32_REL = 1e-5
 BF16_REL = 2e-2
 BF16_VS_FP32_REL = 5e-2
 RUNGS = {1: ["one"], 2: ["ep2", "dp2"], 4: ["ep4", "ep2-efsdp2"]}
-TRAINER_RUNGS = {1: {"one": []}, 2: {"dp2": [], "ep2": ["2"]}, 4: {"dp4": [], "ep4": ["4"]}}  # layout: ep degree
+EP = "--parallelism.expert_parallel_degree"
+TRAINER_RUNGS = {1: {"one": []}, 2: {"dp2": [], "ep2": [EP, "2"]}, 4: {"dp4": [], "ep4": [EP, "4"]}}  # layout: flags
 TRAINER_LOSS_REL = 1e-4  # the trainer's log prints 5 decimals of the loss and 4 of the grad norm
 TRAINER_NORM_ABS = 2.5e-4
 PATHS = {"fp32": False, "grouped-bf16": True}
@@ -128,12 +129,11 @@ def test_trainer_on_nccl_equals_one_gpu(world, tmp_path_factory):
         pytest.skip(f"needs {world} CUDA GPU(s), torch sees {torch.cuda.device_count()}")
     runs = _trainer_runs(tmp_path_factory)
     problems = []
-    for layout, ep in TRAINER_RUNGS[world].items():
+    for layout, flags in TRAINER_RUNGS[world].items():
         if layout == "one":
             got, want, against = runs["one"], runs["cpu"], "one CPU process"
         else:
-            extra = ["--parallelism.expert_parallel_degree", *ep] if ep else []
-            got = case.run_trainer(world, [*runs["args"], *extra], padded=True, device="cuda")
+            got = case.run_trainer(world, [*runs["args"], *flags], padded=True, device="cuda")
             want, against = runs["one"], "one GPU"
         if [row[0] for row in got] != [1, 2, 3] or [row[0] for row in want] != [1, 2, 3]:
             problems.append(f"{layout} vs {against}: logged steps {[r[0] for r in got]} and {[r[0] for r in want]}")

@@ -27,8 +27,6 @@ GATE = "router.gate.weight"
 REL = 1e-5  # unmeasured on GPU; fp32 summation order only (CPU/gloo: 5.7e-7 worst, see the module docstring)
 LOSS_REL = 1e-6
 LAYOUTS = ["tp2", "tp2ep2"]
-NCCL_ENV = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
-"""NVLink multicast off: the lent GPU machines do not offer it."""
 
 ON_CPU = os.environ.get("ATEBENCH_TITAN_TP_ON_CPU") == "1" and torch.cuda.device_count() == 0
 """A developer's check of the fail/pass split without GPUs (tests/test_titan_router_tp.py; grading never sets it):
@@ -46,7 +44,7 @@ def run(layout: str, folder: Path) -> dict:
     folder/in.pt; its out.pt. AssertionError with the run's output when it fails."""
     env = {
         **os.environ,
-        **NCCL_ENV,
+        **case.GPU_ENV,  # NVLink multicast off
         "OMP_NUM_THREADS": "1",
         "PYTHONPATH": os.pathsep.join([str(Path.cwd()), str(HERE), os.environ.get("PYTHONPATH", "")]),
     }
