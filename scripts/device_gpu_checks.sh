@@ -4,7 +4,7 @@
 # Carried from this checkout (git-ignored): .whl/ (the harness's wheels and transformers 5.24.0: the graders'
 # ids are made with it) and .carry/ (bubblewrap's Debian .deb). From the repo root there:
 #   VTASK=all VGPUS=4 VSHARE=24 bash scripts/device_gpu_checks.sh setup gputests validate summary bench
-# Steps: setup gputests pytest validate resume bench summary. Results go to $OUT (the device tool's folder).
+# Steps: setup gputests cputests pytest validate resume bench summary. Results go to $OUT (the device tool's folder).
 # The carried .whl/ and .carry/ are built here by scripts/make_carry.sh (a machine with the package registry).
 set -u
 source scripts/device_env.sh  # the deadline clock, NCCL settings, bubblewrap, the harness wheels
@@ -32,15 +32,28 @@ gputests)
   wait
   for f in $(ls /tmp/gt/*.log | sort -V); do echo "=== $f: $(sed -n ${f//[^0-9]/}p /tmp/gt/ids)"; cat $f; done > $OUT/pytest_gpu.txt
   grep -h "PASSED\|FAILED\|SKIPPED\|^exit" /tmp/gt/*.log ;;
+cputests)
+  # the trainer's own suite as the README runs it, on a host whose GPUs are visible (graders run it so at --gpus N)
+  ( cd reference_impl && timeout -s INT $(left) python3 -m pytest -q -p no:cacheprovider 2>&1 ) > $OUT/pytest_cpu.txt
+  tail -15 $OUT/pytest_cpu.txt ;;
 pytest)
   ( cd reference_impl && timeout 240 python3 -m pytest -m gpu -q -rs -p no:cacheprovider 2>&1 ) | tee $OUT/pytest_gpu.txt ;;
 validate)
-  rm -rf $RES/gpu4
-  timeout -s INT $(left) python3 runner.py validate --framework reference --task ${VTASK:-all} --gpus ${VGPUS:-4} --share-gpus ${VSHARE:-24} \
-      --parallel 24 --results-dir $RES --run-id gpu4 2>&1 | grep -v ": grade$\|: agent$\|: setup$" | tee -a $OUT/validate.txt ;;
+  # VTASK may list several tasks or families (comma-separated): one validate each, all at once, run ids gpu4-<n>
+  n=0
+  for task in ${VTASK//,/ }; do
+    n=$((n + 1)); rm -rf $RES/gpu4-$n
+    ( timeout -s INT $(left) python3 runner.py validate --framework reference --task $task --gpus ${VGPUS:-4} \
+        --share-gpus ${VSHARE:-24} --parallel 24 --results-dir $RES --run-id gpu4-$n > /tmp/validate-$n.txt 2>&1
+      echo "exit $?" >> /tmp/validate-$n.txt ) &
+  done
+  wait
+  for i in $(seq 1 $n); do grep -v ": grade$\|: agent$\|: setup$" /tmp/validate-$i.txt | tee -a $OUT/validate.txt; done ;;
 resume)
-  timeout -s INT $(left) python3 runner.py validate --results-dir $RES --run-id gpu4 --resume --parallel 24 2>&1 \
-      | grep -v ": grade$\|: agent$\|: setup$" | tee -a $OUT/validate.txt ;;
+  for run in $(ls -d $RES/gpu4-* 2>/dev/null); do
+    timeout -s INT $(left) python3 runner.py validate --results-dir $RES --run-id ${run##*/} --resume --parallel 24 2>&1 \
+        | grep -v ": grade$\|: agent$\|: setup$" | tee -a $OUT/validate.txt
+  done ;;
 bench)
   cd reference_impl
   export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
@@ -54,13 +67,13 @@ bench)
 summary)
   python3 - <<'PY' 2>&1 | tee $OUT/validate_trials.txt
 import json, pathlib
-for p in sorted(pathlib.Path("results/gpu4").rglob("result.json")):
+for p in sorted(pathlib.Path("results").glob("gpu4-*/**/result.json")):
     r = json.loads(p.read_text())
     g = r.get("grade") or {}
     gpu = {k.split("::")[-1]: v for k, v in {**(g.get("fail_to_pass") or {}), **(g.get("pass_to_pass") or {})}.items() if "gpu" in k}
     err = (r.get("error") or {}).get("message", "")[:300]
     print(r["task"], r["agent"], r["status"], "gpus", r["metrics"].get("gpus"), "grade_s", r.get("phase_seconds", {}).get("grade"), err, gpu)
 PY
-  tar czf $OUT/gpu4_results.tgz --exclude='*.pt' --exclude='*.safetensors' --exclude='*.npz' results/gpu4 2>/dev/null; ls -la $OUT ;;
+  tar czf $OUT/gpu4_results.tgz --exclude='*.pt' --exclude='*.safetensors' --exclude='*.npz' results/gpu4-* 2>/dev/null; ls -la $OUT ;;
 esac
 done

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import textwrap
+from pathlib import Path
 
 import pytest
 from conftest import make_toy_root, write
@@ -34,6 +36,60 @@ def test_shipped_specs_load():
     variant = smoke.variant("reference")
     assert variant.grading.fail_to_pass and variant.prepare_script and variant.solution_patch and variant.wrong_patch
     assert "{framework}" not in smoke.instruction("reference")
+
+
+# pytest names a test case after its parameters; a string parameter over this many characters is named one way
+# by pytest < 9.2 (the string) and another by pytest >= 9.2 (argname and index), so an id grading.toml lists
+# would go missing on a machine with the other pytest (it did on a GPU machine's pytest 9.0.3).
+PYTEST_LONG_ID = 100
+GRADED_TEST_FILES = ("tasks/**/*.py", "frameworks/*/grader_support/*.py", "reference_impl/tests/*.py")
+
+
+def _long_auto_ids(path: Path) -> list[int]:
+    """The lines of every parametrize value in `path` that pytest would name differently across versions."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        is_parametrize = isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "parametrize"
+        if not is_parametrize or any(k.arg == "ids" for k in node.keywords) or len(node.args) < 2:
+            continue
+        if not isinstance(node.args[1], ast.List | ast.Tuple):
+            continue
+        for case in node.args[1].elts:
+            if isinstance(case, ast.Call) and any(k.arg == "id" for k in case.keywords):
+                continue  # pytest.param(..., id=...)
+            values = case.elts if isinstance(case, ast.Tuple | ast.List) else [case]
+            found += [
+                value.lineno
+                for value in values
+                if isinstance(value, ast.Constant) and isinstance(value.value, str | bytes)
+                if len(value.value) > PYTEST_LONG_ID
+            ]
+    return found
+
+
+def test_no_graded_test_id_depends_on_the_pytest_version():
+    files = sorted({f for pattern in GRADED_TEST_FILES for f in specs.REPO_ROOT.glob(pattern)})
+    assert len(files) > 50, "the scan found too few test files to mean anything"
+    found = [f"{path.relative_to(specs.REPO_ROOT)}:{line}" for path in files for line in _long_auto_ids(path)]
+    assert not found, (
+        f"parametrize values over {PYTEST_LONG_ID} characters get a pytest-version-dependent test id: {found}; "
+        "give them an explicit id (pytest.param(..., id=...) or ids=[...]) and update the grading.toml lists"
+    )
+
+
+def test_the_long_id_scan_finds_a_long_string_and_honours_explicit_ids(tmp_path):
+    long = "x" * (PYTEST_LONG_ID + 1)
+    sample = tmp_path / "test_sample.py"
+    sample.write_text(
+        "import pytest\n"
+        f"@pytest.mark.parametrize('a, b', [(1, 'short'), ([2], {long!r})])\n"
+        "def test_a(a, b): pass\n"
+        f"@pytest.mark.parametrize('b', [pytest.param({long!r}, id='named'), {long!r}])\n"
+        "def test_b(b): pass\n"
+        f"@pytest.mark.parametrize('b', [{long!r}], ids=['named'])\n"
+        "def test_c(b): pass\n"
+    )
+    assert _long_auto_ids(sample) == [2, 4]
 
 
 def test_nested_task_ids_and_family_selection(toy_root):

@@ -204,6 +204,10 @@ def _child(rank: int, world_size: int, port: int, out_dir: str, fn, args, device
     torch.set_num_threads(1)
     if device_type == "cuda":
         torch.cuda.set_device(rank)
+    else:
+        # A CPU run sees no GPU, so on a GPU host too `device = "auto"` means CPU: the same fp32 check on gloo, not
+        # CUDA tensors on a gloo group (whose point-to-point ops refuse them) with every rank on GPU 0.
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
     # a rank stuck in a collective its peer never joins fails after this long instead of hanging the test
     dist.init_process_group("nccl" if device_type == "cuda" else "gloo", timeout=COLLECTIVE_TIMEOUT)
     run_then_exit(_save_result, rank, out_dir, fn, args)
@@ -228,6 +232,7 @@ def _save_result(rank: int, out_dir: str, fn, args) -> None:
 def run_distributed(fn, world_size: int, *args, device_type: str = "cpu") -> list:
     """Runs `fn(*args)` in `world_size` fresh processes joined by torch.distributed; returns each rank's result.
 
+    device_type "cpu": gloo, and the ranks see no GPU; "cuda": NCCL, rank r on GPU r.
     Raises AssertionError carrying every failing rank's message.
     """
     with tempfile.TemporaryDirectory() as out_dir:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import resource
 import sys
 import time
@@ -31,13 +32,26 @@ from reftrain.parallel.mesh import Mesh, init_distributed, init_mesh
 from reftrain.parallel.pipeline import build_schedule, split_model
 
 
-def resolve_device(cfg: Config) -> torch.device:
+def device_type(cfg: Config) -> str:
+    """The device kind for training.device, "cuda" or "cpu"; a CUDA run needs a GPU for each process of the node."""
     want = cfg.training.device
     if want == "auto":
         want = "cuda" if torch.cuda.is_available() else "cpu"
     if want == "cuda":
         if not torch.cuda.is_available():
             raise ConfigError(f"{cfg.source}: training.device = 'cuda' but no GPU is visible; use 'cpu' or 'auto'")
+        local_rank, gpus = int(os.environ.get("LOCAL_RANK", 0)), torch.cuda.device_count()
+        if local_rank >= gpus:
+            raise ConfigError(
+                f"{cfg.source}: training.device = {cfg.training.device!r} runs each process on a GPU of its own, but "
+                f"local rank {local_rank} has none ({gpus} visible); launch at most {gpus} process(es) per node, "
+                "or use training.device = 'cpu'"
+            )
+    return want
+
+
+def resolve_device(cfg: Config) -> torch.device:
+    if device_type(cfg) == "cuda":
         return torch.device("cuda", torch.cuda.current_device())
     return torch.device("cpu")
 
@@ -187,16 +201,11 @@ class Run:
 
 def setup(cfg: Config) -> Run:
     """Process group, validation, mesh, model, optimizer, data, and resume or HF init when asked."""
-    device_type = (
-        "cuda"
-        if cfg.training.device == "cuda" or (cfg.training.device == "auto" and torch.cuda.is_available())
-        else "cpu"
-    )
-    init_distributed(device_type)
+    init_distributed(device_type(cfg))
     validate(cfg, dist.get_world_size())
     device = resolve_device(cfg)
     torch.manual_seed(cfg.training.seed)
-    mesh = init_mesh(cfg.parallel.pp, cfg.parallel.dp, cfg.parallel.ep, device_type)
+    mesh = init_mesh(cfg.parallel.pp, cfg.parallel.dp, cfg.parallel.ep, device.type)
     pm = build_parallel_model(cfg, mesh, device)
     if cfg.checkpoint.init_from_hf:
         from reftrain.hf_checkpoint import load_hf_checkpoint

@@ -47,10 +47,11 @@ def test_cli_overrides_both_spellings_and_nested_model_overrides():
         (["--parallel.pp_schedule=zigzag"], "parallel.pp_schedule = 'zigzag' is not one of 1F1B, GPipe"),
         (["--parallel.dp=0"], "parallel.dp = 0 must be >= 1"),
         (["--training.log_interval=0"], "training.log_interval = 0 must be >= 1"),
-        (
+        pytest.param(  # an explicit id: pytest versions name a value over 100 characters differently
             ["--log_interval=5"],
             "--log_interval: log_interval is no longer a top-level key, it is training.log_interval; "
             "use --training.log_interval=5",
+            id="overrides8-top-level log_interval",
         ),
         (["--data.source=files"], "needs data.paths"),
         (["--training.min_lr=1.0"], "exceeds training.lr"),
@@ -136,3 +137,25 @@ def test_cli_prints_one_error_line_and_exits_2():
         f"error: {CONFIG}: parallel.pp * dp * ep = 1*1*3 = 3 but the world size is 1; "
         "launch 3 processes or change pp/dp/ep"
     ]
+
+
+@pytest.mark.parametrize("device", ["auto", "cuda"])
+def test_more_processes_than_gpus_on_a_node_is_one_clear_error(device, monkeypatch):
+    """torchrun with 2 processes on a 1-GPU host: the second would die in CUDA with "invalid device ordinal"."""
+    import torch
+
+    from reftrain.train import device_type
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    cfg = load_config(CONFIG, [f"--training.device={device}"])
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    assert device_type(cfg) == "cuda"
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    with pytest.raises(ConfigError) as e:
+        device_type(cfg)
+    assert str(e.value) == (
+        f"{CONFIG}: training.device = '{device}' runs each process on a GPU of its own, but local rank 1 has none "
+        "(1 visible); launch at most 1 process(es) per node, or use training.device = 'cpu'"
+    )
+    assert device_type(load_config(CONFIG, ["--training.device=cpu"])) == "cpu"

@@ -3,6 +3,8 @@
 One model: `pytest tests/test_ladder.py -k mixtral`. Logic and tolerances: reftrain/testing.py.
 """
 
+import os
+
 import pytest
 import torch
 
@@ -71,3 +73,14 @@ def test_a_failing_rank_leaves_its_peers_finishing_cleanly():
     message = str(failed.value)
     assert "rank 0" in message and "planted mismatch" in message
     assert "rank 1" not in message, message
+
+
+def _devices_seen() -> tuple:
+    return os.environ.get("CUDA_VISIBLE_DEVICES"), torch.cuda.is_available()
+
+
+@pytest.mark.timeout(120)
+def test_a_cpu_run_sees_no_gpu_even_on_a_gpu_host():
+    """A CPU run's ranks see no GPU: on a 1-GPU host, `device = "auto"` had put both ranks of a gloo run on GPU 0,
+    where gloo's point-to-point ops refuse CUDA tensors (the ep2-to-pp2 reshard test failed there, 2026-12-01)."""
+    assert run_distributed(_devices_seen, 2) == [("", False), ("", False)]
