@@ -65,7 +65,7 @@ class TrainingConfig:
     dtype: str = "auto"
     """auto (bfloat16 autocast on GPU, float32 on CPU), float32 or bfloat16."""
     device: str = "auto"
-    """auto (cuda if available), cuda or cpu."""
+    """auto (cuda if available), cuda or cpu; a cuda run needs a GPU for each process of the node."""
 
 
 @dataclass
