@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# The reference's GPU checks on a lent GPU machine (issue 18; record: docs/validation/2026-11-30-h200x4-gpu-ladder.md):
-# every `pytest -m gpu` id at once, `validate --gpus N --share-gpus K`, and the ep1/ep2/ep4 bench.
-# Carried from this checkout (git-ignored): .whl/ (the harness's wheels and transformers 5.24.0: the graders'
-# ids are made with it) and .carry/ (bubblewrap's Debian .deb). From the repo root there:
-#   VTASK=all VGPUS=4 VSHARE=24 bash scripts/device_gpu_checks.sh setup gputests validate summary bench
+# The reference's GPU checks on a lent GPU machine (issue 18; records: docs/validation/2026-11-30-h200x4-gpu-ladder.md,
+# 2026-12-01-reference-gpu-validate-h200.md): every `pytest -m gpu` id at once, `validate --gpus N --share-gpus K`,
+# and the ep1/ep2/ep4 bench. Carried from this checkout (git-ignored): .whl/ (the harness's wheels and transformers
+# 5.24.0: the graders' ids are made with it) and .carry/ (bubblewrap's Debian .deb). From the repo root there, on a
+# 4-GPU machine in two calls of under 10 minutes each (all of it at once outran one call):
+#   DEADLINE=560 bash scripts/device_gpu_checks.sh setup gputests bench
+#   VTASK=add-new-model,enable-ep,fix-gradient-bug,operate,smoke,qa VGPUS=4 VSHARE=24 DEADLINE=560 \
+#       bash scripts/device_gpu_checks.sh setup validate summary
+# (at --gpus 1 on one H200, each GPU-graded family's validate took 4-5 minutes with its trials all at once)
 # Steps: setup gputests cputests pytest validate resume bench summary. Results go to $OUT (the device tool's folder).
 # The carried .whl/ and .carry/ are built here by scripts/make_carry.sh (a machine with the package registry).
 set -u
