@@ -92,6 +92,28 @@ def test_the_long_id_scan_finds_a_long_string_and_honours_explicit_ids(tmp_path)
     assert _long_auto_ids(sample) == [2, 4]
 
 
+@pytest.mark.parametrize(
+    "field, rel, home",
+    [("support", "grader_support/h.py", "frameworks/fw"), ("task_support", "checks/c.py", "tasks/t")],
+)
+def test_a_missing_support_file_is_named_and_a_present_one_goes_beside_the_hidden_tests(tmp_path, field, rel, home):
+    """grading.toml's `support` (a framework's grader_support/) and `task_support` (the task's own checks)."""
+    variant_dir = tmp_path / "tasks" / "t" / "frameworks" / "fw"
+    (variant_dir / "tests").mkdir(parents=True)
+    (tmp_path / "frameworks" / "fw").mkdir(parents=True)
+    (tmp_path / "tasks" / "t" / "task.toml").write_text('description = "t"\n')
+    (tmp_path / "tasks" / "t" / "instruction.md").write_text("x {framework}\n")
+    (variant_dir / "grading.toml").write_text(
+        f'command = "pytest"\nfail_to_pass = ["tests/test_a.py::test_a"]\n{field} = ["{rel}"]\n'
+    )
+    with pytest.raises(specs.SpecError, match=f"{field} names '{rel}', which is not a file under {home}; fix the path"):
+        specs.load_task("t", tmp_path).variant("fw")
+    source = tmp_path / home / rel
+    source.parent.mkdir(parents=True)
+    source.write_text("")
+    assert specs.load_task("t", tmp_path).variant("fw").support_files() == {f"tests/{source.name}": source}
+
+
 def test_nested_task_ids_and_family_selection(toy_root):
     make_toy_root(toy_root, task_id="arith/div")
     assert specs.list_tasks(toy_root) == ["arith/div", "arith/mul"]
