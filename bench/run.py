@@ -389,6 +389,21 @@ def _restore(handlers: dict) -> None:
 INTERRUPT_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
+def _say_and_exit(signum: int, done: str, cfg: RunConfig, console: Console) -> None:
+    """The interrupt handlers' last words (`done`: what the handler did first), then exit 128 + the signal's number
+    at once."""
+    console.show_cursor(True)  # the live table hides it, and no __exit__ will run
+    console.print(
+        f"\ninterrupted ({signal.Signals(signum).name}); {done}finished trials are kept. "
+        f"Resume with: {resume_command(cfg)}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(128 + signum)
+
+
 def _install_slurm_interrupt(run: slurm.SlurmRun, cfg: RunConfig, console: Console) -> dict:
     """On Ctrl-C, SIGTERM or SIGHUP: cancel the run's jobs (each marks its trial interrupted on the
     node), say how to resume, exit 128 + the signal's number."""
@@ -397,16 +412,7 @@ def _install_slurm_interrupt(run: slurm.SlurmRun, cfg: RunConfig, console: Conso
 
     def handler(signum, frame):
         cancelled = run.cancel_all()
-        console.show_cursor(True)
-        console.print(
-            f"\ninterrupted ({signal.Signals(signum).name}); cancelled {cancelled} Slurm job(s) of the run; "
-            f"finished trials are kept. Resume with: {resume_command(cfg)}",
-            highlight=False,
-            soft_wrap=True,
-        )
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(128 + signum)
+        _say_and_exit(signum, f"cancelled {cancelled} Slurm job(s) of the run; ", cfg, console)
 
     return {signum: signal.signal(signum, handler) for signum in INTERRUPT_SIGNALS}
 
@@ -427,16 +433,7 @@ def _install_interrupt(trials: list[Trial], cfg: RunConfig, console: Console) ->
         for trial in trials:
             if trial.scratch is not None:
                 shutil.rmtree(trial.scratch, ignore_errors=True)
-        console.show_cursor(True)  # the live table hides it, and no __exit__ will run
-        console.print(
-            f"\ninterrupted ({signal.Signals(signum).name}); finished trials are kept. "
-            f"Resume with: {resume_command(cfg)}",
-            highlight=False,
-            soft_wrap=True,
-        )
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(128 + signum)
+        _say_and_exit(signum, "", cfg, console)
 
     return {signum: signal.signal(signum, handler) for signum in INTERRUPT_SIGNALS}
 

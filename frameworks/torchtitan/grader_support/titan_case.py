@@ -153,9 +153,14 @@ MAX_NORM = 0.1  # below the tiny model's gradient norm (about 0.7), so clipping 
 
 
 def one_device(seed: int = 3) -> dict:
-    """The reference step: full batch on one device; loss = CE sum / token count, clipped at MAX_NORM."""
-    args = tiny_args()
-    model = build(args, seed=seed)
+    """The reference step of the tiny flavor (`step_on_one_device`)."""
+    return step_on_one_device(tiny_args(), build, seed)
+
+
+def step_on_one_device(args, build_model, seed: int) -> dict:
+    """The reference step: `build_model(args, seed=seed)` on the full batch on one device; loss = CE sum / token
+    count, clipped at MAX_NORM. A task's own case module passes its args and builder."""
+    model = build_model(args, seed=seed)
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     tokens, labels = batch(args.vocab_size, seed=seed + 1)
     loss = ce_sum(model(tokens), labels) / labels.numel()
@@ -192,13 +197,29 @@ def init_distributed(cuda: bool) -> torch.device:
     return torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu")
 
 
-def torchrun(cmd: list[str], env: dict):
-    """subprocess.run of a torchrun command, run once more when a gloo process died of GLOO_EXIT_ABORT: torch
-    2.13's gloo on this CPU harness now and then aborts a rank so (seen in 1 of 4 ep=2 runs of a gold tree under
-    pytest; also in the reference's gloo graders); a real failure fails twice, and the second run's output is what
-    the check shows."""
-    import subprocess
+def torchrun(script: str, nproc: int, argv: list[str], device: str, **env: str):
+    """subprocess.run of `torchrun --standalone --nproc-per-node <nproc> <script> <argv>`. `script` is a runner beside
+    this file (grading places grader_support/ and a task's hidden tests in one folder). Its environment: one OMP
+    thread a rank, the checkout and this folder on PYTHONPATH, `env`, and `device_env(device)`.
 
+    Run once more when a gloo process died of GLOO_EXIT_ABORT: torch 2.13's gloo on this CPU harness now and then
+    aborts a rank so (seen in 1 of 4 ep=2 runs of a gold tree under pytest; also in the reference's gloo graders);
+    a real failure fails twice, and the second run's output is what the check shows."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    here = Path(__file__).resolve().parent
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc)]
+    cmd += [str(here / script), *argv]
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        **env,
+        "PYTHONPATH": os.pathsep.join([str(Path.cwd()), str(here), os.environ.get("PYTHONPATH", "")]),
+        **device_env(device),
+    }
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     if proc.returncode != 0 and GLOO_EXIT_ABORT in proc.stdout + proc.stderr:
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
@@ -229,37 +250,19 @@ def run_layout(
     the runner beside this file (a task's own model swaps in its case module). device "cpu": gloo with the GPUs
     hidden; "cuda": NCCL, one GPU per rank, no shim in the way; grouped_mm: the experts through torch._grouped_mm
     (bf16). AssertionError with the run's output when it fails."""
-    import os
-    import sys
     from pathlib import Path
 
     import titan_layout
 
-    here, folder = Path(__file__).resolve().parent, Path(folder)
+    folder = Path(folder)
     torch.save({k: reference[k] for k in ("state", "tokens", "labels")}, folder / "in.pt")
-    env = {
-        **os.environ,
-        "OMP_NUM_THREADS": "1",
-        "ATEBENCH_TITAN_DEVICE": device,
-        "ATEBENCH_TITAN_GROUPED_MM": "1" if grouped_mm else "0",
-        "PYTHONPATH": os.pathsep.join([str(Path.cwd()), str(here), os.environ.get("PYTHONPATH", "")]),
-        **device_env(device),
-    }
     proc = torchrun(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc-per-node",
-            str(titan_layout.LAYOUTS[layout][0]),
-            str(here / script),
-            layout,
-            str(folder),
-            str(MAX_NORM),
-            *(["step"] if step else []),
-        ],
-        env,
+        script,
+        titan_layout.LAYOUTS[layout][0],
+        [layout, str(folder), str(MAX_NORM), *(["step"] if step else [])],
+        device,
+        ATEBENCH_TITAN_DEVICE=device,
+        ATEBENCH_TITAN_GROUPED_MM="1" if grouped_mm else "0",
     )
     assert proc.returncode == 0 and (folder / "out.pt").is_file(), (
         f"{layout} run failed (exit {proc.returncode}):\n{(proc.stdout + proc.stderr)[-4000:]}"
@@ -338,35 +341,17 @@ def run_trainer(
     titan_train.padded_batches (one global batch, unevenly padded). device "cpu": gloo with the GPUs hidden;
     "cuda": TorchTitan's own device choice, one GPU per rank and NCCL. AssertionError with the output when it
     fails."""
-    import os
     import re
-    import sys
     import tempfile
-    from pathlib import Path
 
-    here = Path(__file__).resolve().parent
-    env = {
-        **os.environ,
-        "OMP_NUM_THREADS": "1",
-        "HF_DATASETS_CACHE": tempfile.mkdtemp(prefix="hf-datasets-"),
-        "HF_HUB_OFFLINE": "1",
-        "ATEBENCH_PADDED_BATCHES": "1" if padded else "0",
-        "PYTHONPATH": os.pathsep.join([str(Path.cwd()), str(here), os.environ.get("PYTHONPATH", "")]),
-        **device_env(device),
-    }
     proc = torchrun(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc-per-node",
-            str(nproc),
-            str(here / script),
-            *args,
-            *extra,
-        ],
-        env,
+        script,
+        nproc,
+        [*args, *extra],
+        device,
+        HF_DATASETS_CACHE=tempfile.mkdtemp(prefix="hf-datasets-"),
+        HF_HUB_OFFLINE="1",
+        ATEBENCH_PADDED_BATCHES="1" if padded else "0",
     )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, f"trainer failed (exit {proc.returncode}):\n{out[-5000:]}"

@@ -176,25 +176,8 @@ MAX_NORM = titan_case.MAX_NORM
 
 
 def one_device(seed: int = 3) -> dict:
-    """The reference step: full batch on one device; loss = CE sum / token count, clipped at MAX_NORM."""
-    args = tiny_args()
-    model = build(args, seed=seed)
-    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    tokens, labels = batch(args.vocab_size, seed=seed + 1)
-    loss = ce_sum(model(tokens), labels) / labels.numel()
-    loss.backward()
-    grads = {n: p.grad.detach().clone() for n, p in model.named_parameters()}
-    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), MAX_NORM).item()
-    clipped = {n: p.grad.detach().clone() for n, p in model.named_parameters()}
-    return {
-        "state": state,
-        "tokens": tokens,
-        "labels": labels,
-        "loss": loss.item(),
-        "grads": grads,
-        "norm": norm,
-        "clipped": clipped,
-    }
+    """The reference step of this tiny flavor (titan_case.step_on_one_device)."""
+    return titan_case.step_on_one_device(tiny_args(), build, seed)
 
 
 def run_layout(layout: str, reference: dict, folder) -> dict:

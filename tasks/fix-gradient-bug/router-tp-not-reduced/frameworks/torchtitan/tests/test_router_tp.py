@@ -15,14 +15,12 @@ router's gradient (ranks apart by 1.6) and 4e-2 on ffn_norm's.
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
 import titan_case as case
 import torch
 
-HERE = Path(__file__).resolve().parent
 GATE = "router.gate.weight"
 REL = 1e-5  # unmeasured on GPU; fp32 summation order only (CPU/gloo: 5.7e-7 worst, see the module docstring)
 LOSS_REL = 1e-6
@@ -42,26 +40,8 @@ pytestmark = pytest.mark.skipif(
 def run(layout: str, folder: Path) -> dict:
     """titan_tp_layout.py under torchrun (1 process for "one", else 2) on the shared weights and batch in
     folder/in.pt; its out.pt. AssertionError with the run's output when it fails."""
-    env = {
-        **os.environ,
-        **case.GPU_ENV,  # NVLink multicast off
-        "OMP_NUM_THREADS": "1",
-        "PYTHONPATH": os.pathsep.join([str(Path.cwd()), str(HERE), os.environ.get("PYTHONPATH", "")]),
-    }
-    proc = case.torchrun(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc-per-node",
-            "1" if layout == "one" else "2",
-            str(HERE / "titan_tp_layout.py"),
-            layout,
-            str(folder),
-        ],
-        env,
-    )
+    nproc = 1 if layout == "one" else 2
+    proc = case.torchrun("titan_tp_layout.py", nproc, [layout, str(folder)], "cpu" if ON_CPU else "cuda")
     assert proc.returncode == 0 and (folder / "out.pt").is_file(), (
         f"{layout} run failed (exit {proc.returncode}):\n{(proc.stdout + proc.stderr)[-4000:]}"
     )
