@@ -195,14 +195,9 @@ def cmd_run(argv: list[str]) -> int:
         return fail("--extend goes with --resume (it adds trials to an existing run)")
     saved = {}
     if args.resume:
-        if not args.run_id:
-            return fail("--resume needs --run-id (the run folder to continue)")
-        try:
-            stored = results.read_run(Path(args.results_dir), args.run_id)
-        except results.RunFileError as e:
-            return fail(str(e))
-        if stored is None:
-            return fail(f"no run {args.run_id!r} in {args.results_dir}; check the id (ls {args.results_dir})")
+        stored = _stored_run(args, "the run folder to continue")
+        if isinstance(stored, str):
+            return fail(stored)
         if stored["args"].get("command") == "validate":
             return fail(
                 f"run {args.run_id!r} was made by validate; continue it with `python runner.py validate "
@@ -306,14 +301,9 @@ def cmd_validate(argv: list[str]) -> int:
     if problem:
         return fail(problem)
     if args.resume:
-        if not args.run_id:
-            return fail("--resume needs --run-id (the validate run to continue)")
-        try:
-            stored = results.read_run(Path(args.results_dir), args.run_id)
-        except results.RunFileError as e:
-            return fail(str(e))
-        if stored is None:
-            return fail(f"no run {args.run_id!r} in {args.results_dir}; check the id (ls {args.results_dir})")
+        stored = _stored_run(args, "the validate run to continue")
+        if isinstance(stored, str):
+            return fail(stored)
         if stored["args"].get("command") != "validate":
             return fail(
                 f"run {args.run_id!r} was not made by validate; continue it with "
@@ -442,6 +432,19 @@ def validation_matrix(rows: list[dict]) -> tuple[Table, bool]:
     if caption_lines:
         table.caption = Text("\n".join(caption_lines))  # plain text: pytest ids hold [params], not markup
     return table, all_valid
+
+
+def _stored_run(args: argparse.Namespace, what: str) -> dict | str:
+    """--resume's run file (`what`: the run it names, for the error), or the one line that says why there is none."""
+    if not args.run_id:
+        return f"--resume needs --run-id ({what})"
+    try:
+        stored = results.read_run(Path(args.results_dir), args.run_id)
+    except results.RunFileError as e:
+        return str(e)
+    if stored is None:
+        return f"no run {args.run_id!r} in {args.results_dir}; check the id (ls {args.results_dir})"
+    return stored
 
 
 def cmd_list(argv: list[str]) -> int:

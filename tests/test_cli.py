@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 from conftest import REPO, write
 
 
@@ -218,6 +219,19 @@ def test_malformed_run_file_on_resume_is_one_error(tmp_path):
     [line] = result.stderr.strip().splitlines()
     assert line.startswith(f"error: {tmp_path / 'broken' / 'run.json'}: not valid JSON (")
     assert line.endswith("restore it or start a new --run-id")
+
+
+@pytest.mark.parametrize("command, what", [([], "the run folder to continue"), (["validate"], "the validate run")])
+def test_resume_without_a_run_or_of_an_unknown_one_is_one_error(tmp_path, command, what):
+    for extra, message in (
+        ([], f"error: --resume needs --run-id ({what}"),
+        (["--run-id", "nosuch"], f"error: no run 'nosuch' in {tmp_path}; check the id (ls {tmp_path})"),
+    ):
+        result = runner(*command, "--resume", "--results-dir", str(tmp_path), *extra)
+        assert result.returncode == 2, result.stdout + result.stderr
+        [line] = result.stderr.strip().splitlines()
+        assert line.startswith(message), line
+    assert not any(tmp_path.iterdir()), "nothing may start on bad input"
 
 
 def test_report_tells_a_profile_from_a_run(tmp_path):
