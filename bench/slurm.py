@@ -423,20 +423,7 @@ class SlurmRun:
             found = None
         if found and found["status"] in (*results.FINISHED, "error"):
             return found
-        cfg = trial.config
-        result = (
-            results.TrialResult.from_json(found)
-            if found
-            else results.TrialResult(
-                run_id=cfg.run_id,
-                task=cfg.variant.task.id,
-                task_family=cfg.variant.task.family,
-                framework=cfg.framework.name,
-                agent=cfg.agent_name,
-                model=cfg.model,
-                trial=cfg.index,
-            )
-        )
+        result = results.TrialResult.from_json(found) if found else trial.config.new_result()
         phase = (found or {}).get("error", {}) or {}
         log = Path(str(submitit.SlurmJob(folder=self.folder / "%j", job_id=job).paths.stderr))
         result.status = "error"

@@ -69,6 +69,18 @@ class TrialConfig:
             / results.trial_path(self.variant.task.id, self.framework.name, self.agent_name, self.index)
         )
 
+    def new_result(self) -> results.TrialResult:
+        """The result a trial starts from: which trial it is, nothing measured yet."""
+        return results.TrialResult(
+            run_id=self.run_id,
+            task=self.variant.task.id,
+            task_family=self.variant.task.family,
+            framework=self.framework.name,
+            agent=self.agent_name,
+            model=self.model,
+            trial=self.index,
+        )
+
 
 class TrialFailed(Exception):
     def __init__(self, phase: str, message: str):
@@ -167,15 +179,7 @@ class Trial:
             if self._stopped:
                 return None
             self._reset_folder()
-            self.result = results.TrialResult(
-                run_id=cfg.run_id,
-                task=cfg.variant.task.id,
-                task_family=cfg.variant.task.family,
-                framework=cfg.framework.name,
-                agent=cfg.agent_name,
-                model=cfg.model,
-                trial=cfg.index,
-            )
+            self.result = cfg.new_result()
             results.write_json_atomic(self.folder / "result.json", self.result.to_json())
             scratch = Path(tempfile.mkdtemp(prefix="atebench-trial-"))
             self.scratch = scratch
