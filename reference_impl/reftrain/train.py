@@ -50,12 +50,6 @@ def device_type(cfg: Config) -> str:
     return want
 
 
-def resolve_device(cfg: Config) -> torch.device:
-    if device_type(cfg) == "cuda":
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
-
-
 def compute_dtype(cfg: Config, device: torch.device) -> torch.dtype:
     if cfg.training.dtype == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
@@ -201,11 +195,12 @@ class Run:
 
 def setup(cfg: Config) -> Run:
     """Process group, validation, mesh, model, optimizer, data, and resume or HF init when asked."""
-    init_distributed(device_type(cfg))
+    kind = device_type(cfg)
+    init_distributed(kind)  # a CUDA rank's GPU is set here, so the device is read after it
     validate(cfg, dist.get_world_size())
-    device = resolve_device(cfg)
+    device = torch.device("cuda", torch.cuda.current_device()) if kind == "cuda" else torch.device("cpu")
     torch.manual_seed(cfg.training.seed)
-    mesh = init_mesh(cfg.parallel.pp, cfg.parallel.dp, cfg.parallel.ep, device.type)
+    mesh = init_mesh(cfg.parallel.pp, cfg.parallel.dp, cfg.parallel.ep, kind)
     pm = build_parallel_model(cfg, mesh, device)
     if cfg.checkpoint.init_from_hf:
         from reftrain.hf_checkpoint import load_hf_checkpoint
