@@ -46,17 +46,40 @@ def _nvml_start() -> bool:
 
 
 def detect_gpus() -> list[int]:
-    """The GPUs this machine offers: CUDA_VISIBLE_DEVICES when it lists indices, else all NVML sees."""
+    """The GPUs this machine offers: all NVML sees, narrowed by CUDA_VISIBLE_DEVICES as CUDA reads it."""
     if not _nvml_start():
         return []
     try:
-        count = pynvml.nvmlDeviceGetCount()
+        uuids = [_uuid(pynvml.nvmlDeviceGetHandleByIndex(i)) for i in range(pynvml.nvmlDeviceGetCount())]
     finally:
         pynvml.nvmlShutdown()
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").replace(" ", "")
-    if visible and all(part.isdigit() for part in visible.split(",")):
-        return [int(part) for part in visible.split(",") if int(part) < count]
-    return list(range(count))
+    return visible_gpus(os.environ.get("CUDA_VISIBLE_DEVICES"), uuids)
+
+
+def _uuid(handle) -> str:
+    uuid = pynvml.nvmlDeviceGetUUID(handle)
+    return uuid.decode() if isinstance(uuid, bytes) else uuid
+
+
+def visible_gpus(setting: str | None, uuids: list[str]) -> list[int]:
+    """The NVML indices of the GPUs CUDA would use under CUDA_VISIBLE_DEVICES=`setting`, given every GPU's
+    UUID in NVML order. Unset: all. Set, CUDA's rules: entries are indices or (prefixes of) GPU UUIDs, and the
+    list ends at the first entry that names no GPU, so "" and "-1" hide every GPU (a user's way to run on CPU).
+    A MIG slice is no whole GPU to hand a trial: it ends the list too."""
+    if setting is None:
+        return list(range(len(uuids)))
+    chosen: list[int] = []
+    for entry in setting.replace(" ", "").split(","):
+        if entry.isdigit() and int(entry) < len(uuids):
+            index = int(entry)
+        else:
+            named = [i for i, uuid in enumerate(uuids) if entry.startswith("GPU-") and uuid.startswith(entry)]
+            if len(named) != 1:
+                break
+            index = named[0]
+        if index not in chosen:
+            chosen.append(index)
+    return chosen
 
 
 class GpuAllocator:

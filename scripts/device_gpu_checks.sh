@@ -8,7 +8,7 @@
 #   VTASK=add-new-model,enable-ep,fix-gradient-bug,operate,smoke,qa VGPUS=4 VSHARE=24 DEADLINE=560 \
 #       bash scripts/device_gpu_checks.sh setup validate summary
 # (at --gpus 1 on one H200, each GPU-graded family's validate took 4-5 minutes with its trials all at once)
-# Steps: setup gputests cputests pytest validate resume bench summary. Results go to $OUT (the device tool's folder).
+# Steps: setup gputests cputests harness pytest validate resume bench summary. Results go to $OUT (the device tool's folder).
 # The carried .whl/ and .carry/ are built here by scripts/make_carry.sh (a machine with the package registry).
 set -u
 source scripts/device_env.sh  # the deadline clock, NCCL settings, bubblewrap, the harness wheels
@@ -40,6 +40,15 @@ cputests)
   # the trainer's own suite as the README runs it, on a host whose GPUs are visible (graders run it so at --gpus N)
   ( cd reference_impl && timeout -s INT $(left) python3 -m pytest -q -p no:cacheprovider 2>&1 ) > $OUT/pytest_cpu.txt
   tail -15 $OUT/pytest_cpu.txt ;;
+harness)
+  # the harness's own suite on a GPU host: the README's first half (slow ones left out), and beside it, in their own
+  # pytests, the slow reference/operate task runs (their graders see the GPU, as a user's would)
+  H="timeout -s INT $(left) env PYTHONPATH=/tmp/site:$PWD:$PWD/reference_impl python3 -m pytest -p no:cacheprovider -rs"
+  $H -m slow tests/test_tasks_reference.py > $OUT/pytest_harness_slow_reference.txt 2>&1 &
+  $H -m slow tests/test_tasks_operate.py -k "not torchtitan" > $OUT/pytest_harness_slow_operate.txt 2>&1 &
+  $H -q > $OUT/pytest_harness.txt 2>&1
+  wait
+  tail -n 25 $OUT/pytest_harness*.txt ;;
 pytest)
   ( cd reference_impl && timeout 240 python3 -m pytest -m gpu -q -rs -p no:cacheprovider 2>&1 ) | tee $OUT/pytest_gpu.txt ;;
 validate)

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from bench.gpu import GpuAllocator, GpuSampler, detect_gpus
+from bench.gpu import GpuAllocator, GpuSampler, detect_gpus, visible_gpus
 
 GPU_LOAD = """
 import time, torch
@@ -19,6 +19,36 @@ while time.time() < end:
     x = (x @ x).tanh()
 torch.cuda.synchronize()
 """
+
+
+UUIDS = ["GPU-0a1b-aaaa", "GPU-0a1b-bbbb", "GPU-7c00-cccc"]
+
+
+@pytest.mark.parametrize(
+    "setting, expected",
+    [
+        (None, [0, 1, 2]),  # unset: every GPU
+        ("", []),  # set and empty: CUDA sees none (a user running on CPU on a GPU host)
+        ("-1", []),
+        ("2,0", [2, 0]),
+        (" 1 , 2 ", [1, 2]),
+        ("0,7,1", [0]),  # CUDA's list ends at the first entry naming no GPU
+        ("1,1", [1]),
+        ("GPU-7c00-cccc", [2]),  # a whole UUID
+        ("GPU-0a1b-b,0", [1, 0]),  # a UUID prefix naming one GPU
+        ("GPU-0a1b,2", []),  # a prefix naming two ends the list
+        ("MIG-5e1d-0000", []),  # a MIG slice is no whole GPU to hand a trial
+    ],
+)
+def test_visible_gpus_reads_cuda_visible_devices_as_cuda_does(setting, expected):
+    assert visible_gpus(setting, UUIDS) == expected
+
+
+def test_an_empty_cuda_visible_devices_offers_no_gpu_on_any_host(monkeypatch):
+    """What `CUDA_VISIBLE_DEVICES= python runner.py ...` gets on this machine, GPUs or not."""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert detect_gpus() == []
+    assert GpuAllocator().gpus == []
 
 
 def test_sampler_reports_what_the_machine_has():

@@ -44,7 +44,8 @@ def test_the_mirror_installs_offline_and_imports(tmp_path):
         capture_output=True,
         text=True,
         timeout=300,
-        env={**os.environ, "PIP_CONSTRAINT": ""},
+        # no PYTHONPATH: pip in the new venv would count a package found there as installed, and `-I` ignores it
+        env={**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, "PIP_CONSTRAINT": ""},
     )
     assert installed.returncode == 0, installed.stdout + installed.stderr
     probe = "import os, pytest, requests; print(os.path.realpath(pytest.__file__))"
