@@ -7,6 +7,13 @@ socket bind-mounted into the sandbox (plus `FORWARDER`, a tiny TCP relay inside,
 use a unix-socket base URL), and holds only a placeholder credential: the proxy drops whatever
 credential the sandbox sent and puts in the host's key, so the key never enters the sandbox.
 
+The key's power stays on the host too: for a sandboxed agent the proxy forwards only the calls its CLI
+makes (`routes`: one method and path each, e.g. `POST /v1/messages`), and refuses, unforwarded, a call that
+would have the provider act outside the wall for it: a server-side tool (web search or fetch, code
+execution, file search, MCP), the account's stored state (files, stored responses or prompts), or work billed
+after the call (background). Without that, "no network" and "no key" would hold for the sandbox while its
+agent searched the web or read the account's files through the proxy (`refusal_for`).
+
 Responses go back unchanged, chunk by chunk as they arrive (SSE included); the proxy only reads a copy
 to find the usage. It asks the upstream for an uncompressed body (`accept-encoding: identity`) so the
 usage can be read from the bytes it relays.
@@ -50,6 +57,19 @@ PLACEHOLDER_KEY = "atebench-placeholder-not-a-key"
 real-key pattern found anywhere still means a leak."""
 CLIENT_GONE = "the agent hung up before the reply came (its request timed out)"
 UNFINISHED = "unfinished when the agent stopped"
+CLIENT_TOOL_TYPES = {None, "custom", "function", "namespace", "local_shell"}
+"""Tools the client runs (in the sandbox): Anthropic's custom tools (no type, or "custom"), OpenAI's function,
+custom (free-form) and local_shell tools, and Codex's namespaces of function tools. Every other type is one
+the provider runs on its own machines (web_search, web_fetch, code_execution, file_search, mcp, ...)."""
+PROVIDER_SIDE_FIELDS = {
+    "mcp_servers": "connects the provider to remote MCP servers",
+    "container": "runs code in the provider's container",
+    "background": "runs after the call, unmetered",
+    "conversation": "reads the account's stored conversations",
+    "previous_response_id": "reads a response stored in the account",
+    "prompt": "reads a prompt stored in the account",
+}
+"""Request fields that have the provider act beyond this one metered call; refused when set."""
 
 
 @dataclass
@@ -199,13 +219,54 @@ class _UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
 
 
+def refusal_for(method: str, path: str, body: bytes, routes: tuple[str, ...]) -> str | None:
+    """Why a sandboxed agent's call may not go upstream, or None. `routes` are "METHOD /path" strings (the
+    query string is free; the path must match exactly, so `/v1/messages/../files` is not `/v1/messages`);
+    empty routes let every call through (the builtin agent's calls start on the host)."""
+    if not routes:
+        return None
+    asked = f"{method} {path.split('?', 1)[0]}"
+    if asked not in routes:
+        return f"{asked} is not a call this agent makes; the proxy forwards only {', '.join(routes)}"
+
+    def unique(pairs: list) -> dict:
+        keys = [key for key, _ in pairs]
+        if len(keys) != len(set(keys)):
+            raise ValueError(f"a key appears twice: {sorted({k for k in keys if keys.count(k) > 1})}")
+        return dict(pairs)
+
+    try:
+        request = json.loads(body or b"null", object_pairs_hook=unique)
+    except ValueError as e:  # JSONDecodeError included: parsers that read a body differently must not disagree
+        return f"the request body is not JSON with unique keys ({e})"
+    if not isinstance(request, dict):
+        return "the request body is not a JSON object"
+    for name, why in PROVIDER_SIDE_FIELDS.items():
+        if request.get(name):
+            return f"the request sets {name!r}, which {why}: the agent's work stays in its sandbox"
+    tools = list(request.get("tools") or []) if isinstance(request.get("tools"), list) else []
+    while tools:
+        tool = tools.pop()
+        kind = tool.get("type") if isinstance(tool, dict) else "?"
+        if kind not in CLIENT_TOOL_TYPES:
+            return (
+                f"the request offers the model a {kind!r} tool, which the provider runs outside the sandbox (no "
+                "network there); only tools the agent runs itself are forwarded"
+            )
+        if kind == "namespace" and isinstance(tool.get("tools"), list):
+            tools += tool["tools"]
+    return None
+
+
 class LLMProxy:
     """Listens on `socket_path`, forwards every request to `upstream` (a base URL, e.g.
     https://api.anthropic.com or http://127.0.0.1:PORT) with `inject` as its only credential headers,
     and appends one JSON line per call to `records_path`. `on_record(record)` runs after each call
     (the harness counts turns and tokens there). `admit(record)`, asked before a call is forwarded,
     returns None to let it through or the reason to refuse it (a limit is reached): the call is answered
-    400 and recorded as refused, and the harness ends the agent."""
+    400 and recorded as refused, and the harness ends the agent. `routes` ("POST /v1/messages", ...) are the
+    only calls forwarded, and only without provider-side tools or state (`refusal_for`): anything else is
+    answered 403 and recorded as refused; the agent goes on."""
 
     def __init__(
         self,
@@ -216,6 +277,7 @@ class LLMProxy:
         on_record: Callable[[CallRecord], None] | None = None,
         admit: Callable[[CallRecord], str | None] | None = None,
         timeout_s: float = 600.0,
+        routes: tuple[str, ...] = (),
     ):
         parts = urlsplit(upstream)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -228,6 +290,7 @@ class LLMProxy:
         self.on_record = on_record
         self.admit = admit
         self.timeout_s = timeout_s
+        self.routes = tuple(routes)
         self.records: list[CallRecord] = []
         self._lock = threading.Lock()
         self._ended = threading.Condition(self._lock)
@@ -331,6 +394,12 @@ def _handler_for(proxy: LLMProxy):
                     record.client_credential.append(lower)
                 elif lower not in HOP_BY_HOP and lower != "accept-encoding":
                     headers[name] = value
+            off_limits = refusal_for(self.command, self.path, body, proxy.routes)
+            if off_limits:
+                record.refused = off_limits
+                self._reply_error(403, f"atebench: {off_limits}")
+                proxy._finish(record)
+                return
             refusal = proxy.admit(record) if proxy.admit else None
             if refusal:
                 record.refused = refusal
@@ -422,7 +491,7 @@ def _handler_for(proxy: LLMProxy):
                 record.error = reader.buffer[:ERROR_EXCERPT_CHARS].decode(errors="replace")
 
         def _reply_error(self, status: int, message: str) -> None:
-            kind = "invalid_request_error" if status == 400 else "api_error"
+            kind = {400: "invalid_request_error", 403: "permission_error"}.get(status, "api_error")
             data = json.dumps({"type": "error", "error": {"type": kind, "message": message}}).encode()
             self.send_response_only(status)
             self.send_header("content-type", "application/json")

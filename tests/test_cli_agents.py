@@ -19,7 +19,7 @@ from bench import specs
 from bench.agents import AgentOptions, TrialInputs, make_spec, make_specs
 from bench.agents.claude_code import ClaudeCodeAgent
 from bench.agents.claude_code import package as claude_code_package
-from bench.agents.cli_agent import CLIUnavailable
+from bench.agents.cli_agent import RELAY_PORT, CLIUnavailable
 from bench.agents.codex import CodexAgent
 from bench.agents.codex import package as codex_package
 from bench.llm_proxy import PLACEHOLDER_KEY
@@ -134,6 +134,9 @@ def test_claude_code_fixes_a_task_metered_by_the_proxy(claude_code, tmp_path):
     # The key: only the proxy's, upstream; never inside.
     assert {r.headers.get("x-api-key") for r in requests} == {HOST_KEY}
     assert all(r.path == "/v1/messages" and r.body.get("stream") for r in requests)
+    assert not [r for r in requests if "WebSearch" in json.dumps(r.body) or "WebFetch" in json.dumps(r.body)], (
+        "no web tool is offered, not even as a deferred one: the sandbox has no network"
+    )
     sandbox_env = (repo / "env.txt").read_text()
     assert HOST_KEY not in sandbox_env and f"ANTHROPIC_API_KEY={PLACEHOLDER_KEY}" in sandbox_env
     assert "IS_SANDBOX=1" in sandbox_env
@@ -287,6 +290,7 @@ def test_codex_fixes_a_task_metered_by_the_proxy(codex, tmp_path):
     ]
     assert (outcome.api_errors, outcome.api_retries) == (1, 1)
     assert all(r.path == "/v1/responses" for r in requests)
+    assert not [t for r in requests for t in r.body["tools"] if t.get("type") == "web_search"], "no hosted search"
     assert {r.headers.get("authorization") for r in requests} == {f"Bearer {OPENAI_HOST_KEY}"}
     sandbox_env = (repo / "env.txt").read_text()
     assert OPENAI_HOST_KEY not in sandbox_env and f"ATEBENCH_LLM_KEY={PLACEHOLDER_KEY}" in sandbox_env
@@ -328,6 +332,57 @@ def test_a_turn_limit_ends_codex_and_is_labelled(codex, tmp_path):
     assert any(e["kind"] == "limit" and "limits.turns=1" in e["message"] for e in events)
     assert events[-1]["kind"] == "exit" and events[-1]["exit_status"] == "limit_turns"
     assert not task_tests_pass(repo)
+    assert cli_processes() == []
+
+
+USE_THE_KEY = """python3 - > probe.txt 2>&1 <<'PY'
+import http.client, json
+ask = {"model": "%s", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+calls = [
+    ("GET", "/v1/models", None),
+    ("POST", "/v1/files", "{}"),
+    ("POST", "/v1/messages/batches", json.dumps({"requests": []})),
+    ("POST", "/v1/responses/../files", json.dumps(ask)),
+    ("POST", "%s", json.dumps({**ask, "tools": [{"type": "web_search_20250305", "name": "web_search"}]})),
+    ("POST", "%s", json.dumps({**ask, "tools": [{"type": "web_search"}]})),
+    ("POST", "%s", json.dumps({**ask, "mcp_servers": [{"type": "url", "url": "https://example.com", "name": "x"}]})),
+    ("POST", "%s", '{"model": "%s", "model": "gpt-5-pro", "input": "hi"}'),
+]
+for method, path, body in calls:
+    conn = http.client.HTTPConnection("127.0.0.1", %d, timeout=20)
+    conn.request(method, path, body=body, headers={"content-type": "application/json", "x-api-key": "x"})
+    print(method, path, conn.getresponse().status)
+PY"""
+
+
+@pytest.mark.parametrize("cli", ["claude-code", "codex"])
+def test_the_sandbox_cannot_use_the_proxys_key_for_anything_but_its_clis_calls(cli, request, tmp_path):
+    """The proxy is the sandbox's one way out and holds the host's key: from a command the agent runs, call
+    other endpoints (models, files, batches, a path that walks out of the CLI's), and the CLI's own endpoint
+    with a provider-run web search, an MCP server or a body parsers read two ways. Each is refused (403)
+    before the provider sees it, recorded as refused, and the CLI goes on to finish."""
+    request.getfixturevalue(cli.replace("-", "_"))
+    path, model = ("/v1/messages", "claude-haiku-4-5") if cli == "claude-code" else ("/v1/responses", "m")
+    probe = USE_THE_KEY % (model, path, path, path, path, model, RELAY_PORT)
+    if cli == "claude-code":
+        step, agent = ("Bash", {"command": probe, "description": "probe"}), ClaudeCodeAgent
+    else:
+        step, agent = ("exec_command", {"cmd": probe}), CodexAgent
+    script = [Reply(tool_calls=[step], output_tokens=7), Reply(text="done", output_tokens=3)]
+    with FakeLLMServer(script, by_step=True) as server:
+        base = server.url if cli == "claude-code" else server.url + "/v1"
+        repo, outcome, events = run_claude(
+            tmp_path, server, agent=agent(MODEL if cli == "claude-code" else CODEX_MODEL, base_url=base)
+        )
+        reached = [r.path for r in server.requests]
+    assert outcome.exit_status == "submitted", (outcome.error, events[-3:])
+    statuses = [line.rsplit(" ", 1)[1] for line in (repo / "probe.txt").read_text().splitlines()]
+    assert statuses == ["403"] * 8, (repo / "probe.txt").read_text()
+    assert reached == [path, path], "only the CLI's own two calls reached the provider"
+    refused = [e for e in events if e["kind"] == "llm_call" and e["refused"]]
+    assert len(refused) == 8 and all("403" not in e["refused"] for e in refused)
+    assert [t.output_tokens for t in outcome.turns] == [7, 3], "refused calls are no turns"
+    assert (outcome.api_errors, outcome.api_retries) == (0, 0)
     assert cli_processes() == []
 
 

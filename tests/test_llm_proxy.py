@@ -15,7 +15,7 @@ import anthropic
 import openai
 import pytest
 
-from bench.llm_proxy import FORWARDER, SANDBOX_RUN_DIR, LLMProxy, relay_prelude, write_forwarder
+from bench.llm_proxy import FORWARDER, SANDBOX_RUN_DIR, LLMProxy, refusal_for, relay_prelude, write_forwarder
 from bench.sandbox.errors import SandboxError
 from bench.sandbox.local import Bind, LocalSandbox, bwrap_available, descendants
 from tests.fake_llm import Failure, FakeLLMServer, Reply
@@ -390,6 +390,120 @@ def test_admit_refuses_a_call_without_forwarding_it(proxy_for):
     assert first[0] == 200 and second[0] == 400 and b"limits.turns=1 reached" in second[2]
     assert proxy.records[0].tool_calls == 2
     assert (proxy.records[1].refused, proxy.records[1].failed) == ("limits.turns=1 reached", False)
+
+
+CLAUDE = ("POST /v1/messages",)
+CODEX = ("POST /v1/responses",)
+ASK = {"model": "m", "max_tokens": 5, "stream": True, "messages": HI}
+FUNCTION = {"type": "function", "name": "exec_command", "parameters": {}}
+
+
+@pytest.mark.parametrize(
+    ("routes", "method", "path", "body", "refused"),
+    [
+        # what the CLIs send
+        (CLAUDE, "POST", "/v1/messages?beta=true", {**ASK, "tools": [{"name": "Bash", "input_schema": {}}]}, None),
+        (CODEX, "POST", "/v1/responses", {"model": "m", "tools": [FUNCTION, {"type": "custom", "name": "p"}]}, None),
+        (CODEX, "POST", "/v1/responses", {"model": "m", "tools": [{"type": "namespace", "tools": [FUNCTION]}]}, None),
+        (CODEX, "POST", "/v1/responses", {"model": "m", "background": False, "store": False}, None),
+        ((), "GET", "/v1/files", b"", None),  # no routes: the builtin agent's host-side proxy forwards all
+        # other endpoints and methods: the key's other powers
+        (CLAUDE, "GET", "/v1/models", b"", "GET /v1/models is not a call this agent makes"),
+        (CLAUDE, "POST", "/v1/files", ASK, "POST /v1/files is not a call"),
+        (CLAUDE, "POST", "/v1/messages/batches", ASK, "POST /v1/messages/batches is not a call"),
+        (CLAUDE, "POST", "/v1/messages/../files", ASK, "POST /v1/messages/../files is not a call"),
+        (CLAUDE, "POST", "/v1/%6Dessages", ASK, "is not a call"),
+        (CLAUDE, "GET", "/v1/messages", b"", "GET /v1/messages is not a call"),
+        (CODEX, "POST", "/v1/messages", ASK, "the proxy forwards only POST /v1/responses"),
+        # a body two parsers could read differently, or none
+        (CLAUDE, "POST", "/v1/messages", b'{"model": "m", "model": "n"}', "a key appears twice: ['model']"),
+        (CLAUDE, "POST", "/v1/messages", b'{"tools": [{"type": "custom", "type": "web_search_20250305"}]}', "twice"),
+        (CLAUDE, "POST", "/v1/messages", b"model=m", "not JSON"),
+        (CLAUDE, "POST", "/v1/messages", b"[]", "not a JSON object"),
+        # the provider acting outside the sandbox
+        (
+            CLAUDE,
+            "POST",
+            "/v1/messages",
+            {**ASK, "tools": [{"type": "web_search_20250305", "name": "web_search"}]},
+            "'web_search_20250305' tool",
+        ),
+        (
+            CLAUDE,
+            "POST",
+            "/v1/messages",
+            {**ASK, "tools": [{"type": "web_fetch_20250910", "name": "f"}]},
+            "'web_fetch_20250910'",
+        ),
+        (
+            CLAUDE,
+            "POST",
+            "/v1/messages",
+            {**ASK, "tools": [{"type": "code_execution_20250825", "name": "c"}]},
+            "code_execution",
+        ),
+        (
+            CLAUDE,
+            "POST",
+            "/v1/messages",
+            {**ASK, "mcp_servers": [{"type": "url", "url": "https://x"}]},
+            "'mcp_servers'",
+        ),
+        (CLAUDE, "POST", "/v1/messages", {**ASK, "container": "c_1"}, "'container'"),
+        (
+            CODEX,
+            "POST",
+            "/v1/responses",
+            {"model": "m", "tools": [FUNCTION, {"type": "web_search"}]},
+            "'web_search' tool",
+        ),
+        (CODEX, "POST", "/v1/responses", {"model": "m", "tools": [{"type": "file_search"}]}, "'file_search'"),
+        (
+            CODEX,
+            "POST",
+            "/v1/responses",
+            {"model": "m", "tools": [{"type": "mcp", "server_url": "https://x"}]},
+            "'mcp'",
+        ),
+        (
+            CODEX,
+            "POST",
+            "/v1/responses",
+            {"model": "m", "tools": [{"type": "namespace", "tools": [{"type": "web_search"}]}]},
+            "'web_search'",
+        ),
+        (CODEX, "POST", "/v1/responses", {"model": "m", "tools": ["web_search"]}, "'?' tool"),
+        (CODEX, "POST", "/v1/responses", {"model": "m", "background": True}, "'background'"),
+        (CODEX, "POST", "/v1/responses", {"model": "m", "previous_response_id": "resp_1"}, "'previous_response_id'"),
+        (CODEX, "POST", "/v1/responses", {"model": "m", "conversation": "conv_1"}, "'conversation'"),
+        (CODEX, "POST", "/v1/responses", {"model": "m", "prompt": {"id": "pmpt_1"}}, "'prompt'"),
+    ],
+)
+def test_a_sandboxed_agents_calls_are_only_its_clis(routes, method, path, body, refused):
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    why = refusal_for(method, path, raw, routes)
+    assert (why is None) if refused is None else (why is not None and refused in why), why
+
+
+def test_an_off_limits_call_is_refused_unforwarded_and_the_agent_goes_on(proxy_for):
+    """403 (a CLI does not retry it), recorded as refused rather than as an API error, never upstream; the
+    next call the CLI makes goes through."""
+    with FakeLLMServer([Reply(text="ok", output_tokens=4)]) as server:
+        proxy = proxy_for(server, routes=CLAUDE)
+        search = post(proxy, "/v1/messages", {**ASK, "tools": [{"type": "web_search_20250305", "name": "web_search"}]})
+        files = post(proxy, "/v1/files", {})
+        ok = post(proxy, "/v1/messages?beta=true", ASK)
+        paths = [r.path for r in server.requests]
+    assert (search[0], files[0], ok[0]) == (403, 403, 200)
+    assert json.loads(search[2])["error"]["type"] == "permission_error" and b"web_search" in search[2]
+    assert paths == ["/v1/messages"], "only the allowed call reached the provider"
+    assert [(r.refused is not None, r.failed, r.ok) for r in proxy.records] == [
+        (True, False, False),
+        (True, False, False),
+        (False, False, True),
+    ]
+    logged = [json.loads(line) for line in proxy.records_path.read_text().splitlines()]
+    assert "web_search_20250305" in logged[0]["refused"] and "POST /v1/files" in logged[1]["refused"]
 
 
 # --- the same through the docker sandbox (a real local engine; the image is built locally, never pulled) ---

@@ -32,6 +32,9 @@ VERSION_VARIABLE = "ATEBENCH_CLAUDE_CODE_VERSION"
 """Overrides the pin (e.g. to try a newer release); the fake-server tests say whether it still works."""
 EDIT_TOOLS = ("Edit", "Write", "NotebookEdit")
 """Disallowed on a read-only (Q&A) task, as ATE-Bench did; Bash can still write, and the grader fails that."""
+WEB_TOOLS = ("WebSearch", "WebFetch")
+"""Disallowed always: the sandbox has no network, and WebSearch is a tool the provider runs outside it (the
+proxy refuses a call that offers one)."""
 
 
 def package(version: str | None = None) -> CLIPackage:
@@ -48,6 +51,7 @@ def package(version: str | None = None) -> CLIPackage:
 class ClaudeCodeAgent(CLIAgent):
     name = CLAUDE_CODE
     upstream_default = "https://api.anthropic.com"
+    routes = ("POST /v1/messages",)
 
     def __init__(self, model: str, base_url: str | None = None, version: str | None = None, **options):
         super().__init__(model, base_url or os.environ.get("ATEBENCH_ANTHROPIC_BASE_URL"), **options)
@@ -58,10 +62,10 @@ class ClaudeCodeAgent(CLIAgent):
         return {"x-api-key": key}
 
     def command(self, binary: str, instruction: str) -> str:
-        read_only = f"--disallowedTools {','.join(EDIT_TOOLS)} " if self.read_only else ""
+        disallowed = ",".join(WEB_TOOLS + (EDIT_TOOLS if self.read_only else ()))
         return (
             f"ANTHROPIC_API_KEY={PLACEHOLDER_KEY} exec {binary} --print --model {shlex.quote(self.api_model)} "
-            f"--output-format stream-json --verbose --dangerously-skip-permissions {read_only}-- "
+            f"--output-format stream-json --verbose --dangerously-skip-permissions --disallowedTools {disallowed} -- "
             f"{shlex.quote(instruction)}"
         )
 

@@ -204,12 +204,15 @@ class _Stop(Exception):
 
 
 class CLIAgent:
-    """One trial of an installed CLI agent. Subclasses set `name`, `package`, `inject_header` and write
-    `command`, `env`, `on_line` and `transcripts`."""
+    """One trial of an installed CLI agent. Subclasses set `name`, `package`, `routes`, `inject_header` and
+    write `command`, `env`, `on_line` and `transcripts`."""
 
     name = "cli"
     package: CLIPackage
     upstream_default = ""
+    routes: tuple[str, ...] = ()
+    """The calls the CLI makes to its provider ("POST /v1/messages"): the metering proxy forwards only these
+    (bench/llm_proxy.refusal_for), so the sandbox cannot use the host's key for anything else."""
 
     def __init__(
         self,
@@ -293,6 +296,8 @@ class CLIAgent:
                     f"the {self.name} agent runs only behind a sandbox's wall (--sandbox docker, or "
                     f"--sandbox local with bubblewrap), not with --no-isolate: its commands are the model's"
                 )
+            if not self.routes:
+                raise AgentSetupError(f"the {self.name} agent names no `routes`: its proxy would forward any call")
             run_dir, home = scratch / "run", scratch / "home"
             run_dir.mkdir()
             home.mkdir()
@@ -306,6 +311,7 @@ class CLIAgent:
                 trial_dir / "llm_calls.jsonl",
                 on_record=self._on_record,
                 admit=self._admit,
+                routes=self.routes,
             ).start()
             binary = f"{CLI_DIR_INSIDE}/{self.package.binary}"
             command = self.command(binary, ctx.instruction)

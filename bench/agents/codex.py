@@ -53,6 +53,7 @@ def _toml(value: str) -> str:
 class CodexAgent(CLIAgent):
     name = CODEX
     upstream_default = "https://api.openai.com"
+    routes = ("POST /v1/responses",)
     read_only_workspace = True
     """On a read-only task its workspace is mounted read-only: Codex's own read-only policy starts a
     bubblewrap of its own, which cannot nest inside ours ("setting up uid map: Operation not
@@ -80,6 +81,8 @@ class CodexAgent(CLIAgent):
             "check_for_update_on_startup = false\n"
             # `bash -lc` would run /etc/profile, whose PATH drops the sandbox's (the framework's Python first).
             "allow_login_shell = false\n"
+            # The hosted web_search tool runs at the provider, outside the sandbox's wall: no network means none.
+            'web_search = "disabled"\n'
             "[analytics]\nenabled = false\n"
             "[feedback]\nenabled = false\n"
             "[features]\nplugins = false\n"
