@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import urlsplit
 
-from bench.pricing import Price, cost_usd
+from bench.pricing import Price, turns_cost
 from bench.specs import Limits
 from bench.types import TurnUsage
 
@@ -568,6 +568,7 @@ def metered_turns(records: list[CallRecord]) -> list[TurnUsage]:
             r.usage.cache_read,
             r.usage.cache_write,
             r.tool_calls,
+            r.model,
         )
         for r in records
         if r.ok and r.usage is not None
@@ -588,14 +589,7 @@ def limit_reached(
     """(exit status, message) when the turns so far reach a limit, checked before the next API call:
     the same check for every agent. Wall time is each agent's own timeout."""
     tokens = sum(t.context_tokens + t.output_tokens for t in turns)
-    cost = cost_usd(
-        model,
-        prices,
-        sum(t.input_tokens for t in turns),
-        sum(t.output_tokens for t in turns),
-        sum(t.cache_read_tokens for t in turns),
-        sum(t.cache_write_tokens for t in turns),
-    )
+    cost = turns_cost(model, prices, turns)[0]
     if len(turns) >= limits.turns:
         return "limit_turns", f"{len(turns)} turns reached limits.turns={limits.turns}"
     if tokens >= limits.tokens:

@@ -14,7 +14,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields, replace
 
 from bench.gpu import GpuReport
-from bench.pricing import Price, cost_usd, missing_price_note
+from bench.pricing import Price, turns_cost
 from bench.types import AgentOutcome
 
 IDLE_CAP_S = 600.0
@@ -118,18 +118,7 @@ def trial_metrics(
         "cache_read_tokens": sum(t.cache_read_tokens for t in turns),
         "cache_write_tokens": sum(t.cache_write_tokens for t in turns),
     }
-    if turns:
-        cost = cost_usd(
-            outcome.model,
-            prices,
-            tokens["input_tokens"],
-            tokens["output_tokens"],
-            tokens["cache_read_tokens"],
-            tokens["cache_write_tokens"],
-        )
-        note = missing_price_note(outcome.model, prices)
-    else:
-        cost, note = 0.0, None
+    cost, note = turns_cost(outcome.model, prices, turns) if turns else (0.0, None)
     gpu = gpu or GpuReport(available=False)
     return Metrics(
         agent_turns=len(turns),

@@ -9,6 +9,10 @@ from __future__ import annotations
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bench.types import TurnUsage
 
 PRICES_PATH = Path(__file__).resolve().parent.parent / "prices.toml"
 FIELDS = ("input", "output", "cache_read", "cache_write")
@@ -76,3 +80,37 @@ def missing_price_note(model: str | None, prices: dict[str, Price]) -> str | Non
     if price_key(model) in prices:
         return None
     return f'no price for {price_key(model)!r} in prices.toml; add [models."{price_key(model)}"] to get a cost'
+
+
+def turn_model(trial_model: str | None, asked: str | None) -> str | None:
+    """The price table's name of the model one turn used: the trial's (`provider/model[@url]`), unless the
+    call asked for another model, which is then that provider's (Claude Code's Explore sub-agent asks for
+    a smaller Claude than the trial's)."""
+    if trial_model is None or asked is None:
+        return trial_model
+    provider, _, rest = trial_model.partition("/")
+    return trial_model if asked == rest.partition("@")[0] else f"{provider}/{asked}"
+
+
+def turns_cost(
+    trial_model: str | None, prices: dict[str, Price], turns: list[TurnUsage]
+) -> tuple[float | None, str | None]:
+    """(dollars, None) for the turns, each at its own model's price (`turn_model`); (None, the note naming
+    the model without a price) when one has none: a partly known cost is not reported as the whole."""
+    groups: dict[str | None, list[TurnUsage]] = {}
+    for turn in turns:
+        groups.setdefault(turn_model(trial_model, turn.model), []).append(turn)
+    total = 0.0
+    for model, group in groups.items():
+        cost = cost_usd(
+            model,
+            prices,
+            sum(t.input_tokens for t in group),
+            sum(t.output_tokens for t in group),
+            sum(t.cache_read_tokens for t in group),
+            sum(t.cache_write_tokens for t in group),
+        )
+        if cost is None:
+            return None, missing_price_note(model, prices)
+        total += cost
+    return total, None

@@ -62,6 +62,9 @@ class TurnUsage:
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
     tool_calls: int = 0
+    model: str | None = None
+    """The model the call asked for, as its API names it, when the proxy saw it (None: the trial's model).
+    A CLI may run a sub-agent on another model of its provider; each turn is priced as its own model."""
 
     @property
     def context_tokens(self) -> int:

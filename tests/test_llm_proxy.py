@@ -15,9 +15,20 @@ import anthropic
 import openai
 import pytest
 
-from bench.llm_proxy import FORWARDER, SANDBOX_RUN_DIR, LLMProxy, refusal_for, relay_prelude, write_forwarder
+from bench.llm_proxy import (
+    FORWARDER,
+    SANDBOX_RUN_DIR,
+    LLMProxy,
+    limit_reached,
+    metered_turns,
+    refusal_for,
+    relay_prelude,
+    write_forwarder,
+)
+from bench.pricing import load_prices
 from bench.sandbox.errors import SandboxError
 from bench.sandbox.local import Bind, LocalSandbox, bwrap_available, descendants
+from bench.specs import Limits
 from tests.fake_llm import Failure, FakeLLMServer, Reply
 
 HOST_KEY = "host-only-test-key-4c2e9a71"
@@ -224,6 +235,23 @@ def test_proxy_passes_errors_through_and_records_each_attempt(proxy_for):
     ]
     assert "slow down" in proxy.records[0].error and proxy.records[0].usage is None
     assert proxy.records[2].usage.output == 5
+
+
+def test_each_turn_carries_the_model_it_asked_for_and_limits_price_it_so(proxy_for):
+    """A CLI's sub-agent on a cheaper model: its turn is metered as that model, and the cost limit adds
+    each turn at its own price (Opus: $25 per million output tokens, Haiku: $5)."""
+    script = [Reply(text="a", output_tokens=40_000), Reply(text="b", output_tokens=40_000)]
+    with FakeLLMServer(script) as server:
+        proxy = proxy_for(server)
+        for model in ("claude-opus-4-5", "claude-haiku-4-5"):
+            post(proxy, "/v1/messages", {"model": model, "stream": True, "messages": HI})
+    turns = metered_turns(proxy.records)
+    assert [t.model for t in turns] == ["claude-opus-4-5", "claude-haiku-4-5"]
+    prices = load_prices()
+    # $1.00 + $0.20 = $1.20 spent; priced all as Opus it would be $2.00
+    assert limit_reached(Limits(cost_usd=1.25), "anthropic/claude-opus-4-5", prices, turns) is None
+    reached = limit_reached(Limits(cost_usd=1.15), "anthropic/claude-opus-4-5", prices, turns)
+    assert reached[0] == "limit_cost" and "$1.20" in reached[1], reached
 
 
 def test_an_unreachable_upstream_is_a_502_record(tmp_path):

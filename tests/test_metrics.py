@@ -6,7 +6,7 @@ import pytest
 
 from bench.gpu import GpuReport
 from bench.metrics import nearest_rank_median, session_duration_s, trial_metrics
-from bench.pricing import load_prices
+from bench.pricing import load_prices, turn_model
 from bench.types import AgentOutcome, TurnUsage
 
 SCHEMA_KEYS = {
@@ -80,9 +80,15 @@ def test_nearest_rank_median():
     assert nearest_rank_median([1, 2, 3, 4, 100]) == 3
 
 
-def turn(i, o, r=0, w=0):
+def turn(i, o, r=0, w=0, model=None):
     return TurnUsage(
-        started_at=0.0, ended_at=1.0, input_tokens=i, output_tokens=o, cache_read_tokens=r, cache_write_tokens=w
+        started_at=0.0,
+        ended_at=1.0,
+        input_tokens=i,
+        output_tokens=o,
+        cache_read_tokens=r,
+        cache_write_tokens=w,
+        model=model,
     )
 
 
@@ -112,6 +118,49 @@ def test_an_unpriced_model_costs_null_with_a_note():
     outcome = AgentOutcome("submitted", turns=[turn(10, 10)], model="openai-compatible/tiny@http://127.0.0.1:9/v1")
     metrics = trial_metrics(outcome, [], load_prices())
     assert metrics.cost_usd is None and "openai-compatible/tiny" in metrics.cost_note
+
+
+def test_each_turn_is_priced_as_the_model_it_asked_for():
+    """A Claude Code trial on Opus whose Explore sub-agent asked for Haiku: Haiku's calls at Haiku's price.
+    The trial's own model, named as its API names it or not recorded, is priced as the trial's."""
+    outcome = AgentOutcome(
+        "submitted",
+        turns=[turn(1000, 100, model="claude-opus-4-5"), turn(2000, 300, 500, model="claude-haiku-4-5"), turn(10, 20)],
+        model="anthropic/claude-opus-4-5",
+    )
+    metrics = trial_metrics(outcome, [], load_prices())
+    opus = (1010 * 5.0 + 120 * 25.0) / 1e6
+    haiku = (2000 * 1.0 + 300 * 5.0 + 500 * 0.10) / 1e6
+    assert metrics.cost_usd == pytest.approx(opus + haiku) and metrics.cost_note is None
+    all_opus = (3010 * 5.0 + 420 * 25.0 + 500 * 0.50) / 1e6
+    assert metrics.cost_usd < all_opus, "priced all at the trial's model, the sub-agent's calls cost 5x"
+
+
+def test_a_turn_on_an_unpriced_model_makes_the_cost_unknown_not_partial():
+    outcome = AgentOutcome(
+        "submitted", turns=[turn(10, 10), turn(10, 10, model="claude-next-9")], model="anthropic/claude-opus-4-5"
+    )
+    metrics = trial_metrics(outcome, [], load_prices())
+    assert metrics.cost_usd is None and "'anthropic/claude-next-9'" in metrics.cost_note
+
+
+@pytest.mark.parametrize(
+    ("trial", "asked", "priced"),
+    [
+        ("anthropic/claude-opus-4-5", None, "anthropic/claude-opus-4-5"),
+        ("anthropic/claude-opus-4-5", "claude-opus-4-5", "anthropic/claude-opus-4-5"),
+        ("anthropic/claude-opus-4-5", "claude-haiku-4-5", "anthropic/claude-haiku-4-5"),
+        (
+            "openai-compatible/qwen3@http://127.0.0.1:8000/v1",
+            "qwen3",
+            "openai-compatible/qwen3@http://127.0.0.1:8000/v1",
+        ),
+        ("openai/gpt-5", "gpt-5-mini", "openai/gpt-5-mini"),
+        (None, "gpt-5", None),
+    ],
+)
+def test_turn_model_names_the_price_table_entry(trial, asked, priced):
+    assert turn_model(trial, asked) == priced
 
 
 def test_a_trial_without_api_calls_costs_zero_and_has_no_context():

@@ -37,7 +37,7 @@ from bench.llm_proxy import (
     relay_prelude,
     write_forwarder,
 )
-from bench.pricing import PRICES_PATH, cost_usd, load_prices
+from bench.pricing import PRICES_PATH, cost_usd, load_prices, turn_model
 from bench.sandbox.local import Bind
 from bench.types import AgentContext, AgentOutcome, truncate
 from bench.workspace import cache_dir
@@ -436,7 +436,8 @@ class CLIAgent:
         if record.ok and record.usage is not None:
             u = record.usage
             event["turn"] = len(metered_turns(self.proxy.records))
-            event["cost_usd"] = cost_usd(self.model, self.prices, u.input, u.output, u.cache_read, u.cache_write)
+            model = turn_model(self.model, record.model)
+            event["cost_usd"] = cost_usd(model, self.prices, u.input, u.output, u.cache_read, u.cache_write)
         self.record("llm_call", **event)
         if record.failed:
             self.record(
