@@ -3,8 +3,10 @@
 The threat: an answer that sounds right without having found anything. So the verdict rests only on
 what can be checked mechanically: every required fact of the key (answer_key.toml) must be stated in one
 statement that cites a line inside one of the fact's source regions and states the fact's values; no
-citation may name a file or line the checkout does not have; and the workspace must be unchanged (an
-edit fails the trial). Regions are named by symbol and resolved with `ast` in the checkout the agent
+citation may name a file or line the checkout does not have; the answer cites at most the key's
+`max_citations` distinct places (a spray of candidate places, each followed by every name in it, would
+otherwise find facts without finding anything); and the workspace must be unchanged (an edit fails the
+trial). Regions are named by symbol and resolved with `ast` in the checkout the agent
 started from, never in the agent's tree, so a key survives reformatting and an edit cannot move a region.
 
 The answer is read from the trajectory (what the agent wrote, never what a tool printed), so a saved
@@ -300,8 +302,16 @@ def grade(
     if answer is None:
         problems.append("no <final_answer>...</final_answer> in the agent's messages")
         answer = ""
-    bad = [p for p in (citation_problem(c, baseline, workdir) for c in parse_citations(answer)) if p]
+    citations = parse_citations(answer)
+    bad = [p for p in (citation_problem(c, baseline, workdir) for c in citations) if p]
     problems += [f"citation of a line that does not exist: {p}" for p in bad]
+    places = {(checkout_path(c.path, workdir) or c.path, c.start, c.end) for c in citations}
+    if len(places) > key.max_citations:
+        problems.append(
+            f"the answer cites {len(places)} distinct places, more than the {key.max_citations} this question "
+            "allows (4 per fact it asks about, plus 8; the instruction says so): cite what you found, not "
+            "every candidate"
+        )
     parts = statements(answer)
     facts = {}
     for fact in key.facts:

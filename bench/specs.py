@@ -280,6 +280,14 @@ class AnswerKey(Strict):
 
     facts: list[Fact] = Field(min_length=1)
 
+    @property
+    def max_citations(self) -> int:
+        """The most distinct places an answer may cite: 4 per fact plus 8. Room for an honest answer that
+        cites a definition and its uses, none for a spray of candidates (one citation per function of the
+        right files, each followed by every name in it, resolved 3 of the 12 reference questions before
+        this bound). The instruction states it (`{max_citations}`); bench/answers.py enforces it."""
+        return 4 * len(self.facts) + 8
+
     @model_validator(mode="after")
     def _unique_ids(self):
         ids = [f.id for f in self.facts]
@@ -392,6 +400,11 @@ class TaskVariant(BaseModel):
     @property
     def answer_key_path(self) -> Path:
         return self.dir / "answer_key.toml"
+
+    def instruction(self) -> str:
+        """The task's instruction for this framework; a Q&A task's also states its citation bound."""
+        text = self.task.instruction(self.framework)
+        return text.replace("{max_citations}", str(self.answer_key.max_citations)) if self.answer_key else text
 
     def graded_test_paths(self) -> list[str]:
         """Every test path the grader puts into the graded tree: hidden tests and restored originals."""

@@ -330,7 +330,7 @@ class Trial:
     def _run_agent(self, trajectory: TrajectoryWriter, agent: Agent) -> AgentOutcome:
         cfg = self.config
         ctx = AgentContext(
-            instruction=cfg.variant.task.instruction(cfg.framework.name),
+            instruction=cfg.variant.instruction(),
             sandbox=self._sandbox,
             limits=cfg.variant.task.spec.limits,
             trajectory=trajectory,

@@ -253,6 +253,24 @@ def test_a_citation_of_a_line_that_does_not_exist_fails_the_answer(tmp_path, tre
     assert "problem: citation of a line" in log
 
 
+def test_an_answer_citing_more_places_than_the_bound_fails_whatever_it_finds(tmp_path, tree, variant):
+    """Two facts: at most 16 distinct places. A place cited twice counts once; the 17th place fails the answer
+    with a problem naming the bound, though both facts are found."""
+    assert variant.answer_key.max_citations == 16
+    found = "- Norm takes eps from EPS = 1e-6 (pkg/norm.py:10).\n- Norm.forward returns its input (pkg/norm.py:13)."
+    others = [f"pkg/norm.py:{line}" for line in (1, 2, 4, 5, 6, 7, 8, 11, 15, 16, 17, 18, 19)] + ["pkg/norm.py:17-18"]
+    at_bound = found + "\n- Also read: " + ", ".join(others) + ", and pkg/norm.py:10 again."
+    grade, _ = run(variant, tree, tmp_path, at_bound)
+    assert grade.resolved, grade.answer_problems
+    grade, log = run(variant, tree, tmp_path, at_bound + " And pkg/norm.py:18-19.")
+    assert not grade.resolved and set(grade.facts.values()) == {"found"}
+    assert grade.answer_problems == [
+        "the answer cites 17 distinct places, more than the 16 this question allows (4 per fact it asks about, "
+        "plus 8; the instruction says so): cite what you found, not every candidate"
+    ]
+    assert "17 distinct places" in log
+
+
 def test_an_edit_to_the_workspace_fails_the_answer(tmp_path, tree, variant):
     grade, _ = run(
         variant,
@@ -351,6 +369,60 @@ def test_shipped_keys_resolve_gold_passes_and_wrong_fails(tmp_path, task_id, fra
     wrong = answers.render_template(variant.wrong_answer.read_text(), source, variant.wrong_answer)
     grade = answers.grade(variant, [{"kind": "assistant", "content": wrong}], [], source, tmp_path / "w")
     assert not grade.resolved and not grade.answer_problems  # wrong for its facts, not for a broken citation
+
+
+def spray(source: Path, files: list[str]) -> str:
+    """The answer of an agent that found nothing but the right files: one statement per function and class
+    in them, citing its first line and naming every identifier and number in it."""
+    import ast
+    import re
+
+    parts = []
+    for rel in files:
+        text = (source / rel).read_text()
+        lines = text.splitlines()
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                body = "\n".join(lines[node.lineno - 1 : node.end_lineno])
+                names = sorted(set(re.findall(r"[A-Za-z_]\w*|\d+\.?\d*(?:e-?\d+)?", body)))
+                parts.append(f"- {rel}:{node.lineno} " + " ".join(names))
+    return "<final_answer>\n" + "\n".join(parts) + "\n</final_answer>"
+
+
+@pytest.mark.parametrize(("task_id", "framework"), SHIPPED)
+def test_a_spray_over_the_keys_files_resolves_no_shipped_question(tmp_path, task_id, framework):
+    """Before the citation bound, this spray resolved 3 of the 12 reference questions (and found 4/4 or 6/6
+    facts in them); now every one fails, on the bound wherever it cites more than it allows."""
+    variant = specs.load_task(task_id).variant(framework)
+    source = shipped_source(framework)
+    files = sorted({region.path for fact in variant.answer_key.facts for region in fact.regions})
+    answer = spray(source, files)
+    grade = answers.grade(variant, [{"kind": "assistant", "content": answer}], [], source, tmp_path / "g")
+    assert not grade.resolved, grade.facts
+    cited = {(c.path, c.start, c.end) for c in answers.parse_citations(answer)}
+    over = len(cited) > variant.answer_key.max_citations
+    assert over == any("distinct places, more than" in p for p in grade.answer_problems)
+
+
+@pytest.mark.parametrize(("task_id", "framework"), SHIPPED)
+def test_a_thorough_honest_answer_stays_within_the_bound(tmp_path, task_id, framework):
+    """The gold answer with every region of every fact cited as well (a definition and its uses) resolves."""
+    variant = specs.load_task(task_id).variant(framework)
+    source = shipped_source(framework)
+    resolved = answers.resolve_key(variant.answer_key, source, variant.answer_key_path)
+    gold = answers.gold_answer(variant.answer_key, resolved).splitlines()
+    for i, fact in enumerate(variant.answer_key.facts, start=1):  # line 0 is the opening tag
+        gold[i] += " Also " + ", ".join(f"{s.path}:{s.start}-{s.end}" for s in resolved[fact.id]) + "."
+    grade = answers.grade(variant, [{"kind": "assistant", "content": "\n".join(gold)}], [], source, tmp_path / "g")
+    assert grade.resolved, (grade.answer_problems, grade.facts)
+
+
+@pytest.mark.parametrize(("task_id", "framework"), SHIPPED)
+def test_the_instruction_states_the_citation_bound(task_id, framework):
+    variant = specs.load_task(task_id).variant(framework)
+    text = variant.instruction()
+    assert f"at most {variant.answer_key.max_citations} distinct places" in text, task_id
+    assert "{" not in text.replace("{{", ""), "every placeholder is filled"
 
 
 # ---- through the harness: trial, oracle, nop, wrong, an agent that edits ----
