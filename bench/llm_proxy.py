@@ -244,6 +244,8 @@ def refusal_for(method: str, path: str, body: bytes, routes: tuple[str, ...]) ->
     for name, why in PROVIDER_SIDE_FIELDS.items():
         if request.get(name):
             return f"the request sets {name!r}, which {why}: the agent's work stays in its sandbox"
+    if _names_a_stored_file(request.get("messages"), request.get("input"), request.get("system")):
+        return "the request reads a file stored in the account (a `file_id`): the agent's inputs come from its sandbox"
     tools = list(request.get("tools") or []) if isinstance(request.get("tools"), list) else []
     while tools:
         tool = tools.pop()
@@ -256,6 +258,30 @@ def refusal_for(method: str, path: str, body: bytes, routes: tuple[str, ...]) ->
         if kind == "namespace" and isinstance(tool.get("tools"), list):
             tools += tool["tools"]
     return None
+
+
+def _names_a_stored_file(*parts) -> bool:
+    """Whether a content block points at a file stored in the provider account: Anthropic's document or
+    image with a `{"type": "file"}` source or a container upload, OpenAI's input_file or input_image with a
+    `file_id`. The CLIs send what they read inline, never such a reference. What the model wrote as a tool
+    call's input is its own and is not read."""
+    stack = list(parts)
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list):
+            stack += item
+        elif isinstance(item, dict):
+            kind, source = item.get("type"), item.get("source")
+            if kind == "container_upload" or (isinstance(source, dict) and source.get("type") == "file"):
+                return True
+            if kind in ("input_file", "input_image") and item.get("file_id"):
+                return True
+            stack += [
+                value
+                for key, value in item.items()
+                if not (kind in ("tool_use", "function_call") and key in ("input", "arguments"))
+            ]
+    return False
 
 
 class LLMProxy:

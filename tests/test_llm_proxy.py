@@ -505,6 +505,52 @@ FUNCTION = {"type": "function", "name": "exec_command", "parameters": {}}
         (CODEX, "POST", "/v1/responses", {"model": "m", "previous_response_id": "resp_1"}, "'previous_response_id'"),
         (CODEX, "POST", "/v1/responses", {"model": "m", "conversation": "conv_1"}, "'conversation'"),
         (CODEX, "POST", "/v1/responses", {"model": "m", "prompt": {"id": "pmpt_1"}}, "'prompt'"),
+        # the account's stored files, pulled into the model's context by id
+        (
+            CLAUDE,
+            "POST",
+            "/v1/messages",
+            {
+                **ASK,
+                "messages": [
+                    {"role": "user", "content": [{"type": "document", "source": {"type": "file", "file_id": "f"}}]}
+                ],
+            },
+            "a file stored in the account",
+        ),
+        (
+            CODEX,
+            "POST",
+            "/v1/responses",
+            {"model": "m", "input": [{"content": [{"type": "input_file", "file_id": "f"}]}]},
+            "file_id",
+        ),
+        (
+            CODEX,
+            "POST",
+            "/v1/responses",
+            {"model": "m", "input": [{"content": [{"type": "input_text", "text": "file_id"}]}]},
+            None,
+        ),
+        (  # the model's own tool input is not read
+            CLAUDE,
+            "POST",
+            "/v1/messages",
+            {
+                **ASK,
+                "messages": [
+                    {"role": "assistant", "content": [{"type": "tool_use", "input": {"source": {"type": "file"}}}]}
+                ],
+            },
+            None,
+        ),
+        (
+            CLAUDE,
+            "POST",
+            "/v1/messages",
+            {**ASK, "messages": [{"role": "user", "content": [{"type": "container_upload", "file_id": "f"}]}]},
+            "a file stored in the account",
+        ),
     ],
 )
 def test_a_sandboxed_agents_calls_are_only_its_clis(routes, method, path, body, refused):
