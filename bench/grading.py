@@ -9,8 +9,10 @@ gets back, from the checkout the agent started from, every file that configures 
 files, pytest/tox/setup.cfg/pyproject settings, sitecustomize, .pth files, package metadata that pytest
 loads plugins from); modules the agent added that would shadow an installed one are removed; pytest
 runs with plugin autoloading off and no PYTEST_ADDOPTS; every such change is recorded on the grade.
-Code under test still runs inside the test process and could patch pytest in memory: added lines that
-reach into the test runner are flagged as tampering and the trial is not resolved (docs/harness.md).
+Code under test still runs inside the test process and could patch pytest or the comparisons in memory: added
+lines that reach into the test runner are flagged as tampering, and the guard plugin (bench/pytest_guard.py) checks
+at run time what the tests compare with and what reports them; either finding leaves the trial unresolved
+(docs/harness.md says what remains).
 """
 
 from __future__ import annotations
@@ -48,62 +50,21 @@ TEST_INFRA_NAMES = (
 )
 TEST_INFRA_SUFFIXES = (".pth", ".dist-info", ".egg-info", ".egg-link")
 # Added lines in non-test files that reach into the test runner or its report.
+# Also lines that ask whether they run under pytest (to behave differently there), trace hooks, which can jump over
+# an assert, and tensor subclass hooks, through which a result can compare equal to anything (no task asks for one);
+# the guard plugin catches at run time what a line spelt differently still does to the comparisons.
 TAMPERING = re.compile(
     r"\b_pytest\b|\bpytest_(?:runtest|collect|configure|sessionfinish|report|make|"
     r"terminal|load_initial|plugin|addoption|cmdline|unconfigure)\w*|junit|"
-    r"PYTEST_ADDOPTS|PYTEST_PLUGINS|sys\.modules\[\s*['\"]pytest|" + re.escape(JUNIT_FILE)
+    r"\bPYTEST_[A-Z_]+|\bsys\.(?:modules|argv)\b.*\bpytest\b|\bpytest\b.*\bsys\.(?:modules|argv)\b|"
+    r"\bsettrace\b|\.f_lineno\s*=(?!=)|\b__torch_(?:function|dispatch)__\b|" + re.escape(JUNIT_FILE)
 )
-# A harness plugin, put into the graded tree under a fresh name. When the session finishes, before pytest writes its
-# report, it kills every other process in the grading sandbox but its own ancestors (with SWEEP_VAR set: only in
-# an isolated sandbox, whose /proc holds nothing else): a daemon the code under test started cannot rewrite the
-# report after it is written. Once the report is written the process ends at once, so exit handlers the code
-# under test registered (atexit, finalizers) cannot rewrite it either. Whatever else is left dies with the sandbox.
+# The harness's pytest plugin (bench/pytest_guard.py), put into the graded tree under a fresh name: it checks that the
+# code under test left what the tests compare with and the test runner alone, kills what that code left running
+# before the report is written (with SWEEP_VAR set: only in an isolated sandbox, whose /proc holds nothing else),
+# and ends the process once the report is written. What it finds it prints as "<its name>: tampering: <what>".
+GUARD = Path(__file__).with_name("pytest_guard.py")
 SWEEP_VAR = "ATEBENCH_GUARD_SWEEP"
-GUARD = (
-    """import os
-import signal
-
-import pytest
-
-_status = [None]
-_SWEEP = os.environ.get("%s") == "1"
-
-
-def _ancestors():
-    keep, pid = {1}, os.getpid()
-    while pid > 1 and pid not in keep:
-        keep.add(pid)
-        try:
-            with open(f"/proc/{pid}/stat") as stat:
-                pid = int(stat.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            break
-    return keep
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_sessionfinish(session, exitstatus):
-    _status[0] = int(exitstatus)
-    if _SWEEP:
-        keep = _ancestors()
-        for name in os.listdir("/proc"):
-            if name.isdigit() and int(name) not in keep:
-                try:
-                    os.kill(int(name), signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    continue
-
-
-def pytest_unconfigure(config):
-    if _status[0] is not None:
-        import sys
-
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(_status[0])
-"""
-    % SWEEP_VAR
-)
 # The environment of the grading command: no plugin the agent could have registered, no extra options.
 GRADING_PRELUDE = "export PYTEST_DISABLE_PLUGIN_AUTOLOAD=1; unset PYTEST_ADDOPTS PYTEST_PLUGINS PYTHONSTARTUP; "
 
@@ -326,6 +287,14 @@ def find_tampering(tree: Path, baseline: Path, changed: list[str], hidden: list[
     return hits
 
 
+def guard_findings(output: str, guard: str) -> list[str]:
+    """What the guard plugin (bench/pytest_guard.py, loaded as `guard`) saw the code under test change while the tests
+    ran, from the grading command's output: each once, as "at run time: <what>"."""
+    marker = f"{guard}: tampering: "
+    found = [line.split(marker, 1)[1].strip() for line in output.splitlines() if marker in line]
+    return [f"at run time: {what}" for what in dict.fromkeys(found)]
+
+
 def place_hidden_tests(variant: TaskVariant, tree: Path) -> None:
     """The hidden tests at grading.toml's tests_target, and the shared helpers (`support`) beside them."""
     if variant.tests_dir.is_dir():
@@ -374,7 +343,7 @@ def grade(
         place_hidden_tests(variant, tree)
         absent = restore_original_tests(variant, original, tree)
         guard = f"_atebench_guard_{uuid.uuid4().hex[:12]}"
-        (tree / f"{guard}.py").write_text(GUARD)
+        shutil.copyfile(GUARD, tree / f"{guard}.py")
         sandbox = open_sandbox(tree)
         try:
             command = f"{variant.grading.command} -p {guard} --junitxml={sandbox.workdir}/{JUNIT_FILE}"
@@ -390,6 +359,7 @@ def grade(
                 f"{', timed out' if result.timed_out else ''}]\n{result.output}"
             )
         )
+        tampering += guard_findings(result.output, guard)
         base = Grade(
             resolved=False, modified_test_files=modified, test_infrastructure_changes=undone, tampering=tampering
         )
