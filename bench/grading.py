@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import fnmatch
 import importlib.util
+import os
 import re
 import shutil
 import sys
@@ -166,12 +167,7 @@ def wrong_reason_to_fail(grade: dict) -> str | None:
 def modified_test_files(changed: list[str], hidden: list[str]) -> list[str]:
     """Changed paths that are test files: the hidden tests' paths or anything named like a test."""
     hidden_set = set(hidden)
-    return sorted(
-        p
-        for p in changed
-        if p in hidden_set
-        or any(fnmatch.fnmatch(p, pat) or fnmatch.fnmatch(Path(p).name, pat) for pat in TEST_FILE_PATTERNS)
-    )
+    return sorted(p for p in changed if p in hidden_set or _is_test_file(p))
 
 
 ABSENT_TEST_MODULE = """import pytest
@@ -194,8 +190,10 @@ def restore_original_tests(variant: TaskVariant, original: Path | None, tree: Pa
         source = original / rel
         if not source.is_file() and rel in _absent_git_files(variant, original):
             reason = f"{rel}: this {variant.framework} source (sdist route) lacks the git tree's tests; not graded"
-            (tree / rel).parent.mkdir(parents=True, exist_ok=True)
-            (tree / rel).write_text(ABSENT_TEST_MODULE.format(reason=reason))
+            with tempfile.TemporaryDirectory(prefix="atebench-absent-") as scratch:
+                stand_in = Path(scratch) / "stand_in.py"
+                stand_in.write_text(ABSENT_TEST_MODULE.format(reason=reason))
+                place_file(stand_in, tree, rel)  # never through a link the agent left on the way
             absent.append(rel)
         elif not source.is_file():
             raise FileNotFoundError(
@@ -224,12 +222,25 @@ def _is_test_infra(rel: str) -> bool:
     )
 
 
+def _is_test_file(rel: str) -> bool:
+    return any(fnmatch.fnmatch(rel, pat) or fnmatch.fnmatch(rel.rsplit("/", 1)[-1], pat) for pat in TEST_FILE_PATTERNS)
+
+
+def _same_file(ours: Path, theirs: Path) -> bool:
+    """Same bytes; sizes first, so a huge (or sparse) file the agent left is never read."""
+    if ours.is_symlink() or theirs.is_symlink():
+        return ours.is_symlink() and theirs.is_symlink() and os.readlink(ours) == os.readlink(theirs)
+    return ours.stat().st_size == theirs.stat().st_size and ours.read_bytes() == theirs.read_bytes()
+
+
 def restore_test_infrastructure(tree: Path, baseline: Path) -> list[str]:
-    """Put every test-configuration file of `tree` back as it is in `baseline`; returns what was undone."""
+    """Put every test-configuration file and every test file of `tree` back as it is in `baseline`; returns what
+    was undone. Test files too: the hidden tests and the framework's own (restore_from_original) decide, and a test
+    module the agent added would otherwise be collected and run its code inside the test process."""
     undone = []
     paths = {p.relative_to(tree).as_posix() for p in tree.rglob("*") if p.is_file() or p.is_symlink()}
     paths |= {p.relative_to(baseline).as_posix() for p in baseline.rglob("*") if p.is_file() or p.is_symlink()}
-    for rel in sorted(r for r in paths if _is_test_infra(r)):
+    for rel in sorted(r for r in paths if _is_test_infra(r) or _is_test_file(r)):
         ours, theirs = tree / rel, baseline / rel
         if not (theirs.is_file() or theirs.is_symlink()):
             ours.unlink()
@@ -237,7 +248,7 @@ def restore_test_infrastructure(tree: Path, baseline: Path) -> list[str]:
         elif not (ours.is_file() or ours.is_symlink()):
             place_file(theirs, tree, rel)
             undone.append(f"{rel}: deleted by the agent, restored for grading")
-        elif ours.is_symlink() or theirs.is_symlink() or ours.read_bytes() != theirs.read_bytes():
+        elif not _same_file(ours, theirs):
             place_file(theirs, tree, rel)
             undone.append(f"{rel}: changed by the agent, restored for grading")
     return undone
@@ -255,7 +266,9 @@ def remove_shadowing_modules(tree: Path, baseline: Path) -> list[str]:
             if entry.is_dir() and (entry / "__init__.py").exists()
             else None
         )
-        if not name or (baseline / entry.name).exists():
+        # a top-level name only: find_spec of a dotted name imports its parent, here on the host (a folder named
+        # `this.x` would print the Zen of Python); a name that is no identifier is no module anyway
+        if not name or not name.isidentifier() or (baseline / entry.name).exists():
             continue
         if name in sys.stdlib_module_names or importlib.util.find_spec(name) is not None:
             shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
@@ -265,23 +278,38 @@ def remove_shadowing_modules(tree: Path, baseline: Path) -> list[str]:
     return removed
 
 
+# The graded copy of an agent's tree: a file over the first, or past the second in all, is left out (and listed), so
+# sparse files the agent made cannot fill the runner's disk when copied out in full.
+MAX_GRADED_FILE_BYTES = 2 * 2**30
+MAX_GRADED_BYTES = 16 * 2**30
 TAMPERING_SUFFIXES = (".py", ".sh")  # code the grading runs: the framework's modules, a task's setup_env.sh
+MAX_SCANNED_BYTES = 4 * 2**20  # a larger Python or shell file is not read: it counts as tampering, unread
 
 
-def find_tampering(tree: Path, baseline: Path, changed: list[str], hidden: list[str]) -> list[str]:
-    """Lines the agent added to non-test Python or shell files that reach into the test runner or its report."""
+def find_tampering(tree: Path, baseline: Path) -> list[str]:
+    """Lines the agent added to non-test Python or shell files that reach into the test runner or its report.
+
+    Every such file of the graded tree is read, not only those the diff names (an agent's `.gitignore` once kept
+    a file out of it), and a link inside the tree is read as the file it names (a link `hook.py -> hook.txt` is
+    Python to the importer). A link that leaves the tree names nothing the agent wrote and is not read."""
     hits = []
-    for rel in changed:
-        path = tree / rel
-        if (
-            not rel.endswith(TAMPERING_SUFFIXES)
-            or rel in modified_test_files([rel], hidden)
-            or path.is_symlink()
-            or not path.is_file()
-        ):
+    root = tree.resolve()
+    for path in sorted(p for p in tree.rglob("*") if p.is_file() or p.is_symlink()):
+        rel = path.relative_to(tree).as_posix()
+        if not rel.endswith(TAMPERING_SUFFIXES) or _is_test_file(rel):
             continue
-        before = set((baseline / rel).read_text(errors="replace").splitlines()) if (baseline / rel).is_file() else set()
-        for line in path.read_text(errors="replace").splitlines():
+        target = path.resolve() if path.is_symlink() else path
+        if not target.is_relative_to(root) or not target.is_file():
+            continue
+        old = baseline / rel
+        if not path.is_symlink() and (old.is_file() and not old.is_symlink()) and _same_file(path, old):
+            continue
+        size = target.stat().st_size
+        if size > MAX_SCANNED_BYTES:
+            hits.append(f"{rel}: {size} bytes, too large to read (limit {MAX_SCANNED_BYTES}); not taken as clean")
+            continue
+        before = set(old.read_text(errors="replace").splitlines()) if old.is_file() else set()
+        for line in target.read_text(errors="replace").splitlines():
             if line not in before and TAMPERING.search(line):
                 hits.append(f"{rel}: {line.strip()[:200]}")
     return hits
@@ -336,10 +364,18 @@ def grade(
         )
     with tempfile.TemporaryDirectory(prefix="atebench-grade-") as scratch:
         tree = Path(scratch) / "tree"
-        copy_clean(final_tree, tree)
-        (tree / JUNIT_FILE).unlink(missing_ok=True)
+        left_out = copy_clean(final_tree, tree, max_file_bytes=MAX_GRADED_FILE_BYTES, max_total_bytes=MAX_GRADED_BYTES)
+        junit = tree / JUNIT_FILE
+        if junit.is_dir() and not junit.is_symlink():
+            shutil.rmtree(junit)
+        elif junit.exists() or junit.is_symlink():
+            junit.unlink()
         undone = restore_test_infrastructure(tree, baseline) + remove_shadowing_modules(tree, baseline)
-        tampering = find_tampering(tree, baseline, changed, variant.graded_test_paths())
+        undone += [
+            f"{rel}: left out of the graded copy (not a regular file, over a size limit, or too deep)"
+            for rel in left_out
+        ]
+        tampering = find_tampering(tree, baseline)
         place_hidden_tests(variant, tree)
         absent = restore_original_tests(variant, original, tree)
         guard = f"_atebench_guard_{uuid.uuid4().hex[:12]}"
@@ -366,7 +402,6 @@ def grade(
         if result.timed_out:
             base.error = f"grading timed out after {timeout:g}s (task.toml grading.timeout_s); see grader.log"
             return base
-        junit = tree / JUNIT_FILE
         if not junit.is_file() or junit.is_symlink():
             base.error = (
                 f"the grading command wrote no JUnit XML (exit {result.exit_code}); it must run pytest "

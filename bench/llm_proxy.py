@@ -52,6 +52,7 @@ HOP_BY_HOP = {
 }
 CREDENTIAL_HEADERS = {"x-api-key", "authorization", "api-key"}
 ERROR_EXCERPT_CHARS = 500
+MAX_REQUEST_BYTES = 32 * 2**20  # the providers' own limit on a request; a larger body is refused unread (413)
 PLACEHOLDER_KEY = "atebench-placeholder-not-a-key"
 """What a metered agent holds as its key: the proxy drops it. It cannot look like a real key, so a
 real-key pattern found anywhere still means a leak."""
@@ -406,6 +407,12 @@ def _handler_for(proxy: LLMProxy):
         def _forward(self) -> None:
             record = proxy._new_record(self.command, self.path)
             body = self._request_body()
+            if body is None:
+                record.refused = f"a request body over {MAX_REQUEST_BYTES} bytes (or an unreadable length)"
+                self.close_connection = True
+                self._reply_error(413, f"atebench: {record.refused}")
+                proxy._finish(record)
+                return
             try:
                 request = json.loads(body) if body else {}
             except json.JSONDecodeError:
@@ -449,17 +456,28 @@ def _handler_for(proxy: LLMProxy):
                 upstream.close()
                 proxy._finish(record)
 
-        def _request_body(self) -> bytes:
+        def _request_body(self) -> bytes | None:
+            """The body, or None when it is over MAX_REQUEST_BYTES (the rest is left unread: the runner's memory
+            is not the sandbox's to fill)."""
             if self.headers.get("transfer-encoding", "").lower() == "chunked":
-                data = b""
+                data = bytearray()
                 while True:
-                    size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                    try:
+                        size = int(self.rfile.readline(64).split(b";")[0].strip() or b"0", 16)
+                    except ValueError:
+                        return None
                     if size == 0:
-                        self.rfile.readline()
-                        return data
+                        self.rfile.readline(64)
+                        return bytes(data)
+                    if len(data) + size > MAX_REQUEST_BYTES:
+                        return None
                     data += self.rfile.read(size)
-                    self.rfile.readline()
-            return self.rfile.read(int(self.headers.get("content-length") or 0))
+                    self.rfile.readline(64)
+            try:
+                length = int(self.headers.get("content-length") or 0)
+            except ValueError:
+                return None
+            return self.rfile.read(length) if 0 <= length <= MAX_REQUEST_BYTES else None
 
         def _client_gone(self) -> bool:
             """The agent closed its end before any reply came: its request timed out. (A client never

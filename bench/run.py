@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from bench import results, slurm, specs
+from bench import results, slurm, specs, workspace
 from bench.agents import DEFAULT_AGENT, AgentSpec
 from bench.gpu import GpuAllocator, detect_gpus, gpus_per_trial
 from bench.metrics import Metrics
@@ -99,6 +99,15 @@ def task_unavailable(
     return f"needs {needed} GPU(s), this machine has {len(gpus)}" if needed > len(gpus) else None
 
 
+def gpus_below_need(framework: specs.FrameworkSpec, task: specs.Task, per_trial: int | None) -> str | None:
+    """Why `--gpus` gives `task` fewer GPUs than it needs on `framework` (its checks would skip, and a validation
+    would call the task invalid for it), or None."""
+    needed = gpus_per_trial(framework, task.spec)
+    if per_trial is not None and per_trial < needed:
+        return f"needs {needed} GPU(s) a trial, --gpus gives it {per_trial}"
+    return None
+
+
 def isolation_problem(cfg: RunConfig) -> str | None:
     """Why the local sandbox cannot isolate as asked, or None. Never a silent fall-back to plain bash.
     Under Slurm the nodes run the sandboxes: a node without bubblewrap fails its trial's setup, saying so."""
@@ -151,7 +160,9 @@ def make_plan(cfg: RunConfig, agents: dict[str, AgentSpec]) -> Plan:
             if framework.name not in task.frameworks():
                 skipped.append(f"skipping {task.id} on {framework.name}: the task has no version for it")
                 continue
-            reason = task_unavailable(framework, task, gpus, cfg.gpus) if cfg.executor == "local" else None
+            reason = gpus_below_need(framework, task, cfg.gpus) or (
+                task_unavailable(framework, task, gpus, cfg.gpus) if cfg.executor == "local" else None
+            )
             if reason:
                 skipped.append(f"skipping {task.id} on {framework.name}: {reason}")
                 continue
@@ -432,7 +443,7 @@ def _install_interrupt(trials: list[Trial], cfg: RunConfig, console: Console) ->
             trial.interrupt(signal.Signals(signum).name)
         for trial in trials:
             if trial.scratch is not None:
-                shutil.rmtree(trial.scratch, ignore_errors=True)
+                workspace.remove_tree(trial.scratch)
         _say_and_exit(signum, "", cfg, console)
 
     return {signum: signal.signal(signum, handler) for signum in INTERRUPT_SIGNALS}

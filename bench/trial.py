@@ -6,7 +6,6 @@ throughput) and must never erase what earlier phases produced (trajectory, diff,
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 import threading
 import time
@@ -199,7 +198,7 @@ class Trial:
             if self._gpus:
                 cfg.gpu_allocator.release(self._gpus)
                 self._gpus = []
-            shutil.rmtree(scratch, ignore_errors=True)
+            workspace.remove_tree(scratch)  # the agent's tree: any depth, any permissions
             self._end_phase()
         self.result.finished_at = results.now_iso()
         redact_files(self.folder)  # the last sweep: whatever wrote a file of this trial, no secret stays

@@ -58,34 +58,75 @@ MAX_DIFF_FILE_BYTES = 20 * 1024 * 1024  # a bigger file is left out of agent.dif
 MAX_DIFF_TOTAL_BYTES = 256 * 1024 * 1024  # past this, further files are left out of agent.diff too
 
 
+MAX_DEPTH = 64  # folders below this many levels are left out of every copy: no checkout is deeper, an attack may be
+
+
 def copy_clean(
     src: Path, dest: Path, max_file_bytes: int | None = None, max_total_bytes: int | None = None
 ) -> list[str]:
     """Copy a tree without VCS metadata and caches. Symlinks are copied as links, never followed; FIFOs,
     sockets and devices are skipped (opening an agent's FIFO would hang the runner), and so are regular
-    files over `max_file_bytes` or past `max_total_bytes` copied. Returns the skipped paths, relative to `src`."""
+    files over `max_file_bytes` or past `max_total_bytes` copied, folders deeper than MAX_DEPTH and folders
+    the runner cannot read. Returns the skipped paths, relative to `src`.
+
+    The walk keeps its own stack: an agent's tree thousands of folders deep must not end the runner in a
+    RecursionError (shutil.copytree recurses)."""
+    ignored = shutil.ignore_patterns(*CLEAN_PATTERNS)
     skipped: list[str] = []
-    copied = [0]
-
-    def copy_regular(source: str, target: str) -> None:
-        info = os.lstat(source)
-        too_big = max_file_bytes is not None and info.st_size > max_file_bytes
-        too_much = max_total_bytes is not None and copied[0] + info.st_size > max_total_bytes
-        if not stat.S_ISREG(info.st_mode) or too_big or too_much:
-            skipped.append(os.path.relpath(source, src))
-            return
-        copied[0] += info.st_size
-        shutil.copy2(source, target, follow_symlinks=False)
-
-    shutil.copytree(
-        src,
-        dest,
-        ignore=shutil.ignore_patterns(*CLEAN_PATTERNS),
-        symlinks=True,
-        dirs_exist_ok=True,
-        copy_function=copy_regular,
-    )
+    copied = 0
+    dest.mkdir(parents=True, exist_ok=True)
+    stack = [("", 0)]
+    while stack:
+        rel, depth = stack.pop()
+        folder = os.path.join(src, rel) if rel else os.fspath(src)
+        try:
+            with os.scandir(folder) as scan:
+                entries = sorted(scan, key=lambda e: e.name)
+        except OSError:
+            skipped.append(rel)
+            continue
+        drop = ignored(folder, [e.name for e in entries])
+        for entry in entries:
+            if entry.name in drop:
+                continue
+            child = os.path.join(rel, entry.name) if rel else entry.name
+            target = os.path.join(dest, child)
+            if entry.is_symlink():
+                if os.path.lexists(target):
+                    os.unlink(target)
+                os.symlink(os.readlink(entry.path), target)
+            elif entry.is_dir(follow_symlinks=False):
+                if depth + 1 > MAX_DEPTH:
+                    skipped.append(child)
+                    continue
+                os.makedirs(target, exist_ok=True)
+                stack.append((child, depth + 1))
+            else:
+                info = entry.stat(follow_symlinks=False)
+                too_big = max_file_bytes is not None and info.st_size > max_file_bytes
+                too_much = max_total_bytes is not None and copied + info.st_size > max_total_bytes
+                if not stat.S_ISREG(info.st_mode) or too_big or too_much:
+                    skipped.append(child)
+                    continue
+                try:
+                    shutil.copy2(entry.path, target, follow_symlinks=False)
+                except PermissionError:  # a file the runner may not read (an agent's chmod 000, runner not root)
+                    skipped.append(child)
+                    continue
+                copied += info.st_size
     return sorted(skipped)
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a tree an agent wrote into, whatever it made there: folders thousands of levels deep (shutil.rmtree
+    recurses), folders without read or execute permission. `rm -rf` walks without recursion; the chmod first
+    gives back what the agent took away. What still cannot be removed is warned about, never raised."""
+    if not os.path.lexists(path):
+        return
+    subprocess.run(["chmod", "-R", "u+rwX", "--", str(path)], capture_output=True)
+    proc = subprocess.run(["rm", "-rf", "--", str(path)], capture_output=True, text=True)
+    if os.path.lexists(path):
+        warnings.warn(f"could not remove {path}: {proc.stderr.strip()[-500:]}", stacklevel=2)
 
 
 def place_file(source: Path, tree: Path, rel: str) -> Path:
@@ -372,22 +413,48 @@ class TreeDiff:
     left_out: list[str] = field(default_factory=list)  # files over MAX_DIFF_FILE_BYTES or not regular files
 
 
+# The scratch repo of a diff reads no git configuration but its own, and the trees' .gitignore and .gitattributes
+# files have no say: an agent's `.gitignore` would hide its new files from agent.diff and from grading's checks of
+# changed files, a `-diff` attribute would turn its changes into opaque binary patches, and a filter attribute
+# would run whatever the host's own git configuration names for it.
+DIFF_GIT_ENV = {"GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1", "GIT_ATTR_NOSYSTEM": "1"}
+DIFF_ATTRIBUTES = "* !diff !merge !filter !text !eol !ident !working-tree-encoding !export-ignore\n"
+
+
+def _diff_git(repo: Path, *args: str) -> bytes:
+    proc = subprocess.run(
+        ["git", *GIT_IDENTITY, "-c", f"core.excludesFile={os.devnull}", "-c", "core.autocrlf=false", *args],
+        cwd=repo,
+        capture_output=True,
+        env={**{k: v for k, v in os.environ.items() if not k.startswith("GIT_")}, **DIFF_GIT_ENV},
+    )
+    if proc.returncode != 0:
+        raise WorkspaceError(f"git {' '.join(args)} failed in {repo}: {proc.stderr.decode(errors='replace').strip()}")
+    return proc.stdout
+
+
 def tree_diff(before: Path, after: Path) -> TreeDiff:
-    """Diff two trees via a scratch git repo, so untracked files and deletions are included."""
+    """Diff two trees via a scratch git repo, so untracked files and deletions are included: every file, whatever
+    the trees' .gitignore files say, byte for byte (a file that is not UTF-8, CRLF line ends). The patch is decoded
+    leniently for the record (an undecodable byte becomes U+FFFD); the file names exactly (os.fsdecode)."""
     with tempfile.TemporaryDirectory(prefix="atebench-diff-") as scratch:
         repo = Path(scratch) / "repo"
         copy_clean(before, repo)
-        git("init", "-q", cwd=repo)
-        git("add", "-A", cwd=repo)
-        git("commit", "-q", "--no-verify", "--allow-empty", "-m", "before", cwd=repo)
+        _diff_git(repo, "init", "-q")
+        (repo / ".git" / "info").mkdir(exist_ok=True)
+        (repo / ".git" / "info" / "attributes").write_text(DIFF_ATTRIBUTES)
+        _diff_git(repo, "add", "-A", "--force")
+        _diff_git(repo, "commit", "-q", "--no-verify", "--allow-empty", "-m", "before")
         for child in repo.iterdir():
             if child.name != ".git":
                 shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
         left_out = copy_clean(after, repo, max_file_bytes=MAX_DIFF_FILE_BYTES, max_total_bytes=MAX_DIFF_TOTAL_BYTES)
-        git("add", "-A", cwd=repo)
-        patch = git("diff", "--cached", "--binary", "HEAD", cwd=repo).stdout
-        names = git("diff", "--cached", "--name-only", "-z", "HEAD", cwd=repo).stdout
-    return TreeDiff(patch=patch, files=sorted({*(n for n in names.split("\0") if n), *left_out}), left_out=left_out)
+        _diff_git(repo, "add", "-A", "--force")
+        options = ("--cached", "--no-renames", "--no-ext-diff", "--no-textconv")
+        patch = _diff_git(repo, "diff", *options, "--binary", "HEAD")
+        names = _diff_git(repo, "diff", *options, "--name-only", "-z", "HEAD")
+    files = {os.fsdecode(n) for n in names.split(b"\0") if n}
+    return TreeDiff(patch=patch.decode(errors="replace"), files=sorted({*files, *left_out}), left_out=left_out)
 
 
 def gold_patch(variant: TaskVariant, framework: FrameworkSpec, cache: Path | None = None) -> str:

@@ -687,3 +687,43 @@ def test_a_cli_that_disagrees_with_the_proxy_gets_a_note(tmp_path):
     agent._cross_check(outcome)
     (note,) = agent.ctx.trajectory.read()
     assert "differ from the proxy's" in note["message"] and "'output': (1, 7)" in note["message"]
+
+
+def test_transcripts_are_copied_only_from_real_folders_of_the_home(tmp_path):
+    """The home is the agent's to write: a link on the way to the transcript folder (to the host user's own
+    ~/.claude/projects, say) or below it copies nothing from where it points."""
+    from bench.agents.cli_agent import copy_regular_files
+
+    outside = tmp_path / "host-projects"
+    (outside / "p").mkdir(parents=True)
+    (outside / "p" / "host-session.jsonl").write_text('{"secret": "host"}\n')
+    home, dest = tmp_path / "home", tmp_path / "trial" / "transcripts"
+    (home / ".claude").mkdir(parents=True)
+    (home / ".claude" / "projects").symlink_to(outside)
+    assert copy_regular_files(home / ".claude" / "projects", dest, ".jsonl", within=home) == []
+    (home / ".claude" / "projects").unlink()
+    (home / ".claude" / "projects" / "own").mkdir(parents=True)
+    (home / ".claude" / "projects" / "own" / "s.jsonl").write_text("{}\n")
+    (home / ".claude" / "projects" / "linked").symlink_to(outside / "p")
+    (home / ".claude" / "projects" / "file.jsonl").symlink_to(outside / "p" / "host-session.jsonl")
+    assert copy_regular_files(home / ".claude" / "projects", dest, ".jsonl", within=home) == ["own/s.jsonl"]
+    (home / ".claude").rename(home / "real-claude")
+    (home / ".claude").symlink_to(home / "real-claude")
+    assert copy_regular_files(home / ".claude" / "projects", dest, ".jsonl", within=home) == []
+    assert "host" not in "".join(p.read_text() for p in dest.rglob("*") if p.is_file())
+
+
+def test_a_link_the_agent_leaves_in_its_home_copies_no_host_file_into_results(claude_code, tmp_path):
+    """Through the real CLI: a command inside swaps the transcript folder for a link to a host folder."""
+    host = tmp_path / "host-projects" / "p"
+    host.mkdir(parents=True)
+    canary = f"canary-transcript-{uuid.uuid4().hex[:8]}"
+    (host / "host-session.jsonl").write_text(json.dumps({"secret": canary}) + "\n")
+    attack = f"rm -rf /atebench-home/.claude/projects; ln -sfn {host.parent} /atebench-home/.claude/projects; true"
+    script = [Reply(tool_calls=[("Bash", {"command": attack, "description": "tidy"})]), Reply(text="done.")]
+    with FakeLLMServer(script, by_step=True) as server:
+        _, outcome, events = run_claude(tmp_path, server)
+    assert outcome.exit_status == "submitted", outcome.error
+    assert any("ln -sfn" in json.dumps(e) for e in events if e["kind"] == "assistant"), "the attack did not run"
+    trial = tmp_path / "trial"
+    assert canary not in all_text(trial), "a host file reached the trial's folder through the agent's link"

@@ -260,7 +260,7 @@ def test_added_python_and_shell_lines_that_reach_into_the_report_are_tampering(t
     write(tree / "calc" / "ops.py", "REPORT = 'junit'\nimport _pytest\n")
     write(tree / "setup_env.sh", f"python3 -m venv .venv\n(sleep 5; cp forged.xml {grading.JUNIT_FILE}) &\n")
     write(tree / "notes.txt", "junit\n")
-    hits = grading.find_tampering(tree, baseline, ["calc/ops.py", "notes.txt", "setup_env.sh"], [])
+    hits = grading.find_tampering(tree, baseline)
     assert hits == ["calc/ops.py: import _pytest", f"setup_env.sh: (sleep 5; cp forged.xml {grading.JUNIT_FILE}) &"]
 
 

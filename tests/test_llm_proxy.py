@@ -580,6 +580,52 @@ def test_an_off_limits_call_is_refused_unforwarded_and_the_agent_goes_on(proxy_f
     assert "web_search_20250305" in logged[0]["refused"] and "POST /v1/files" in logged[1]["refused"]
 
 
+def _raw(proxy: LLMProxy, head: bytes, body_chunks) -> bytes:
+    """One request written by hand to the proxy's socket; what came back before it closed."""
+    sock = socket.socket(socket.AF_UNIX)
+    sock.connect(str(proxy.socket_path))
+    sock.sendall(head)
+    try:
+        for chunk in body_chunks:
+            sock.sendall(chunk)
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the proxy answered and closed before the whole body was sent: as it should
+    sock.settimeout(10)
+    reply = b""
+    try:
+        while data := sock.recv(65536):
+            reply += data
+    except (ConnectionResetError, TimeoutError):
+        pass
+    sock.close()
+    return reply
+
+
+def test_a_request_body_over_the_bound_is_refused_unread(proxy_for, monkeypatch):
+    """A body is held in the runner's memory before it is checked: a command inside could send gigabytes, by
+    length or by chunks. Over MAX_REQUEST_BYTES it is a 413 and a refused record; the server sees nothing."""
+    from bench import llm_proxy
+
+    monkeypatch.setattr(llm_proxy, "MAX_REQUEST_BYTES", 1 << 20)
+    with FakeLLMServer([Reply(text="ok", output_tokens=4)]) as server:
+        proxy = proxy_for(server, routes=CLAUDE)
+        by_length = _raw(
+            proxy,
+            b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Length: 3000000000\r\n\r\n",
+            (b"x" * 65536 for _ in range(4)),
+        )
+        chunk = b"%x\r\n%s\r\n" % (65536, b"y" * 65536)
+        by_chunks = _raw(
+            proxy, b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n", [chunk] * 40
+        )
+        ok = post(proxy, "/v1/messages", ASK)
+        served = len(server.requests)
+    assert by_length.startswith(b"HTTP/1.0 413") or by_length.startswith(b"HTTP/1.1 413"), by_length[:200]
+    assert b" 413 " in by_chunks.split(b"\r\n")[0], by_chunks[:200]
+    assert ok[0] == 200 and served == 1, "only the ordinary call reached the server"
+    assert [r.refused is not None for r in proxy.records] == [True, True, False]
+
+
 # --- the same through the docker sandbox (a real local engine; the image is built locally, never pulled) ---
 
 

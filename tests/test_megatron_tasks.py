@@ -90,6 +90,21 @@ def test_a_host_with_fewer_than_two_gpus_skips_each_task_with_one_line(monkeypat
     assert any(t.framework.name == "megatron" for t in plan.trials), "Megatron's Q&A tasks still run"
 
 
+@pytest.mark.parametrize("executor", ["local", "slurm"])
+def test_gpus_below_what_a_task_needs_skips_it_with_one_line(monkeypatch, executor):
+    """`--gpus 1` on a host with one GPU: Megatron's 2-GPU tasks would run with their 2-GPU checks skipped (and a
+    validation call them invalid); they are left out, named, and the 1-GPU tasks run."""
+    monkeypatch.setattr(run, "detect_gpus", lambda: [0])
+    cfg = run.RunConfig(
+        task="all", framework="megatron", agents=["oracle"], run_id="plan", isolate=False, gpus=1, executor=executor
+    )
+    plan = run.make_plan(cfg, make_specs(["oracle"], AgentOptions()))
+    for task_id in TASKS:
+        lines = [line for line in plan.skipped if line.startswith(f"skipping {task_id} on megatron:")]
+        assert lines == [f"skipping {task_id} on megatron: needs 2 GPU(s) a trial, --gpus gives it 1"], lines
+    assert {t.variant.task.id for t in plan.trials} >= {"add-new-model/mixtral", "operate/routing-trace"}
+
+
 def test_validate_on_a_cpu_host_says_megatron_needs_two_gpus(monkeypatch):
     monkeypatch.setattr(run, "detect_gpus", lambda: [])
     cfg = run.RunConfig(

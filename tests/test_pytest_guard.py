@@ -154,7 +154,7 @@ def test_the_guard_catches_code_under_test_that_forces_a_pass(attack, tmp_path):
     code, test = ATTACKS[attack]
     (tmp_path / "calc.py").write_text(textwrap.dedent(code))
     (tmp_path / "test_calc.py").write_text(textwrap.dedent(test))
-    assert grading.find_tampering(tmp_path, tmp_path / "none", ["calc.py"], []) == [], "the text scan sees it"
+    assert grading.find_tampering(tmp_path, tmp_path / "none") == [], "the text scan sees it"
 
     unguarded, output = _run(tmp_path, guard=None)
     assert unguarded == "passed", f"the attack does not force a pass on its own:\n{output}"
@@ -216,13 +216,11 @@ def test_guard_findings_are_read_once_each_and_only_with_the_guards_name():
 def test_lines_that_ask_whether_they_run_under_pytest_or_hook_comparisons_are_tampering(line, tmp_path):
     (tmp_path / "tree" / "calc").mkdir(parents=True)
     (tmp_path / "tree" / "calc" / "ops.py").write_text(f"import os, sys\n{line}\n")
-    assert grading.find_tampering(tmp_path / "tree", tmp_path / "none", ["calc/ops.py"], []) == [
-        f"calc/ops.py: {line.strip()}"
-    ]
+    assert grading.find_tampering(tmp_path / "tree", tmp_path / "none") == [f"calc/ops.py: {line.strip()}"]
 
 
 def test_ordinary_lines_are_not_tampering(tmp_path):
     text = "import sys\nargs = sys.argv[1:]\nif frame.f_lineno == 3:\n    pass\n# run the tests with pytest\n"
     (tmp_path / "tree").mkdir()
     (tmp_path / "tree" / "ops.py").write_text(text)
-    assert grading.find_tampering(tmp_path / "tree", tmp_path / "none", ["ops.py"], []) == []
+    assert grading.find_tampering(tmp_path / "tree", tmp_path / "none") == []

@@ -281,3 +281,26 @@ def test_one_truncate_keeps_head_and_tail_with_one_marker():
     cut = truncate(text, 1000)
     assert cut.startswith("H" * 400) and cut.endswith("x" * 100 + "T" * 500) and cut.count("characters cut") == 1
     assert "[... 10000 characters cut ...]" in cut and truncate("short", 1000) == "short"
+
+
+@pytest.mark.skipif(not bwrap_available(), reason="BUBBLEWRAP TESTS SKIPPED: bwrap is not installed")
+def test_a_spawned_process_output_is_a_bounded_copy_no_process_inside_can_rewrite(tmp_path, monkeypatch):
+    """Its stdout is a pipe the runner copies, not the host file: a process behind the wall that opens
+    /proc/<pid>/fd/1 cannot truncate what came before (it could with the file), and the copy stops at its bound."""
+    from bench.sandbox import files
+
+    monkeypatch.setattr(files, "MAX_SPAWN_OUTPUT_BYTES", 4096)
+    work = tmp_path / "work"
+    work.mkdir()
+    sandbox = LocalSandbox(work)
+    try:
+        out = tmp_path / "spawned.log"
+        truncate_from_inside = "bash -c ': > /proc/1/fd/1; : > /proc/$PPID/fd/1'"
+        flood = "head -c 100000 /dev/zero | tr '\\0' x"
+        spawned = sandbox.spawn(f"echo first; {truncate_from_inside}; echo second; {flood}", output_path=out)
+        assert spawned.wait(60) == 0
+    finally:
+        sandbox.close()
+    text = out.read_text()
+    assert text.startswith("first\nsecond\nxxx"), text[:200]
+    assert text.endswith("[atebench: output cut at 4096 bytes]\n") and len(text) < 4200, len(text)

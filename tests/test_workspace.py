@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -126,3 +127,39 @@ def test_an_agents_venv_stays_out_of_the_diff_and_the_graded_copy(tmp_path):
     assert diff.files == ["setup_env.sh"] and not diff.left_out and "site-packages" not in diff.patch
     assert workspace.copy_clean(after, tmp_path / "graded") == [] and not (tmp_path / "graded" / ".venv").exists()
     assert (tmp_path / "graded" / "setup_env.sh").is_file()
+
+
+def test_the_agents_git_files_cannot_hide_or_blur_its_changes(tmp_path, monkeypatch):
+    """A .gitignore in the agent's tree (or the host's own excludes) kept new files out of agent.diff, and so out of
+    grading's view of what changed; a `-diff` attribute turned changes into binary blobs; CRLF was read as LF."""
+    before, after = tmp_path / "before", tmp_path / "after"
+    write(before / "calc" / "ops.py", "def mul(a, b):\n    return a * b\n")
+    write(after / "calc" / "ops.py", "def mul(a, b):\n    return a + b\n")
+    write(after / "calc" / "hook.py", "print('hidden')\n")
+    write(after / "calc" / ".gitignore", "hook.py\n.gitignore\n")
+    write(after / ".gitattributes", "*.py -diff\n")
+    (after / "notes.txt").write_bytes(b"caf\xe9\r\n")
+    excludes = write(tmp_path / "home" / "global-excludes", "*.py\n")  # the host user's own git settings
+    write(tmp_path / "home" / ".gitconfig", f"[core]\n\texcludesFile = {excludes}\n[diff]\n\trenames = copies\n")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("GIT_CONFIG_PARAMETERS", "'core.excludesFile=/nonexistent'")
+    diff = workspace.tree_diff(before, after)
+    assert diff.files == [".gitattributes", "calc/.gitignore", "calc/hook.py", "calc/ops.py", "notes.txt"]
+    assert "GIT binary patch" not in diff.patch and "+    return a + b" in diff.patch
+    assert "+print('hidden')" in diff.patch and "+caf\ufffd\r" in diff.patch
+
+
+def test_copies_and_removal_survive_a_tree_thousands_of_folders_deep(tmp_path):
+    """shutil's copytree and rmtree (and os.makedirs) recurse: an agent's `mkdir -p a/a/a/...` ended the runner."""
+    deep = tmp_path / "work"
+    try:
+        subprocess.run(["mkdir", "-p", "/".join([str(deep), *["a"] * 1500])], check=True)
+        write(deep / "ok.txt", "kept\n")
+        skipped = workspace.copy_clean(deep, tmp_path / "copy")
+        assert (tmp_path / "copy" / "ok.txt").read_text() == "kept\n"
+        assert skipped == ["/".join(["a"] * (workspace.MAX_DEPTH + 1))]
+        os.chmod(deep / "a", 0)
+        workspace.remove_tree(deep)
+        assert not deep.exists()
+    finally:
+        subprocess.run(["rm", "-rf", str(deep)])

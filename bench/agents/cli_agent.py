@@ -40,13 +40,14 @@ from bench.llm_proxy import (
 from bench.pricing import PRICES_PATH, cost_usd, load_prices, turn_model
 from bench.sandbox.local import Bind
 from bench.types import AgentContext, AgentOutcome, truncate
-from bench.workspace import cache_dir
+from bench.workspace import cache_dir, remove_tree
 
 CLI_DIR_INSIDE = "/atebench-cli"
 HOME_INSIDE = "/atebench-home"
 RELAY_PORT = 18080
 MAX_EVENT_CHARS = 10_000
 MAX_TRANSCRIPT_BYTES = 64 * 2**20
+MAX_LINE_BYTES = 16 * 2**20  # read at a time from the CLI's output, and the longest line taken as one event
 NPM_TIMEOUT_S = 900
 
 
@@ -146,11 +147,21 @@ def provider_key(model: str) -> str:
     return os.environ.get(PROVIDERS[provider][0], "")
 
 
-def copy_regular_files(src: Path, dest: Path, suffix: str) -> list[str]:
-    """Copy the regular files named *`suffix` below `src` (written by the agent's process, so never follow
-    a link nor open a FIFO); returns their paths relative to `src`."""
+def copy_regular_files(src: Path, dest: Path, suffix: str, within: Path) -> list[str]:
+    """Copy the regular files named *`suffix` below `src`, a folder inside `within` that the agent's processes
+    could write (its home), so never follow a link nor open a FIFO: `src` and every folder on the way to it
+    from `within` must be real folders (a link there, say to the host user's own ~/.claude/projects, copies
+    nothing), and so must every folder walked. Returns the copied paths relative to `src`."""
+    here = within
+    for part in src.relative_to(within).parts:
+        here = here / part
+        if here.is_symlink() or not here.is_dir():
+            return []
+    root = os.path.realpath(src)
     copied = []
     for dirpath, dirnames, filenames in os.walk(src, followlinks=False):
+        if os.path.realpath(dirpath) != root and not os.path.realpath(dirpath).startswith(root + os.sep):
+            continue
         for name in filenames:
             path = Path(dirpath) / name
             st = os.lstat(path)
@@ -360,14 +371,11 @@ class CLIAgent:
                 self.proxy.close()
                 self._count(outcome)
                 self._cross_check(outcome)
-            copied = (
-                copy_regular_files(scratch / "home" / self.transcript_dir, trial_dir / "transcripts", ".jsonl")
-                if (scratch / "home" / self.transcript_dir).is_dir()
-                else []
-            )
+            home = scratch / "home"
+            copied = copy_regular_files(home / self.transcript_dir, trial_dir / "transcripts", ".jsonl", within=home)
             if copied:
                 self.record("note", message=f"{self.name} transcripts copied to transcripts/: {', '.join(copied)}")
-            shutil.rmtree(scratch, ignore_errors=True)
+            remove_tree(scratch)  # the agent wrote into its home: any depth, any permissions
             outcome.ended_at = time.time()
             self.record("exit", exit_status=outcome.exit_status, error=outcome.error)
         return outcome
@@ -380,11 +388,16 @@ class CLIAgent:
             code = spawned.poll()
             with open(spawned.output_path, "rb") as f:
                 f.seek(offset)
-                data = f.read()
+                data = f.read(MAX_LINE_BYTES)
             offset += len(data)
             *lines, pending = (pending + data).split(b"\n")
             for raw in lines:
                 self._line(raw)
+            if len(pending) > MAX_LINE_BYTES:  # no JSON line of a CLI is this long: a process wrote junk to its stream
+                self._line(pending[:MAX_EVENT_CHARS])
+                pending = b""
+            if len(data) == MAX_LINE_BYTES:
+                continue  # more is waiting: read it before anything else
             if code is not None:
                 if pending:
                     self._line(pending)
@@ -416,7 +429,9 @@ class CLIAgent:
             self.outcome.exit_status = "submitted"
             return
         why = result.get("subtype") or result.get("result") or result.get("message") or ""
-        tail = self.ctx.trajectory.path.parent.joinpath(f"{self.name}.stdout.jsonl").read_text(errors="replace")[-800:]
+        with open(self.ctx.trajectory.path.parent / f"{self.name}.stdout.jsonl", "rb") as out:
+            out.seek(max(0, out.seek(0, os.SEEK_END) - 800))
+            tail = out.read().decode(errors="replace")
         self.outcome.error = redact_value(
             f"{self.name} exited with code {code}{f' ({why})' if why else ''}; the end of its output: {tail}", self.keys
         )

@@ -19,7 +19,7 @@ import uuid
 from pathlib import Path
 
 import docker
-from docker.types import DeviceRequest
+from docker.types import DeviceRequest, LogConfig
 
 from bench.sandbox import files
 from bench.sandbox.env import gpu_settings, sandbox_env
@@ -109,6 +109,9 @@ class DockerSandbox:
             auto_remove=False,
             cap_drop=["ALL"],
             security_opt=["no-new-privileges"],
+            # what a container prints is kept by the engine on the host's disk: bounded, as a spawned process's
+            # copy is (files.copy_output), whatever a process inside writes to /proc/1/fd/1
+            log_config=LogConfig(type="json-file", config={"max-size": "64m", "max-file": "2"}),
         )
         try:
             self.container = self.client.containers.run(
@@ -294,10 +297,7 @@ class SpawnedContainer:
 
     def _copy(self) -> None:
         try:
-            with open(self.output_path, "ab") as out:
-                for chunk in self.container.logs(stream=True, follow=True, stdout=True, stderr=True):
-                    out.write(chunk)
-                    out.flush()
+            files.copy_output(self.container.logs(stream=True, follow=True, stdout=True, stderr=True), self.output_path)
         except (docker.errors.APIError, OSError) as e:  # removed under us: what came so far stays
             with open(self.output_path, "ab") as out:
                 out.write(f"\n[atebench: the output stream ended: {type(e).__name__}]\n".encode())

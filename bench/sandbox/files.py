@@ -12,10 +12,33 @@ from __future__ import annotations
 import base64
 import shlex
 import uuid
+from collections.abc import Iterable
+from pathlib import Path
 
 MAX_READ_BYTES = 2 * 1024 * 1024
 WRITE_CHUNK = 48 * 1024  # base64 of one chunk stays well under a single argument's size limit (128 KiB)
 _BEGIN, _END = "__ATEBENCH_FILE_BEGIN__", "__ATEBENCH_FILE_END__"
+
+
+MAX_SPAWN_OUTPUT_BYTES = 256 * 1024 * 1024  # of a spawned process's output on the host; the rest is read and dropped
+
+
+def copy_output(chunks: Iterable[bytes], path: Path, limit: int | None = None) -> None:
+    """Append a spawned process's output to its host file, at most `limit` bytes; then one line saying it was cut,
+    and the rest is drained unread so the process never blocks on a full pipe. Why a copy and not the file as the
+    process's stdout: any process behind the wall can open /proc/<pid>/fd/1 of another, and with a file there it
+    could rewrite or truncate a host file, or fill the host's disk up to the file-size limit."""
+    limit = MAX_SPAWN_OUTPUT_BYTES if limit is None else limit
+    written = 0
+    with open(path, "ab") as out:
+        for chunk in chunks:
+            if written < limit:
+                out.write(chunk[: limit - written])
+                out.flush()
+                written += min(len(chunk), limit - written)
+                if written >= limit:
+                    out.write(f"\n[atebench: output cut at {limit} bytes]\n".encode())
+                    out.flush()
 
 
 class SandboxFileError(OSError):

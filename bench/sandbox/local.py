@@ -168,16 +168,27 @@ class Spawned:
     def __init__(self, proc: subprocess.Popen, output_path: Path):
         self._proc = proc
         self.output_path = output_path
+        self._copier = threading.Thread(target=self._copy, daemon=True)
+        self._copier.start()
+
+    def _copy(self) -> None:
+        with self._proc.stdout as pipe:
+            files.copy_output(iter(lambda: pipe.read1(65536), b""), self.output_path)
 
     def poll(self) -> int | None:
-        return self._proc.poll()
+        code = self._proc.poll()
+        if code is not None:
+            self._copier.join(5)  # the last of its output is in the file before the code is
+        return code
 
     def wait(self, timeout: float | None = None) -> int | None:
         """The exit code, or None if it still runs after `timeout` seconds."""
         try:
-            return self._proc.wait(timeout=timeout)
+            code = self._proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             return None
+        self._copier.join(5)
+        return code
 
     def kill(self) -> None:
         """The process and everything it started (its own session and PID namespace)."""
@@ -493,16 +504,16 @@ class LocalSandbox:
         if output_path is None:
             (self._control / "spawn").mkdir(exist_ok=True)
             output_path = self._control / "spawn" / f"{len(self._spawned) + 1}.log"
-        with open(output_path, "wb") as out:
-            proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=self.workdir,
-                env=sandbox_env({**self._env, **(env or {})}, host={}),
-                start_new_session=True,
-            )
+        output_path.write_bytes(b"")
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,  # a pipe a host thread copies (files.copy_output), never the host file itself
+            stderr=subprocess.STDOUT,
+            cwd=self.workdir,
+            env=sandbox_env({**self._env, **(env or {})}, host={}),
+            start_new_session=True,
+        )
         spawned = Spawned(proc, output_path)
         self._spawned.append(spawned)
         return spawned
