@@ -60,8 +60,13 @@ def restore_originals(spec: ThroughputSpec, original: Path | None, tree: Path) -
 
 
 def parse_run(output: str) -> dict | None:
-    """The last JSON line with a numeric "tokens_per_s" in a benchmark's output, or None."""
-    for line in reversed(output.splitlines()):
+    """The one JSON line with a numeric "tokens_per_s" in a benchmark's output, or None when there is none or
+    more than one. Why one: the benchmark runs the agent's code (its model, its parallelism), which could print a
+    line of its own (at exit, say); two result lines are no measurement. The benchmark module itself is restored
+    from the original source (throughput.toml restore_from_original), so what prints the real line is not the
+    agent's; code written to fake the measurement from inside the process remains possible (docs/harness.md)."""
+    found = []
+    for line in output.splitlines():
         line = line.strip()
         if not line.startswith("{"):
             continue
@@ -70,8 +75,8 @@ def parse_run(output: str) -> dict | None:
         except json.JSONDecodeError:
             continue
         if isinstance(data, dict) and isinstance(data.get("tokens_per_s"), (int, float)):
-            return data
-    return None
+            found.append(data)
+    return found[0] if len(found) == 1 else None
 
 
 def run_samples(run: dict) -> list[float]:

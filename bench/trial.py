@@ -384,7 +384,7 @@ class Trial:
                 if parsed is None:
                     return {}, [
                         f"throughput not measured: run {i + 1} of `{command}` exited {result.exit_code} "
-                        "without a JSON line holding tokens_per_s (see agent.log)"
+                        "without exactly one JSON line holding tokens_per_s (see agent.log)"
                     ]
                 runs.append(parsed)
                 self.on_event(

@@ -72,6 +72,19 @@ def test_variant_throughput_wins_and_pools_samples(tmp_path, cache):
     assert m["throughput_measured"] == "toy · ep=2"
 
 
+def test_a_second_result_line_is_no_measurement(tmp_path, cache):
+    """The benchmark runs the agent's code, which could print its own result line (at exit, say): two lines, one
+    the benchmark's and one the agent's, are no measurement, whichever comes last."""
+    assert throughput.parse_run('noise\n{"tokens_per_s": 5}\n{"other": 1}\n') == {"tokens_per_s": 5}
+    assert throughput.parse_run('{"tokens_per_s": 5}\n{"tokens_per_s": 1e12}\n') is None
+    root = make_toy_root(tmp_path / "specs")
+    forged = "atexit.register(lambda: print(json.dumps(dict(tokens_per_s=1e12))))"
+    _with_throughput(root, f"python -c 'import atexit, json; {forged}; print(json.dumps(dict(tokens_per_s=300)))'")
+    row = _run(root, tmp_path)
+    assert row["status"] == "resolved" and row["metrics"]["throughput_tokens_per_s"] is None
+    assert "without exactly one JSON line holding tokens_per_s" in row["notes"][0]
+
+
 def test_restore_from_original_puts_the_task_input_back(tmp_path):
     original, tree = tmp_path / "original", tmp_path / "tree"
     (original / "examples").mkdir(parents=True)
@@ -94,7 +107,10 @@ def test_throughput_failure_is_a_note_not_a_failed_trial(tmp_path, cache):
     assert row["status"] == "resolved" and row["metrics"]["throughput_tokens_per_s"] is None
     assert row["error"] is None
     [note] = row["notes"]
-    assert note.startswith("throughput not measured: run 1 of") and "without a JSON line holding tokens_per_s" in note
+    assert (
+        note.startswith("throughput not measured: run 1 of")
+        and "without exactly one JSON line holding tokens_per_s" in note
+    )
 
 
 def test_no_throughput_phase_where_the_run_or_the_task_opts_out(tmp_path, cache):
