@@ -19,11 +19,14 @@ from __future__ import annotations
 
 import fnmatch
 import importlib.util
+import io
 import os
 import re
 import shutil
 import sys
 import tempfile
+import tokenize
+import unicodedata
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
@@ -46,10 +49,15 @@ TEST_INFRA_NAMES = (
     "tox.ini",
     "setup.cfg",
     "pyproject.toml",
-    "sitecustomize.py",
-    "usercustomize.py",
+    "pytest.toml",  # pytest 9 reads these before any other configuration file
+    ".pytest.toml",
 )
 TEST_INFRA_SUFFIXES = (".pth", ".dist-info", ".egg-info", ".egg-link")
+STARTUP_MODULES = (
+    "sitecustomize",
+    "usercustomize",
+)  # as a .py, a package or a compiled module: Python runs them at start
+COMPILED_SUFFIXES = (".so", ".pyd", ".dylib")  # code no scan can read: an added one is removed, a changed one restored
 # Added lines in non-test files that reach into the test runner or its report.
 # Also lines that ask whether they run under pytest (to behave differently there), trace hooks, which can jump over
 # an assert, and tensor subclass hooks, through which a result can compare equal to anything (no task asks for one);
@@ -66,6 +74,7 @@ TAMPERING = re.compile(
 # and ends the process once the report is written. What it finds it prints as "<its name>: tampering: <what>".
 GUARD = Path(__file__).with_name("pytest_guard.py")
 SWEEP_VAR = "ATEBENCH_GUARD_SWEEP"
+GUARD_MODULES_VAR = "ATEBENCH_GUARD_MODULES"  # the restored framework modules whose names the guard watches too
 # The environment of the grading command: no plugin the agent could have registered, no extra options.
 GRADING_PRELUDE = "export PYTEST_DISABLE_PLUGIN_AUTOLOAD=1; unset PYTEST_ADDOPTS PYTEST_PLUGINS PYTHONSTARTUP; "
 
@@ -214,11 +223,14 @@ def _absent_git_files(variant: TaskVariant, original: Path) -> list[str]:
 
 
 def _is_test_infra(rel: str) -> bool:
-    name = rel.rsplit("/", 1)[-1]
+    parts = rel.split("/")
     return (
-        name in TEST_INFRA_NAMES
-        or name.endswith(TEST_INFRA_SUFFIXES)
-        or any(part.endswith(TEST_INFRA_SUFFIXES) for part in rel.split("/")[:-1])
+        parts[-1] in TEST_INFRA_NAMES
+        or parts[-1].endswith(TEST_INFRA_SUFFIXES)
+        or any(part.endswith(TEST_INFRA_SUFFIXES) for part in parts[:-1])
+        or any(part.split(".")[0] in STARTUP_MODULES for part in parts)
+        or parts[-1].endswith(COMPILED_SUFFIXES)
+        or ".so." in parts[-1]
     )
 
 
@@ -308,11 +320,43 @@ def find_tampering(tree: Path, baseline: Path) -> list[str]:
         if size > MAX_SCANNED_BYTES:
             hits.append(f"{rel}: {size} bytes, too large to read (limit {MAX_SCANNED_BYTES}); not taken as clean")
             continue
-        before = set(old.read_text(errors="replace").splitlines()) if old.is_file() else set()
-        for line in target.read_text(errors="replace").splitlines():
+        text, encoding = _source_text(target)
+        if encoding not in READABLE_ENCODINGS:
+            hits.append(f"{rel}: declares the source encoding {encoding!r}; only UTF-8 and Latin-1 sources are read")
+            continue
+        before = set(_source_text(old)[0].splitlines()) if old.is_file() else set()
+        for line in text.splitlines():
             if line not in before and TAMPERING.search(line):
                 hits.append(f"{rel}: {line.strip()[:200]}")
     return hits
+
+
+READABLE_ENCODINGS = ("utf-8", "utf-8-sig", "ascii", "latin-1", "iso-8859-1", "iso-latin-1")
+
+
+def _source_text(path: Path) -> tuple[str, str]:
+    """(text, encoding) of a source file as Python reads it: in the encoding its coding cookie declares (a
+    `# coding: utf-7` file hides `_pytest` from a UTF-8 reading), with identifiers NFKC-normalised as Python
+    normalises them (a fullwidth letter in `import _ｐytest` is the same name)."""
+    data = path.read_bytes()
+    try:
+        encoding, _ = tokenize.detect_encoding(io.BytesIO(data).readline)
+    except SyntaxError:
+        encoding = "utf-8"
+    text = data.decode(encoding if encoding in READABLE_ENCODINGS else "utf-8", errors="replace")
+    return unicodedata.normalize("NFKC", text), encoding
+
+
+def restored_modules(variant: TaskVariant) -> list[str]:
+    """The framework's own testing helpers that grading restores from the original source (a `testing.py` module,
+    as reftrain.testing, whose distances and tolerances the tests call), as dotted names: the code under test must
+    not replace their functions either. Only these: the hidden tests' own CPU shims replace functions of other
+    restored modules on purpose, and the guard cannot tell who replaced a name."""
+    return sorted(
+        rel.removesuffix(".py").replace("/", ".")
+        for rel in variant.grading.restore_from_original
+        if rel.endswith("/testing.py") and all(p.isidentifier() for p in rel[:-3].split("/"))
+    )
 
 
 def guard_findings(output: str, guard: str) -> list[str]:
@@ -386,6 +430,7 @@ def grade(
             guard_path = f'export PYTHONPATH="${{PYTHONPATH:+$PYTHONPATH:}}{sandbox.workdir}"; '
             # the sweep needs a sandbox whose /proc is its own: not the trusted --no-isolate local one
             sweep = f"export {SWEEP_VAR}=1; " if getattr(sandbox, "isolated", True) else ""
+            sweep += f"export {GUARD_MODULES_VAR}={','.join(restored_modules(variant))}; "
             result = sandbox.execute(GRADING_PRELUDE + sweep + guard_path + command, timeout=timeout)
         finally:
             sandbox.close()  # kills whatever the code under test left running before the report is read

@@ -29,10 +29,17 @@ import signal
 import sys
 import types
 from importlib import abc
+from os import _exit as _EXIT  # bound now: code under test that replaces os._exit does not get the last word
+from os import kill as _KILL
+from os import listdir as _LISTDIR
+from os import write as _WRITE
 
 import pytest
 
 SWEEP = os.environ.get("ATEBENCH_GUARD_SWEEP") == "1"  # bench/grading.py SWEEP_VAR
+# The framework's testing helpers that grading restores from the original source (reftrain.testing: the distances
+# and tolerances the tests call): their functions and classes are watched too (bench/grading.py GUARD_MODULES_VAR).
+RESTORED = [m for m in os.environ.get("ATEBENCH_GUARD_MODULES", "").split(",") if m]
 ROOT = os.path.dirname(os.path.abspath(__file__))  # the graded tree: the guard is written at its root
 # module -> names read from it; "Class.attr" names an attribute looked up on the class as Python would
 # (inspect.getattr_static: the class's own dict, then its bases), so a new override on a subclass counts too.
@@ -41,6 +48,7 @@ WATCHED = {
         "abs all any bool float int isinstance issubclass len max min round sorted sum type AssertionError"
     ).split(),
     "math": ["isclose"],
+    "os": ["_exit", "kill", "write"],
     "operator": "eq ne lt le gt ge truth".split(),
     "torch": "allclose equal isclose eq ne lt le gt ge all any abs max min sum isfinite isnan Tensor".split()
     + [
@@ -71,6 +79,8 @@ WATCHED = {
         for name in names.split()
     ],
 }
+for _module in RESTORED:
+    WATCHED.setdefault(_module, ["*"])
 _MISSING = object()
 _first: dict[tuple[str, str], object] = {}  # (module, name) -> the object as first seen
 _seen: list[str] = []  # every tampering found, in order, each once
@@ -89,7 +99,14 @@ def _record(module_name: str) -> None:
     module = sys.modules.get(module_name)
     if module is None or any(key[0] == module_name for key in _first):
         return
-    for name in WATCHED[module_name]:
+    names = WATCHED[module_name]
+    if names == ["*"]:  # a restored module: its own functions and classes
+        names = [
+            n
+            for n, v in vars(module).items()
+            if not n.startswith("__") and isinstance(v, (types.FunctionType, type)) and v.__module__ == module_name
+        ]
+    for name in names:
         _first[(module_name, name)] = _lookup(module, name)
 
 
@@ -153,10 +170,10 @@ def _tampering(config) -> list[str]:
 
 
 def _say(what: str) -> None:
-    os.write(2, f"\n{__name__}: tampering: {what}\n".encode(errors="replace"))
+    _WRITE(2, f"\n{__name__}: tampering: {what}\n".encode(errors="replace"))
 
 
-for _name in ("builtins", "math", "operator"):
+for _name in ("builtins", "math", "operator", "os"):
     __import__(_name)
 for _name in WATCHED:
     _record(_name)
@@ -191,10 +208,10 @@ def pytest_sessionfinish(session, exitstatus):
     _tampering(session.config)
     if SWEEP:
         keep = _ancestors()
-        for name in os.listdir("/proc"):
+        for name in _LISTDIR("/proc"):
             if name.isdigit() and int(name) not in keep:
                 try:
-                    os.kill(int(name), signal.SIGKILL)
+                    _KILL(int(name), signal.SIGKILL)
                 except (ProcessLookupError, PermissionError):
                     continue
 
@@ -205,4 +222,4 @@ def pytest_unconfigure(config):
         sys.stderr.flush()
         for what in _seen:  # again at the very end, where a cut of long output keeps it
             _say(what)
-        os._exit(_status[0])
+        _EXIT(_status[0])
