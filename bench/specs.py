@@ -95,7 +95,8 @@ class Commands(Strict):
     """The framework's own test command (documentation for agents and task authors)."""
     throughput: str | None = None
     """The framework's generic benchmark, run after a resolved trial of a task that measures throughput but
-    whose variant has no throughput.toml; its last JSON line with a "tokens_per_s" key is recorded."""
+    whose variant has no throughput.toml; its one JSON line with a "tokens_per_s" key is recorded (two lines are
+    no measurement)."""
     throughput_timeout_s: float = 600.0
     throughput_repeats: int = Field(default=3, ge=1)
     """How many times the generic benchmark runs, so the result states its spread."""

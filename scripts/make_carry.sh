@@ -53,7 +53,7 @@ megatron)
       .carry/megatron-partial.tgz /megatron/ /pretrain_gpt.py /gpt_builders.py /model_provider.py /pyproject.toml \
       /tests/__init__.py /tests/unit_tests/__init__.py /tests/unit_tests/conftest.py /tests/unit_tests/test_utilities.py \
       /tests/unit_tests/dist_checkpointing/ /tests/test_utils/python_scripts/ /tests/unit_tests/transformer/moe/ \
-      /tools/checkpoint/ /examples/mixtral/ /docs/models/ ;;
+      /tools/checkpoint/ /tools/preprocess_data.py /examples/mixtral/ /docs/models/ ;;
 titan)
   partial "${TITAN_GIT:?set TITAN_GIT to a TorchTitan clone or URL}" "$(pin torchtitan)" ttp \
       .carry/titan-partial.tgz '/*' '!/tests/assets/c4_test/data.json' ;;
