@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from conftest import make_toy_root, write
 
 from bench import grading, specs, workspace
 from bench.sandbox.local import LocalSandbox, bwrap_available
+from tests.test_pytest_guard import REPLACES_THE_RUNNER as RUNNER_PATCH
 
 JUNIT = """<?xml version="1.0" encoding="utf-8"?><testsuites><testsuite name="pytest" tests="4">
 <testcase classname="tests.test_ops" name="test_mul" time="0.010"/>
@@ -319,22 +321,9 @@ def test_a_daemon_left_by_the_code_under_test_cannot_rewrite_the_report(toy_root
 
 
 # Code under test that makes every report say passed by replacing pytest's runner, spelt so the text scan misses it.
-REPLACES_THE_RUNNER = """import importlib
-
-_runner = importlib.import_module("_py" + "test.runner")
-_real = _runner.call_and_report
-
-
-def _passing(item, when, log=True, **kwargs):
-    report = _real(item, when, log=False, **kwargs)
-    report.outcome, report.longrepr = "passed", None
-    if log:
-        getattr(item.ihook, "pytest_" + "runtest_logreport")(report=report)
-    return report
-
-
-_runner.call_and_report = _passing
-
+REPLACES_THE_RUNNER = (
+    textwrap.dedent(RUNNER_PATCH)
+    + """
 
 def add(a, b):
     return a + b
@@ -343,6 +332,7 @@ def add(a, b):
 def mul(a, b):
     return a + b
 """
+)
 
 
 def test_code_under_test_that_replaces_the_runner_is_tampering_though_the_report_says_passed(toy_root, cache, tmp_path):

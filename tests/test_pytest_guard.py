@@ -16,6 +16,25 @@ import pytest
 
 from bench import grading
 
+# Code under test that makes every report say passed by replacing pytest's runner (tests/test_grading.py runs it
+# through grade() too).
+REPLACES_THE_RUNNER = """
+        import importlib
+
+        _runner = importlib.import_module("_py" + "test.runner")
+        _real = _runner.call_and_report
+
+
+        def _passing(item, when, log=True, **kwargs):
+            report = _real(item, when, log=False, **kwargs)
+            report.outcome, report.longrepr = "passed", None
+            if log:
+                getattr(item.ihook, "pytest_" + "runtest_logreport")(report=report)
+            return report
+
+
+        _runner.call_and_report = _passing
+"""
 # Each attack: the code under test (calc.py, imported by the test at collection) and the test it defeats.
 ATTACKS = {
     "assert_close-replaced": (
@@ -39,23 +58,8 @@ ATTACKS = {
         """,
     ),
     "runner-replaced": (
-        """
-        import importlib
-
-        _runner = importlib.import_module("_py" + "test.runner")
-        _real = _runner.call_and_report
-
-
-        def _passing(item, when, log=True, **kwargs):
-            report = _real(item, when, log=False, **kwargs)
-            report.outcome, report.longrepr = "passed", None
-            if log:
-                getattr(item.ihook, "pytest_" + "runtest_logreport")(report=report)
-            return report
-
-
-        _runner.call_and_report = _passing
-
+        REPLACES_THE_RUNNER
+        + """
 
         def double(x):
             return x
