@@ -18,6 +18,7 @@ at run time what the tests compare with and what reports them; either finding le
 from __future__ import annotations
 
 import fnmatch
+import importlib.machinery
 import importlib.util
 import io
 import os
@@ -279,14 +280,41 @@ def remove_shadowing_modules(tree: Path, baseline: Path) -> list[str]:
             else None
         )
         # a top-level name only: find_spec of a dotted name imports its parent, here on the host (a folder named
-        # `this.x` would print the Zen of Python); a name that is no identifier is no module anyway
-        if not name or not name.isidentifier() or (baseline / entry.name).exists():
+        # `this.x` would print the Zen of Python); a name that is no identifier is no module anyway, and a dunder
+        # name (`__main__`) is Python's own
+        if not name or not name.isidentifier() or name.startswith("__") or (baseline / entry.name).exists():
             continue
-        if name in sys.stdlib_module_names or importlib.util.find_spec(name) is not None:
+        if name in sys.stdlib_module_names or _installed(name):
             shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
             removed.append(
                 f"{entry.name}: added by the agent, shadows the installed module {name!r}; removed for grading"
             )
+    return removed
+
+
+def _installed(name: str) -> bool:
+    """Whether `name` is an installed top-level module, looked up on the Python path without the runner's own
+    folder (its `scripts/` or `docs/` are no installed packages) and without importing anything."""
+    here = {"", os.getcwd(), str(Path(__file__).resolve().parents[1])}
+    try:
+        return importlib.machinery.PathFinder.find_spec(name, [p for p in sys.path if p not in here]) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def remove_added_beside_hidden_tests(variant: TaskVariant, tree: Path, baseline: Path) -> list[str]:
+    """Files the agent put in the folder the hidden tests go to (`tests_target`): pytest puts that folder first on
+    the path, so an added `grader_tests/reftrain/` would be imported instead of the framework the grading restored."""
+    target = tree / variant.grading.tests_target
+    removed = []
+    if target.is_symlink() or (target.exists() and not target.is_dir()):
+        target.unlink()
+        return [f"{variant.grading.tests_target}: added by the agent, removed for grading"]
+    for path in sorted(p for p in target.rglob("*") if p.is_file() or p.is_symlink()) if target.is_dir() else []:
+        rel = path.relative_to(tree).as_posix()
+        if not (baseline / rel).is_file():
+            path.unlink()
+            removed.append(f"{rel}: added by the agent beside the hidden tests, removed for grading")
     return removed
 
 
@@ -359,6 +387,18 @@ def restored_modules(variant: TaskVariant) -> list[str]:
     )
 
 
+def guard_not_passed(output: str, guard: str) -> dict[str, str]:
+    """The tests the guard saw fail, error or skip while the run went (JUnit name -> outcome): a report that says
+    one of them passed was changed after pytest wrote it (by a thread of the test process, say)."""
+    marker = f"{guard}: not passed: "
+    found = {}
+    for line in output.splitlines():
+        if marker in line:
+            outcome, _, nodeid = line.split(marker, 1)[1].strip().partition(" ")
+            found.setdefault(junit_id(nodeid), outcome)
+    return found
+
+
 def guard_findings(output: str, guard: str) -> list[str]:
     """What the guard plugin (bench/pytest_guard.py, loaded as `guard`) saw the code under test change while the tests
     ran, from the grading command's output: each once, as "at run time: <what>"."""
@@ -415,6 +455,7 @@ def grade(
         elif junit.exists() or junit.is_symlink():
             junit.unlink()
         undone = restore_test_infrastructure(tree, baseline) + remove_shadowing_modules(tree, baseline)
+        undone += remove_added_beside_hidden_tests(variant, tree, baseline)
         undone += [
             f"{rel}: left out of the graded copy (not a regular file, over a size limit, or too deep)"
             for rel in left_out
@@ -458,6 +499,12 @@ def grade(
         except ET.ParseError as e:
             base.error = f"unreadable JUnit XML: {e}"
             return base
+        ran = guard_not_passed(result.output, guard)
+        tampering += [
+            f"at run time: the report says {t.name} passed; the run had it {ran[t.name]}"
+            for t in outcomes
+            if t.outcome == "passed" and t.name in ran
+        ]
     if not outcomes:
         base.error = (
             f"no tests were executed (exit {result.exit_code}); a run without tests is not a pass; see grader.log"

@@ -65,6 +65,9 @@ WATCHED = {
         "assert_allclose assert_array_equal assert_equal assert_almost_equal assert_array_almost_equal".split()
     ),
     "pytest": "approx raises fail skip xfail importorskip".split(),
+    "pluggy._hooks": ["HookCaller.__call__", "HookCaller._hookexec", "HookImpl.__init__"],
+    "pluggy._callers": ["_multicall"],
+    "pluggy._manager": ["PluginManager._hookexec", "PluginManager.register", "PluginManager.subset_hook_caller"],
     "_pytest.runner": (
         "call_and_report runtestprotocol call_runtest_hook pytest_runtest_makereport CallInfo.from_call".split()
     ),
@@ -83,6 +86,9 @@ for _module in RESTORED:
     WATCHED.setdefault(_module, ["*"])
 _MISSING = object()
 _first: dict[tuple[str, str], object] = {}  # (module, name) -> the object as first seen
+_impls: dict[int, tuple[object, object]] = {}  # id(hook implementation) -> (it, its function as registered)
+_manager: list[tuple[str, object]] = []  # the plugin manager's own hook executor, as configured
+_not_passed: dict[str, str] = {}  # test id -> failed | error | skipped, as the run reported it
 _seen: list[str] = []  # every tampering found, in order, each once
 _status = [None]
 
@@ -149,14 +155,63 @@ def _plugin_file(plugin: object) -> str:
     return os.path.abspath(getattr(module, "__file__", None) or "")
 
 
-def _tampering(config) -> list[str]:
+def _record_hooks(config) -> None:
+    """Every hook implementation registered so far, with its function; the plugin manager's executor."""
+    for name in dir(config.hook):
+        caller = getattr(config.hook, name, None)
+        for impl in caller.get_hookimpls() if hasattr(caller, "get_hookimpls") else []:
+            _impls.setdefault(id(impl), (impl, impl.function))
+    if not _manager:
+        _manager.extend((a, vars(config.pluginmanager).get(a, _MISSING)) for a in ("_inner_hookexec", "_hookexec"))
+
+
+def _test_code_problem(item) -> str | None:
+    """Why the test function `item` runs is not the hidden tests' own code, or None. Its code must come from a test
+    file of the graded tree or the test module's own folder (the agent's test files are gone by now), or from
+    outside the tree (a library's decorator)."""
+    function = getattr(item, "obj", None)
+    code = getattr(inspect.unwrap(getattr(function, "__func__", function)), "__code__", None)
+    if code is None:
+        return None
+    if not os.path.isfile(code.co_filename):
+        return f"the test {item.nodeid} runs code compiled from {code.co_filename}, not its own"
+    path = os.path.realpath(code.co_filename)
+    if not path.startswith(ROOT + os.sep):
+        return None
+    rel = os.path.relpath(path, ROOT)
+    parts = rel.split(os.sep)
+    test_like = parts[-1].startswith("test_") or parts[-1].endswith("_test.py") or parts[-1] == "conftest.py"
+    if test_like or "tests" in parts[:-1] or os.path.dirname(path) == os.path.dirname(str(item.path)):
+        return None
+    return f"the test {item.nodeid} runs code from {rel}, not its own"
+
+
+def _tampering(config, item=None) -> list[str]:
     found = []
     for (module_name, name), first in _first.items():
         module = sys.modules.get(module_name)
         if module is None or _lookup(module, name) is not first:
             found.append(f"{module_name}.{name} was replaced while the tests ran")
+    for module_name in WATCHED:
+        module, parent = sys.modules.get(module_name), sys.modules.get(module_name.rpartition(".")[0])
+        if module is not None and not any(key[0] == module_name for key in _first):
+            found.append(f"{module_name} was put into sys.modules without being imported")
+        child = module_name.rpartition(".")[2]
+        if module is not None and parent is not None and vars(parent).get(child, module) is not module:
+            found.append(f"{module_name} was replaced on its package by something else")
+    for impl, function in _impls.values():
+        if impl.function is not function:
+            found.append(f"the {impl.plugin_name} implementation of a pytest hook was replaced")
+    for attribute, first in _manager:
+        if vars(config.pluginmanager).get(attribute, _MISSING) is not first:
+            found.append(f"the plugin manager's {attribute} was replaced")
     if sys.gettrace() is not None:
         found.append(f"a trace function is set (sys.settrace): {sys.gettrace()!r}")
+    if sys.getprofile() is not None:
+        found.append(f"a profile function is set (sys.setprofile): {sys.getprofile()!r}")
+    problem = _test_code_problem(item) if item is not None else None
+    if problem:
+        found.append(problem)
     this = os.path.abspath(__file__)
     for name, plugin in config.pluginmanager.list_name_plugin():
         path = _plugin_file(plugin) if plugin is not None else ""
@@ -180,11 +235,26 @@ for _name in WATCHED:
 sys.meta_path.insert(0, _AfterImport())
 
 
+_config: list = [None]
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_configure(config):
+    _config[0] = config
+    _record_hooks(config)
+
+
+def pytest_plugin_registered(plugin, manager):
+    """A conftest (or anything) registered later: its hook implementations are recorded as they come."""
+    if _config[0] is not None:
+        _record_hooks(_config[0])
+
+
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
-    found = _tampering(item.config)
+    found = _tampering(item.config, item)
     if found:
         report.outcome = "failed"
         report.longrepr = f"{__name__}: the code under test changed the test run: " + "; ".join(found)
@@ -203,7 +273,18 @@ def _ancestors():
 
 
 @pytest.hookimpl(tryfirst=True)
+def pytest_runtest_logreport(report):
+    """Each test's outcome as the run had it, kept apart from the report file: a thread of the test process could
+    rewrite that file after pytest wrote it; grading compares the two (grading.guard_not_passed)."""
+    if report.failed:
+        _not_passed.setdefault(report.nodeid, "failed" if report.when == "call" else "error")
+    elif report.skipped and report.when != "teardown":
+        _not_passed.setdefault(report.nodeid, "skipped")
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_sessionfinish(session, exitstatus):
+    """Before the report is written: the last check, and the sweep."""
     _status[0] = int(exitstatus)
     _tampering(session.config)
     if SWEEP:
@@ -222,4 +303,6 @@ def pytest_unconfigure(config):
         sys.stderr.flush()
         for what in _seen:  # again at the very end, where a cut of long output keeps it
             _say(what)
+        for nodeid, outcome in _not_passed.items():
+            _WRITE(2, f"\n{__name__}: not passed: {outcome} {nodeid}\n".encode(errors="replace"))
         _EXIT(_status[0])

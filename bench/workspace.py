@@ -99,6 +99,8 @@ def copy_clean(
                 if depth + 1 > MAX_DEPTH:
                     skipped.append(child)
                     continue
+                if os.path.lexists(os.path.join(entry.path, "pyvenv.cfg")):
+                    continue  # a virtual environment under any name: a build output, as .venv (CLEAN_PATTERNS)
                 os.makedirs(target, exist_ok=True)
                 stack.append((child, depth + 1))
             else:

@@ -343,3 +343,44 @@ def test_code_under_test_that_replaces_the_runner_is_tampering_though_the_report
     assert judged.fail_to_pass == {"tests/test_ops.py::test_mul": "passed"}, "the attack did not forge the report"
     assert judged.tampering == ["at run time: _pytest.runner.call_and_report was replaced while the tests ran"]
     assert not judged.resolved
+
+
+def test_files_added_beside_the_hidden_tests_are_removed(tmp_path, cache):
+    """pytest puts the hidden tests' folder first on the path: a package the agent put there (`grader_tests/calc/`)
+    was imported instead of the tree's own calc, which the hidden tests test."""
+    root = make_toy_root(tmp_path / "specs", grading_command="python -m pytest -q -p no:cacheprovider grader_tests")
+    toml = root / "tasks" / "arith" / "mul" / "frameworks" / "toy" / "grading.toml"
+    text = toml.read_text().replace('"tests/test_ops', '"grader_tests/test_ops')
+    toml.write_text('tests_target = "grader_tests"\n' + text)
+    variant, framework, work, prepared = _setup(root, tmp_path)
+    write(work / "grader_tests" / "calc" / "__init__.py", "")
+    write(work / "grader_tests" / "calc" / "ops.py", OPS_RIGHT)
+    judged = _grade(variant, framework, work, prepared, tmp_path)
+    assert judged.fail_to_pass == {"grader_tests/test_ops.py::test_mul": "failed"}, "the shadow package was imported"
+    assert "grader_tests/calc/ops.py: added by the agent beside the hidden tests, removed for grading" in (
+        judged.test_infrastructure_changes
+    )
+
+
+OPS_RIGHT = "def add(a, b):\n    return a + b\n\n\ndef mul(a, b):\n    return a * b\n"
+
+
+def test_odd_top_level_names_neither_crash_grading_nor_lose_honest_files(tmp_path):
+    """A `__main__.py` raised in find_spec; a top-level `scripts/` package was taken for the runner's own folder;
+    a leftover virtual environment under another name was scanned as the agent's code (numpy's settrace lines)."""
+    baseline, tree = tmp_path / "baseline", tmp_path / "tree"
+    write(baseline / "calc" / "ops.py", "X = 1\n")
+    write(tree / "calc" / "ops.py", "X = 1\n")
+    write(tree / "__main__.py", "print('run')\n")
+    write(tree / "scripts" / "__init__.py", "")
+    write(tree / "json.py", "")
+    assert grading.remove_shadowing_modules(tree, baseline) == [
+        "json.py: added by the agent, shadows the installed module 'json'; removed for grading"
+    ]
+    assert (tree / "__main__.py").is_file() and (tree / "scripts" / "__init__.py").is_file()
+    work = tmp_path / "work"
+    write(work / "calc" / "ops.py", "X = 1\n")
+    write(work / "venv-old" / "pyvenv.cfg", "home = /usr/bin\n")
+    write(work / "venv-old" / "lib" / "site.py", "import sys\nsys.settrace(None)\n")
+    workspace.copy_clean(work, tmp_path / "copy")
+    assert not (tmp_path / "copy" / "venv-old").exists()
