@@ -6,13 +6,18 @@ The threat: the code under test runs inside the test process, so a change that c
 make them pass anyway. Three things stop what that looks like in practice:
 
 1. **Integrity.** What the tests compare with (`torch.testing.assert_close`, `torch.allclose`, `Tensor.__eq__`,
-   `math.isclose`, numpy's asserts, builtins) and what turns a test into a report (pytest's runner, reports and
-   JUnit writer) are recorded as this process first has them: now for what is already imported, or the moment a
-   watched module finishes its first import. After every test phase and at the end they are checked again; so
-   are the registered pytest plugins (none may come from the graded tree but its conftest files) and the trace
-   function (a `sys.settrace` hook can jump over an `assert`). A change fails the test in which it is seen and is
-   printed as `<this module's name>: tampering: <what>`; grading reads those lines from the output into the
-   grade's `tampering`, so the trial is not resolved whatever the report says.
+   `math.isclose`, numpy's asserts, builtins, `pytest.approx`, the framework's own testing helpers), what turns a
+   test into a report (pytest's runner, reports and JUnit writer, pluggy, every hook implementation and the
+   function it was registered with) and `os._exit`/`kill`/`write` are recorded as this process first has them:
+   now for what is already imported, or the moment a watched module finishes its first import. After every test
+   phase and at the end they are checked again, and so are: the registered plugins (none may come from the graded
+   tree but its conftest files), trace and profile hooks (a trace hook can jump over an `assert`), where each
+   test's code comes from (its own test files, not code the agent compiled into it), and whether the watched
+   modules are the ones imported (not swapped on their package, not put into `sys.modules` by hand). A finding
+   fails the test in which it is seen and is printed as `<this module's name>: tampering: <what>`; grading reads
+   those lines into the grade's `tampering`, so the trial is not resolved whatever the report says. Each test's
+   outcome is also kept apart from the report file and what did not pass is printed at the end: a report that
+   says such a test passed was changed after pytest wrote it (by a thread of the test process, say).
 2. **The sweep.** When the session finishes, before pytest writes its report, every other process in the grading
    sandbox but this one's ancestors is killed (only with ATEBENCH_GUARD_SWEEP=1: an isolated sandbox, whose /proc
    holds nothing else), so a daemon the code under test started cannot rewrite the report after it is written.
