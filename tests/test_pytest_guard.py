@@ -37,6 +37,23 @@ REPLACES_THE_RUNNER = """
 
         _runner.call_and_report = _passing
 """
+# The hidden test most attacks defeat: the code under test's double() is wrong (returns x).
+TEST_DOUBLE = """
+from calc import double
+
+
+def test_double():
+    assert double(2) == 4
+"""
+TEST_DOUBLE_TENSOR = """
+import torch
+from calc import double
+
+
+def test_double():
+    x = torch.ones(3)
+    torch.testing.assert_close(double(x), 2 * x)
+"""
 # Each attack: the code under test (calc.py, imported by the test at collection) and the test it defeats.
 ATTACKS = {
     "assert_close-replaced": (
@@ -49,15 +66,7 @@ ATTACKS = {
         def double(x):
             return x
         """,
-        """
-        import torch
-        from calc import double
-
-
-        def test_double():
-            x = torch.ones(3)
-            torch.testing.assert_close(double(x), 2 * x)
-        """,
+        TEST_DOUBLE_TENSOR,
     ),
     "runner-replaced": (
         REPLACES_THE_RUNNER
@@ -66,13 +75,7 @@ ATTACKS = {
         def double(x):
             return x
         """,
-        """
-        from calc import double
-
-
-        def test_double():
-            assert double(2) == 4
-        """,
+        TEST_DOUBLE,
     ),
     "plugin-registered": (
         """
@@ -99,13 +102,7 @@ ATTACKS = {
         def double(x):
             return x
         """,
-        """
-        from calc import double
-
-
-        def test_double():
-            assert double(2) == 4
-        """,
+        TEST_DOUBLE,
     ),
     "hook-implementation-replaced": (
         """
@@ -121,13 +118,7 @@ ATTACKS = {
         def double(x):
             return x
         """,
-        """
-        from calc import double
-
-
-        def test_double():
-            assert double(2) == 4
-        """,
+        TEST_DOUBLE,
     ),
     "hook-executor-wrapped": (
         """
@@ -149,13 +140,7 @@ ATTACKS = {
         def double(x):
             return x
         """,
-        """
-        from calc import double
-
-
-        def test_double():
-            assert double(2) == 4
-        """,
+        TEST_DOUBLE,
     ),
     "test-code-emptied": (
         """
@@ -189,13 +174,7 @@ ATTACKS = {
         def double(x):
             return x
         """,
-        """
-        from calc import double
-
-
-        def test_double():
-            assert double(2) == 4
-        """,
+        TEST_DOUBLE,
     ),
     "torch-testing-swapped": (
         """
@@ -209,15 +188,7 @@ ATTACKS = {
         def double(x):
             return x
         """,
-        """
-        import torch
-        from calc import double
-
-
-        def test_double():
-            x = torch.ones(3)
-            torch.testing.assert_close(double(x), 2 * x)
-        """,
+        TEST_DOUBLE_TENSOR,
     ),
     "trace-jumps-over-asserts": (
         """
